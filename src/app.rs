@@ -1,0 +1,158 @@
+//! The command layer: turns parsed arguments into library calls, prints results, and maps
+//! the outcome to an exit code. The only place that prints to stdout.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::cli::{Cli, Command, RunArgs};
+use crate::config::Config;
+use crate::pipeline::{self, EXIT_FAILED, EXIT_LOCKED, Locked, Mode, Options, Summary};
+
+/// Runs the command; returns the process exit code.
+pub fn execute(cli: Cli) -> i32 {
+    let result = match &cli.command {
+        Command::Run(args) => run(&cli.config, Mode::Run, args),
+        Command::Backfill(b) => {
+            if b.from > b.to {
+                eprintln!("error: --from {} is after --to {}", b.from, b.to);
+                return EXIT_FAILED;
+            }
+            run(&cli.config, Mode::Backfill { from: b.from, to: b.to, resend: b.resend }, &b.run)
+        }
+        Command::Status(s) => status(&cli.config, s.json),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if e.downcast_ref::<Locked>().is_some() {
+                eprintln!("error: {e}");
+                return EXIT_LOCKED;
+            }
+            eprintln!("error: {e:#}");
+            EXIT_FAILED
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<Config> {
+    Config::load(path)
+}
+
+fn run(config: &Path, mode: Mode, args: &RunArgs) -> Result<i32> {
+    let cfg = load(config)?;
+    let opts = Options { mode, dry_run: args.dry_run };
+    let result = pipeline::run(&cfg, &opts);
+    if let Some(path) = &args.summary_json {
+        let json = match &result {
+            Ok(summary) => serde_json::to_string_pretty(summary)?,
+            Err(e) => serde_json::to_string_pretty(&serde_json::json!({
+                "dry_run": args.dry_run,
+                "rows": 0, "rejected": 0, "events": 0, "delivered": 0, "pending": 0,
+                "reports": [],
+                "exit_code": if e.downcast_ref::<Locked>().is_some() { EXIT_LOCKED } else { EXIT_FAILED },
+                "error": format!("{e:#}"),
+            }))?,
+        };
+        write_file(path, &json)?;
+    }
+    let summary = result?;
+    print!("{}", render(&summary));
+    Ok(summary.exit_code)
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write the summary {}", path.display()))
+}
+
+fn status(config: &Path, json: bool) -> Result<i32> {
+    let cfg = load(config)?;
+    let s = crate::status::collect(&cfg)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", crate::status::render(&s));
+    }
+    Ok(0)
+}
+
+/// The human summary; for a dry run, the audit of what would happen.
+fn render(s: &Summary) -> String {
+    let mut o = String::new();
+    if s.dry_run {
+        let _ = writeln!(o, "DRY RUN: nothing was written; this is what the {} would do.", s.mode);
+    }
+    for r in &s.reports {
+        let _ = writeln!(o, "{} [{}] {}", r.name, r.report_date, r.status);
+        match r.status.as_str() {
+            "duplicate" => {
+                if let Some(d) = &r.duplicate_of {
+                    let _ = writeln!(o, "  same content as {d}, already processed");
+                }
+                continue;
+            }
+            "failed" => {
+                let _ = writeln!(o, "  error: {}", r.error.as_deref().unwrap_or(""));
+                continue;
+            }
+            _ => {}
+        }
+        let _ = writeln!(
+            o,
+            "  rows {}, accepted {}, rejected {}, skipped {}, unchanged {}, stale {}, events {}{}",
+            r.rows,
+            r.accepted,
+            r.rejected,
+            r.skipped,
+            r.unchanged,
+            r.stale,
+            r.events,
+            if r.warnings > 0 { format!(", warnings {}", r.warnings) } else { String::new() }
+        );
+        for n in &r.notes {
+            let _ = writeln!(o, "  note: {n}");
+        }
+        for rej in &r.rejects {
+            let _ = writeln!(o, "  rejected row {}, column {:?}: {}", rej.row, rej.column, rej.reason);
+        }
+        if r.rejected > r.rejects.len() as u64 {
+            let _ = writeln!(o, "  ... and {} more rejected rows", r.rejected - r.rejects.len() as u64);
+        }
+        for (t, n) in &r.transitions {
+            let _ = writeln!(o, "  {}: {t}: {n}", if s.dry_run { "would emit" } else { "emitted" });
+        }
+    }
+    let mut by_transition: std::collections::BTreeMap<&str, u64> = Default::default();
+    for r in &s.reports {
+        for (t, n) in &r.transitions {
+            *by_transition.entry(t).or_default() += n;
+        }
+    }
+    let _ = writeln!(
+        o,
+        "Total: {} reports, {} rows, {} rejected, {} events{}",
+        s.reports.len(),
+        s.rows,
+        s.rejected,
+        s.events,
+        if s.dry_run { " would be emitted".to_string() } else { format!(", {} delivered, {} pending", s.delivered, s.pending) }
+    );
+    for (t, n) in by_transition {
+        let _ = writeln!(o, "  {t}: {n}");
+    }
+    for k in &s.sinks {
+        if let Some(e) = &k.error {
+            let _ = writeln!(o, "sink {}: delivery failed: {e}", k.name);
+        }
+        for f in &k.files {
+            let _ = writeln!(o, "sink {}: wrote {f}", k.name);
+        }
+    }
+    o
+}

@@ -1,0 +1,103 @@
+//! Command-line arguments (clap derive). Plain data only: no I/O here.
+
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   everything processed and delivered
+  1   the run failed (configuration, ledger, source unreachable)
+  2   finished, but rows or reports were rejected, or events remain undelivered
+  75  another run holds the ledger lock; nothing was done";
+
+/// Keeps an ITSM (e.g. ServiceNow) in step with Tangoe Mobile activity reports.
+#[derive(Debug, Parser)]
+#[command(name = "tangoe-ingest", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// The configuration file (TOML).
+    #[arg(long, global = true, env = "TANGOE_INGEST_CONFIG", default_value = "tangoe-ingest.toml")]
+    pub config: PathBuf,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// More log detail (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Less log output: warnings and errors only.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The nightly job: take the reports not processed before, record state changes and
+    /// deliver them.
+    ///
+    /// Example: tangoe-ingest --config /etc/tangoe-ingest.toml run
+    #[command(after_help = EXIT_CODES)]
+    Run(RunArgs),
+
+    /// Replay every report whose report date lies in [FROM, TO] (inclusive), seen before or
+    /// not, oldest first. Dedupe still applies: only changes the ledger has not recorded go
+    /// out, unless --resend.
+    ///
+    /// Example: tangoe-ingest backfill --from 2026-11-01 --to 2026-11-07 --dry-run
+    #[command(after_help = EXIT_CODES)]
+    Backfill(BackfillArgs),
+
+    /// Recent runs, reports processed, Activities by state, undelivered events, rejects.
+    ///
+    /// Example: tangoe-ingest status
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Read the sources and the ledger, write nothing anywhere, print what would happen.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Write the run's summary as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub summary_json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// First report date (YYYY-MM-DD), inclusive.
+    #[arg(long, value_name = "DATE")]
+    pub from: NaiveDate,
+
+    /// Last report date (YYYY-MM-DD), inclusive.
+    #[arg(long, value_name = "DATE")]
+    pub to: NaiveDate,
+
+    /// Emit the current state of every Activity in those reports again (e.g. to fill a new
+    /// ITSM instance), even where nothing changed.
+    #[arg(long)]
+    pub resend: bool,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the status as JSON.
+    #[arg(long)]
+    pub json: bool,
+}

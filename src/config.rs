@@ -1,0 +1,245 @@
+//! Configuration: TOML → a validated [`Config`] (paths resolved, schema and mappings
+//! loaded, globs compiled).
+//!
+//! Relative paths resolve against the configuration file's folder. Unknown keys are errors
+//! naming the key and the file: a misspelt key must never be silently ignored.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use regex::Regex;
+use serde::Deserialize;
+
+use crate::report::schema::Schema;
+use crate::template::Mapping;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    source: RawSource,
+    #[serde(default)]
+    report: RawReport,
+    ledger: RawLedger,
+    #[serde(default)]
+    sink: Vec<RawSink>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum RawSource {
+    Local(RawLocal),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLocal {
+    #[serde(default = "dot")]
+    dir: String,
+    #[serde(default = "default_patterns")]
+    patterns: Vec<String>,
+}
+
+fn dot() -> String {
+    ".".into()
+}
+
+fn default_patterns() -> Vec<String> {
+    vec!["*.csv".into(), "*.xlsx".into()]
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawReport {
+    schema: Option<String>,
+    timezone: Option<String>,
+    date_from_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLedger {
+    path: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum RawSink {
+    File(RawFileSink),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFileSink {
+    name: Option<String>,
+    dir: String,
+    #[serde(default = "jsonl")]
+    format: String,
+    mapping: Option<String>,
+    /// File name prefix of the import files.
+    prefix: Option<String>,
+}
+
+fn jsonl() -> String {
+    "jsonl".into()
+}
+
+/// Where reports come from.
+pub(crate) enum SourceConfig {
+    Local { dir: PathBuf },
+}
+
+/// Output format of a file sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileFormat {
+    Jsonl,
+    Csv,
+}
+
+pub(crate) struct FileSinkConfig {
+    pub(crate) name: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) format: FileFormat,
+    pub(crate) mapping: Option<Mapping>,
+    pub(crate) prefix: String,
+}
+
+pub(crate) enum SinkConfig {
+    File(FileSinkConfig),
+}
+
+impl SinkConfig {
+    pub(crate) fn name(&self) -> &str {
+        match self {
+            SinkConfig::File(f) => &f.name,
+        }
+    }
+}
+
+pub(crate) struct Config {
+    pub(crate) source: SourceConfig,
+    pub(crate) patterns: GlobSet,
+    pub(crate) schema: Schema,
+    pub(crate) timezone: chrono_tz::Tz,
+    pub(crate) date_from_name: Option<Regex>,
+    pub(crate) ledger: PathBuf,
+    pub(crate) sinks: Vec<SinkConfig>,
+}
+
+/// Resolves `p` against `base` (the config file's folder); `~/` is the home folder.
+pub(crate) fn resolve(base: &Path, p: &str) -> PathBuf {
+    if let Some(rest) = p.strip_prefix("~/")
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return PathBuf::from(home).join(rest);
+    }
+    let path = Path::new(p);
+    if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
+}
+
+fn compile_patterns(patterns: &[String], origin: &str) -> Result<GlobSet> {
+    if patterns.is_empty() {
+        bail!("{origin}: `patterns` is empty: no report would ever be taken");
+    }
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        let glob = GlobBuilder::new(p)
+            .case_insensitive(true)
+            .literal_separator(true)
+            .build()
+            .with_context(|| format!("{origin}: bad pattern {p:?}"))?;
+        b.add(glob);
+    }
+    Ok(b.build()?)
+}
+
+impl Config {
+    pub(crate) fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read the configuration {} (give one with --config or TANGOE_INGEST_CONFIG)",
+                path.display()
+            )
+        })?;
+        let raw: RawConfig = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+            .with_context(|| format!("invalid configuration {}", path.display()))?;
+        let origin = path.display().to_string();
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+
+        let (source, patterns) = match raw.source {
+            RawSource::Local(l) => (
+                SourceConfig::Local { dir: resolve(&base, &l.dir) },
+                compile_patterns(&l.patterns, &format!("{origin} [source]"))?,
+            ),
+        };
+        let schema = match &raw.report.schema {
+            Some(p) => Schema::load(&resolve(&base, p))?,
+            None => Schema::bundled()?,
+        };
+        let tz_name = raw.report.timezone.as_deref().unwrap_or("UTC");
+        let timezone: chrono_tz::Tz = tz_name.parse().map_err(|_| {
+            anyhow::anyhow!("{origin}: [report] timezone {tz_name:?} is not an IANA time zone (e.g. \"America/New_York\")")
+        })?;
+        let date_from_name = match &raw.report.date_from_name {
+            None => None,
+            Some(r) => Some(Regex::new(r).with_context(|| format!("{origin}: [report] date_from_name is not a valid regex"))?),
+        };
+        let schema_fields: Vec<String> = schema.fields.iter().map(|f| f.name.clone()).collect();
+        if raw.sink.is_empty() {
+            bail!("{origin}: no [[sink]]: say where events go (type = \"file\")");
+        }
+        let mut sinks = Vec::new();
+        for (i, s) in raw.sink.into_iter().enumerate() {
+            match s {
+                RawSink::File(f) => {
+                    let format = match f.format.as_str() {
+                        "jsonl" => FileFormat::Jsonl,
+                        "csv" => FileFormat::Csv,
+                        other => bail!("{origin}: [[sink]] #{}: format {other:?} must be \"jsonl\" or \"csv\"", i + 1),
+                    };
+                    let mapping = match &f.mapping {
+                        Some(m) => Some(Mapping::load(&resolve(&base, m), &schema_fields)?),
+                        None => None,
+                    };
+                    let name = f.name.unwrap_or_else(|| if i == 0 { "file".into() } else { format!("file-{}", i + 1) });
+                    let prefix = f.prefix.unwrap_or_else(|| "tangoe-events".into());
+                    sinks.push(SinkConfig::File(FileSinkConfig { name, dir: resolve(&base, &f.dir), format, mapping, prefix }));
+                }
+            }
+        }
+        let mut names: Vec<&str> = sinks.iter().map(SinkConfig::name).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            bail!("{origin}: two sinks are named {:?}: give each a distinct `name`", w[0]);
+        }
+        Ok(Config {
+            source,
+            patterns,
+            schema,
+            timezone,
+            date_from_name,
+            ledger: resolve(&base, &raw.ledger.path),
+            sinks,
+        })
+    }
+}
+
+/// Parses durations such as "30s", "2m", "1h", "90d".
+#[allow(dead_code)]
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().with_context(|| format!("bad duration {s:?} (e.g. \"30s\", \"2m\", \"90d\")"))?;
+    let secs = match unit.trim() {
+        "ms" => return Ok(std::time::Duration::from_millis(n)),
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        other => bail!("bad duration unit {other:?} in {s:?} (use ms, s, m, h or d)"),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}

@@ -1,0 +1,128 @@
+//! Ledger schema migrations, versioned by `PRAGMA user_version`.
+//!
+//! Each step runs in its own transaction together with the version bump, so a ledger is
+//! always at exactly one version. Steps are only ever appended.
+
+use anyhow::{Context, Result, bail};
+use rusqlite::Connection;
+
+const STEPS: &[&str] = &[
+    // 1: the initial ledger.
+    r#"
+    CREATE TABLE reports (
+        id          INTEGER PRIMARY KEY,
+        name        TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        mtime       INTEGER NOT NULL,
+        sha256      TEXT NOT NULL,
+        report_date TEXT NOT NULL,
+        status      TEXT NOT NULL,            -- processed | failed
+        mode        TEXT NOT NULL,            -- run | backfill
+        run_id      INTEGER,
+        columns     TEXT NOT NULL DEFAULT '[]', -- JSON: names of the values in events.attrs
+        rows        INTEGER NOT NULL DEFAULT 0,
+        accepted    INTEGER NOT NULL DEFAULT 0,
+        rejected    INTEGER NOT NULL DEFAULT 0,
+        skipped     INTEGER NOT NULL DEFAULT 0,
+        unchanged   INTEGER NOT NULL DEFAULT 0,
+        stale       INTEGER NOT NULL DEFAULT 0,
+        events      INTEGER NOT NULL DEFAULT 0,
+        warnings    INTEGER NOT NULL DEFAULT 0,
+        error       TEXT,
+        processed_at TEXT NOT NULL
+    );
+    CREATE INDEX reports_sha256 ON reports(sha256, status);
+    CREATE INDEX reports_name ON reports(name);
+
+    -- Compact on purpose: one lookup per report row lands here.
+    CREATE TABLE activities (
+        activity_id TEXT PRIMARY KEY,
+        state       INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,          -- effective time: updated_at, else report date
+        report_id   INTEGER NOT NULL,          -- the report that last moved it forward
+        event_id    INTEGER,                   -- its latest event (which holds the attributes)
+        events      INTEGER NOT NULL DEFAULT 0,
+        itsm_number TEXT
+    ) WITHOUT ROWID;
+
+    -- The outbox: every state change, with the attributes of the row that made it.
+    CREATE TABLE events (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_key      TEXT NOT NULL,
+        activity_id    TEXT NOT NULL,
+        previous_state INTEGER,
+        state          INTEGER NOT NULL,
+        updated_at     INTEGER NOT NULL,
+        report_id      INTEGER NOT NULL,
+        row            INTEGER NOT NULL,
+        itsm_number    TEXT NOT NULL DEFAULT '',
+        attrs          TEXT NOT NULL,           -- JSON array, names in reports.columns
+        prev_event_id  INTEGER,
+        kind           TEXT NOT NULL DEFAULT 'change', -- change | resend
+        run_id         INTEGER NOT NULL,
+        created_at     INTEGER NOT NULL
+    );
+
+    -- Delivery per sink: events up to `delivered_through` are settled for the sink; the
+    -- `deliveries` rows record per-event outcomes beyond that (failures, out-of-order).
+    CREATE TABLE sinks (
+        name              TEXT PRIMARY KEY,
+        delivered_through INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE deliveries (
+        sink       TEXT NOT NULL,
+        event_id   INTEGER NOT NULL,
+        status     TEXT NOT NULL,               -- delivered | failed
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        error      TEXT,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (sink, event_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE rejects (
+        id        INTEGER PRIMARY KEY,
+        report_id INTEGER NOT NULL,
+        file      TEXT NOT NULL,
+        row       INTEGER NOT NULL,
+        col       TEXT NOT NULL,
+        reason    TEXT NOT NULL,
+        raw       TEXT NOT NULL
+    );
+    CREATE INDEX rejects_report ON rejects(report_id);
+
+    CREATE TABLE runs (
+        id         INTEGER PRIMARY KEY,
+        started_at TEXT NOT NULL,
+        ended_at   TEXT,
+        mode       TEXT NOT NULL,
+        reports    INTEGER NOT NULL DEFAULT 0,
+        rows       INTEGER NOT NULL DEFAULT 0,
+        rejected   INTEGER NOT NULL DEFAULT 0,
+        events     INTEGER NOT NULL DEFAULT 0,
+        delivered  INTEGER NOT NULL DEFAULT 0,
+        pending    INTEGER NOT NULL DEFAULT 0,
+        exit_code  INTEGER
+    );
+    "#,
+];
+
+/// The version this build writes.
+pub(crate) const VERSION: i64 = STEPS.len() as i64;
+
+/// Brings the ledger up to [`VERSION`].
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if current > VERSION {
+        bail!(
+            "the ledger is at schema version {current}, newer than this build knows ({VERSION}): \
+             use a newer tangoe-ingest"
+        );
+    }
+    for (i, step) in STEPS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(step).with_context(|| format!("ledger migration {} failed", i + 1))?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

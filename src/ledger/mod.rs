@@ -1,0 +1,518 @@
+//! The ledger: one SQLite file (WAL) that remembers reports, Activities, events (the outbox),
+//! rejected rows and runs.
+//!
+//! Invariant: a report is committed whole or not at all. All effects of one report (its
+//! row in `reports`, Activity updates, events, rejects) happen in one transaction, so a
+//! crash at any moment leaves the ledger as it was before that report or after it.
+//! Delivery marks are written only after a sink has really delivered.
+
+pub(crate) mod migrate;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::activity::State;
+
+/// What the ledger knows of an Activity.
+#[derive(Debug, Clone)]
+pub(crate) struct Known {
+    pub(crate) state: State,
+    /// Effective time of the last change: the row's `updated_at`, else its report's date.
+    pub(crate) updated_at: i64,
+    pub(crate) event_id: Option<i64>,
+    pub(crate) events: i64,
+    pub(crate) itsm_number: Option<String>,
+}
+
+/// The parts of an event needed to fold a later row of the same report into it.
+#[derive(Debug, Clone)]
+pub(crate) struct OwnEvent {
+    pub(crate) id: i64,
+    pub(crate) previous_state: Option<State>,
+    pub(crate) prev_event_id: Option<i64>,
+}
+
+/// A report as listed and hashed, before processing.
+#[derive(Debug, Clone)]
+pub(crate) struct ReportMeta {
+    pub(crate) name: String,
+    pub(crate) size: u64,
+    pub(crate) mtime: i64,
+    pub(crate) sha256: String,
+    pub(crate) report_date: chrono::NaiveDate,
+}
+
+/// An event to insert.
+pub(crate) struct NewEvent<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) activity_id: &'a str,
+    pub(crate) previous_state: Option<State>,
+    pub(crate) state: State,
+    pub(crate) updated_at: i64,
+    pub(crate) row: u64,
+    pub(crate) itsm_number: &'a str,
+    pub(crate) attrs: &'a str,
+    pub(crate) prev_event_id: Option<i64>,
+    pub(crate) kind: &'a str,
+}
+
+/// An event as the sinks see it.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredEvent {
+    pub(crate) id: i64,
+    pub(crate) key: String,
+    pub(crate) activity_id: String,
+    pub(crate) previous_state: Option<State>,
+    pub(crate) state: State,
+    pub(crate) updated_at: i64,
+    pub(crate) report: String,
+    pub(crate) row: u64,
+    pub(crate) itsm_number: String,
+    pub(crate) kind: String,
+    /// (name, value) of every attribute, schema fields first, then extra columns.
+    pub(crate) attrs: Vec<(String, String)>,
+    pub(crate) extra_from: usize,
+}
+
+pub(crate) struct Ledger {
+    conn: Connection,
+    /// The scratch copy a dry run works on; removed when the ledger is dropped.
+    _scratch: Option<tempfile::TempDir>,
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA foreign_keys = OFF;
+         PRAGMA cache_size = -65536;
+         PRAGMA temp_store = FILE;",
+    )?;
+    Ok(())
+}
+
+pub(crate) fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn now_text() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Opens an existing ledger without writing to it, even to its -wal/-shm files where it
+/// can: a cleanly closed ledger (no -wal) is opened immutable.
+fn open_read_only(path: &Path) -> Result<Connection> {
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    let wal_in_use = std::fs::metadata(&wal).map(|m| m.len() > 0).unwrap_or(false);
+    let abs = std::fs::canonicalize(path)?;
+    let mut uri = String::from("file:");
+    for b in abs.to_string_lossy().bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => uri.push(b as char),
+            _ => uri.push_str(&format!("%{b:02X}")),
+        }
+    }
+    uri.push_str(if wal_in_use { "?mode=ro" } else { "?mode=ro&immutable=1" });
+    let conn = Connection::open_with_flags(
+        &uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("cannot open the ledger {} read-only", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger for a real run, migrated to this build's schema.
+    pub(crate) fn open(path: &Path) -> Result<Ledger> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the ledger folder {}", dir.display()))?;
+        }
+        let mut conn = Connection::open(path)
+            .with_context(|| format!("cannot open the ledger {}", path.display()))?;
+        configure(&conn).with_context(|| format!("cannot open the ledger {}", path.display()))?;
+        migrate::migrate(&mut conn).with_context(|| format!("ledger {}", path.display()))?;
+        Ok(Ledger { conn, _scratch: None })
+    }
+
+    /// A private scratch copy of the ledger for a dry run: the run does everything a real
+    /// run would, against the copy, and the copy is thrown away. The real ledger is only read.
+    pub(crate) fn scratch_copy(path: &Path) -> Result<Ledger> {
+        let dir = tempfile::Builder::new().prefix("tangoe-ingest-dry-").tempdir()?;
+        let copy = dir.path().join("ledger.sqlite");
+        if path.exists() {
+            let src = open_read_only(path)?;
+            src.backup(rusqlite::MAIN_DB, &copy, None::<fn(rusqlite::backup::Progress)>)
+                .with_context(|| format!("cannot read the ledger {}", path.display()))?;
+        }
+        let mut conn = Connection::open(&copy)?;
+        configure(&conn)?;
+        migrate::migrate(&mut conn)?;
+        Ok(Ledger { conn, _scratch: Some(dir) })
+    }
+
+    /// Opens an existing ledger for reading only (the `status` command).
+    pub(crate) fn read_only(path: &Path) -> Result<Ledger> {
+        let conn = open_read_only(path)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version != migrate::VERSION {
+            anyhow::bail!(
+                "the ledger {} is at schema version {version}; this build reads version {}: run \
+                 `tangoe-ingest run` once to migrate it",
+                path.display(),
+                migrate::VERSION
+            );
+        }
+        Ok(Ledger { conn, _scratch: None })
+    }
+
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn start_run(&self, mode: &str) -> Result<i64> {
+        self.conn.execute("INSERT INTO runs (started_at, mode) VALUES (?1, ?2)", params![now_text(), mode])?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn finish_run(
+        &self,
+        run_id: i64,
+        reports: u64,
+        rows: u64,
+        rejected: u64,
+        events: u64,
+        delivered: u64,
+        pending: u64,
+        exit_code: i32,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET ended_at = ?1, reports = ?2, rows = ?3, rejected = ?4, events = ?5,
+                delivered = ?6, pending = ?7, exit_code = ?8 WHERE id = ?9",
+            params![now_text(), reports, rows, rejected, events, delivered, pending, exit_code, run_id],
+        )?;
+        Ok(())
+    }
+
+    /// Folds the WAL back into the ledger file (at the end of a run).
+    pub(crate) fn checkpoint(&self) -> Result<()> {
+        self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+        Ok(())
+    }
+
+    /// The name under which content with this hash was processed, if it was.
+    pub(crate) fn processed_hash(&self, sha256: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT name FROM reports WHERE sha256 = ?1 AND status = 'processed' LIMIT 1")?
+            .query_row([sha256], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Whether a report with this name, size and mtime was processed (no need to fetch it).
+    pub(crate) fn processed_listing(&self, name: &str, size: u64, mtime: i64) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT sha256 FROM reports WHERE name = ?1 AND size = ?2 AND mtime = ?3
+                 AND status = 'processed' LIMIT 1",
+            )?
+            .query_row(params![name, size, mtime], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub(crate) fn record_failed_report(&self, meta: &ReportMeta, mode: &str, run_id: i64, error: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO reports (name, size, mtime, sha256, report_date, status, mode, run_id, error, processed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'failed', ?6, ?7, ?8, ?9)",
+            params![
+                meta.name,
+                meta.size,
+                meta.mtime,
+                meta.sha256,
+                meta.report_date.to_string(),
+                mode,
+                run_id,
+                error,
+                now_text()
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn max_event_id(&self) -> Result<i64> {
+        Ok(self.conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
+    }
+
+    /// Starts the one transaction in which a report is committed.
+    pub(crate) fn begin_report(&self, meta: &ReportMeta, mode: &str, run_id: i64, run_first_event: i64) -> Result<ReportWriter<'_>> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        // From here on, dropping the writer rolls the whole report back.
+        let mut writer =
+            ReportWriter { conn: &self.conn, report_id: 0, first_event: 0, run_first_event, run_id, done: false };
+        self.conn.execute(
+            "INSERT INTO reports (name, size, mtime, sha256, report_date, status, mode, run_id, processed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'processed', ?6, ?7, ?8)",
+            params![meta.name, meta.size, meta.mtime, meta.sha256, meta.report_date.to_string(), mode, run_id, now_text()],
+        )?;
+        writer.report_id = self.conn.last_insert_rowid();
+        writer.first_event = self.max_event_id()? + 1;
+        Ok(writer)
+    }
+
+    /// The sink's delivery mark; a sink seen for the first time starts after the events
+    /// already in the ledger (history is re-sent only with `backfill --resend`).
+    pub(crate) fn sink_mark(&self, sink: &str) -> Result<i64> {
+        if let Some(mark) = self
+            .conn
+            .query_row("SELECT delivered_through FROM sinks WHERE name = ?1", [sink], |r| r.get(0))
+            .optional()?
+        {
+            return Ok(mark);
+        }
+        let mark = self.max_event_id()?;
+        self.conn.execute("INSERT INTO sinks (name, delivered_through) VALUES (?1, ?2)", params![sink, mark])?;
+        Ok(mark)
+    }
+
+    pub(crate) fn set_sink_mark(&self, sink: &str, through: i64) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO sinks (name, delivered_through) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET delivered_through = MAX(delivered_through, excluded.delivered_through)",
+            params![sink, through],
+        )?;
+        Ok(())
+    }
+
+    /// Events after `after` in ledger order, at most `limit`.
+    pub(crate) fn events_after(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT e.id, e.event_key, e.activity_id, e.previous_state, e.state, e.updated_at,
+                    r.name, e.row, e.itsm_number, e.kind, e.attrs, r.columns, e.report_id
+             FROM events e JOIN reports r ON r.id = e.report_id
+             WHERE e.id > ?1 ORDER BY e.id LIMIT ?2",
+        )?;
+        let mut rows = stmt.query(params![after, limit as i64])?;
+        let mut out = Vec::new();
+        let mut columns_cache: Option<(i64, Columns)> = None;
+        while let Some(r) = rows.next()? {
+            let report_id: i64 = r.get(12)?;
+            if columns_cache.as_ref().is_none_or(|(id, _)| *id != report_id) {
+                let text: String = r.get(11)?;
+                let cols: Columns = serde_json::from_str(&text).context("ledger: bad report columns")?;
+                columns_cache = Some((report_id, cols));
+            }
+            let cols = &columns_cache.as_ref().expect("set above").1;
+            let attrs_text: String = r.get(10)?;
+            let values: Vec<String> = serde_json::from_str(&attrs_text).context("ledger: bad event attributes")?;
+            let names = cols.fields.iter().chain(&cols.extras);
+            let attrs: Vec<(String, String)> = names.cloned().zip(values).collect();
+            out.push(StoredEvent {
+                id: r.get(0)?,
+                key: r.get(1)?,
+                activity_id: r.get(2)?,
+                previous_state: r.get::<_, Option<i64>>(3)?.and_then(State::from_code),
+                state: State::from_code(r.get(4)?).context("ledger: bad state code")?,
+                updated_at: r.get(5)?,
+                report: r.get(6)?,
+                row: r.get::<_, i64>(7)? as u64,
+                itsm_number: r.get(8)?,
+                kind: r.get(9)?,
+                extra_from: cols.fields.len(),
+                attrs,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn count_events_after(&self, after: i64) -> Result<u64> {
+        Ok(self.conn.query_row("SELECT COUNT(*) FROM events WHERE id > ?1", [after], |r| r.get::<_, i64>(0))? as u64)
+    }
+}
+
+/// The names of the values an event's `attrs` holds, stored once per report.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Columns {
+    pub(crate) fields: Vec<String>,
+    pub(crate) extras: Vec<String>,
+}
+
+/// Counts a report's processing ends with.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReportCounts {
+    pub(crate) rows: u64,
+    pub(crate) accepted: u64,
+    pub(crate) rejected: u64,
+    pub(crate) skipped: u64,
+    pub(crate) unchanged: u64,
+    pub(crate) stale: u64,
+    pub(crate) events: u64,
+    pub(crate) warnings: u64,
+}
+
+/// The open transaction of one report. Dropped without [`ReportWriter::commit`], it rolls
+/// everything back.
+pub(crate) struct ReportWriter<'c> {
+    conn: &'c Connection,
+    pub(crate) report_id: i64,
+    /// Events with ids from here on were created by this report.
+    pub(crate) first_event: i64,
+    /// Events with ids from here on were created by this run.
+    pub(crate) run_first_event: i64,
+    run_id: i64,
+    done: bool,
+}
+
+impl ReportWriter<'_> {
+    pub(crate) fn lookup(&self, activity_id: &str) -> Result<Option<Known>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT state, updated_at, event_id, events, itsm_number FROM activities WHERE activity_id = ?1",
+        )?;
+        let known = stmt
+            .query_row([activity_id], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .optional()?;
+        match known {
+            None => Ok(None),
+            Some((code, updated_at, event_id, events, itsm_number)) => Ok(Some(Known {
+                state: State::from_code(code).context("ledger: bad state code")?,
+                updated_at,
+                event_id,
+                events,
+                itsm_number,
+            })),
+        }
+    }
+
+    pub(crate) fn own_event(&self, event_id: i64) -> Result<OwnEvent> {
+        let mut stmt =
+            self.conn.prepare_cached("SELECT previous_state, prev_event_id FROM events WHERE id = ?1")?;
+        let (prev, prev_event_id): (Option<i64>, Option<i64>) =
+            stmt.query_row([event_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(OwnEvent { id: event_id, previous_state: prev.and_then(State::from_code), prev_event_id })
+    }
+
+    /// The attributes (JSON) and report of an event, to re-send it.
+    pub(crate) fn event_payload(&self, event_id: i64) -> Result<(String, i64, u64, String)> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT attrs, report_id, row, itsm_number FROM events WHERE id = ?1")?;
+        Ok(stmt.query_row([event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64, r.get(3)?)))?)
+    }
+
+    pub(crate) fn insert_event(&self, e: &NewEvent<'_>, report_id: i64) -> Result<i64> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO events (event_key, activity_id, previous_state, state, updated_at, report_id, row,
+                                 itsm_number, attrs, prev_event_id, kind, run_id, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?;
+        stmt.execute(params![
+            e.key,
+            e.activity_id,
+            e.previous_state.map(State::code),
+            e.state.code(),
+            e.updated_at,
+            report_id,
+            e.row as i64,
+            e.itsm_number,
+            e.attrs,
+            e.prev_event_id,
+            e.kind,
+            self.run_id,
+            now()
+        ])?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Rewrites an event this report created, for a later row of the same Activity.
+    pub(crate) fn amend_event(&self, id: i64, key: &str, state: State, updated_at: i64, row: u64, itsm: &str, attrs: &str) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE events SET event_key = ?2, state = ?3, updated_at = ?4, row = ?5, itsm_number = ?6, attrs = ?7
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, key, state.code(), updated_at, row as i64, itsm, attrs])?;
+        Ok(())
+    }
+
+    pub(crate) fn delete_event(&self, id: i64) -> Result<()> {
+        self.conn.prepare_cached("DELETE FROM events WHERE id = ?1")?.execute([id])?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn put_activity(
+        &self,
+        activity_id: &str,
+        state: State,
+        updated_at: i64,
+        event_id: Option<i64>,
+        events: i64,
+        itsm_number: Option<&str>,
+    ) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO activities (activity_id, state, updated_at, report_id, event_id, events, itsm_number)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(activity_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at,
+                    report_id = excluded.report_id, event_id = excluded.event_id, events = excluded.events,
+                    itsm_number = COALESCE(excluded.itsm_number, activities.itsm_number)",
+            )?
+            .execute(params![activity_id, state.code(), updated_at, self.report_id, event_id, events, itsm_number])?;
+        Ok(())
+    }
+
+    /// Records that a later report saw the Activity unchanged (stale checks compare to this).
+    pub(crate) fn touch_activity(&self, activity_id: &str, updated_at: i64) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE activities SET updated_at = ?2, report_id = ?3 WHERE activity_id = ?1")?
+            .execute(params![activity_id, updated_at, self.report_id])?;
+        Ok(())
+    }
+
+    pub(crate) fn reject(&self, file: &str, row: u64, column: &str, reason: &str, raw: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT INTO rejects (report_id, file, row, col, reason, raw) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+            .execute(params![self.report_id, file, row as i64, column, reason, raw])?;
+        Ok(())
+    }
+
+    /// Writes the report's counts and commits everything it did.
+    pub(crate) fn commit(mut self, counts: &ReportCounts, columns: &Columns) -> Result<()> {
+        self.conn.execute(
+            "UPDATE reports SET columns = ?2, rows = ?3, accepted = ?4, rejected = ?5, skipped = ?6,
+                unchanged = ?7, stale = ?8, events = ?9, warnings = ?10 WHERE id = ?1",
+            params![
+                self.report_id,
+                serde_json::to_string(columns)?,
+                counts.rows,
+                counts.accepted,
+                counts.rejected,
+                counts.skipped,
+                counts.unchanged,
+                counts.stale,
+                counts.events,
+                counts.warnings
+            ],
+        )?;
+        self.conn.execute_batch("COMMIT")?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for ReportWriter<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! tangoe-ingest: keeps a client's ITSM in step with Tangoe Mobile activity reports.
+//!
+//! `list → fetch → parse → plan → commit → deliver`: reports come from a drop folder,
+//! are parsed by a schema into Activities, deduplicated against a SQLite ledger, and the
+//! real state changes go out to ITSM import files. See README.md for the whole picture.
+
+pub(crate) mod activity;
+pub mod cli;
+pub(crate) mod config;
+pub(crate) mod ledger;
+pub(crate) mod pipeline;
+pub(crate) mod plan;
+pub(crate) mod report;
+pub(crate) mod sink;
+pub(crate) mod source;
+pub(crate) mod status;
+pub mod app;
+pub(crate) mod template;
+
+

@@ -1,0 +1,451 @@
+//! The run: list → fetch → parse → plan → commit → deliver, in that order, for `run`,
+//! `backfill` and their dry runs alike. Owns the summary and the exit code.
+//!
+//! A dry run walks the same stages against a throw-away copy of the ledger and stops
+//! before delivery: the real ledger is only read, no file is written, nothing is moved.
+//! One bad report never sinks the run: it is recorded as failed and the others go on.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use chrono::NaiveDate;
+use serde::Serialize;
+
+use crate::activity::DateContext;
+use crate::config::{Config, SourceConfig};
+use crate::ledger::{Columns, Ledger, ReportCounts, ReportMeta};
+use crate::plan::Planner;
+use crate::report;
+use crate::sink::{self, SinkSummary};
+use crate::source::{Listed, Source, local::LocalSource};
+
+/// Exit codes: the contract with cron and the operator.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_INCOMPLETE: i32 = 2;
+pub const EXIT_LOCKED: i32 = 75;
+
+/// Which reports a run takes.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// The nightly job: reports not processed before.
+    Run,
+    /// Every report whose date is in `[from, to]`, seen before or not.
+    Backfill { from: NaiveDate, to: NaiveDate, resend: bool },
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub mode: Mode,
+    pub dry_run: bool,
+}
+
+/// Another run holds the ledger.
+#[derive(Debug)]
+pub struct Locked(pub PathBuf);
+
+impl std::fmt::Display for Locked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "another tangoe-ingest run holds the ledger lock {}: this run stops without doing anything \
+             (it is safe to run again once the other run ends)",
+            self.0.display()
+        )
+    }
+}
+
+impl std::error::Error for Locked {}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectSummary {
+    pub row: u64,
+    pub column: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportSummary {
+    pub name: String,
+    /// processed | duplicate | failed | deferred
+    pub status: String,
+    pub rows: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub skipped: u64,
+    pub unchanged: u64,
+    pub stale: u64,
+    pub events: u64,
+    pub warnings: u64,
+    pub report_date: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_of: Option<String>,
+    /// Events by transition, e.g. "ordered → completed": 12.
+    pub transitions: BTreeMap<String, u64>,
+    /// The first rejected rows (row, column, reason; never the row's contents).
+    pub rejects: Vec<RejectSummary>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl ReportSummary {
+    fn new(name: &str, status: &str, date: NaiveDate) -> Self {
+        ReportSummary {
+            name: name.to_string(),
+            status: status.to_string(),
+            rows: 0,
+            accepted: 0,
+            rejected: 0,
+            skipped: 0,
+            unchanged: 0,
+            stale: 0,
+            events: 0,
+            warnings: 0,
+            report_date: date.to_string(),
+            sha256: None,
+            error: None,
+            duplicate_of: None,
+            transitions: BTreeMap::new(),
+            rejects: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub mode: String,
+    pub dry_run: bool,
+    pub rows: u64,
+    pub rejected: u64,
+    pub events: u64,
+    pub delivered: u64,
+    pub pending: u64,
+    pub failed_reports: u64,
+    pub reports: Vec<ReportSummary>,
+    pub sinks: Vec<SinkSummary>,
+    pub exit_code: i32,
+}
+
+/// Holds the run lock for the life of the run.
+pub(crate) struct RunLock {
+    _file: Option<File>,
+}
+
+/// Takes the ledger's run lock: exclusive for a real run, shared for a dry run.
+pub(crate) fn lock(ledger: &Path, shared: bool) -> Result<RunLock> {
+    let path = PathBuf::from(format!("{}.lock", ledger.display()));
+    if shared && !path.exists() {
+        return Ok(RunLock { _file: None });
+    }
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(!shared)
+        .truncate(false)
+        .write(!shared)
+        .read(true)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    let res = if shared { file.try_lock_shared() } else { file.try_lock() };
+    match res {
+        Ok(()) => Ok(RunLock { _file: Some(file) }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::Error::new(Locked(path))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(anyhow::Error::new(e).context(format!("cannot lock {}", path.display())))
+        }
+    }
+}
+
+fn report_date(cfg: &Config, l: &Listed) -> NaiveDate {
+    if let Some(re) = &cfg.date_from_name
+        && let Some(caps) = re.captures(&l.name)
+    {
+        let text = caps.get(1).or_else(|| caps.get(0)).map_or("", |m| m.as_str());
+        for fmt in ["%Y-%m-%d", "%Y%m%d", "%Y_%m_%d", "%m-%d-%Y", "%m%d%Y"] {
+            if let Ok(d) = NaiveDate::parse_from_str(text, fmt) {
+                return d;
+            }
+        }
+        tracing::warn!(file = %l.name, "date_from_name matched {text:?}, which is not a date: using the file's mtime");
+    }
+    let utc = chrono::DateTime::from_timestamp(l.mtime, 0).unwrap_or_default();
+    utc.with_timezone(&cfg.timezone).date_naive()
+}
+
+fn open_source(cfg: &Config) -> Box<dyn Source> {
+    match &cfg.source {
+        SourceConfig::Local { dir } => Box::new(LocalSource::new(dir.clone(), cfg.patterns.clone())),
+    }
+}
+
+/// Runs the pipeline once. Errors are failures of the run as a whole (exit 1 or 75).
+pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
+    let _lock = lock(&cfg.ledger, opts.dry_run)?;
+    let ledger = if opts.dry_run { Ledger::scratch_copy(&cfg.ledger)? } else { Ledger::open(&cfg.ledger)? };
+    let mode_name = match opts.mode {
+        Mode::Run => "run",
+        Mode::Backfill { .. } => "backfill",
+    };
+    let run_id = ledger.start_run(mode_name)?;
+    let schema_fields: Vec<String> = cfg.schema.fields.iter().map(|f| f.name.clone()).collect();
+    let mut summary = Summary {
+        mode: mode_name.to_string(),
+        dry_run: opts.dry_run,
+        rows: 0,
+        rejected: 0,
+        events: 0,
+        delivered: 0,
+        pending: 0,
+        failed_reports: 0,
+        reports: Vec::new(),
+        sinks: cfg.sinks.iter().map(|s| SinkSummary { name: s.name().to_string(), ..Default::default() }).collect(),
+        exit_code: EXIT_OK,
+    };
+    for s in &cfg.sinks {
+        ledger.sink_mark(s.name())?;
+    }
+
+    // Events a crashed or failed run left behind go out first, oldest first.
+    if !opts.dry_run {
+        deliver_all(&ledger, cfg, &schema_fields, &mut summary);
+    }
+
+    // list
+    let mut source = open_source(cfg);
+    let mut listed = source.list()?;
+    let mut dated: Vec<(NaiveDate, Listed)> = listed.drain(..).map(|l| (report_date(cfg, &l), l)).collect();
+    if let Mode::Backfill { from, to, .. } = opts.mode {
+        dated.retain(|(d, _)| *d >= from && *d <= to);
+    }
+    dated.sort_by(|(da, a), (db, b)| (da, a.mtime, &a.name).cmp(&(db, b.mtime, &b.name)));
+    tracing::info!(reports = dated.len(), "listed the source");
+
+    let run_first_event = ledger.max_event_id()? + 1;
+    let resend = matches!(opts.mode, Mode::Backfill { resend: true, .. });
+    for (date, l) in &dated {
+        let rs = process_report(cfg, &ledger, source.as_mut(), opts, run_id, run_first_event, resend, *date, l);
+        summary.rows += rs.rows;
+        summary.rejected += rs.rejected;
+        summary.events += rs.events;
+        if rs.status == "failed" {
+            summary.failed_reports += 1;
+        }
+        summary.reports.push(rs);
+    }
+
+    // deliver
+    if opts.dry_run {
+        for (s, cfg_sink) in summary.sinks.iter_mut().zip(&cfg.sinks) {
+            s.pending = sink::pending(&ledger, cfg_sink)?;
+        }
+    } else {
+        deliver_all(&ledger, cfg, &schema_fields, &mut summary);
+    }
+    summary.pending = summary.sinks.iter().map(|s| s.pending).sum();
+    summary.exit_code = if summary.failed_reports > 0
+        || summary.rejected > 0
+        || summary.pending > 0
+        || summary.sinks.iter().any(|s| s.error.is_some())
+    {
+        EXIT_INCOMPLETE
+    } else {
+        EXIT_OK
+    };
+    if !opts.dry_run {
+        ledger.finish_run(
+            run_id,
+            summary.reports.len() as u64,
+            summary.rows,
+            summary.rejected,
+            summary.events,
+            summary.delivered,
+            summary.pending,
+            summary.exit_code,
+        )?;
+        ledger.checkpoint()?;
+    }
+    Ok(summary)
+}
+
+fn deliver_all(ledger: &Ledger, cfg: &Config, schema_fields: &[String], summary: &mut Summary) {
+    for (s, cfg_sink) in summary.sinks.iter_mut().zip(&cfg.sinks) {
+        let out = sink::deliver(ledger, cfg_sink, schema_fields);
+        s.delivered += out.delivered;
+        summary.delivered += out.delivered;
+        s.failed += out.failed;
+        s.files.extend(out.files);
+        s.pending = out.pending;
+        if out.error.is_some() {
+            s.error = out.error;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn process_report(
+    cfg: &Config,
+    ledger: &Ledger,
+    source: &mut dyn Source,
+    opts: &Options,
+    run_id: i64,
+    run_first_event: i64,
+    resend: bool,
+    date: NaiveDate,
+    l: &Listed,
+) -> ReportSummary {
+    let span = tracing::info_span!("report", file = %l.name);
+    let _enter = span.enter();
+    let is_backfill = matches!(opts.mode, Mode::Backfill { .. });
+    let mut rs = ReportSummary::new(&l.name, "processed", date);
+    // A file the ledger holds under the same name, size and mtime is not read again.
+    if !is_backfill {
+        match ledger.processed_listing(&l.name, l.size, l.mtime) {
+            Ok(Some(sha)) => {
+                rs.status = "duplicate".into();
+                rs.sha256 = Some(sha);
+                rs.duplicate_of = Some(l.name.clone());
+                tracing::debug!("already processed (same name, size and mtime)");
+                return rs;
+            }
+            Ok(None) => {}
+            Err(e) => return failed(rs, e),
+        }
+    }
+    let fetched = match source.fetch(l) {
+        Ok(f) => f,
+        Err(e) => return failed(rs, e),
+    };
+    rs.sha256 = Some(fetched.sha256.clone());
+    if !is_backfill {
+        match ledger.processed_hash(&fetched.sha256) {
+            Ok(Some(name)) => {
+                rs.status = "duplicate".into();
+                rs.duplicate_of = Some(name.clone());
+                tracing::info!(same_as = %name, "skipped: identical content was already processed");
+                return rs;
+            }
+            Ok(None) => {}
+            Err(e) => return failed(rs, e),
+        }
+    }
+    let meta = ReportMeta {
+        name: l.name.clone(),
+        size: fetched.size,
+        mtime: l.mtime,
+        sha256: fetched.sha256.clone(),
+        report_date: date,
+    };
+    let mode_name = if is_backfill { "backfill" } else { "run" };
+    match ingest(cfg, ledger, &meta, &fetched.path, fetched.utf8, mode_name, run_id, run_first_event, resend, &mut rs) {
+        Ok(()) => {
+            tracing::info!(
+                rows = rs.rows,
+                accepted = rs.accepted,
+                rejected = rs.rejected,
+                unchanged = rs.unchanged,
+                stale = rs.stale,
+                events = rs.events,
+                "report committed"
+            );
+            rs
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            if let Err(e2) = ledger.record_failed_report(&meta, mode_name, run_id, &msg) {
+                tracing::error!("cannot record the failed report: {e2:#}");
+            }
+            failed(rs, e)
+        }
+    }
+}
+
+fn failed(mut rs: ReportSummary, e: anyhow::Error) -> ReportSummary {
+    let msg = format!("{e:#}");
+    tracing::error!("report failed: {msg}");
+    rs.status = "failed".into();
+    rs.error = Some(msg);
+    rs.rows = 0;
+    rs.accepted = 0;
+    rs.rejected = 0;
+    rs.skipped = 0;
+    rs.unchanged = 0;
+    rs.stale = 0;
+    rs.events = 0;
+    rs.transitions.clear();
+    rs.rejects.clear();
+    rs
+}
+
+#[allow(clippy::too_many_arguments)]
+fn ingest(
+    cfg: &Config,
+    ledger: &Ledger,
+    meta: &ReportMeta,
+    path: &Path,
+    utf8: bool,
+    mode: &str,
+    run_id: i64,
+    run_first_event: i64,
+    resend: bool,
+    rs: &mut ReportSummary,
+) -> Result<()> {
+    let ctx = DateContext::new(&cfg.schema, cfg.timezone)?;
+    let report_time = ctx.date_start(meta.report_date).timestamp();
+    let writer = ledger.begin_report(meta, mode, run_id, run_first_event)?;
+    let itsm_index = cfg.schema.field_index(crate::report::schema::ITSM_NUMBER);
+    let mut planner = Planner::new(&writer, &meta.name, report_time, itsm_index, resend);
+    let mut notes = Vec::new();
+    let (layout, counts) = report::read(path, &cfg.schema, ctx, &mut planner, &mut notes, utf8)
+        .with_context(|| format!("{}", meta.name))?;
+    for n in &notes {
+        tracing::warn!("{n}");
+    }
+    let outcome = planner.outcome;
+    for w in &outcome.warnings {
+        tracing::warn!(row = w.row, column = %w.column, "{}", w.message);
+    }
+    for r in &outcome.rejects {
+        tracing::warn!(row = r.row, column = %r.column, "row rejected: {}", r.reason);
+    }
+    let totals = ReportCounts {
+        rows: counts.rows,
+        accepted: counts.accepted,
+        rejected: counts.rejected,
+        skipped: counts.skipped,
+        unchanged: outcome.counts.unchanged,
+        stale: outcome.counts.stale,
+        events: outcome.counts.events,
+        warnings: counts.warnings,
+    };
+    let columns = Columns {
+        fields: cfg.schema.fields.iter().map(|f| f.name.clone()).collect(),
+        extras: layout.extra_names(),
+    };
+    writer.commit(&totals, &columns)?;
+    rs.rows = totals.rows;
+    rs.accepted = totals.accepted;
+    rs.rejected = totals.rejected;
+    rs.skipped = totals.skipped;
+    rs.unchanged = totals.unchanged;
+    rs.stale = totals.stale;
+    rs.events = totals.events;
+    rs.warnings = totals.warnings;
+    rs.notes = notes;
+    rs.transitions = outcome.transitions.into_iter().map(|((a, b), n)| (format!("{a} → {b}"), n)).collect();
+    rs.rejects = outcome
+        .rejects
+        .into_iter()
+        .map(|r| RejectSummary { row: r.row, column: r.column, reason: r.reason })
+        .collect();
+    Ok(())
+}

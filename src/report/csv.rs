@@ -1,0 +1,221 @@
+//! CSV reports: RFC 4180 with quoted multi-line cells, CRLF or LF, an optional UTF-8 BOM,
+//! a `,` `;` tab or `|` delimiter (sniffed unless the schema sets one), UTF-8 or, for files
+//! that are not valid UTF-8, Windows-1252 (what Excel's "CSV (Comma delimited)" writes).
+//!
+//! The file is streamed: one record buffer is reused, nothing is held whole in memory.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::{Layout, RowCounts, RowHandler, RowProcessor};
+use crate::activity::{Cell, DateContext};
+use crate::report::schema::Schema;
+
+const SNIFF_BYTES: usize = 64 * 1024;
+
+/// Whether a file is entirely valid UTF-8, checked in a streaming pass.
+#[derive(Default)]
+pub(crate) struct Utf8Check {
+    pending: Vec<u8>,
+    valid: bool,
+    started: bool,
+}
+
+impl Utf8Check {
+    pub(crate) fn new() -> Self {
+        Utf8Check { pending: Vec::new(), valid: true, started: true }
+    }
+
+    pub(crate) fn update(&mut self, chunk: &[u8]) {
+        if !self.valid {
+            return;
+        }
+        let data: std::borrow::Cow<'_, [u8]> = if self.pending.is_empty() {
+            chunk.into()
+        } else {
+            let mut v = std::mem::take(&mut self.pending);
+            v.extend_from_slice(chunk);
+            v.into()
+        };
+        match std::str::from_utf8(&data) {
+            Ok(_) => {}
+            Err(e) if e.error_len().is_none() => self.pending = data[e.valid_up_to()..].to_vec(),
+            Err(_) => self.valid = false,
+        }
+    }
+
+    pub(crate) fn is_valid(&self) -> bool {
+        self.started && self.valid && self.pending.is_empty()
+    }
+}
+
+/// A reader that decodes Windows-1252 into UTF-8 as it streams.
+struct Windows1252<R> {
+    inner: R,
+    decoder: encoding_rs::Decoder,
+    raw: Vec<u8>,
+    out: Vec<u8>,
+    pos: usize,
+    eof: bool,
+}
+
+impl<R: Read> Windows1252<R> {
+    fn new(inner: R) -> Self {
+        Windows1252 {
+            inner,
+            decoder: encoding_rs::WINDOWS_1252.new_decoder_without_bom_handling(),
+            raw: vec![0; 64 * 1024],
+            out: Vec::with_capacity(3 * 64 * 1024 + 16),
+            pos: 0,
+            eof: false,
+        }
+    }
+}
+
+impl<R: Read> Read for Windows1252<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.out.len() {
+            if self.eof {
+                return Ok(0);
+            }
+            let n = self.inner.read(&mut self.raw)?;
+            self.eof = n == 0;
+            self.out.clear();
+            self.pos = 0;
+            let needed = self.decoder.max_utf8_buffer_length(n).unwrap_or(3 * n + 16);
+            self.out.resize(needed, 0);
+            let (_, _, written, _) =
+                self.decoder.decode_to_utf8(&self.raw[..n], &mut self.out, self.eof);
+            self.out.truncate(written);
+        }
+        let n = buf.len().min(self.out.len() - self.pos);
+        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Picks the delimiter whose count per line is the most consistent in the first lines.
+pub(crate) fn sniff_delimiter(sample: &[u8]) -> u8 {
+    let candidates = [b',', b';', b'\t', b'|'];
+    let mut best = (b',', 0usize, 0usize);
+    for &d in &candidates {
+        let mut counts: Vec<usize> = Vec::new();
+        let mut in_quotes = false;
+        let mut n = 0;
+        for &b in sample {
+            match b {
+                b'"' => in_quotes = !in_quotes,
+                b'\n' if !in_quotes => {
+                    counts.push(n);
+                    n = 0;
+                }
+                _ if b == d && !in_quotes => n += 1,
+                _ => {}
+            }
+        }
+        if n > 0 {
+            counts.push(n);
+        }
+        // The most common non-zero count, and how many lines have it.
+        let mut freq: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+        for c in counts.into_iter().filter(|&c| c > 0) {
+            *freq.entry(c).or_default() += 1;
+        }
+        if let Some((&mode, &lines)) = freq.iter().max_by_key(|(c, l)| (**l, **c)) {
+            if (lines, mode) > (best.1, best.2) {
+                best = (d, lines, mode);
+            }
+        }
+    }
+    best.0
+}
+
+/// Reads a CSV report into `handler`.
+pub(crate) fn read<H: RowHandler>(
+    path: &Path,
+    schema: &Schema,
+    ctx: DateContext,
+    handler: &mut H,
+    notes: &mut Vec<String>,
+    utf8: bool,
+) -> Result<(Layout, RowCounts)> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let stream: Box<dyn Read> = if utf8 {
+        Box::new(file)
+    } else {
+        notes.push(
+            "the file is not valid UTF-8: read as Windows-1252 (Excel's \"CSV (Comma delimited)\")"
+                .to_string(),
+        );
+        Box::new(Windows1252::new(file))
+    };
+    let mut buffered = BufReader::with_capacity(SNIFF_BYTES, stream);
+    let delimiter = match schema.delimiter {
+        Some(d) => d,
+        None => {
+            let sample = buffered.fill_buf()?;
+            sniff_delimiter(sample)
+        }
+    };
+    let mut reader = ::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(delimiter)
+        .buffer_capacity(256 * 1024)
+        .from_reader(buffered);
+    let mut processor = RowProcessor::new(schema, ctx, handler);
+    let mut record = ::csv::StringRecord::new();
+    loop {
+        let more = reader.read_record(&mut record).map_err(|e| {
+            let where_ = match e.position() {
+                Some(p) => format!(" at line {}", p.line()),
+                None => String::new(),
+            };
+            anyhow::anyhow!("cannot read the CSV{where_}: {e}")
+        })?;
+        if !more {
+            break;
+        }
+        let line = record.position().map_or(0, |p| p.line());
+        let cells: Vec<Cell<'_>> =
+            record.iter().map(|f| if f.is_empty() { Cell::Empty } else { Cell::Text(f) }).collect();
+        processor.row(line, &cells)?;
+    }
+    processor.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffs_semicolons_with_decimal_commas() {
+        let sample = b"Report title\nActivity ID;State;Cost\nA1;Ordered;12,50\nA2;Completed;1,00\n";
+        assert_eq!(sniff_delimiter(sample), b';');
+        assert_eq!(sniff_delimiter(b"a,b,c\n1,2,3\n"), b',');
+        assert_eq!(sniff_delimiter(b"a\tb\tc\n1\t2\t3\n"), b'\t');
+    }
+
+    #[test]
+    fn utf8_check_across_chunk_boundaries() {
+        let text = "Zoë Müller".as_bytes();
+        let mut c = Utf8Check::new();
+        c.update(&text[..3]);
+        c.update(&text[3..]);
+        assert!(c.is_valid());
+        let mut c = Utf8Check::new();
+        c.update(b"Zo\xeb");
+        assert!(!c.is_valid());
+    }
+
+    #[test]
+    fn windows_1252_decodes() {
+        let mut out = String::new();
+        Windows1252::new(&b"Zo\xeb \x80"[..]).read_to_string(&mut out).unwrap();
+        assert_eq!(out, "Zoë €");
+    }
+}

@@ -1,0 +1,489 @@
+//! Reading a report: bytes + schema → rows → accepted Activities or row rejections.
+//!
+//! CSV and XLSX readers (`csv.rs`, `xlsx.rs`) only turn a file into rows of [`Cell`]s; this
+//! module does everything else the same way for both: it finds the header row below any
+//! preamble, maps columns to the schema's fields, skips blank, footer and repeated header
+//! rows, and validates each row. A report missing a required column fails as a whole; a bad
+//! row is rejected alone with its row number, column and reason.
+
+pub(crate) mod csv;
+pub(crate) mod schema;
+pub(crate) mod xlsx;
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+
+use crate::activity::{Cell, CellValue, DateContext, State, normalize_cell};
+use schema::{FieldType, Schema, StateValue, normalize_header};
+
+/// The file formats a report can come in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    Csv,
+    Xlsx,
+}
+
+impl Format {
+    /// Decides the format from the file's first bytes (a ZIP archive is XLSX) and its name.
+    pub(crate) fn detect(path: &Path) -> Result<Format> {
+        use std::io::Read;
+        let mut magic = [0u8; 4];
+        let mut f = std::fs::File::open(path)?;
+        let n = f.read(&mut magic)?;
+        if n == 4 && magic == *b"PK\x03\x04" {
+            return Ok(Format::Xlsx);
+        }
+        let lower = path.to_string_lossy().to_lowercase();
+        if lower.ends_with(".xlsx") || lower.ends_with(".xlsm") {
+            bail!("the file is named like an XLSX workbook but is not a ZIP archive (truncated or not a workbook)");
+        }
+        if lower.ends_with(".xls") {
+            bail!("legacy .xls workbooks are not supported: save the report as .xlsx or .csv");
+        }
+        Ok(Format::Csv)
+    }
+}
+
+/// Why a row was skipped without being an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Skip {
+    Blank,
+    Footer,
+    RepeatedHeader,
+    /// A state the schema lists as triggering nothing.
+    IgnoredState,
+}
+
+/// A rejected row: where, why, and the raw row for a person to fix it.
+#[derive(Debug, Clone)]
+pub(crate) struct Reject {
+    pub(crate) row: u64,
+    pub(crate) column: String,
+    pub(crate) reason: String,
+    pub(crate) raw: String,
+}
+
+/// A warning about one cell of an accepted row.
+#[derive(Debug, Clone)]
+pub(crate) struct RowWarning {
+    pub(crate) row: u64,
+    pub(crate) column: String,
+    pub(crate) message: String,
+}
+
+/// Where the schema's fields sit in a report.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    /// Column index of each schema field, in schema order.
+    pub(crate) field_columns: Vec<Option<usize>>,
+    /// Columns the schema does not name: (column index, header).
+    pub(crate) extras: Vec<(usize, String)>,
+    /// Header text of every column, for messages.
+    pub(crate) headers: Vec<String>,
+    normalized: Vec<String>,
+    id_field: usize,
+    state_field: usize,
+    updated_field: Option<usize>,
+}
+
+impl Layout {
+    /// The names of the values [`AcceptedRow::values`] yields: fields, then extras.
+    pub(crate) fn extra_names(&self) -> Vec<String> {
+        self.extras.iter().map(|(_, h)| h.clone()).collect()
+    }
+}
+
+/// Receives what a report's rows turn into.
+pub(crate) trait RowHandler {
+    fn accepted(&mut self, row: &AcceptedRow<'_>) -> Result<()>;
+    fn rejected(&mut self, reject: Reject) -> Result<()>;
+    fn warning(&mut self, warning: RowWarning);
+    fn skipped(&mut self, skip: Skip, row: u64);
+}
+
+/// An accepted row: its key fields at hand, every other value rendered on demand.
+pub(crate) struct AcceptedRow<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) state: State,
+    pub(crate) updated_at: Option<i64>,
+    pub(crate) row: u64,
+    cells: &'a [Cell<'a>],
+    layout: &'a Layout,
+    schema: &'a Schema,
+    ctx: &'a DateContext,
+}
+
+impl AcceptedRow<'_> {
+    fn cell(&self, col: usize) -> Cell<'_> {
+        self.cells.get(col).copied().unwrap_or(Cell::Empty)
+    }
+
+    /// Normalised values of every schema field (empty when the report lacks the column),
+    /// then of every extra column.
+    pub(crate) fn values(&self) -> Vec<String> {
+        let mut out = Vec::with_capacity(self.layout.field_columns.len() + self.layout.extras.len());
+        for (i, col) in self.layout.field_columns.iter().enumerate() {
+            let v = match col {
+                None => String::new(),
+                Some(_) if i == self.layout.id_field => self.id.to_string(),
+                Some(_) if i == self.layout.state_field => self.state.as_str().to_string(),
+                Some(c) => match normalize_cell(self.cell(*c), self.schema.fields[i].kind, self.ctx, true) {
+                    CellValue::Ok { text, .. } => text,
+                    CellValue::Invalid(_) => String::new(),
+                },
+            };
+            out.push(v);
+        }
+        for (c, _) in &self.layout.extras {
+            out.push(match normalize_cell(self.cell(*c), FieldType::Text, self.ctx, true) {
+                CellValue::Ok { text, .. } => text,
+                CellValue::Invalid(_) => String::new(),
+            });
+        }
+        out
+    }
+}
+
+/// Counts of the rows a report held, by what became of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct RowCounts {
+    pub(crate) rows: u64,
+    pub(crate) accepted: u64,
+    pub(crate) rejected: u64,
+    pub(crate) skipped: u64,
+    pub(crate) warnings: u64,
+}
+
+const FOOTER_PREFIXES: &[&str] = &[
+    "total",
+    "grand total",
+    "generated",
+    "report generated",
+    "end of report",
+    "row count",
+    "record count",
+    "records",
+    "count:",
+    "printed",
+    "run date",
+    "page ",
+    "confidential",
+    "copyright",
+];
+
+/// Turns rows of cells into accepted rows and rejections (the part shared by all formats).
+pub(crate) struct RowProcessor<'h, H: RowHandler> {
+    schema: &'h Schema,
+    ctx: DateContext,
+    handler: &'h mut H,
+    layout: Option<Layout>,
+    /// The row with the most field matches seen while looking for the header.
+    best_candidate: Option<(usize, Vec<String>)>,
+    rows_before_header: usize,
+    pub(crate) counts: RowCounts,
+}
+
+impl<'h, H: RowHandler> RowProcessor<'h, H> {
+    pub(crate) fn new(schema: &'h Schema, ctx: DateContext, handler: &'h mut H) -> Self {
+        RowProcessor {
+            schema,
+            ctx,
+            handler,
+            layout: None,
+            best_candidate: None,
+            rows_before_header: 0,
+            counts: RowCounts::default(),
+        }
+    }
+
+    /// Called by a reader at the end of the file: fails when no header was found.
+    pub(crate) fn finish(self) -> Result<(Layout, RowCounts)> {
+        match self.layout {
+            Some(layout) => Ok((layout, self.counts)),
+            None => Err(self.missing_columns_error()),
+        }
+    }
+
+    fn missing_columns_error(&self) -> anyhow::Error {
+        let required: Vec<&str> =
+            self.schema.fields.iter().filter(|f| f.required).map(|f| f.name.as_str()).collect();
+        match &self.best_candidate {
+            None => anyhow::anyhow!(
+                "the report holds no rows at all (empty file?); expected a header with the \
+                 columns {}",
+                required.join(", ")
+            ),
+            Some((_, headers)) => {
+                let normalized: Vec<String> = headers.iter().map(|h| normalize_header(h)).collect();
+                let missing: Vec<String> = self
+                    .schema
+                    .fields
+                    .iter()
+                    .filter(|f| f.required && !f.aliases.iter().any(|a| normalized.contains(a)))
+                    .map(|f| format!("{} (e.g. {:?})", f.name, f.aliases.first().map(String::as_str).unwrap_or("")))
+                    .collect();
+                let shown: Vec<&str> = headers.iter().map(String::as_str).filter(|h| !h.trim().is_empty()).collect();
+                anyhow::anyhow!(
+                    "missing required column(s): {}; headers found: [{}]. Add the columns to the \
+                     report or their names as aliases in the report schema",
+                    missing.join(", "),
+                    shown.join(", ")
+                )
+            }
+        }
+    }
+
+    /// Feeds one row. `number` is the row as a person sees it (spreadsheet row, CSV line).
+    pub(crate) fn row(&mut self, number: u64, cells: &[Cell<'_>]) -> Result<()> {
+        if self.layout.is_none() {
+            return self.look_for_header(number, cells);
+        }
+        self.counts.rows += 1;
+        let layout = self.layout.as_ref().expect("layout checked above");
+        let nonempty = cells.iter().filter(|c| !cell_is_empty(c)).count();
+        if nonempty == 0 {
+            self.counts.skipped += 1;
+            self.handler.skipped(Skip::Blank, number);
+            return Ok(());
+        }
+        if nonempty <= 2 && is_footer(cells) {
+            self.counts.skipped += 1;
+            self.handler.skipped(Skip::Footer, number);
+            return Ok(());
+        }
+        if is_repeated_header(cells, &layout.normalized) {
+            self.counts.skipped += 1;
+            self.handler.skipped(Skip::RepeatedHeader, number);
+            return Ok(());
+        }
+        match self.check_row(number, cells) {
+            Ok(Some((id, state, updated_at))) => {
+                self.counts.accepted += 1;
+                let layout = self.layout.as_ref().expect("layout checked above");
+                let accepted = AcceptedRow {
+                    id: &id,
+                    state,
+                    updated_at,
+                    row: number,
+                    cells,
+                    layout,
+                    schema: self.schema,
+                    ctx: &self.ctx,
+                };
+                self.handler.accepted(&accepted)
+            }
+            Ok(None) => {
+                self.counts.skipped += 1;
+                self.handler.skipped(Skip::IgnoredState, number);
+                Ok(())
+            }
+            Err((column, reason)) => {
+                self.counts.rejected += 1;
+                let raw = raw_row(cells);
+                self.handler.rejected(Reject { row: number, column, reason, raw })
+            }
+        }
+    }
+
+    /// Validates a data row; `Ok(None)` for a state that triggers nothing.
+    #[allow(clippy::type_complexity)]
+    fn check_row(
+        &mut self,
+        number: u64,
+        cells: &[Cell<'_>],
+    ) -> std::result::Result<Option<(String, State, Option<i64>)>, (String, String)> {
+        let layout = self.layout.as_ref().expect("called after the header");
+        let header = |col: usize| layout.headers.get(col).cloned().unwrap_or_default();
+        let get = |col: Option<usize>| col.and_then(|c| cells.get(c).copied()).unwrap_or(Cell::Empty);
+
+        let id_col = layout.field_columns[layout.id_field].expect("required column");
+        let id = match normalize_cell(get(Some(id_col)), FieldType::Text, &self.ctx, true) {
+            CellValue::Ok { text, .. } => text,
+            CellValue::Invalid(e) => return Err((header(id_col), e)),
+        };
+        if id.is_empty() {
+            return Err((header(id_col), "empty activity_id".to_string()));
+        }
+        let state_col = layout.field_columns[layout.state_field].expect("required column");
+        let state = match get(Some(state_col)) {
+            Cell::Text(t) if !t.trim().is_empty() => match self.schema.state(t) {
+                Some(StateValue::Trigger(s)) => Some(s),
+                Some(StateValue::Ignored) => None,
+                None => {
+                    return Err((
+                        header(state_col),
+                        format!("unknown state {:?}: add it to the schema's [states] if it is valid", t.trim()),
+                    ));
+                }
+            },
+            Cell::Empty | Cell::Text(_) => return Err((header(state_col), "empty state".to_string())),
+            other => return Err((header(state_col), format!("unknown state {other:?}"))),
+        };
+        let mut updated_at = None;
+        let mut warnings = Vec::new();
+        for (i, col) in layout.field_columns.iter().enumerate() {
+            let Some(col) = *col else { continue };
+            if i == layout.id_field || i == layout.state_field {
+                continue;
+            }
+            let kind = self.schema.fields[i].kind;
+            match normalize_cell(get(Some(col)), kind, &self.ctx, false) {
+                CellValue::Ok { temporal, warning, .. } => {
+                    if Some(i) == layout.updated_field {
+                        updated_at = temporal.map(|t| t.timestamp(&self.ctx));
+                    }
+                    if let Some(w) = warning {
+                        warnings.push((header(col), w));
+                    }
+                }
+                CellValue::Invalid(reason) => return Err((header(col), reason)),
+            }
+        }
+        for (col, _) in &layout.extras {
+            if let Some(Cell::Error(e)) = cells.get(*col) {
+                warnings.push((header(*col), format!("the spreadsheet error value {e} was read as empty")));
+            }
+        }
+        let Some(state) = state else { return Ok(None) };
+        for (column, message) in warnings {
+            self.counts.warnings += 1;
+            self.handler.warning(RowWarning { row: number, column, message });
+        }
+        Ok(Some((id, state, updated_at)))
+    }
+
+    fn look_for_header(&mut self, _number: u64, cells: &[Cell<'_>]) -> Result<()> {
+        self.rows_before_header += 1;
+        let headers: Vec<String> = cells.iter().map(header_text).collect();
+        let normalized: Vec<String> = headers.iter().map(|h| normalize_header(h)).collect();
+        let mut field_columns = vec![None; self.schema.fields.len()];
+        let mut extras = Vec::new();
+        let mut matched = 0;
+        for (col, norm) in normalized.iter().enumerate() {
+            match self.schema.field_for_header(norm) {
+                Some(f) if field_columns[f].is_none() => {
+                    field_columns[f] = Some(col);
+                    matched += 1;
+                }
+                _ => {
+                    if !norm.is_empty() || !headers[col].trim().is_empty() {
+                        extras.push((col, headers[col].trim().to_string()));
+                    }
+                }
+            }
+        }
+        let has_required = self
+            .schema
+            .fields
+            .iter()
+            .zip(&field_columns)
+            .all(|(f, c)| !f.required || c.is_some());
+        if has_required {
+            // Name extras uniquely: a duplicate header gets " (2)", an empty one "column N".
+            let mut seen: Vec<String> = self.schema.fields.iter().map(|f| f.name.clone()).collect();
+            for (col, name) in &mut extras {
+                if name.is_empty() {
+                    *name = format!("column {}", *col + 1);
+                }
+                let base = name.clone();
+                let mut n = 2;
+                while seen.contains(name) {
+                    *name = format!("{base} ({n})");
+                    n += 1;
+                }
+                seen.push(name.clone());
+            }
+            let pos = |n: &str| self.schema.field_index(n);
+            self.layout = Some(Layout {
+                id_field: pos(schema::ACTIVITY_ID).expect("schema checked"),
+                state_field: pos(schema::STATE).expect("schema checked"),
+                updated_field: pos(schema::UPDATED_AT),
+                field_columns,
+                extras,
+                headers: headers.iter().map(|h| h.trim().to_string()).collect(),
+                normalized,
+            });
+            return Ok(());
+        }
+        let nonempty = headers.iter().any(|h| !h.trim().is_empty());
+        if nonempty && self.best_candidate.as_ref().is_none_or(|(m, _)| matched > *m) {
+            self.best_candidate = Some((matched, headers));
+        }
+        if self.rows_before_header >= self.schema.header_search_rows {
+            return Err(self.missing_columns_error().context(format!(
+                "no header row in the first {} rows",
+                self.schema.header_search_rows
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn cell_is_empty(c: &Cell<'_>) -> bool {
+    match c {
+        Cell::Empty => true,
+        Cell::Text(t) => t.trim().is_empty(),
+        _ => false,
+    }
+}
+
+fn header_text(c: &Cell<'_>) -> String {
+    match c {
+        Cell::Text(t) => t.to_string(),
+        Cell::Empty => String::new(),
+        Cell::Number(f) | Cell::DateSerial(f) => format!("{f}"),
+        Cell::Bool(b) => b.to_string(),
+        Cell::Error(e) => e.to_string(),
+    }
+}
+
+fn is_footer(cells: &[Cell<'_>]) -> bool {
+    let Some(Cell::Text(first)) = cells.iter().find(|c| !cell_is_empty(c)) else { return false };
+    let lower = first.trim().to_lowercase();
+    FOOTER_PREFIXES.iter().any(|p| lower.starts_with(p))
+}
+
+fn is_repeated_header(cells: &[Cell<'_>], header: &[String]) -> bool {
+    let mut matched = 0;
+    for (i, c) in cells.iter().enumerate() {
+        let Cell::Text(t) = c else {
+            if cell_is_empty(c) {
+                continue;
+            }
+            return false;
+        };
+        if t.trim().is_empty() {
+            continue;
+        }
+        match header.get(i) {
+            Some(h) if *h == normalize_header(t) => matched += 1,
+            _ => return false,
+        }
+    }
+    matched >= 2
+}
+
+/// The row as one CSV line, for the rejects table and a person fixing the report.
+fn raw_row(cells: &[Cell<'_>]) -> String {
+    let mut w = ::csv::WriterBuilder::new().from_writer(Vec::new());
+    let fields: Vec<String> = cells.iter().map(header_text).collect();
+    let _ = w.write_record(&fields);
+    let bytes = w.into_inner().unwrap_or_default();
+    String::from_utf8_lossy(&bytes).trim_end().to_string()
+}
+
+/// Reads a whole report into `handler`; returns the layout and the row counts.
+pub(crate) fn read<H: RowHandler>(
+    path: &Path,
+    schema: &Schema,
+    ctx: DateContext,
+    handler: &mut H,
+    notes: &mut Vec<String>,
+    utf8: bool,
+) -> Result<(Layout, RowCounts)> {
+    match Format::detect(path)? {
+        Format::Csv => csv::read(path, schema, ctx, handler, notes, utf8),
+        Format::Xlsx => xlsx::read(path, schema, ctx, handler, notes),
+    }
+}

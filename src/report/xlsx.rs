@@ -1,0 +1,123 @@
+//! XLSX reports, streamed cell by cell with calamine's `worksheet_cells_reader`.
+//!
+//! Memory follows the cells actually present, never the sheet's *declared* dimensions (a
+//! sheet may declare a million columns). Typed date cells and plain serial numbers in date
+//! columns are both converted, in the workbook's own date system (1900 or 1904).
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use calamine::{CellErrorType, DataRef, Reader, Xlsx};
+
+use super::{Layout, RowCounts, RowHandler, RowProcessor};
+use crate::activity::{Cell, DateContext};
+use crate::report::schema::Schema;
+
+/// Excel's own limits: columns beyond these cannot come from a real spreadsheet.
+const MAX_COLUMNS: u32 = 16_384;
+const MAX_ROWS: u32 = 1_048_576;
+
+fn error_text(e: &CellErrorType) -> &'static str {
+    match e {
+        CellErrorType::Div0 => "#DIV/0!",
+        CellErrorType::NA => "#N/A",
+        CellErrorType::Name => "#NAME?",
+        CellErrorType::Null => "#NULL!",
+        CellErrorType::Num => "#NUM!",
+        CellErrorType::Ref => "#REF!",
+        CellErrorType::Value => "#VALUE!",
+        CellErrorType::GettingData => "#GETTING_DATA",
+    }
+}
+
+fn to_cell<'a>(d: &'a DataRef<'_>) -> Cell<'a> {
+    match d {
+        DataRef::Empty => Cell::Empty,
+        DataRef::Int(i) => Cell::Number(*i as f64),
+        DataRef::Float(f) => Cell::Number(*f),
+        DataRef::String(s) | DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => {
+            if s.is_empty() { Cell::Empty } else { Cell::Text(s) }
+        }
+        DataRef::SharedString(s) => {
+            if s.is_empty() { Cell::Empty } else { Cell::Text(s) }
+        }
+        DataRef::Bool(b) => Cell::Bool(*b),
+        DataRef::DateTime(d) if d.is_duration() => Cell::Number(d.as_f64()),
+        DataRef::DateTime(d) => Cell::DateSerial(d.as_f64()),
+        DataRef::Error(e) => Cell::Error(error_text(e)),
+    }
+}
+
+/// Reads an XLSX report into `handler`: the schema's sheet if named and present, else the first.
+pub(crate) fn read<H: RowHandler>(
+    path: &Path,
+    schema: &Schema,
+    ctx: DateContext,
+    handler: &mut H,
+    notes: &mut Vec<String>,
+) -> Result<(Layout, RowCounts)> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut workbook: Xlsx<_> = Xlsx::new(BufReader::with_capacity(256 * 1024, file))
+        .context("not a readable XLSX workbook (truncated or corrupt?)")?;
+    let names = workbook.sheet_names();
+    let sheet = match &schema.sheet {
+        Some(wanted) => match names.iter().find(|n| n.eq_ignore_ascii_case(wanted)) {
+            Some(n) => n.clone(),
+            None => {
+                let first = names.first().cloned().context("the workbook has no sheets")?;
+                notes.push(format!("no sheet named {wanted:?}: read the first sheet {first:?}"));
+                first
+            }
+        },
+        None => names.first().cloned().context("the workbook has no sheets")?,
+    };
+    let mut ctx = ctx;
+    ctx.excel_1904 = workbook.has_1904_epoch();
+    let mut cells_reader = workbook
+        .worksheet_cells_reader(&sheet)
+        .with_context(|| format!("cannot read the sheet {sheet:?}"))?;
+    let dim = cells_reader.dimensions();
+    if dim.end.1 >= MAX_COLUMNS || dim.end.0 >= MAX_ROWS {
+        notes.push(format!(
+            "the sheet declares {} rows × {} columns, beyond Excel's limits: only the cells present were read",
+            u64::from(dim.end.0) + 1,
+            u64::from(dim.end.1) + 1
+        ));
+    }
+    let mut processor = RowProcessor::new(schema, ctx, handler);
+    let mut row: Vec<DataRef<'_>> = Vec::new();
+    let mut current: Option<u32> = None;
+    let mut ignored_cells = 0u64;
+    loop {
+        let next = cells_reader.next_cell().map_err(|e| anyhow::anyhow!("cannot read the sheet {sheet:?}: {e}"))?;
+        let Some(cell) = next else { break };
+        let (r, c) = cell.get_position();
+        if c >= MAX_COLUMNS || r >= MAX_ROWS {
+            ignored_cells += 1;
+            continue;
+        }
+        if current != Some(r) {
+            if let Some(done) = current {
+                let cells: Vec<Cell<'_>> = row.iter().map(to_cell).collect();
+                processor.row(u64::from(done) + 1, &cells)?;
+            }
+            row.clear();
+            current = Some(r);
+        }
+        let c = c as usize;
+        if row.len() <= c {
+            row.resize(c + 1, DataRef::Empty);
+        }
+        row[c] = cell.get_value().clone();
+    }
+    if let Some(done) = current {
+        let cells: Vec<Cell<'_>> = row.iter().map(to_cell).collect();
+        processor.row(u64::from(done) + 1, &cells)?;
+    }
+    if ignored_cells > 0 {
+        notes.push(format!("{ignored_cells} cells beyond Excel's limits were ignored"));
+    }
+    processor.finish()
+}

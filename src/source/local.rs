@@ -1,0 +1,53 @@
+//! A local drop folder: the reports are the folder's regular files whose names match the
+//! patterns (not recursive). Fetching reads them where they are.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use globset::GlobSet;
+
+use super::{Fetched, Listed, Source, hash_file};
+
+pub(crate) struct LocalSource {
+    dir: PathBuf,
+    patterns: GlobSet,
+}
+
+impl LocalSource {
+    pub(crate) fn new(dir: PathBuf, patterns: GlobSet) -> Self {
+        LocalSource { dir, patterns }
+    }
+}
+
+impl Source for LocalSource {
+    fn list(&mut self) -> Result<Vec<Listed>> {
+        let entries = std::fs::read_dir(&self.dir)
+            .with_context(|| format!("cannot list the drop folder {}", self.dir.display()))?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot list the drop folder {}", self.dir.display()))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                tracing::warn!(file = ?entry.file_name(), "skipped: the file name is not valid UTF-8");
+                continue;
+            };
+            if name.starts_with('.') || !self.patterns.is_match(&name) {
+                continue;
+            }
+            let meta = std::fs::metadata(entry.path())?;
+            if !meta.is_file() {
+                continue;
+            }
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs() as i64);
+            out.push(Listed { name, size: meta.len(), mtime });
+        }
+        Ok(out)
+    }
+
+    fn fetch(&mut self, report: &Listed) -> Result<Fetched> {
+        hash_file(&self.dir.join(&report.name))
+    }
+}

@@ -1,0 +1,164 @@
+//! Output mappings: an event → the client's ITSM fields, one minijinja template per field.
+//!
+//! A mapping file (TOML) has `[fields]` (output name → template, in order) and `[states]`
+//! (canonical state → the ITSM's code, exposed as `state_code`). Templates are compiled once
+//! and checked against a sample event when the mapping is loaded, so an unknown variable is
+//! a configuration error, not an empty field at delivery time.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use indexmap::IndexMap;
+use minijinja::{Environment, UndefinedBehavior, Value};
+use serde::Deserialize;
+
+use crate::activity::{State, rfc3339};
+use crate::ledger::StoredEvent;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMapping {
+    #[serde(default)]
+    states: BTreeMap<String, String>,
+    fields: IndexMap<String, String>,
+    /// Templates for creating a missing ticket (ITSM API sinks that mirror Activities).
+    #[serde(default)]
+    create: IndexMap<String, String>,
+}
+
+/// A compiled output mapping.
+pub(crate) struct Mapping {
+    env: Environment<'static>,
+    pub(crate) fields: Vec<String>,
+    pub(crate) create_fields: Vec<String>,
+    states: BTreeMap<String, String>,
+    /// Canonical field names of the report schema: always present in the context.
+    schema_fields: Vec<String>,
+}
+
+impl Mapping {
+    pub(crate) fn load(path: &Path, schema_fields: &[String]) -> Result<Mapping> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the output mapping {}", path.display()))?;
+        Mapping::parse(&text, &path.display().to_string(), schema_fields)
+    }
+
+    pub(crate) fn parse(text: &str, origin: &str, schema_fields: &[String]) -> Result<Mapping> {
+        let raw: RawMapping =
+            toml::from_str(text).with_context(|| format!("invalid output mapping {origin}"))?;
+        for key in raw.states.keys() {
+            if !State::ALL.iter().any(|s| s.as_str() == key) {
+                bail!(
+                    "output mapping {origin}: [states] has {key:?}; the states are ordered, \
+                     on_back_order, completed, cancelled"
+                );
+            }
+        }
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        for (name, source) in &raw.fields {
+            env.add_template_owned(format!("fields.{name}"), source.clone())
+                .with_context(|| format!("output mapping {origin}: template of field `{name}`"))?;
+        }
+        for (name, source) in &raw.create {
+            env.add_template_owned(format!("create.{name}"), source.clone())
+                .with_context(|| format!("output mapping {origin}: template of create field `{name}`"))?;
+        }
+        let mapping = Mapping {
+            env,
+            fields: raw.fields.keys().cloned().collect(),
+            create_fields: raw.create.keys().cloned().collect(),
+            states: raw.states,
+            schema_fields: schema_fields.to_vec(),
+        };
+        let sample = StoredEvent::sample(schema_fields);
+        mapping
+            .render(&sample)
+            .and_then(|_| mapping.render_create(&sample))
+            .with_context(|| format!("output mapping {origin} does not render"))?;
+        Ok(mapping)
+    }
+
+    fn context(&self, e: &StoredEvent) -> Value {
+        let mut ctx: BTreeMap<String, Value> = BTreeMap::new();
+        for name in &self.schema_fields {
+            ctx.insert(name.clone(), Value::from(""));
+        }
+        let mut extra: BTreeMap<String, Value> = BTreeMap::new();
+        for (i, (k, v)) in e.attrs.iter().enumerate() {
+            if i >= e.extra_from {
+                extra.insert(k.clone(), Value::from(v.as_str()));
+            } else {
+                ctx.insert(k.clone(), Value::from(v.as_str()));
+            }
+        }
+        ctx.insert("extra".into(), Value::from(extra));
+        ctx.insert("event_id".into(), Value::from(e.key.as_str()));
+        ctx.insert("activity_id".into(), Value::from(e.activity_id.as_str()));
+        ctx.insert("previous_state".into(), Value::from(e.previous_state.map_or("", State::as_str)));
+        ctx.insert("state".into(), Value::from(e.state.as_str()));
+        let code = self.states.get(e.state.as_str()).cloned().unwrap_or_else(|| e.state.as_str().to_string());
+        ctx.insert("state_code".into(), Value::from(code));
+        ctx.insert("itsm_number".into(), Value::from(e.itsm_number.as_str()));
+        ctx.insert("updated_at".into(), Value::from(rfc3339(e.updated_at)));
+        ctx.insert("report".into(), Value::from(e.report.as_str()));
+        ctx.insert("row".into(), Value::from(e.row));
+        ctx.insert("kind".into(), Value::from(e.kind.as_str()));
+        Value::from(ctx)
+    }
+
+    fn render_section(&self, section: &str, names: &[String], e: &StoredEvent) -> Result<IndexMap<String, String>> {
+        let ctx = self.context(e);
+        let mut out = IndexMap::with_capacity(names.len());
+        for name in names {
+            let t = self.env.get_template(&format!("{section}.{name}"))?;
+            let v = t.render(ctx.clone()).with_context(|| format!("field `{name}`"))?;
+            out.insert(name.clone(), v);
+        }
+        Ok(out)
+    }
+
+    /// The output fields of an event, in the mapping's order.
+    pub(crate) fn render(&self, e: &StoredEvent) -> Result<IndexMap<String, String>> {
+        self.render_section("fields", &self.fields, e)
+    }
+
+    /// The fields of a ticket to create for an event (the mapping's `[create]`).
+    pub(crate) fn render_create(&self, e: &StoredEvent) -> Result<IndexMap<String, String>> {
+        self.render_section("create", &self.create_fields, e)
+    }
+}
+
+impl StoredEvent {
+    /// An event with every field filled, to check templates against.
+    pub(crate) fn sample(schema_fields: &[String]) -> StoredEvent {
+        StoredEvent {
+            id: 1,
+            key: "0".repeat(32),
+            activity_id: "A1".into(),
+            previous_state: Some(State::Ordered),
+            state: State::Completed,
+            updated_at: 0,
+            report: "sample.csv".into(),
+            row: 2,
+            itsm_number: "RITM0000001".into(),
+            kind: "change".into(),
+            attrs: schema_fields.iter().map(|f| (f.clone(), String::new())).collect(),
+            extra_from: schema_fields.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_variables_fail_at_load() {
+        let fields = vec!["activity_id".to_string(), "device".to_string()];
+        assert!(Mapping::parse("[fields]\nx = \"{{ device }}\"", "m", &fields).is_ok());
+        let err = Mapping::parse("[fields]\nx = \"{{ devise }}\"", "m", &fields).err().unwrap();
+        assert!(format!("{err:#}").contains("render"), "{err:#}");
+    }
+}
