@@ -134,6 +134,9 @@ fn render(s: &Summary) -> String {
             *by_transition.entry(t).or_default() += n;
         }
     }
+    if s.already_processed > 0 {
+        let _ = writeln!(o, "{} files in the source were processed by earlier runs", s.already_processed);
+    }
     let _ = writeln!(
         o,
         "Total: {} reports, {} rows, {} rejected, {} events{}",

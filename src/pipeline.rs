@@ -128,6 +128,9 @@ pub struct Summary {
     pub delivered: u64,
     pub pending: u64,
     pub failed_reports: u64,
+    /// Files still in the source that an earlier run processed (same name, size, mtime):
+    /// not read again and not listed in `reports`.
+    pub already_processed: u64,
     pub reports: Vec<ReportSummary>,
     pub sinks: Vec<SinkSummary>,
     pub exit_code: i32,
@@ -207,6 +210,7 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
         delivered: 0,
         pending: 0,
         failed_reports: 0,
+        already_processed: 0,
         reports: Vec::new(),
         sinks: cfg.sinks.iter().map(|s| SinkSummary { name: s.name().to_string(), ..Default::default() }).collect(),
         exit_code: EXIT_OK,
@@ -234,6 +238,10 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
     let resend = matches!(opts.mode, Mode::Backfill { resend: true, .. });
     for (date, l) in &dated {
         let rs = process_report(cfg, &ledger, source.as_mut(), opts, run_id, run_first_event, resend, *date, l);
+        if rs.status == "seen" {
+            summary.already_processed += 1;
+            continue;
+        }
         summary.rows += rs.rows;
         summary.rejected += rs.rejected;
         summary.events += rs.events;
@@ -310,10 +318,8 @@ fn process_report(
     // A file the ledger holds under the same name, size and mtime is not read again.
     if !is_backfill {
         match ledger.processed_listing(&l.name, l.size, l.mtime) {
-            Ok(Some(sha)) => {
-                rs.status = "duplicate".into();
-                rs.sha256 = Some(sha);
-                rs.duplicate_of = Some(l.name.clone());
+            Ok(Some(_)) => {
+                rs.status = "seen".into();
                 tracing::debug!("already processed (same name, size and mtime)");
                 return rs;
             }

@@ -1,0 +1,8 @@
+//! The integration suite: the real binary, in temp dirs, against real files and a real
+//! SQLite ledger. One test binary for the whole suite.
+
+mod support;
+
+mod dedupe;
+mod parsing;
+mod runs;

@@ -1,0 +1,168 @@
+//! Test support: a temp work dir with a config, report files, and the real binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+
+/// The header every generated CSV report uses (a subset of the bundled schema's aliases).
+pub const HEADER: &str = "Activity ID,Status,Remote Activity ID,Last Updated,Phone Number,Device,Shipping Address,Cost Center";
+
+pub struct Workdir {
+    dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    /// A work dir with `drop/` as the source, `state/ledger.sqlite` and a JSONL file sink in `out/`.
+    pub fn new() -> Workdir {
+        let w = Workdir { dir: tempfile::Builder::new().prefix("tangoe-it-").tempdir().unwrap() };
+        std::fs::create_dir_all(w.path().join("drop")).unwrap();
+        w.config(&Self::config_with(""));
+        w
+    }
+
+    /// The default config, with `extra` appended (e.g. more `[[sink]]` tables).
+    pub fn config_with(extra: &str) -> String {
+        format!(
+            r#"[source]
+type = "local"
+dir = "drop"
+patterns = ["*.csv", "*.xlsx"]
+
+[report]
+timezone = "UTC"
+date_from_name = '(\d{{4}}-\d{{2}}-\d{{2}})'
+
+[ledger]
+path = "state/ledger.sqlite"
+
+[[sink]]
+type = "file"
+dir = "out"
+format = "jsonl"
+{extra}"#
+        )
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self, toml: &str) {
+        self.write("tangoe-ingest.toml", toml);
+    }
+
+    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path().join(rel);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+
+    /// Writes a CSV report into the drop folder: `HEADER` then `rows` (already CSV lines).
+    pub fn report(&self, name: &str, rows: &[&str]) -> PathBuf {
+        let mut s = String::from(HEADER);
+        s.push('\n');
+        for r in rows {
+            s.push_str(r);
+            s.push('\n');
+        }
+        self.write(&format!("drop/{name}"), s)
+    }
+
+    pub fn remove(&self, rel: &str) {
+        std::fs::remove_file(self.path().join(rel)).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path().join(rel)).unwrap()
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("tangoe-ingest").unwrap();
+        c.current_dir(self.path());
+        c.env_remove("TANGOE_INGEST_CONFIG");
+        c.env_remove("RUST_LOG");
+        c.arg("--config").arg(self.path().join("tangoe-ingest.toml"));
+        c
+    }
+
+    /// Runs the binary with `args`; returns its output whatever the exit code.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Runs and asserts the exit code; returns stdout.
+    pub fn run_ok(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "args {args:?}\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Files in `out/` (or another folder), sorted by name, hidden files excluded.
+    pub fn files(&self, rel: &str) -> Vec<String> {
+        let mut v: Vec<String> = match std::fs::read_dir(self.path().join(rel)) {
+            Ok(rd) => rd.map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| !n.starts_with('.')).collect(),
+            Err(_) => Vec::new(),
+        };
+        v.sort();
+        v
+    }
+
+    /// Every event written to the JSONL sink in `out/`, in file order.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.events_in("out")
+    }
+
+    pub fn events_in(&self, rel: &str) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        for f in self.files(rel) {
+            if !f.ends_with(".jsonl") {
+                continue;
+            }
+            for line in self.read(&format!("{rel}/{f}")).lines() {
+                out.push(serde_json::from_str(line).unwrap());
+            }
+        }
+        out
+    }
+
+    /// (activity_id, previous_state, state) of every event, for compact assertions.
+    pub fn transitions(&self) -> Vec<(String, String, String)> {
+        self.events()
+            .iter()
+            .map(|e| {
+                (
+                    e["activity_id"].as_str().unwrap().to_string(),
+                    e["previous_state"].as_str().unwrap().to_string(),
+                    e["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn ledger(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.path().join("state/ledger.sqlite")).unwrap()
+    }
+
+    pub fn summary(&self, rel: &str) -> serde_json::Value {
+        serde_json::from_str(&self.read(rel)).unwrap()
+    }
+}
+
+/// Sets a file's modification time (seconds since the epoch).
+pub fn set_mtime(path: &Path, secs: i64) {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(t).unwrap();
+}
