@@ -24,8 +24,12 @@ pub(crate) enum State {
 }
 
 impl State {
-    pub(crate) const ALL: [State; 4] =
-        [State::Ordered, State::OnBackOrder, State::Completed, State::Cancelled];
+    pub(crate) const ALL: [State; 4] = [
+        State::Ordered,
+        State::OnBackOrder,
+        State::Completed,
+        State::Cancelled,
+    ];
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -143,9 +147,15 @@ impl DateContext {
             (NaiveDate::from_ymd_opt(1904, 1, 1)?, serial.trunc() as i64)
         } else if serial < 61.0 {
             // Excel's 1900 system counts a 29 February 1900 that never was.
-            (NaiveDate::from_ymd_opt(1899, 12, 31)?, serial.trunc() as i64)
+            (
+                NaiveDate::from_ymd_opt(1899, 12, 31)?,
+                serial.trunc() as i64,
+            )
         } else {
-            (NaiveDate::from_ymd_opt(1899, 12, 30)?, serial.trunc() as i64)
+            (
+                NaiveDate::from_ymd_opt(1899, 12, 30)?,
+                serial.trunc() as i64,
+            )
         };
         let date = base.checked_add_signed(chrono::Duration::days(days))?;
         let secs = (serial.fract() * 86_400.0).round() as i64;
@@ -252,7 +262,11 @@ fn parse_iso(s: &str, ctx: &DateContext) -> Option<Temporal> {
     let time = NaiveTime::from_hms_nano_opt(hour, min, sec, nanos)?;
     let naive = date.and_time(time);
     let zone = &rest[i..];
-    let zone = if zone.first() == Some(&b' ') { &zone[1..] } else { zone };
+    let zone = if zone.first() == Some(&b' ') {
+        &zone[1..]
+    } else {
+        zone
+    };
     let offset_secs = match zone {
         [] => return Some(Temporal::DateTime(ctx.local(naive))),
         [b'Z'] | [b'z'] => 0,
@@ -276,13 +290,19 @@ fn parse_iso(s: &str, ctx: &DateContext) -> Option<Temporal> {
 #[derive(Debug, PartialEq)]
 pub(crate) enum CellValue {
     /// The normalised text; `warning` says why it may be lossy or was blanked.
-    Ok { text: String, temporal: Option<Temporal>, warning: Option<String> },
+    Ok {
+        text: String,
+        temporal: Option<Temporal>,
+        warning: Option<String>,
+    },
     /// The cell cannot be read as its field's type: the row is rejected.
     Invalid(String),
 }
 
 fn is_exponent_notation(s: &str) -> bool {
-    let Some(epos) = s.find(['e', 'E']) else { return false };
+    let Some(epos) = s.find(['e', 'E']) else {
+        return false;
+    };
     let (mantissa, exp) = (&s[..epos], &s[epos + 1..]);
     let exp = exp.strip_prefix(['+', '-']).unwrap_or(exp);
     !mantissa.is_empty()
@@ -317,8 +337,17 @@ fn number_text(f: f64) -> (String, Option<String>) {
 ///
 /// With `want_text` false only validity and warnings are computed (no allocation): the
 /// fast path for rows that turn out unchanged.
-pub(crate) fn normalize_cell(cell: Cell<'_>, kind: FieldType, ctx: &DateContext, want_text: bool) -> CellValue {
-    let ok = |text: String| CellValue::Ok { text, temporal: None, warning: None };
+pub(crate) fn normalize_cell(
+    cell: Cell<'_>,
+    kind: FieldType,
+    ctx: &DateContext,
+    want_text: bool,
+) -> CellValue {
+    let ok = |text: String| CellValue::Ok {
+        text,
+        temporal: None,
+        warning: None,
+    };
     match cell {
         Cell::Empty => ok(String::new()),
         Cell::Error(e) => CellValue::Ok {
@@ -330,7 +359,11 @@ pub(crate) fn normalize_cell(cell: Cell<'_>, kind: FieldType, ctx: &DateContext,
         Cell::Bool(b) => ok(if b { "TRUE" } else { "FALSE" }.to_string()),
         Cell::Number(f) | Cell::DateSerial(f) if kind.is_temporal() => match ctx.from_serial(f) {
             Some(t) => CellValue::Ok {
-                text: if want_text { t.render(kind) } else { String::new() },
+                text: if want_text {
+                    t.render(kind)
+                } else {
+                    String::new()
+                },
                 temporal: Some(t),
                 warning: None,
             },
@@ -341,7 +374,11 @@ pub(crate) fn normalize_cell(cell: Cell<'_>, kind: FieldType, ctx: &DateContext,
                 Cell::Number(f) => number_text(f).1,
                 _ => None,
             };
-            CellValue::Ok { text: String::new(), temporal: None, warning }
+            CellValue::Ok {
+                text: String::new(),
+                temporal: None,
+                warning,
+            }
         }
         Cell::DateSerial(f) => match ctx.from_serial(f) {
             Some(t) => ok(t.render(FieldType::Datetime)),
@@ -349,7 +386,11 @@ pub(crate) fn normalize_cell(cell: Cell<'_>, kind: FieldType, ctx: &DateContext,
         },
         Cell::Number(f) => {
             let (text, warning) = number_text(f);
-            CellValue::Ok { text, temporal: None, warning }
+            CellValue::Ok {
+                text,
+                temporal: None,
+                warning,
+            }
         }
         Cell::Text(raw) => {
             let s = raw.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
@@ -359,19 +400,31 @@ pub(crate) fn normalize_cell(cell: Cell<'_>, kind: FieldType, ctx: &DateContext,
                 }
                 return match ctx.parse_text(s) {
                     Some(t) => CellValue::Ok {
-                        text: if want_text { t.render(kind) } else { String::new() },
+                        text: if want_text {
+                            t.render(kind)
+                        } else {
+                            String::new()
+                        },
                         temporal: Some(t),
                         warning: None,
                     },
                     None => CellValue::Invalid(format!(
                         "{:?} matches no accepted {} format (ISO 8601 or the schema's formats)",
                         s,
-                        if kind == FieldType::Date { "date" } else { "date-time" }
+                        if kind == FieldType::Date {
+                            "date"
+                        } else {
+                            "date-time"
+                        }
                     )),
                 };
             }
             let mut warning = None;
-            let mut text = if want_text { s.to_string() } else { String::new() };
+            let mut text = if want_text {
+                s.to_string()
+            } else {
+                String::new()
+            };
             if matches!(kind, FieldType::Phone | FieldType::Text) {
                 if is_exponent_notation(s) {
                     warning = Some(
@@ -401,7 +454,11 @@ pub(crate) fn normalize_cell(cell: Cell<'_>, kind: FieldType, ctx: &DateContext,
             if kind == FieldType::Email && !s.is_empty() && !s.contains('@') {
                 warning = Some("not an e-mail address".to_string());
             }
-            CellValue::Ok { text, temporal: None, warning }
+            CellValue::Ok {
+                text,
+                temporal: None,
+                warning,
+            }
         }
     }
 }
@@ -423,21 +480,45 @@ mod tests {
 
     #[test]
     fn iso_and_us_dates() {
-        assert_eq!(text(Cell::Text("2026-11-02T10:00:00Z"), FieldType::Datetime), "2026-11-02T10:00:00Z");
-        assert_eq!(text(Cell::Text("2026-11-02 10:00:00+02:00"), FieldType::Datetime), "2026-11-02T08:00:00Z");
+        assert_eq!(
+            text(Cell::Text("2026-11-02T10:00:00Z"), FieldType::Datetime),
+            "2026-11-02T10:00:00Z"
+        );
+        assert_eq!(
+            text(Cell::Text("2026-11-02 10:00:00+02:00"), FieldType::Datetime),
+            "2026-11-02T08:00:00Z"
+        );
         // Naive local times are in the configured zone (New York: UTC-5 in November).
-        assert_eq!(text(Cell::Text("2026-11-02 10:00"), FieldType::Datetime), "2026-11-02T15:00:00Z");
-        assert_eq!(text(Cell::Text("11/02/2026 3:04 PM"), FieldType::Datetime), "2026-11-02T20:04:00Z");
-        assert_eq!(text(Cell::Text("11/02/2026 15:04:05"), FieldType::Datetime), "2026-11-02T20:04:05Z");
-        assert_eq!(text(Cell::Text("11/02/2026"), FieldType::Date), "2026-11-02");
-        assert_eq!(text(Cell::Text("11/02/2026"), FieldType::Datetime), "2026-11-02");
+        assert_eq!(
+            text(Cell::Text("2026-11-02 10:00"), FieldType::Datetime),
+            "2026-11-02T15:00:00Z"
+        );
+        assert_eq!(
+            text(Cell::Text("11/02/2026 3:04 PM"), FieldType::Datetime),
+            "2026-11-02T20:04:00Z"
+        );
+        assert_eq!(
+            text(Cell::Text("11/02/2026 15:04:05"), FieldType::Datetime),
+            "2026-11-02T20:04:05Z"
+        );
+        assert_eq!(
+            text(Cell::Text("11/02/2026"), FieldType::Date),
+            "2026-11-02"
+        );
+        assert_eq!(
+            text(Cell::Text("11/02/2026"), FieldType::Datetime),
+            "2026-11-02"
+        );
     }
 
     #[test]
     fn unparseable_dates_are_invalid_not_guessed() {
         for bad in ["31/12/2026", "2026-13-01", "yesterday", "12/31/2026 25:00"] {
             assert!(
-                matches!(normalize_cell(Cell::Text(bad), FieldType::Datetime, &ctx(), true), CellValue::Invalid(_)),
+                matches!(
+                    normalize_cell(Cell::Text(bad), FieldType::Datetime, &ctx(), true),
+                    CellValue::Invalid(_)
+                ),
                 "{bad}"
             );
         }
@@ -446,17 +527,35 @@ mod tests {
     #[test]
     fn excel_serials_in_both_date_systems() {
         let mut c = ctx();
-        assert_eq!(c.from_serial(46328.0), Some(Temporal::Date(NaiveDate::from_ymd_opt(2026, 11, 2).unwrap())));
+        assert_eq!(
+            c.from_serial(46328.0),
+            Some(Temporal::Date(
+                NaiveDate::from_ymd_opt(2026, 11, 2).unwrap()
+            ))
+        );
         c.excel_1904 = true;
-        assert_eq!(c.from_serial(46328.0 - 1462.0), Some(Temporal::Date(NaiveDate::from_ymd_opt(2026, 11, 2).unwrap())));
+        assert_eq!(
+            c.from_serial(46328.0 - 1462.0),
+            Some(Temporal::Date(
+                NaiveDate::from_ymd_opt(2026, 11, 2).unwrap()
+            ))
+        );
     }
 
     #[test]
     fn numbers_in_text_columns_are_digits() {
-        assert_eq!(text(Cell::Number(5551234567.0), FieldType::Phone), "5551234567");
-        assert_eq!(text(Cell::Text("5551234567.0"), FieldType::Phone), "5551234567");
+        assert_eq!(
+            text(Cell::Number(5551234567.0), FieldType::Phone),
+            "5551234567"
+        );
+        assert_eq!(
+            text(Cell::Text("5551234567.0"), FieldType::Phone),
+            "5551234567"
+        );
         assert_eq!(text(Cell::Number(12.5), FieldType::Text), "12.5");
-        let CellValue::Ok { warning, .. } = normalize_cell(Cell::Text("5.55123E+09"), FieldType::Phone, &ctx(), true) else {
+        let CellValue::Ok { warning, .. } =
+            normalize_cell(Cell::Text("5.55123E+09"), FieldType::Phone, &ctx(), true)
+        else {
             panic!()
         };
         assert!(warning.is_some());

@@ -19,7 +19,15 @@ pub fn execute(cli: Cli) -> i32 {
                 eprintln!("error: --from {} is after --to {}", b.from, b.to);
                 return EXIT_FAILED;
             }
-            run(&cli.config, Mode::Backfill { from: b.from, to: b.to, resend: b.resend }, &b.run)
+            run(
+                &cli.config,
+                Mode::Backfill {
+                    from: b.from,
+                    to: b.to,
+                    resend: b.resend,
+                },
+                &b.run,
+            )
         }
         Command::Status(s) => status(&cli.config, s.json),
     };
@@ -42,7 +50,10 @@ fn load(path: &Path) -> Result<Config> {
 
 fn run(config: &Path, mode: Mode, args: &RunArgs) -> Result<i32> {
     let cfg = load(config)?;
-    let opts = Options { mode, dry_run: args.dry_run };
+    let opts = Options {
+        mode,
+        dry_run: args.dry_run,
+    };
     let result = pipeline::run(&cfg, &opts);
     if let Some(path) = &args.summary_json {
         let json = match &result {
@@ -68,7 +79,8 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
     {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(path, text).with_context(|| format!("cannot write the summary {}", path.display()))
+    std::fs::write(path, text)
+        .with_context(|| format!("cannot write the summary {}", path.display()))
 }
 
 fn status(config: &Path, json: bool) -> Result<i32> {
@@ -86,7 +98,11 @@ fn status(config: &Path, json: bool) -> Result<i32> {
 fn render(s: &Summary) -> String {
     let mut o = String::new();
     if s.dry_run {
-        let _ = writeln!(o, "DRY RUN: nothing was written; this is what the {} would do.", s.mode);
+        let _ = writeln!(
+            o,
+            "DRY RUN: nothing was written; this is what the {} would do.",
+            s.mode
+        );
     }
     for r in &s.reports {
         let _ = writeln!(o, "{} [{}] {}", r.name, r.report_date, r.status);
@@ -113,19 +129,35 @@ fn render(s: &Summary) -> String {
             r.unchanged,
             r.stale,
             r.events,
-            if r.warnings > 0 { format!(", warnings {}", r.warnings) } else { String::new() }
+            if r.warnings > 0 {
+                format!(", warnings {}", r.warnings)
+            } else {
+                String::new()
+            }
         );
         for n in &r.notes {
             let _ = writeln!(o, "  note: {n}");
         }
         for rej in &r.rejects {
-            let _ = writeln!(o, "  rejected row {}, column {:?}: {}", rej.row, rej.column, rej.reason);
+            let _ = writeln!(
+                o,
+                "  rejected row {}, column {:?}: {}",
+                rej.row, rej.column, rej.reason
+            );
         }
         if r.rejected > r.rejects.len() as u64 {
-            let _ = writeln!(o, "  ... and {} more rejected rows", r.rejected - r.rejects.len() as u64);
+            let _ = writeln!(
+                o,
+                "  ... and {} more rejected rows",
+                r.rejected - r.rejects.len() as u64
+            );
         }
         for (t, n) in &r.transitions {
-            let _ = writeln!(o, "  {}: {t}: {n}", if s.dry_run { "would emit" } else { "emitted" });
+            let _ = writeln!(
+                o,
+                "  {}: {t}: {n}",
+                if s.dry_run { "would emit" } else { "emitted" }
+            );
         }
     }
     let mut by_transition: std::collections::BTreeMap<&str, u64> = Default::default();
@@ -135,7 +167,11 @@ fn render(s: &Summary) -> String {
         }
     }
     if s.already_processed > 0 {
-        let _ = writeln!(o, "{} files in the source were processed by earlier runs", s.already_processed);
+        let _ = writeln!(
+            o,
+            "{} files in the source were processed by earlier runs",
+            s.already_processed
+        );
     }
     let _ = writeln!(
         o,
@@ -144,7 +180,11 @@ fn render(s: &Summary) -> String {
         s.rows,
         s.rejected,
         s.events,
-        if s.dry_run { " would be emitted".to_string() } else { format!(", {} delivered, {} pending", s.delivered, s.pending) }
+        if s.dry_run {
+            " would be emitted".to_string()
+        } else {
+            format!(", {} delivered, {} pending", s.delivered, s.pending)
+        }
     );
     for (t, n) in by_transition {
         let _ = writeln!(o, "  {t}: {n}");

@@ -17,7 +17,12 @@ Exit codes:
 #[command(name = "tangoe-ingest", version, about, after_help = EXIT_CODES)]
 pub struct Cli {
     /// The configuration file (TOML).
-    #[arg(long, global = true, env = "TANGOE_INGEST_CONFIG", default_value = "tangoe-ingest.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "TANGOE_INGEST_CONFIG",
+        default_value = "tangoe-ingest.toml"
+    )]
     pub config: PathBuf,
 
     /// Log format on stderr.

@@ -134,7 +134,11 @@ pub(crate) fn resolve(base: &Path, p: &str) -> PathBuf {
         return PathBuf::from(home).join(rest);
     }
     let path = Path::new(p);
-    if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
 }
 
 fn compile_patterns(patterns: &[String], origin: &str) -> Result<GlobSet> {
@@ -166,11 +170,17 @@ impl Config {
             .with_context(|| format!("invalid configuration {}", path.display()))?;
         let origin = path.display().to_string();
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
 
         let (source, patterns) = match raw.source {
             RawSource::Local(l) => (
-                SourceConfig::Local { dir: resolve(&base, &l.dir) },
+                SourceConfig::Local {
+                    dir: resolve(&base, &l.dir),
+                },
                 compile_patterns(&l.patterns, &format!("{origin} [source]"))?,
             ),
         };
@@ -184,7 +194,9 @@ impl Config {
         })?;
         let date_from_name = match &raw.report.date_from_name {
             None => None,
-            Some(r) => Some(Regex::new(r).with_context(|| format!("{origin}: [report] date_from_name is not a valid regex"))?),
+            Some(r) => Some(Regex::new(r).with_context(|| {
+                format!("{origin}: [report] date_from_name is not a valid regex")
+            })?),
         };
         let schema_fields: Vec<String> = schema.fields.iter().map(|f| f.name.clone()).collect();
         if raw.sink.is_empty() {
@@ -197,22 +209,40 @@ impl Config {
                     let format = match f.format.as_str() {
                         "jsonl" => FileFormat::Jsonl,
                         "csv" => FileFormat::Csv,
-                        other => bail!("{origin}: [[sink]] #{}: format {other:?} must be \"jsonl\" or \"csv\"", i + 1),
+                        other => bail!(
+                            "{origin}: [[sink]] #{}: format {other:?} must be \"jsonl\" or \"csv\"",
+                            i + 1
+                        ),
                     };
                     let mapping = match &f.mapping {
                         Some(m) => Some(Mapping::load(&resolve(&base, m), &schema_fields)?),
                         None => None,
                     };
-                    let name = f.name.unwrap_or_else(|| if i == 0 { "file".into() } else { format!("file-{}", i + 1) });
+                    let name = f.name.unwrap_or_else(|| {
+                        if i == 0 {
+                            "file".into()
+                        } else {
+                            format!("file-{}", i + 1)
+                        }
+                    });
                     let prefix = f.prefix.unwrap_or_else(|| "tangoe-events".into());
-                    sinks.push(SinkConfig::File(FileSinkConfig { name, dir: resolve(&base, &f.dir), format, mapping, prefix }));
+                    sinks.push(SinkConfig::File(FileSinkConfig {
+                        name,
+                        dir: resolve(&base, &f.dir),
+                        format,
+                        mapping,
+                        prefix,
+                    }));
                 }
             }
         }
         let mut names: Vec<&str> = sinks.iter().map(SinkConfig::name).collect();
         names.sort_unstable();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            bail!("{origin}: two sinks are named {:?}: give each a distinct `name`", w[0]);
+            bail!(
+                "{origin}: two sinks are named {:?}: give each a distinct `name`",
+                w[0]
+            );
         }
         Ok(Config {
             source,
@@ -232,7 +262,9 @@ pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().with_context(|| format!("bad duration {s:?} (e.g. \"30s\", \"2m\", \"90d\")"))?;
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("bad duration {s:?} (e.g. \"30s\", \"2m\", \"90d\")"))?;
     let secs = match unit.trim() {
         "ms" => return Ok(std::time::Duration::from_millis(n)),
         "s" | "" => n,

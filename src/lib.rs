@@ -5,6 +5,7 @@
 //! real state changes go out to ITSM import files. See README.md for the whole picture.
 
 pub(crate) mod activity;
+pub mod app;
 pub mod cli;
 pub(crate) mod config;
 pub(crate) mod ledger;
@@ -14,7 +15,4 @@ pub(crate) mod report;
 pub(crate) mod sink;
 pub(crate) mod source;
 pub(crate) mod status;
-pub mod app;
 pub(crate) mod template;
-
-

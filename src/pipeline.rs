@@ -33,7 +33,11 @@ pub enum Mode {
     /// The nightly job: reports not processed before.
     Run,
     /// Every report whose date is in `[from, to]`, seen before or not.
-    Backfill { from: NaiveDate, to: NaiveDate, resend: bool },
+    Backfill {
+        from: NaiveDate,
+        to: NaiveDate,
+        resend: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -159,7 +163,11 @@ pub(crate) fn lock(ledger: &Path, shared: bool) -> Result<RunLock> {
         .read(true)
         .open(&path)
         .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-    let res = if shared { file.try_lock_shared() } else { file.try_lock() };
+    let res = if shared {
+        file.try_lock_shared()
+    } else {
+        file.try_lock()
+    };
     match res {
         Ok(()) => Ok(RunLock { _file: Some(file) }),
         Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::Error::new(Locked(path))),
@@ -173,7 +181,10 @@ fn report_date(cfg: &Config, l: &Listed) -> NaiveDate {
     if let Some(re) = &cfg.date_from_name
         && let Some(caps) = re.captures(&l.name)
     {
-        let text = caps.get(1).or_else(|| caps.get(0)).map_or("", |m| m.as_str());
+        let text = caps
+            .get(1)
+            .or_else(|| caps.get(0))
+            .map_or("", |m| m.as_str());
         for fmt in ["%Y-%m-%d", "%Y%m%d", "%Y_%m_%d", "%m-%d-%Y", "%m%d%Y"] {
             if let Ok(d) = NaiveDate::parse_from_str(text, fmt) {
                 return d;
@@ -187,14 +198,20 @@ fn report_date(cfg: &Config, l: &Listed) -> NaiveDate {
 
 fn open_source(cfg: &Config) -> Box<dyn Source> {
     match &cfg.source {
-        SourceConfig::Local { dir } => Box::new(LocalSource::new(dir.clone(), cfg.patterns.clone())),
+        SourceConfig::Local { dir } => {
+            Box::new(LocalSource::new(dir.clone(), cfg.patterns.clone()))
+        }
     }
 }
 
 /// Runs the pipeline once. Errors are failures of the run as a whole (exit 1 or 75).
 pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
     let _lock = lock(&cfg.ledger, opts.dry_run)?;
-    let ledger = if opts.dry_run { Ledger::scratch_copy(&cfg.ledger)? } else { Ledger::open(&cfg.ledger)? };
+    let ledger = if opts.dry_run {
+        Ledger::scratch_copy(&cfg.ledger)?
+    } else {
+        Ledger::open(&cfg.ledger)?
+    };
     let mode_name = match opts.mode {
         Mode::Run => "run",
         Mode::Backfill { .. } => "backfill",
@@ -212,7 +229,14 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
         failed_reports: 0,
         already_processed: 0,
         reports: Vec::new(),
-        sinks: cfg.sinks.iter().map(|s| SinkSummary { name: s.name().to_string(), ..Default::default() }).collect(),
+        sinks: cfg
+            .sinks
+            .iter()
+            .map(|s| SinkSummary {
+                name: s.name().to_string(),
+                ..Default::default()
+            })
+            .collect(),
         exit_code: EXIT_OK,
     };
     for s in &cfg.sinks {
@@ -227,7 +251,10 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
     // list
     let mut source = open_source(cfg);
     let mut listed = source.list()?;
-    let mut dated: Vec<(NaiveDate, Listed)> = listed.drain(..).map(|l| (report_date(cfg, &l), l)).collect();
+    let mut dated: Vec<(NaiveDate, Listed)> = listed
+        .drain(..)
+        .map(|l| (report_date(cfg, &l), l))
+        .collect();
     if let Mode::Backfill { from, to, .. } = opts.mode {
         dated.retain(|(d, _)| *d >= from && *d <= to);
     }
@@ -237,7 +264,17 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
     let run_first_event = ledger.max_event_id()? + 1;
     let resend = matches!(opts.mode, Mode::Backfill { resend: true, .. });
     for (date, l) in &dated {
-        let rs = process_report(cfg, &ledger, source.as_mut(), opts, run_id, run_first_event, resend, *date, l);
+        let rs = process_report(
+            cfg,
+            &ledger,
+            source.as_mut(),
+            opts,
+            run_id,
+            run_first_event,
+            resend,
+            *date,
+            l,
+        );
         if rs.status == "seen" {
             summary.already_processed += 1;
             continue;
@@ -352,7 +389,18 @@ fn process_report(
         report_date: date,
     };
     let mode_name = if is_backfill { "backfill" } else { "run" };
-    match ingest(cfg, ledger, &meta, &fetched.path, fetched.utf8, mode_name, run_id, run_first_event, resend, &mut rs) {
+    match ingest(
+        cfg,
+        ledger,
+        &meta,
+        &fetched.path,
+        fetched.utf8,
+        mode_name,
+        run_id,
+        run_first_event,
+        resend,
+        &mut rs,
+    ) {
         Ok(()) => {
             tracing::info!(
                 rows = rs.rows,
@@ -447,11 +495,19 @@ fn ingest(
     rs.events = totals.events;
     rs.warnings = totals.warnings;
     rs.notes = notes;
-    rs.transitions = outcome.transitions.into_iter().map(|((a, b), n)| (format!("{a} → {b}"), n)).collect();
+    rs.transitions = outcome
+        .transitions
+        .into_iter()
+        .map(|((a, b), n)| (format!("{a} → {b}"), n))
+        .collect();
     rs.rejects = outcome
         .rejects
         .into_iter()
-        .map(|r| RejectSummary { row: r.row, column: r.column, reason: r.reason })
+        .map(|r| RejectSummary {
+            row: r.row,
+            column: r.column,
+            reason: r.reason,
+        })
         .collect();
     Ok(())
 }

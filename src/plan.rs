@@ -40,23 +40,42 @@ pub(crate) enum Decision {
 }
 
 /// The rules. `own` is the Activity's event if this same report created it.
-pub(crate) fn decide(state: State, at: i64, known: Option<&Known>, own: Option<&OwnEvent>) -> Decision {
-    let Some(known) = known else { return Decision::New };
+pub(crate) fn decide(
+    state: State,
+    at: i64,
+    known: Option<&Known>,
+    own: Option<&OwnEvent>,
+) -> Decision {
+    let Some(known) = known else {
+        return Decision::New;
+    };
     if at < known.updated_at {
         return Decision::Stale;
     }
     if let Some(own) = own {
-        return if own.previous_state == Some(state) { Decision::Withdraw } else { Decision::Amend };
+        return if own.previous_state == Some(state) {
+            Decision::Withdraw
+        } else {
+            Decision::Amend
+        };
     }
     if state == known.state {
-        Decision::Unchanged { newer: at > known.updated_at }
+        Decision::Unchanged {
+            newer: at > known.updated_at,
+        }
     } else {
         Decision::Change { from: known.state }
     }
 }
 
 /// The stable id of an event: the same history gives the same id, in any ledger.
-pub(crate) fn event_key(activity_id: &str, seq: i64, previous: Option<State>, state: State, at: i64) -> String {
+pub(crate) fn event_key(
+    activity_id: &str,
+    seq: i64,
+    previous: Option<State>,
+    state: State,
+    at: i64,
+) -> String {
     let mut h = Sha256::new();
     h.update(activity_id.as_bytes());
     h.update([0]);
@@ -95,12 +114,28 @@ pub(crate) struct Planner<'w, 'c> {
 }
 
 impl<'w, 'c> Planner<'w, 'c> {
-    pub(crate) fn new(writer: &'w ReportWriter<'c>, file: &str, report_time: i64, itsm_index: Option<usize>, resend: bool) -> Self {
-        Planner { writer, file: file.to_string(), report_time, itsm_index, resend, outcome: ReportOutcome::default() }
+    pub(crate) fn new(
+        writer: &'w ReportWriter<'c>,
+        file: &str,
+        report_time: i64,
+        itsm_index: Option<usize>,
+        resend: bool,
+    ) -> Self {
+        Planner {
+            writer,
+            file: file.to_string(),
+            report_time,
+            itsm_index,
+            resend,
+            outcome: ReportOutcome::default(),
+        }
     }
 
     fn transition(&mut self, from: Option<State>, to: State, delta: i64) {
-        let key = (from.map_or("none", State::as_str).to_string(), to.as_str().to_string());
+        let key = (
+            from.map_or("none", State::as_str).to_string(),
+            to.as_str().to_string(),
+        );
         let v = self.outcome.transitions.entry(key.clone()).or_default();
         *v = v.saturating_add_signed(delta);
         if *v == 0 {
@@ -111,7 +146,11 @@ impl<'w, 'c> Planner<'w, 'c> {
 
     fn attrs(&self, row: &AcceptedRow<'_>) -> Result<(String, String)> {
         let values = row.values();
-        let itsm = self.itsm_index.and_then(|i| values.get(i)).cloned().unwrap_or_default();
+        let itsm = self
+            .itsm_index
+            .and_then(|i| values.get(i))
+            .cloned()
+            .unwrap_or_default();
         Ok((serde_json::to_string(&values)?, itsm))
     }
 
@@ -130,7 +169,10 @@ impl<'w, 'c> Planner<'w, 'c> {
                 let seq = known.as_ref().map_or(0, |k| k.events) + 1;
                 let (attrs, itsm) = self.attrs(row)?;
                 let itsm = if itsm.is_empty() {
-                    known.as_ref().and_then(|k| k.itsm_number.clone()).unwrap_or_default()
+                    known
+                        .as_ref()
+                        .and_then(|k| k.itsm_number.clone())
+                        .unwrap_or_default()
                 } else {
                     itsm
                 };
@@ -188,7 +230,14 @@ impl<'w, 'c> Planner<'w, 'c> {
                 let own = own.expect("withdraw implies own event");
                 self.outcome.superseded += 1;
                 w.delete_event(own.id)?;
-                w.put_activity(row.id, row.state, at, own.prev_event_id, known.events - 1, None)?;
+                w.put_activity(
+                    row.id,
+                    row.state,
+                    at,
+                    own.prev_event_id,
+                    known.events - 1,
+                    None,
+                )?;
                 self.transition(own.previous_state, known.state, -1);
             }
         }
@@ -198,20 +247,35 @@ impl<'w, 'c> Planner<'w, 'c> {
     /// `backfill --resend`: emits the Activity's current state again, once per run.
     fn resend(&mut self, row: &AcceptedRow<'_>, known: &Known, at: i64) -> Result<()> {
         let w = self.writer;
-        let Some(last) = known.event_id else { return Ok(()) };
+        let Some(last) = known.event_id else {
+            return Ok(());
+        };
         if last >= w.run_first_event {
             return Ok(()); // this run already sent it (as a change or a resend)
         }
         let last_event = w.own_event(last)?;
         let (attrs, itsm) = if at >= known.updated_at {
             let (a, i) = self.attrs(row)?;
-            (a, if i.is_empty() { known.itsm_number.clone().unwrap_or_default() } else { i })
+            (
+                a,
+                if i.is_empty() {
+                    known.itsm_number.clone().unwrap_or_default()
+                } else {
+                    i
+                },
+            )
         } else {
             let (a, _, _, i) = w.event_payload(last)?;
             (a, i)
         };
         let seq = known.events + 1;
-        let key = event_key(row.id, seq, last_event.previous_state, known.state, known.updated_at);
+        let key = event_key(
+            row.id,
+            seq,
+            last_event.previous_state,
+            known.state,
+            known.updated_at,
+        );
         let id = w.insert_event(
             &NewEvent {
                 key: &key,
@@ -227,7 +291,14 @@ impl<'w, 'c> Planner<'w, 'c> {
             },
             w.report_id,
         )?;
-        w.put_activity(row.id, known.state, known.updated_at.max(at), Some(id), seq, None)?;
+        w.put_activity(
+            row.id,
+            known.state,
+            known.updated_at.max(at),
+            Some(id),
+            seq,
+            None,
+        )?;
         self.transition(last_event.previous_state, known.state, 1);
         Ok(())
     }
@@ -239,7 +310,13 @@ impl RowHandler for Planner<'_, '_> {
     }
 
     fn rejected(&mut self, reject: Reject) -> Result<()> {
-        self.writer.reject(&self.file, reject.row, &reject.column, &reject.reason, &reject.raw)?;
+        self.writer.reject(
+            &self.file,
+            reject.row,
+            &reject.column,
+            &reject.reason,
+            &reject.raw,
+        )?;
         if self.outcome.rejects.len() < KEEP_REJECTS {
             self.outcome.rejects.push(reject);
         }
@@ -260,7 +337,13 @@ mod tests {
     use super::*;
 
     fn known(state: State, at: i64) -> Known {
-        Known { state, updated_at: at, event_id: Some(1), events: 1, itsm_number: None }
+        Known {
+            state,
+            updated_at: at,
+            event_id: Some(1),
+            events: 1,
+            itsm_number: None,
+        }
     }
 
     #[test]
@@ -268,15 +351,54 @@ mod tests {
         assert_eq!(decide(State::Ordered, 10, None, None), Decision::New);
         assert_eq!(
             decide(State::Completed, 10, Some(&known(State::Ordered, 5)), None),
-            Decision::Change { from: State::Ordered }
+            Decision::Change {
+                from: State::Ordered
+            }
         );
-        assert_eq!(decide(State::Ordered, 5, Some(&known(State::Ordered, 5)), None), Decision::Unchanged { newer: false });
-        assert_eq!(decide(State::Ordered, 9, Some(&known(State::Ordered, 5)), None), Decision::Unchanged { newer: true });
-        assert_eq!(decide(State::Ordered, 4, Some(&known(State::Completed, 5)), None), Decision::Stale);
-        let own = OwnEvent { id: 7, previous_state: Some(State::Ordered), prev_event_id: Some(1) };
-        assert_eq!(decide(State::Cancelled, 6, Some(&known(State::Completed, 5)), Some(&own)), Decision::Amend);
-        assert_eq!(decide(State::Ordered, 6, Some(&known(State::Completed, 5)), Some(&own)), Decision::Withdraw);
-        assert_eq!(decide(State::Ordered, 4, Some(&known(State::Completed, 5)), Some(&own)), Decision::Stale);
+        assert_eq!(
+            decide(State::Ordered, 5, Some(&known(State::Ordered, 5)), None),
+            Decision::Unchanged { newer: false }
+        );
+        assert_eq!(
+            decide(State::Ordered, 9, Some(&known(State::Ordered, 5)), None),
+            Decision::Unchanged { newer: true }
+        );
+        assert_eq!(
+            decide(State::Ordered, 4, Some(&known(State::Completed, 5)), None),
+            Decision::Stale
+        );
+        let own = OwnEvent {
+            id: 7,
+            previous_state: Some(State::Ordered),
+            prev_event_id: Some(1),
+        };
+        assert_eq!(
+            decide(
+                State::Cancelled,
+                6,
+                Some(&known(State::Completed, 5)),
+                Some(&own)
+            ),
+            Decision::Amend
+        );
+        assert_eq!(
+            decide(
+                State::Ordered,
+                6,
+                Some(&known(State::Completed, 5)),
+                Some(&own)
+            ),
+            Decision::Withdraw
+        );
+        assert_eq!(
+            decide(
+                State::Ordered,
+                4,
+                Some(&known(State::Completed, 5)),
+                Some(&own)
+            ),
+            Decision::Stale
+        );
     }
 
     #[test]

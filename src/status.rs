@@ -94,14 +94,22 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
     )?;
     let mut activities = Vec::new();
     for s in State::ALL {
-        let n: i64 = c.query_row("SELECT COUNT(*) FROM activities WHERE state = ?1", [s.code()], |r| r.get(0))?;
+        let n: i64 = c.query_row(
+            "SELECT COUNT(*) FROM activities WHERE state = ?1",
+            [s.code()],
+            |r| r.get(0),
+        )?;
         activities.push((s.as_str().to_string(), n));
     }
     let mut sinks = Vec::new();
     let names: Vec<String> = cfg.sinks.iter().map(|s| s.name().to_string()).collect();
     for name in names {
         let mark: i64 = c
-            .query_row("SELECT delivered_through FROM sinks WHERE name = ?1", [&name], |r| r.get(0))
+            .query_row(
+                "SELECT delivered_through FROM sinks WHERE name = ?1",
+                [&name],
+                |r| r.get(0),
+            )
             .unwrap_or(0);
         let pending: i64 = c.query_row(
             "SELECT COUNT(*) FROM events e WHERE e.id > ?1
@@ -114,14 +122,34 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
             [&name],
             |r| r.get(0),
         )?;
-        sinks.push(SinkRow { name, delivered_through: mark, pending, failed });
+        sinks.push(SinkRow {
+            name,
+            delivered_through: mark,
+            pending,
+            failed,
+        });
     }
     let rejects: i64 = c.query_row("SELECT COUNT(*) FROM rejects", [], |r| r.get(0))?;
-    let mut stmt = c.prepare("SELECT file, row, col, reason FROM rejects ORDER BY id DESC LIMIT 20")?;
+    let mut stmt =
+        c.prepare("SELECT file, row, col, reason FROM rejects ORDER BY id DESC LIMIT 20")?;
     let recent_rejects = stmt
-        .query_map([], |r| Ok(RejectRow { file: r.get(0)?, row: r.get(1)?, column: r.get(2)?, reason: r.get(3)? }))?
+        .query_map([], |r| {
+            Ok(RejectRow {
+                file: r.get(0)?,
+                row: r.get(1)?,
+                column: r.get(2)?,
+                reason: r.get(3)?,
+            })
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(Status { runs, reports, activities, sinks, rejects, recent_rejects })
+    Ok(Status {
+        runs,
+        reports,
+        activities,
+        sinks,
+        rejects,
+        recent_rejects,
+    })
 }
 
 pub(crate) fn render(s: &Status) -> String {
@@ -143,7 +171,8 @@ pub(crate) fn render(s: &Status) -> String {
             r.events,
             r.delivered,
             r.pending,
-            r.exit_code.map_or("(unfinished)".to_string(), |c| c.to_string())
+            r.exit_code
+                .map_or("(unfinished)".to_string(), |c| c.to_string())
         );
     }
     let _ = writeln!(
@@ -151,7 +180,10 @@ pub(crate) fn render(s: &Status) -> String {
         "Reports: {} processed, {} failed{}",
         s.reports.processed,
         s.reports.failed,
-        s.reports.last_processed.as_ref().map_or(String::new(), |l| format!("; last: {l}"))
+        s.reports
+            .last_processed
+            .as_ref()
+            .map_or(String::new(), |l| format!("; last: {l}"))
     );
     let _ = writeln!(o, "Activities by state:");
     for (state, n) in &s.activities {
@@ -159,11 +191,19 @@ pub(crate) fn render(s: &Status) -> String {
     }
     let _ = writeln!(o, "Sinks:");
     for k in &s.sinks {
-        let _ = writeln!(o, "  {:<16} pending {:>7}  failed {:>5}  (delivered through event {})", k.name, k.pending, k.failed, k.delivered_through);
+        let _ = writeln!(
+            o,
+            "  {:<16} pending {:>7}  failed {:>5}  (delivered through event {})",
+            k.name, k.pending, k.failed, k.delivered_through
+        );
     }
     let _ = writeln!(o, "Rejected rows: {} in all", s.rejects);
     for r in &s.recent_rejects {
-        let _ = writeln!(o, "  {} row {} column {:?}: {}", r.file, r.row, r.column, r.reason);
+        let _ = writeln!(
+            o,
+            "  {} row {} column {:?}: {}",
+            r.file, r.row, r.column, r.reason
+        );
     }
     o
 }

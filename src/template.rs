@@ -63,7 +63,9 @@ impl Mapping {
         }
         for (name, source) in &raw.create {
             env.add_template_owned(format!("create.{name}"), source.clone())
-                .with_context(|| format!("output mapping {origin}: template of create field `{name}`"))?;
+                .with_context(|| {
+                    format!("output mapping {origin}: template of create field `{name}`")
+                })?;
         }
         let mapping = Mapping {
             env,
@@ -96,9 +98,16 @@ impl Mapping {
         ctx.insert("extra".into(), Value::from(extra));
         ctx.insert("event_id".into(), Value::from(e.key.as_str()));
         ctx.insert("activity_id".into(), Value::from(e.activity_id.as_str()));
-        ctx.insert("previous_state".into(), Value::from(e.previous_state.map_or("", State::as_str)));
+        ctx.insert(
+            "previous_state".into(),
+            Value::from(e.previous_state.map_or("", State::as_str)),
+        );
         ctx.insert("state".into(), Value::from(e.state.as_str()));
-        let code = self.states.get(e.state.as_str()).cloned().unwrap_or_else(|| e.state.as_str().to_string());
+        let code = self
+            .states
+            .get(e.state.as_str())
+            .cloned()
+            .unwrap_or_else(|| e.state.as_str().to_string());
         ctx.insert("state_code".into(), Value::from(code));
         ctx.insert("itsm_number".into(), Value::from(e.itsm_number.as_str()));
         ctx.insert("updated_at".into(), Value::from(rfc3339(e.updated_at)));
@@ -108,12 +117,19 @@ impl Mapping {
         Value::from(ctx)
     }
 
-    fn render_section(&self, section: &str, names: &[String], e: &StoredEvent) -> Result<IndexMap<String, String>> {
+    fn render_section(
+        &self,
+        section: &str,
+        names: &[String],
+        e: &StoredEvent,
+    ) -> Result<IndexMap<String, String>> {
         let ctx = self.context(e);
         let mut out = IndexMap::with_capacity(names.len());
         for name in names {
             let t = self.env.get_template(&format!("{section}.{name}"))?;
-            let v = t.render(ctx.clone()).with_context(|| format!("field `{name}`"))?;
+            let v = t
+                .render(ctx.clone())
+                .with_context(|| format!("field `{name}`"))?;
             out.insert(name.clone(), v);
         }
         Ok(out)
@@ -144,7 +160,10 @@ impl StoredEvent {
             row: 2,
             itsm_number: "RITM0000001".into(),
             kind: "change".into(),
-            attrs: schema_fields.iter().map(|f| (f.clone(), String::new())).collect(),
+            attrs: schema_fields
+                .iter()
+                .map(|f| (f.clone(), String::new()))
+                .collect(),
             extra_from: schema_fields.len(),
         }
     }
@@ -158,7 +177,9 @@ mod tests {
     fn unknown_variables_fail_at_load() {
         let fields = vec!["activity_id".to_string(), "device".to_string()];
         assert!(Mapping::parse("[fields]\nx = \"{{ device }}\"", "m", &fields).is_ok());
-        let err = Mapping::parse("[fields]\nx = \"{{ devise }}\"", "m", &fields).err().unwrap();
+        let err = Mapping::parse("[fields]\nx = \"{{ devise }}\"", "m", &fields)
+            .err()
+            .unwrap();
         assert!(format!("{err:#}").contains("render"), "{err:#}");
     }
 }

@@ -120,7 +120,8 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
     }
     for (i, step) in STEPS.iter().enumerate().skip(current as usize) {
         let tx = conn.transaction()?;
-        tx.execute_batch(step).with_context(|| format!("ledger migration {} failed", i + 1))?;
+        tx.execute_batch(step)
+            .with_context(|| format!("ledger migration {} failed", i + 1))?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }

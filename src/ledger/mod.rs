@@ -106,19 +106,29 @@ fn now_text() -> String {
 /// can: a cleanly closed ledger (no -wal) is opened immutable.
 fn open_read_only(path: &Path) -> Result<Connection> {
     let wal = PathBuf::from(format!("{}-wal", path.display()));
-    let wal_in_use = std::fs::metadata(&wal).map(|m| m.len() > 0).unwrap_or(false);
+    let wal_in_use = std::fs::metadata(&wal)
+        .map(|m| m.len() > 0)
+        .unwrap_or(false);
     let abs = std::fs::canonicalize(path)?;
     let mut uri = String::from("file:");
     for b in abs.to_string_lossy().bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => uri.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
+                uri.push(b as char)
+            }
             _ => uri.push_str(&format!("%{b:02X}")),
         }
     }
-    uri.push_str(if wal_in_use { "?mode=ro" } else { "?mode=ro&immutable=1" });
+    uri.push_str(if wal_in_use {
+        "?mode=ro"
+    } else {
+        "?mode=ro&immutable=1"
+    });
     let conn = Connection::open_with_flags(
         &uri,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .with_context(|| format!("cannot open the ledger {} read-only", path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -138,23 +148,35 @@ impl Ledger {
             .with_context(|| format!("cannot open the ledger {}", path.display()))?;
         configure(&conn).with_context(|| format!("cannot open the ledger {}", path.display()))?;
         migrate::migrate(&mut conn).with_context(|| format!("ledger {}", path.display()))?;
-        Ok(Ledger { conn, _scratch: None })
+        Ok(Ledger {
+            conn,
+            _scratch: None,
+        })
     }
 
     /// A private scratch copy of the ledger for a dry run: the run does everything a real
     /// run would, against the copy, and the copy is thrown away. The real ledger is only read.
     pub(crate) fn scratch_copy(path: &Path) -> Result<Ledger> {
-        let dir = tempfile::Builder::new().prefix("tangoe-ingest-dry-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("tangoe-ingest-dry-")
+            .tempdir()?;
         let copy = dir.path().join("ledger.sqlite");
         if path.exists() {
             let src = open_read_only(path)?;
-            src.backup(rusqlite::MAIN_DB, &copy, None::<fn(rusqlite::backup::Progress)>)
-                .with_context(|| format!("cannot read the ledger {}", path.display()))?;
+            src.backup(
+                rusqlite::MAIN_DB,
+                &copy,
+                None::<fn(rusqlite::backup::Progress)>,
+            )
+            .with_context(|| format!("cannot read the ledger {}", path.display()))?;
         }
         let mut conn = Connection::open(&copy)?;
         configure(&conn)?;
         migrate::migrate(&mut conn)?;
-        Ok(Ledger { conn, _scratch: Some(dir) })
+        Ok(Ledger {
+            conn,
+            _scratch: Some(dir),
+        })
     }
 
     /// Opens an existing ledger for reading only (the `status` command).
@@ -169,7 +191,10 @@ impl Ledger {
                 migrate::VERSION
             );
         }
-        Ok(Ledger { conn, _scratch: None })
+        Ok(Ledger {
+            conn,
+            _scratch: None,
+        })
     }
 
     pub(crate) fn conn(&self) -> &Connection {
@@ -177,7 +202,10 @@ impl Ledger {
     }
 
     pub(crate) fn start_run(&self, mode: &str) -> Result<i64> {
-        self.conn.execute("INSERT INTO runs (started_at, mode) VALUES (?1, ?2)", params![now_text(), mode])?;
+        self.conn.execute(
+            "INSERT INTO runs (started_at, mode) VALUES (?1, ?2)",
+            params![now_text(), mode],
+        )?;
         Ok(self.conn.last_insert_rowid())
     }
 
@@ -196,14 +224,25 @@ impl Ledger {
         self.conn.execute(
             "UPDATE runs SET ended_at = ?1, reports = ?2, rows = ?3, rejected = ?4, events = ?5,
                 delivered = ?6, pending = ?7, exit_code = ?8 WHERE id = ?9",
-            params![now_text(), reports, rows, rejected, events, delivered, pending, exit_code, run_id],
+            params![
+                now_text(),
+                reports,
+                rows,
+                rejected,
+                events,
+                delivered,
+                pending,
+                exit_code,
+                run_id
+            ],
         )?;
         Ok(())
     }
 
     /// Folds the WAL back into the ledger file (at the end of a run).
     pub(crate) fn checkpoint(&self) -> Result<()> {
-        self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+        self.conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
         Ok(())
     }
 
@@ -211,13 +250,20 @@ impl Ledger {
     pub(crate) fn processed_hash(&self, sha256: &str) -> Result<Option<String>> {
         Ok(self
             .conn
-            .prepare_cached("SELECT name FROM reports WHERE sha256 = ?1 AND status = 'processed' LIMIT 1")?
+            .prepare_cached(
+                "SELECT name FROM reports WHERE sha256 = ?1 AND status = 'processed' LIMIT 1",
+            )?
             .query_row([sha256], |r| r.get(0))
             .optional()?)
     }
 
     /// Whether a report with this name, size and mtime was processed (no need to fetch it).
-    pub(crate) fn processed_listing(&self, name: &str, size: u64, mtime: i64) -> Result<Option<String>> {
+    pub(crate) fn processed_listing(
+        &self,
+        name: &str,
+        size: u64,
+        mtime: i64,
+    ) -> Result<Option<String>> {
         Ok(self
             .conn
             .prepare_cached(
@@ -228,7 +274,13 @@ impl Ledger {
             .optional()?)
     }
 
-    pub(crate) fn record_failed_report(&self, meta: &ReportMeta, mode: &str, run_id: i64, error: &str) -> Result<()> {
+    pub(crate) fn record_failed_report(
+        &self,
+        meta: &ReportMeta,
+        mode: &str,
+        run_id: i64,
+        error: &str,
+    ) -> Result<()> {
         self.conn.execute(
             "INSERT INTO reports (name, size, mtime, sha256, report_date, status, mode, run_id, error, processed_at)
              VALUES (?1, ?2, ?3, ?4, ?5, 'failed', ?6, ?7, ?8, ?9)",
@@ -248,15 +300,29 @@ impl Ledger {
     }
 
     pub(crate) fn max_event_id(&self) -> Result<i64> {
-        Ok(self.conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
     }
 
     /// Starts the one transaction in which a report is committed.
-    pub(crate) fn begin_report(&self, meta: &ReportMeta, mode: &str, run_id: i64, run_first_event: i64) -> Result<ReportWriter<'_>> {
+    pub(crate) fn begin_report(
+        &self,
+        meta: &ReportMeta,
+        mode: &str,
+        run_id: i64,
+        run_first_event: i64,
+    ) -> Result<ReportWriter<'_>> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         // From here on, dropping the writer rolls the whole report back.
-        let mut writer =
-            ReportWriter { conn: &self.conn, report_id: 0, first_event: 0, run_first_event, run_id, done: false };
+        let mut writer = ReportWriter {
+            conn: &self.conn,
+            report_id: 0,
+            first_event: 0,
+            run_first_event,
+            run_id,
+            done: false,
+        };
         self.conn.execute(
             "INSERT INTO reports (name, size, mtime, sha256, report_date, status, mode, run_id, processed_at)
              VALUES (?1, ?2, ?3, ?4, ?5, 'processed', ?6, ?7, ?8)",
@@ -272,13 +338,20 @@ impl Ledger {
     pub(crate) fn sink_mark(&self, sink: &str) -> Result<i64> {
         if let Some(mark) = self
             .conn
-            .query_row("SELECT delivered_through FROM sinks WHERE name = ?1", [sink], |r| r.get(0))
+            .query_row(
+                "SELECT delivered_through FROM sinks WHERE name = ?1",
+                [sink],
+                |r| r.get(0),
+            )
             .optional()?
         {
             return Ok(mark);
         }
         let mark = self.max_event_id()?;
-        self.conn.execute("INSERT INTO sinks (name, delivered_through) VALUES (?1, ?2)", params![sink, mark])?;
+        self.conn.execute(
+            "INSERT INTO sinks (name, delivered_through) VALUES (?1, ?2)",
+            params![sink, mark],
+        )?;
         Ok(mark)
     }
 
@@ -304,14 +377,19 @@ impl Ledger {
         let mut columns_cache: Option<(i64, Columns)> = None;
         while let Some(r) = rows.next()? {
             let report_id: i64 = r.get(12)?;
-            if columns_cache.as_ref().is_none_or(|(id, _)| *id != report_id) {
+            if columns_cache
+                .as_ref()
+                .is_none_or(|(id, _)| *id != report_id)
+            {
                 let text: String = r.get(11)?;
-                let cols: Columns = serde_json::from_str(&text).context("ledger: bad report columns")?;
+                let cols: Columns =
+                    serde_json::from_str(&text).context("ledger: bad report columns")?;
                 columns_cache = Some((report_id, cols));
             }
             let cols = &columns_cache.as_ref().expect("set above").1;
             let attrs_text: String = r.get(10)?;
-            let values: Vec<String> = serde_json::from_str(&attrs_text).context("ledger: bad event attributes")?;
+            let values: Vec<String> =
+                serde_json::from_str(&attrs_text).context("ledger: bad event attributes")?;
             let names = cols.fields.iter().chain(&cols.extras);
             let attrs: Vec<(String, String)> = names.cloned().zip(values).collect();
             out.push(StoredEvent {
@@ -333,7 +411,11 @@ impl Ledger {
     }
 
     pub(crate) fn count_events_after(&self, after: i64) -> Result<u64> {
-        Ok(self.conn.query_row("SELECT COUNT(*) FROM events WHERE id > ?1", [after], |r| r.get::<_, i64>(0))? as u64)
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM events WHERE id > ?1", [after], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
     }
 }
 
@@ -377,7 +459,13 @@ impl ReportWriter<'_> {
         )?;
         let known = stmt
             .query_row([activity_id], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                ))
             })
             .optional()?;
         match known {
@@ -393,19 +481,26 @@ impl ReportWriter<'_> {
     }
 
     pub(crate) fn own_event(&self, event_id: i64) -> Result<OwnEvent> {
-        let mut stmt =
-            self.conn.prepare_cached("SELECT previous_state, prev_event_id FROM events WHERE id = ?1")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT previous_state, prev_event_id FROM events WHERE id = ?1")?;
         let (prev, prev_event_id): (Option<i64>, Option<i64>) =
             stmt.query_row([event_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(OwnEvent { id: event_id, previous_state: prev.and_then(State::from_code), prev_event_id })
+        Ok(OwnEvent {
+            id: event_id,
+            previous_state: prev.and_then(State::from_code),
+            prev_event_id,
+        })
     }
 
     /// The attributes (JSON) and report of an event, to re-send it.
     pub(crate) fn event_payload(&self, event_id: i64) -> Result<(String, i64, u64, String)> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT attrs, report_id, row, itsm_number FROM events WHERE id = ?1")?;
-        Ok(stmt.query_row([event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64, r.get(3)?)))?)
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT attrs, report_id, row, itsm_number FROM events WHERE id = ?1",
+        )?;
+        Ok(stmt.query_row([event_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64, r.get(3)?))
+        })?)
     }
 
     pub(crate) fn insert_event(&self, e: &NewEvent<'_>, report_id: i64) -> Result<i64> {
@@ -433,7 +528,16 @@ impl ReportWriter<'_> {
     }
 
     /// Rewrites an event this report created, for a later row of the same Activity.
-    pub(crate) fn amend_event(&self, id: i64, key: &str, state: State, updated_at: i64, row: u64, itsm: &str, attrs: &str) -> Result<()> {
+    pub(crate) fn amend_event(
+        &self,
+        id: i64,
+        key: &str,
+        state: State,
+        updated_at: i64,
+        row: u64,
+        itsm: &str,
+        attrs: &str,
+    ) -> Result<()> {
         self.conn
             .prepare_cached(
                 "UPDATE events SET event_key = ?2, state = ?3, updated_at = ?4, row = ?5, itsm_number = ?6, attrs = ?7
@@ -444,7 +548,9 @@ impl ReportWriter<'_> {
     }
 
     pub(crate) fn delete_event(&self, id: i64) -> Result<()> {
-        self.conn.prepare_cached("DELETE FROM events WHERE id = ?1")?.execute([id])?;
+        self.conn
+            .prepare_cached("DELETE FROM events WHERE id = ?1")?
+            .execute([id])?;
         Ok(())
     }
 
@@ -473,12 +579,21 @@ impl ReportWriter<'_> {
     /// Records that a later report saw the Activity unchanged (stale checks compare to this).
     pub(crate) fn touch_activity(&self, activity_id: &str, updated_at: i64) -> Result<()> {
         self.conn
-            .prepare_cached("UPDATE activities SET updated_at = ?2, report_id = ?3 WHERE activity_id = ?1")?
+            .prepare_cached(
+                "UPDATE activities SET updated_at = ?2, report_id = ?3 WHERE activity_id = ?1",
+            )?
             .execute(params![activity_id, updated_at, self.report_id])?;
         Ok(())
     }
 
-    pub(crate) fn reject(&self, file: &str, row: u64, column: &str, reason: &str, raw: &str) -> Result<()> {
+    pub(crate) fn reject(
+        &self,
+        file: &str,
+        row: u64,
+        column: &str,
+        reason: &str,
+        raw: &str,
+    ) -> Result<()> {
         self.conn
             .prepare_cached("INSERT INTO rejects (report_id, file, row, col, reason, raw) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
             .execute(params![self.report_id, file, row as i64, column, reason, raw])?;

@@ -26,7 +26,11 @@ pub(crate) struct Utf8Check {
 
 impl Utf8Check {
     pub(crate) fn new() -> Self {
-        Utf8Check { pending: Vec::new(), valid: true, started: true }
+        Utf8Check {
+            pending: Vec::new(),
+            valid: true,
+            started: true,
+        }
     }
 
     pub(crate) fn update(&mut self, chunk: &[u8]) {
@@ -88,7 +92,8 @@ impl<R: Read> Read for Windows1252<R> {
             let needed = self.decoder.max_utf8_buffer_length(n).unwrap_or(3 * n + 16);
             self.out.resize(needed, 0);
             let (_, _, written, _) =
-                self.decoder.decode_to_utf8(&self.raw[..n], &mut self.out, self.eof);
+                self.decoder
+                    .decode_to_utf8(&self.raw[..n], &mut self.out, self.eof);
             self.out.truncate(written);
         }
         let n = buf.len().min(self.out.len() - self.pos);
@@ -134,6 +139,61 @@ pub(crate) fn sniff_delimiter(sample: &[u8]) -> u8 {
     best.0
 }
 
+/// Counts the line breaks of everything read through it, so records can be given the line
+/// a person sees in an editor (the csv crate's own line count depends on the terminator).
+/// Keeps only the offsets of line breaks not yet passed: memory follows the read buffer.
+struct LineTracker<R> {
+    inner: R,
+    offset: u64,
+    breaks: std::rc::Rc<std::cell::RefCell<LineBreaks>>,
+}
+
+#[derive(Default)]
+struct LineBreaks {
+    /// Line breaks at offsets before `passed.1`.
+    passed: (u64, u64),
+    pending: std::collections::VecDeque<u64>,
+}
+
+impl LineBreaks {
+    /// How many line breaks lie strictly before byte `at` (which never moves backwards).
+    fn before(&mut self, at: u64) -> u64 {
+        while let Some(&o) = self.pending.front() {
+            if o >= at {
+                break;
+            }
+            self.pending.pop_front();
+            self.passed.0 += 1;
+        }
+        self.passed.1 = at;
+        self.passed.0
+    }
+}
+
+impl<R: Read> Read for LineTracker<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut b = self.breaks.borrow_mut();
+        for i in memchr::memchr_iter(b'\n', &buf[..n]) {
+            b.pending.push_back(self.offset + i as u64);
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// Line breaks inside a cell: `\r\n`, `\n` or a lone `\r` each count once.
+fn count_line_breaks(s: &str) -> u64 {
+    let b = s.as_bytes();
+    let mut n = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'\n' || (c == b'\r' && b.get(i + 1) != Some(&b'\n')) {
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Reads a CSV report into `handler`.
 pub(crate) fn read<H: RowHandler>(
     path: &Path,
@@ -153,7 +213,13 @@ pub(crate) fn read<H: RowHandler>(
         );
         Box::new(Windows1252::new(file))
     };
-    let mut buffered = BufReader::with_capacity(SNIFF_BYTES, stream);
+    let breaks = std::rc::Rc::new(std::cell::RefCell::new(LineBreaks::default()));
+    let tracked = LineTracker {
+        inner: stream,
+        offset: 0,
+        breaks: breaks.clone(),
+    };
+    let mut buffered = BufReader::with_capacity(SNIFF_BYTES, tracked);
     let delimiter = match schema.delimiter {
         Some(d) => d,
         None => {
@@ -169,6 +235,7 @@ pub(crate) fn read<H: RowHandler>(
         .from_reader(buffered);
     let mut processor = RowProcessor::new(schema, ctx, handler);
     let mut record = ::csv::StringRecord::new();
+    let mut prev_end = 0u64;
     loop {
         let more = reader.read_record(&mut record).map_err(|e| {
             let where_ = match e.position() {
@@ -180,9 +247,28 @@ pub(crate) fn read<H: RowHandler>(
         if !more {
             break;
         }
-        let line = record.position().map_or(0, |p| p.line());
-        let cells: Vec<Cell<'_>> =
-            record.iter().map(|f| if f.is_empty() { Cell::Empty } else { Cell::Text(f) }).collect();
+        // The record's last byte is just before the reader's position (a `\n` there is its
+        // terminator); it starts as many lines earlier as its cells hold line breaks. Lines
+        // skipped in between were blank.
+        let end_byte = reader.position().byte();
+        let end = 1 + breaks.borrow_mut().before(end_byte.saturating_sub(1));
+        let breaks: u64 = record.iter().map(count_line_breaks).sum();
+        let line = end.saturating_sub(breaks);
+        let blank = line.saturating_sub(prev_end + 1);
+        prev_end = end;
+        if blank > 0 {
+            processor.blank_lines(blank);
+        }
+        let cells: Vec<Cell<'_>> = record
+            .iter()
+            .map(|f| {
+                if f.is_empty() {
+                    Cell::Empty
+                } else {
+                    Cell::Text(f)
+                }
+            })
+            .collect();
         processor.row(line, &cells)?;
     }
     processor.finish()
@@ -215,7 +301,9 @@ mod tests {
     #[test]
     fn windows_1252_decodes() {
         let mut out = String::new();
-        Windows1252::new(&b"Zo\xeb \x80"[..]).read_to_string(&mut out).unwrap();
+        Windows1252::new(&b"Zo\xeb \x80"[..])
+            .read_to_string(&mut out)
+            .unwrap();
         assert_eq!(out, "Zoë €");
     }
 }

@@ -36,7 +36,9 @@ impl Format {
         }
         let lower = path.to_string_lossy().to_lowercase();
         if lower.ends_with(".xlsx") || lower.ends_with(".xlsm") {
-            bail!("the file is named like an XLSX workbook but is not a ZIP archive (truncated or not a workbook)");
+            bail!(
+                "the file is named like an XLSX workbook but is not a ZIP archive (truncated or not a workbook)"
+            );
         }
         if lower.ends_with(".xls") {
             bail!("legacy .xls workbooks are not supported: save the report as .xlsx or .csv");
@@ -122,24 +124,30 @@ impl AcceptedRow<'_> {
     /// Normalised values of every schema field (empty when the report lacks the column),
     /// then of every extra column.
     pub(crate) fn values(&self) -> Vec<String> {
-        let mut out = Vec::with_capacity(self.layout.field_columns.len() + self.layout.extras.len());
+        let mut out =
+            Vec::with_capacity(self.layout.field_columns.len() + self.layout.extras.len());
         for (i, col) in self.layout.field_columns.iter().enumerate() {
             let v = match col {
                 None => String::new(),
                 Some(_) if i == self.layout.id_field => self.id.to_string(),
                 Some(_) if i == self.layout.state_field => self.state.as_str().to_string(),
-                Some(c) => match normalize_cell(self.cell(*c), self.schema.fields[i].kind, self.ctx, true) {
-                    CellValue::Ok { text, .. } => text,
-                    CellValue::Invalid(_) => String::new(),
-                },
+                Some(c) => {
+                    match normalize_cell(self.cell(*c), self.schema.fields[i].kind, self.ctx, true)
+                    {
+                        CellValue::Ok { text, .. } => text,
+                        CellValue::Invalid(_) => String::new(),
+                    }
+                }
             };
             out.push(v);
         }
         for (c, _) in &self.layout.extras {
-            out.push(match normalize_cell(self.cell(*c), FieldType::Text, self.ctx, true) {
-                CellValue::Ok { text, .. } => text,
-                CellValue::Invalid(_) => String::new(),
-            });
+            out.push(
+                match normalize_cell(self.cell(*c), FieldType::Text, self.ctx, true) {
+                    CellValue::Ok { text, .. } => text,
+                    CellValue::Invalid(_) => String::new(),
+                },
+            );
         }
         out
     }
@@ -206,8 +214,13 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
     }
 
     fn missing_columns_error(&self) -> anyhow::Error {
-        let required: Vec<&str> =
-            self.schema.fields.iter().filter(|f| f.required).map(|f| f.name.as_str()).collect();
+        let required: Vec<&str> = self
+            .schema
+            .fields
+            .iter()
+            .filter(|f| f.required)
+            .map(|f| f.name.as_str())
+            .collect();
         match &self.best_candidate {
             None => anyhow::anyhow!(
                 "the report holds no rows at all (empty file?); expected a header with the \
@@ -221,9 +234,19 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                     .fields
                     .iter()
                     .filter(|f| f.required && !f.aliases.iter().any(|a| normalized.contains(a)))
-                    .map(|f| format!("{} (e.g. {:?})", f.name, f.aliases.first().map(String::as_str).unwrap_or("")))
+                    .map(|f| {
+                        format!(
+                            "{} (e.g. {:?})",
+                            f.name,
+                            f.aliases.first().map(String::as_str).unwrap_or("")
+                        )
+                    })
                     .collect();
-                let shown: Vec<&str> = headers.iter().map(String::as_str).filter(|h| !h.trim().is_empty()).collect();
+                let shown: Vec<&str> = headers
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|h| !h.trim().is_empty())
+                    .collect();
                 anyhow::anyhow!(
                     "missing required column(s): {}; headers found: [{}]. Add the columns to the \
                      report or their names as aliases in the report schema",
@@ -231,6 +254,14 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                     shown.join(", ")
                 )
             }
+        }
+    }
+
+    /// Blank lines the reader skipped itself (CSV): counted as skipped rows below the header.
+    pub(crate) fn blank_lines(&mut self, n: u64) {
+        if self.layout.is_some() {
+            self.counts.rows += n;
+            self.counts.skipped += n;
         }
     }
 
@@ -281,7 +312,12 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
             Err((column, reason)) => {
                 self.counts.rejected += 1;
                 let raw = raw_row(cells);
-                self.handler.rejected(Reject { row: number, column, reason, raw })
+                self.handler.rejected(Reject {
+                    row: number,
+                    column,
+                    reason,
+                    raw,
+                })
             }
         }
     }
@@ -295,7 +331,10 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
     ) -> std::result::Result<Option<(String, State, Option<i64>)>, (String, String)> {
         let layout = self.layout.as_ref().expect("called after the header");
         let header = |col: usize| layout.headers.get(col).cloned().unwrap_or_default();
-        let get = |col: Option<usize>| col.and_then(|c| cells.get(c).copied()).unwrap_or(Cell::Empty);
+        let get = |col: Option<usize>| {
+            col.and_then(|c| cells.get(c).copied())
+                .unwrap_or(Cell::Empty)
+        };
 
         let id_col = layout.field_columns[layout.id_field].expect("required column");
         let id = match normalize_cell(get(Some(id_col)), FieldType::Text, &self.ctx, true) {
@@ -313,11 +352,16 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                 None => {
                     return Err((
                         header(state_col),
-                        format!("unknown state {:?}: add it to the schema's [states] if it is valid", t.trim()),
+                        format!(
+                            "unknown state {:?}: add it to the schema's [states] if it is valid",
+                            t.trim()
+                        ),
                     ));
                 }
             },
-            Cell::Empty | Cell::Text(_) => return Err((header(state_col), "empty state".to_string())),
+            Cell::Empty | Cell::Text(_) => {
+                return Err((header(state_col), "empty state".to_string()));
+            }
             other => return Err((header(state_col), format!("unknown state {other:?}"))),
         };
         let mut updated_at = None;
@@ -329,7 +373,9 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
             }
             let kind = self.schema.fields[i].kind;
             match normalize_cell(get(Some(col)), kind, &self.ctx, false) {
-                CellValue::Ok { temporal, warning, .. } => {
+                CellValue::Ok {
+                    temporal, warning, ..
+                } => {
                     if Some(i) == layout.updated_field {
                         updated_at = temporal.map(|t| t.timestamp(&self.ctx));
                     }
@@ -342,13 +388,20 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
         }
         for (col, _) in &layout.extras {
             if let Some(Cell::Error(e)) = cells.get(*col) {
-                warnings.push((header(*col), format!("the spreadsheet error value {e} was read as empty")));
+                warnings.push((
+                    header(*col),
+                    format!("the spreadsheet error value {e} was read as empty"),
+                ));
             }
         }
         let Some(state) = state else { return Ok(None) };
         for (column, message) in warnings {
             self.counts.warnings += 1;
-            self.handler.warning(RowWarning { row: number, column, message });
+            self.handler.warning(RowWarning {
+                row: number,
+                column,
+                message,
+            });
         }
         Ok(Some((id, state, updated_at)))
     }
@@ -407,7 +460,12 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
             return Ok(());
         }
         let nonempty = headers.iter().any(|h| !h.trim().is_empty());
-        if nonempty && self.best_candidate.as_ref().is_none_or(|(m, _)| matched > *m) {
+        if nonempty
+            && self
+                .best_candidate
+                .as_ref()
+                .is_none_or(|(m, _)| matched > *m)
+        {
             self.best_candidate = Some((matched, headers));
         }
         if self.rows_before_header >= self.schema.header_search_rows {
@@ -439,7 +497,9 @@ fn header_text(c: &Cell<'_>) -> String {
 }
 
 fn is_footer(cells: &[Cell<'_>]) -> bool {
-    let Some(Cell::Text(first)) = cells.iter().find(|c| !cell_is_empty(c)) else { return false };
+    let Some(Cell::Text(first)) = cells.iter().find(|c| !cell_is_empty(c)) else {
+        return false;
+    };
     let lower = first.trim().to_lowercase();
     FOOTER_PREFIXES.iter().any(|p| lower.starts_with(p))
 }

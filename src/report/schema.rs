@@ -144,7 +144,12 @@ impl Schema {
                 bail!("report schema {origin}: field `{name}` has no aliases");
             }
             let aliases = f.aliases.iter().map(|a| normalize_header(a)).collect();
-            fields.push(Field { name, kind: f.kind, required: f.required, aliases });
+            fields.push(Field {
+                name,
+                kind: f.kind,
+                required: f.required,
+                aliases,
+            });
         }
         for needed in [ACTIVITY_ID, STATE] {
             match fields.iter().find(|f| f.name == needed) {
@@ -163,7 +168,12 @@ impl Schema {
                 "report schema {origin}: delimiter {d:?} must be \"auto\" or one ASCII character"
             ),
         };
-        for f in raw.report.date_formats.iter().chain(&raw.report.datetime_formats) {
+        for f in raw
+            .report
+            .date_formats
+            .iter()
+            .chain(&raw.report.datetime_formats)
+        {
             if chrono::format::StrftimeItems::new(f).parse().is_err() {
                 bail!("report schema {origin}: date format {f:?} is not a valid strftime format");
             }
@@ -174,7 +184,10 @@ impl Schema {
         }
         let lists = [
             (&raw.states.ordered, StateValue::Trigger(State::Ordered)),
-            (&raw.states.on_back_order, StateValue::Trigger(State::OnBackOrder)),
+            (
+                &raw.states.on_back_order,
+                StateValue::Trigger(State::OnBackOrder),
+            ),
             (&raw.states.completed, StateValue::Trigger(State::Completed)),
             (&raw.states.cancelled, StateValue::Trigger(State::Cancelled)),
             (&raw.states.ignore, StateValue::Ignored),
@@ -214,14 +227,19 @@ impl Schema {
         if normalized.is_empty() {
             return None;
         }
-        self.fields.iter().position(|f| f.aliases.iter().any(|a| a == normalized))
+        self.fields
+            .iter()
+            .position(|f| f.aliases.iter().any(|a| a == normalized))
     }
 }
 
 /// Normalises a header (or state) for matching: lower case, and only letters and digits
 /// kept, so BOMs, non-breaking spaces, spaces, `_`, `-`, `/` and punctuation all vanish.
 pub(crate) fn normalize_header(s: &str) -> String {
-    s.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()
+    s.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 #[cfg(test)]
@@ -232,28 +250,55 @@ mod tests {
     fn headers_match_ignoring_case_punctuation_bom_and_nbsp() {
         let s = Schema::bundled().unwrap();
         let id = s.field_index("activity_id").unwrap();
-        for h in ["Activity ID", "\u{feff}activity_id", "ACTIVITY-ID", "activity\u{a0}id", " Activity  Id "] {
+        for h in [
+            "Activity ID",
+            "\u{feff}activity_id",
+            "ACTIVITY-ID",
+            "activity\u{a0}id",
+            " Activity  Id ",
+        ] {
             assert_eq!(s.field_for_header(&normalize_header(h)), Some(id), "{h:?}");
         }
-        assert_eq!(s.field_for_header(&normalize_header("Favourite colour")), None);
+        assert_eq!(
+            s.field_for_header(&normalize_header("Favourite colour")),
+            None
+        );
     }
 
     #[test]
     fn state_aliases_any_case() {
         let s = Schema::bundled().unwrap();
-        assert_eq!(s.state("On Back Order"), Some(StateValue::Trigger(State::OnBackOrder)));
-        assert_eq!(s.state("BACKORDERED"), Some(StateValue::Trigger(State::OnBackOrder)));
-        assert_eq!(s.state("on_back_order"), Some(StateValue::Trigger(State::OnBackOrder)));
-        assert_eq!(s.state("Canceled"), Some(StateValue::Trigger(State::Cancelled)));
-        assert_eq!(s.state("cancelled"), Some(StateValue::Trigger(State::Cancelled)));
+        assert_eq!(
+            s.state("On Back Order"),
+            Some(StateValue::Trigger(State::OnBackOrder))
+        );
+        assert_eq!(
+            s.state("BACKORDERED"),
+            Some(StateValue::Trigger(State::OnBackOrder))
+        );
+        assert_eq!(
+            s.state("on_back_order"),
+            Some(StateValue::Trigger(State::OnBackOrder))
+        );
+        assert_eq!(
+            s.state("Canceled"),
+            Some(StateValue::Trigger(State::Cancelled))
+        );
+        assert_eq!(
+            s.state("cancelled"),
+            Some(StateValue::Trigger(State::Cancelled))
+        );
         assert_eq!(s.state("In Progress"), Some(StateValue::Ignored));
         assert_eq!(s.state("Exploded"), None);
     }
 
     #[test]
     fn unknown_schema_keys_are_errors() {
-        let err = Schema::parse("[fields.activity_id]\nrequired=true\naliases=['a']\nalias=['x']", "t.toml")
-            .unwrap_err();
+        let err = Schema::parse(
+            "[fields.activity_id]\nrequired=true\naliases=['a']\nalias=['x']",
+            "t.toml",
+        )
+        .unwrap_err();
         assert!(format!("{err:#}").contains("alias"), "{err:#}");
     }
 }

@@ -38,10 +38,18 @@ fn to_cell<'a>(d: &'a DataRef<'_>) -> Cell<'a> {
         DataRef::Int(i) => Cell::Number(*i as f64),
         DataRef::Float(f) => Cell::Number(*f),
         DataRef::String(s) | DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => {
-            if s.is_empty() { Cell::Empty } else { Cell::Text(s) }
+            if s.is_empty() {
+                Cell::Empty
+            } else {
+                Cell::Text(s)
+            }
         }
         DataRef::SharedString(s) => {
-            if s.is_empty() { Cell::Empty } else { Cell::Text(s) }
+            if s.is_empty() {
+                Cell::Empty
+            } else {
+                Cell::Text(s)
+            }
         }
         DataRef::Bool(b) => Cell::Bool(*b),
         DataRef::DateTime(d) if d.is_duration() => Cell::Number(d.as_f64()),
@@ -66,12 +74,20 @@ pub(crate) fn read<H: RowHandler>(
         Some(wanted) => match names.iter().find(|n| n.eq_ignore_ascii_case(wanted)) {
             Some(n) => n.clone(),
             None => {
-                let first = names.first().cloned().context("the workbook has no sheets")?;
-                notes.push(format!("no sheet named {wanted:?}: read the first sheet {first:?}"));
+                let first = names
+                    .first()
+                    .cloned()
+                    .context("the workbook has no sheets")?;
+                notes.push(format!(
+                    "no sheet named {wanted:?}: read the first sheet {first:?}"
+                ));
                 first
             }
         },
-        None => names.first().cloned().context("the workbook has no sheets")?,
+        None => names
+            .first()
+            .cloned()
+            .context("the workbook has no sheets")?,
     };
     let mut ctx = ctx;
     ctx.excel_1904 = workbook.has_1904_epoch();
@@ -91,7 +107,9 @@ pub(crate) fn read<H: RowHandler>(
     let mut current: Option<u32> = None;
     let mut ignored_cells = 0u64;
     loop {
-        let next = cells_reader.next_cell().map_err(|e| anyhow::anyhow!("cannot read the sheet {sheet:?}: {e}"))?;
+        let next = cells_reader
+            .next_cell()
+            .map_err(|e| anyhow::anyhow!("cannot read the sheet {sheet:?}: {e}"))?;
         let Some(cell) = next else { break };
         let (r, c) = cell.get_position();
         if c >= MAX_COLUMNS || r >= MAX_ROWS {
@@ -117,7 +135,9 @@ pub(crate) fn read<H: RowHandler>(
         processor.row(u64::from(done) + 1, &cells)?;
     }
     if ignored_cells > 0 {
-        notes.push(format!("{ignored_cells} cells beyond Excel's limits were ignored"));
+        notes.push(format!(
+            "{ignored_cells} cells beyond Excel's limits were ignored"
+        ));
     }
     processor.finish()
 }

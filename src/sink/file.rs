@@ -19,15 +19,26 @@ use crate::ledger::{Ledger, StoredEvent};
 const CHUNK: usize = 10_000;
 
 /// The top-level fields of the canonical event, before the attributes.
-const CANONICAL: [&str; 8] =
-    ["event_id", "activity_id", "previous_state", "state", "itsm_number", "updated_at", "report", "row"];
+const CANONICAL: [&str; 8] = [
+    "event_id",
+    "activity_id",
+    "previous_state",
+    "state",
+    "itsm_number",
+    "updated_at",
+    "report",
+    "row",
+];
 
 /// The canonical event (used when a sink has no mapping), as ordered (name, value) pairs.
 pub(crate) fn canonical(e: &StoredEvent, schema_fields: &[String]) -> IndexMap<String, Value> {
     let mut m = IndexMap::with_capacity(CANONICAL.len() + e.attrs.len() + 1);
     m.insert("event_id".into(), Value::from(e.key.as_str()));
     m.insert("activity_id".into(), Value::from(e.activity_id.as_str()));
-    m.insert("previous_state".into(), Value::from(e.previous_state.map_or("", State::as_str)));
+    m.insert(
+        "previous_state".into(),
+        Value::from(e.previous_state.map_or("", State::as_str)),
+    );
     m.insert("state".into(), Value::from(e.state.as_str()));
     m.insert("itsm_number".into(), Value::from(e.itsm_number.as_str()));
     m.insert("updated_at".into(), Value::from(rfc3339(e.updated_at)));
@@ -53,7 +64,11 @@ pub(crate) fn canonical(e: &StoredEvent, schema_fields: &[String]) -> IndexMap<S
     m
 }
 
-fn record(e: &StoredEvent, sink: &FileSinkConfig, schema_fields: &[String]) -> Result<IndexMap<String, Value>> {
+fn record(
+    e: &StoredEvent,
+    sink: &FileSinkConfig,
+    schema_fields: &[String],
+) -> Result<IndexMap<String, Value>> {
     match &sink.mapping {
         Some(m) => Ok(m
             .render(e)
@@ -70,7 +85,12 @@ fn csv_header(sink: &FileSinkConfig, schema_fields: &[String]) -> Vec<String> {
         Some(m) => m.fields.clone(),
         None => {
             let mut h: Vec<String> = CANONICAL.iter().map(|s| s.to_string()).collect();
-            h.extend(schema_fields.iter().filter(|f| !CANONICAL.contains(&f.as_str())).cloned());
+            h.extend(
+                schema_fields
+                    .iter()
+                    .filter(|f| !CANONICAL.contains(&f.as_str()))
+                    .cloned(),
+            );
             h.push("kind".into());
             h.push("extra".into());
             h
@@ -88,9 +108,16 @@ fn cell(v: Option<&Value>) -> String {
 }
 
 /// Writes every pending event into one file and marks them delivered once it is in place.
-pub(crate) fn deliver(ledger: &Ledger, sink: &FileSinkConfig, schema_fields: &[String]) -> Result<SinkSummary> {
+pub(crate) fn deliver(
+    ledger: &Ledger,
+    sink: &FileSinkConfig,
+    schema_fields: &[String],
+) -> Result<SinkSummary> {
     let mark = ledger.sink_mark(&sink.name)?;
-    let mut summary = SinkSummary { name: sink.name.clone(), ..SinkSummary::default() };
+    let mut summary = SinkSummary {
+        name: sink.name.clone(),
+        ..SinkSummary::default()
+    };
     let mut batch = ledger.events_after(mark, CHUNK)?;
     if batch.is_empty() {
         return Ok(summary);
@@ -149,7 +176,12 @@ pub(crate) fn deliver(ledger: &Ledger, sink: &FileSinkConfig, schema_fields: &[S
     };
     let name = format!("{}-{:012}-{:012}.{ext}", sink.prefix, first, last);
     let dest = sink.dir.join(&name);
-    tmp.persist(&dest).with_context(|| format!("cannot move the import file into place as {}", dest.display()))?;
+    tmp.persist(&dest).with_context(|| {
+        format!(
+            "cannot move the import file into place as {}",
+            dest.display()
+        )
+    })?;
     if let Ok(dir) = std::fs::File::open(&sink.dir) {
         let _ = dir.sync_all();
     }

@@ -35,7 +35,12 @@ pub(crate) fn deliver(ledger: &Ledger, sink: &SinkConfig, schema_fields: &[Strin
         Err(e) => {
             tracing::error!(sink = %name, "delivery failed: {e:#}");
             let pending = pending(ledger, sink).unwrap_or(0);
-            SinkSummary { name, pending, error: Some(format!("{e:#}")), ..SinkSummary::default() }
+            SinkSummary {
+                name,
+                pending,
+                error: Some(format!("{e:#}")),
+                ..SinkSummary::default()
+            }
         }
     }
 }

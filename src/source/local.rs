@@ -25,7 +25,8 @@ impl Source for LocalSource {
             .with_context(|| format!("cannot list the drop folder {}", self.dir.display()))?;
         let mut out = Vec::new();
         for entry in entries {
-            let entry = entry.with_context(|| format!("cannot list the drop folder {}", self.dir.display()))?;
+            let entry = entry
+                .with_context(|| format!("cannot list the drop folder {}", self.dir.display()))?;
             let Ok(name) = entry.file_name().into_string() else {
                 tracing::warn!(file = ?entry.file_name(), "skipped: the file name is not valid UTF-8");
                 continue;
@@ -42,7 +43,11 @@ impl Source for LocalSource {
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_secs() as i64);
-            out.push(Listed { name, size: meta.len(), mtime });
+            out.push(Listed {
+                name,
+                size: meta.len(),
+                mtime,
+            });
         }
         Ok(out)
     }

@@ -40,13 +40,16 @@ pub(crate) trait Source {
 
 /// Streams a file once for its SHA-256, size and UTF-8 validity.
 pub(crate) fn hash_file(path: &Path) -> Result<Fetched> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut hasher = Sha256::new();
     let mut utf8 = Utf8Check::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
-        let n = f.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -54,5 +57,10 @@ pub(crate) fn hash_file(path: &Path) -> Result<Fetched> {
         utf8.update(&buf[..n]);
         size += n as u64;
     }
-    Ok(Fetched { path: path.to_path_buf(), sha256: hex::encode(hasher.finalize()), size, utf8: utf8.is_valid() })
+    Ok(Fetched {
+        path: path.to_path_buf(),
+        sha256: hex::encode(hasher.finalize()),
+        size,
+        utf8: utf8.is_valid(),
+    })
 }

@@ -9,9 +9,18 @@ fn t(a: &str, p: &str, s: &str) -> (String, String, String) {
 #[test]
 fn new_activity_emits_none_to_state() {
     let w = Workdir::new();
-    w.report("r_2026-11-01.csv", &["A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,", "A2,On Back Order,,2026-11-01T10:00:00Z,,,,"]);
+    w.report(
+        "r_2026-11-01.csv",
+        &[
+            "A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,",
+            "A2,On Back Order,,2026-11-01T10:00:00Z,,,,",
+        ],
+    );
     w.run_ok(&["run"], 0);
-    assert_eq!(w.transitions(), vec![t("A1", "", "ordered"), t("A2", "", "on_back_order")]);
+    assert_eq!(
+        w.transitions(),
+        vec![t("A1", "", "ordered"), t("A2", "", "on_back_order")]
+    );
     let e = &w.events()[0];
     assert_eq!(e["itsm_number"], "RITM1");
     assert_eq!(e["updated_at"], "2026-11-01T10:00:00Z");
@@ -23,15 +32,37 @@ fn new_activity_emits_none_to_state() {
 #[test]
 fn changed_state_emits_old_to_new_and_same_state_emits_nothing() {
     let w = Workdir::new();
-    w.report("r_2026-11-01.csv", &["A1,Ordered,,2026-11-01T10:00:00Z,,,,", "A2,Ordered,,2026-11-01T10:00:00Z,,,,"]);
+    w.report(
+        "r_2026-11-01.csv",
+        &[
+            "A1,Ordered,,2026-11-01T10:00:00Z,,,,",
+            "A2,Ordered,,2026-11-01T10:00:00Z,,,,",
+        ],
+    );
     w.run_ok(&["run"], 0);
-    w.report("r_2026-11-02.csv", &["A1,Completed,,2026-11-02T10:00:00Z,,,,", "A2,Ordered,,2026-11-01T10:00:00Z,,,,"]);
+    w.report(
+        "r_2026-11-02.csv",
+        &[
+            "A1,Completed,,2026-11-02T10:00:00Z,,,,",
+            "A2,Ordered,,2026-11-01T10:00:00Z,,,,",
+        ],
+    );
     // Different content (a device filled in), same states.
-    w.report("r_2026-11-03.csv", &["A1,Completed,,2026-11-02T10:00:00Z,,Pixel 9,,", "A2,Ordered,,2026-11-01T10:00:00Z,,,,"]);
+    w.report(
+        "r_2026-11-03.csv",
+        &[
+            "A1,Completed,,2026-11-02T10:00:00Z,,Pixel 9,,",
+            "A2,Ordered,,2026-11-01T10:00:00Z,,,,",
+        ],
+    );
     w.run_ok(&["run", "--summary-json", "s.json"], 0);
     assert_eq!(
         w.transitions(),
-        vec![t("A1", "", "ordered"), t("A2", "", "ordered"), t("A1", "ordered", "completed")]
+        vec![
+            t("A1", "", "ordered"),
+            t("A2", "", "ordered"),
+            t("A1", "ordered", "completed")
+        ]
     );
     let s = w.summary("s.json");
     assert_eq!(s["reports"][0]["unchanged"], 1);
@@ -42,14 +73,27 @@ fn changed_state_emits_old_to_new_and_same_state_emits_nothing() {
 #[test]
 fn stale_report_never_regresses_state() {
     let w = Workdir::new();
-    w.report("r_2026-11-05.csv", &["A1,Completed,,2026-11-05T10:00:00Z,,,,"]);
+    w.report(
+        "r_2026-11-05.csv",
+        &["A1,Completed,,2026-11-05T10:00:00Z,,,,"],
+    );
     w.run_ok(&["run"], 0);
     // An older report arrives late (its rows carry older updated_at values).
-    w.report("r_2026-11-02.csv", &["A1,Ordered,,2026-11-02T10:00:00Z,,,,"]);
+    w.report(
+        "r_2026-11-02.csv",
+        &["A1,Ordered,,2026-11-02T10:00:00Z,,,,"],
+    );
     w.run_ok(&["run", "--summary-json", "s.json"], 0);
     assert_eq!(w.transitions(), vec![t("A1", "", "completed")]);
     assert_eq!(w.summary("s.json")["reports"][0]["stale"], 1);
-    let state: i64 = w.ledger().query_row("SELECT state FROM activities WHERE activity_id='A1'", [], |r| r.get(0)).unwrap();
+    let state: i64 = w
+        .ledger()
+        .query_row(
+            "SELECT state FROM activities WHERE activity_id='A1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(state, 3, "completed stays completed");
 }
 
@@ -63,14 +107,20 @@ fn without_updated_at_the_report_date_decides_staleness() {
     w.run_ok(&["run"], 0);
     w.write("drop/r_2026-11-06.csv", format!("{header}A1,Cancelled\n"));
     w.run_ok(&["run"], 0);
-    assert_eq!(w.transitions(), vec![t("A1", "", "completed"), t("A1", "completed", "cancelled")]);
+    assert_eq!(
+        w.transitions(),
+        vec![t("A1", "", "completed"), t("A1", "completed", "cancelled")]
+    );
     assert_eq!(w.events()[1]["updated_at"], "2026-11-06T00:00:00Z");
 }
 
 #[test]
 fn same_activity_twice_in_one_report_latest_wins_one_event() {
     let w = Workdir::new();
-    w.report("r_2026-11-01.csv", &["A1,Ordered,,2026-11-01T10:00:00Z,,,,"]);
+    w.report(
+        "r_2026-11-01.csv",
+        &["A1,Ordered,,2026-11-01T10:00:00Z,,,,"],
+    );
     w.run_ok(&["run"], 0);
     w.report(
         "r_2026-11-02.csv",
@@ -102,14 +152,26 @@ fn same_activity_twice_in_one_report_latest_wins_one_event() {
 #[test]
 fn a_change_undone_within_one_report_emits_nothing() {
     let w = Workdir::new();
-    w.report("r_2026-11-01.csv", &["A1,Ordered,,2026-11-01T10:00:00Z,,,,"]);
+    w.report(
+        "r_2026-11-01.csv",
+        &["A1,Ordered,,2026-11-01T10:00:00Z,,,,"],
+    );
     w.run_ok(&["run"], 0);
     w.report(
         "r_2026-11-02.csv",
-        &["A1,On Back Order,,2026-11-02T09:00:00Z,,,,", "A1,Ordered,,2026-11-02T10:00:00Z,,,,"],
+        &[
+            "A1,On Back Order,,2026-11-02T09:00:00Z,,,,",
+            "A1,Ordered,,2026-11-02T10:00:00Z,,,,",
+        ],
     );
     w.run_ok(&["run"], 0);
-    w.report("r_2026-11-03.csv", &["A1,Completed,,2026-11-03T10:00:00Z,,,,"]);
+    w.report(
+        "r_2026-11-03.csv",
+        &["A1,Completed,,2026-11-03T10:00:00Z,,,,"],
+    );
     w.run_ok(&["run"], 0);
-    assert_eq!(w.transitions(), vec![t("A1", "", "ordered"), t("A1", "ordered", "completed")]);
+    assert_eq!(
+        w.transitions(),
+        vec![t("A1", "", "ordered"), t("A1", "ordered", "completed")]
+    );
 }

@@ -17,7 +17,12 @@ pub struct Workdir {
 impl Workdir {
     /// A work dir with `drop/` as the source, `state/ledger.sqlite` and a JSONL file sink in `out/`.
     pub fn new() -> Workdir {
-        let w = Workdir { dir: tempfile::Builder::new().prefix("tangoe-it-").tempdir().unwrap() };
+        let w = Workdir {
+            dir: tempfile::Builder::new()
+                .prefix("tangoe-it-")
+                .tempdir()
+                .unwrap(),
+        };
         std::fs::create_dir_all(w.path().join("drop")).unwrap();
         w.config(&Self::config_with(""));
         w
@@ -87,7 +92,8 @@ format = "jsonl"
         c.current_dir(self.path());
         c.env_remove("TANGOE_INGEST_CONFIG");
         c.env_remove("RUST_LOG");
-        c.arg("--config").arg(self.path().join("tangoe-ingest.toml"));
+        c.arg("--config")
+            .arg(self.path().join("tangoe-ingest.toml"));
         c
     }
 
@@ -112,7 +118,10 @@ format = "jsonl"
     /// Files in `out/` (or another folder), sorted by name, hidden files excluded.
     pub fn files(&self, rel: &str) -> Vec<String> {
         let mut v: Vec<String> = match std::fs::read_dir(self.path().join(rel)) {
-            Ok(rd) => rd.map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| !n.starts_with('.')).collect(),
+            Ok(rd) => rd
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| !n.starts_with('.'))
+                .collect(),
             Err(_) => Vec::new(),
         };
         v.sort();
@@ -165,4 +174,75 @@ pub fn set_mtime(path: &Path, secs: i64) {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
     let f = std::fs::File::options().write(true).open(path).unwrap();
     f.set_modified(t).unwrap();
+}
+
+/// A cell of a test workbook.
+#[derive(Clone, Debug)]
+pub enum X {
+    S(&'static str),
+    N(f64),
+    /// A date-time cell (typed, with a date format): y, m, d, h, min, s.
+    D(u16, u8, u8, u8, u8, u8),
+    /// A number shown with a date format (how a serial in a 1904 workbook is written here).
+    Serial(f64),
+    Blank,
+}
+
+/// Writes an XLSX workbook with one sheet named `sheet` holding `rows`.
+pub fn write_xlsx(path: &Path, sheet: &str, rows: &[Vec<X>]) {
+    use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
+    let mut wb = Workbook::new();
+    let ws = wb.add_worksheet();
+    ws.set_name(sheet).unwrap();
+    let date_fmt = Format::new().set_num_format("yyyy-mm-dd hh:mm:ss");
+    for (r, row) in rows.iter().enumerate() {
+        for (c, cell) in row.iter().enumerate() {
+            let (r, c) = (r as u32, c as u16);
+            match cell {
+                X::S(s) => {
+                    ws.write_string(r, c, *s).unwrap();
+                }
+                X::N(n) => {
+                    ws.write_number(r, c, *n).unwrap();
+                }
+                X::D(y, m, d, h, mi, s) => {
+                    let dt = ExcelDateTime::from_ymd(*y, *m, *d)
+                        .unwrap()
+                        .and_hms(u16::from(*h), *mi, f64::from(*s))
+                        .unwrap();
+                    ws.write_datetime_with_format(r, c, &dt, &date_fmt).unwrap();
+                }
+                X::Serial(n) => {
+                    ws.write_number_with_format(r, c, *n, &date_fmt).unwrap();
+                }
+                X::Blank => {}
+            }
+        }
+    }
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    wb.save(path).unwrap();
+}
+
+/// Rewrites one member of a ZIP archive (an XLSX part) with `edit`.
+pub fn patch_zip(path: &Path, member: &str, edit: impl Fn(String) -> String) {
+    use std::io::{Read, Write};
+    let bytes = std::fs::read(path).unwrap();
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for i in 0..archive.len() {
+        let mut f = archive.by_index(i).unwrap();
+        let name = f.name().unwrap().to_string();
+        let mut data = Vec::new();
+        f.read_to_end(&mut data).unwrap();
+        if name == member {
+            data = edit(String::from_utf8(data).unwrap()).into_bytes();
+        }
+        let opts: zip::write::SimpleFileOptions = zip::write::SimpleFileOptions::default();
+        out.start_file(name, opts).unwrap();
+        out.write_all(&data).unwrap();
+    }
+    let cursor = out.finish().unwrap();
+    std::fs::write(path, cursor.into_inner()).unwrap();
 }
