@@ -139,7 +139,7 @@ impl DateContext {
     }
 
     /// Converts an Excel serial number, honouring the workbook's date system.
-    pub(crate) fn from_serial(&self, serial: f64) -> Option<Temporal> {
+    pub(crate) fn serial(&self, serial: f64) -> Option<Temporal> {
         if !serial.is_finite() || !(0.0..2_958_466.0).contains(&serial) {
             return None;
         }
@@ -357,7 +357,7 @@ pub(crate) fn normalize_cell(
         },
         Cell::Bool(_) if !want_text => ok(String::new()),
         Cell::Bool(b) => ok(if b { "TRUE" } else { "FALSE" }.to_string()),
-        Cell::Number(f) | Cell::DateSerial(f) if kind.is_temporal() => match ctx.from_serial(f) {
+        Cell::Number(f) | Cell::DateSerial(f) if kind.is_temporal() => match ctx.serial(f) {
             Some(t) => CellValue::Ok {
                 text: if want_text {
                     t.render(kind)
@@ -380,7 +380,7 @@ pub(crate) fn normalize_cell(
                 warning,
             }
         }
-        Cell::DateSerial(f) => match ctx.from_serial(f) {
+        Cell::DateSerial(f) => match ctx.serial(f) {
             Some(t) => ok(t.render(FieldType::Datetime)),
             None => ok(format!("{f}")),
         },
@@ -528,14 +528,14 @@ mod tests {
     fn excel_serials_in_both_date_systems() {
         let mut c = ctx();
         assert_eq!(
-            c.from_serial(46328.0),
+            c.serial(46328.0),
             Some(Temporal::Date(
                 NaiveDate::from_ymd_opt(2026, 11, 2).unwrap()
             ))
         );
         c.excel_1904 = true;
         assert_eq!(
-            c.from_serial(46328.0 - 1462.0),
+            c.serial(46328.0 - 1462.0),
             Some(Temporal::Date(
                 NaiveDate::from_ymd_opt(2026, 11, 2).unwrap()
             ))

@@ -297,9 +297,10 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
         deliver_all(&ledger, cfg, &schema_fields, &mut summary);
     }
     summary.pending = summary.sinks.iter().map(|s| s.pending).sum();
+    // A dry run delivers nothing by design: its pending events are the audit, not a failure.
     summary.exit_code = if summary.failed_reports > 0
         || summary.rejected > 0
-        || summary.pending > 0
+        || (summary.pending > 0 && !opts.dry_run)
         || summary.sinks.iter().any(|s| s.error.is_some())
     {
         EXIT_INCOMPLETE
@@ -460,7 +461,7 @@ fn ingest(
     let mut planner = Planner::new(&writer, &meta.name, report_time, itsm_index, resend);
     let mut notes = Vec::new();
     let (layout, counts) = report::read(path, &cfg.schema, ctx, &mut planner, &mut notes, utf8)
-        .with_context(|| format!("{}", meta.name))?;
+        .with_context(|| meta.name.clone())?;
     for n in &notes {
         tracing::warn!("{n}");
     }

@@ -528,6 +528,7 @@ impl ReportWriter<'_> {
     }
 
     /// Rewrites an event this report created, for a later row of the same Activity.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn amend_event(
         &self,
         id: i64,

@@ -130,10 +130,10 @@ pub(crate) fn sniff_delimiter(sample: &[u8]) -> u8 {
         for c in counts.into_iter().filter(|&c| c > 0) {
             *freq.entry(c).or_default() += 1;
         }
-        if let Some((&mode, &lines)) = freq.iter().max_by_key(|(c, l)| (**l, **c)) {
-            if (lines, mode) > (best.1, best.2) {
-                best = (d, lines, mode);
-            }
+        if let Some((&mode, &lines)) = freq.iter().max_by_key(|(c, l)| (**l, **c))
+            && (lines, mode) > (best.1, best.2)
+        {
+            best = (d, lines, mode);
         }
     }
     best.0

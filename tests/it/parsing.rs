@@ -138,7 +138,7 @@ fn headers_match_despite_case_spacing_nbsp_and_punctuation() {
 fn empty_and_truncated_files_fail_clearly_and_alone() {
     let w = Workdir::new();
     w.write("drop/empty_2026-11-01.csv", "");
-    w.write("drop/trunc_2026-11-01.xlsx", b"PK\x03\x04garbage".to_vec());
+    w.write("drop/trunc_2026-11-01.xlsx", b"PK\x03\x04garbage");
     w.report("good_2026-11-01.csv", &["A1,Ordered,,,,,,"]);
     w.run_ok(&["run", "--summary-json", "s.json"], 2);
     let s = w.summary("s.json");

@@ -1,1 +1,433 @@
-//! placeholder
+//! Whole runs: which reports are taken, backfill, dry run, the run lock, summaries, and
+//! the ServiceNow mapping over the sample reports.
+
+use std::path::Path;
+
+use crate::support::{Workdir, set_mtime};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn identical_report_under_a_new_name_is_skipped_as_duplicate() {
+    let w = Workdir::new();
+    w.report(
+        "r_2026-11-01.csv",
+        &["A1,Ordered,,2026-11-01T10:00:00Z,,,,"],
+    );
+    w.run_ok(&["run"], 0);
+    std::fs::copy(
+        w.path().join("drop/r_2026-11-01.csv"),
+        w.path().join("drop/copy_2026-11-02.csv"),
+    )
+    .unwrap();
+    w.run_ok(&["run", "--summary-json", "s.json"], 0);
+    let s = w.summary("s.json");
+    assert_eq!(s["already_processed"], 1);
+    assert_eq!(s["reports"].as_array().unwrap().len(), 1);
+    assert_eq!(s["reports"][0]["name"], "copy_2026-11-02.csv");
+    assert_eq!(s["reports"][0]["status"], "duplicate");
+    assert_eq!(s["reports"][0]["duplicate_of"], "r_2026-11-01.csv");
+    assert_eq!(w.events().len(), 1);
+    let n: i64 = w
+        .ledger()
+        .query_row("SELECT COUNT(*) FROM reports", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1, "a duplicate is not processed again");
+}
+
+#[test]
+fn same_name_with_new_content_is_processed() {
+    let w = Workdir::new();
+    let p = w.report("daily.csv", &["A1,Ordered,,2026-11-01T10:00:00Z,,,,"]);
+    set_mtime(&p, 1_793_000_000);
+    w.run_ok(&["run"], 0);
+    let p = w.report("daily.csv", &["A1,Completed,,2026-11-02T10:00:00Z,,,,"]);
+    set_mtime(&p, 1_793_086_400);
+    w.run_ok(&["run", "--summary-json", "s.json"], 0);
+    assert_eq!(w.summary("s.json")["reports"][0]["status"], "processed");
+    assert_eq!(w.events().len(), 2);
+    assert_eq!(w.events()[1]["previous_state"], "ordered");
+}
+
+#[test]
+fn reports_are_processed_oldest_first() {
+    let w = Workdir::new();
+    // Listed in another order on disk; the report date in the name decides.
+    w.report("b_2026-11-03.csv", &["A1,Completed,,,,,,"]);
+    w.report("a_2026-11-04.csv", &["A1,Cancelled,,,,,,"]);
+    w.report("c_2026-11-02.csv", &["A1,Ordered,,,,,,"]);
+    w.run_ok(&["run", "--summary-json", "s.json"], 0);
+    let names: Vec<String> = w.summary("s.json")["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["c_2026-11-02.csv", "b_2026-11-03.csv", "a_2026-11-04.csv"]
+    );
+    let states: Vec<String> = w.transitions().into_iter().map(|t| t.2).collect();
+    assert_eq!(states, ["ordered", "completed", "cancelled"]);
+}
+
+#[test]
+fn backfill_emits_nothing_already_sent_and_resend_does() {
+    let w = Workdir::new();
+    w.report(
+        "r_2026-11-01.csv",
+        &[
+            "A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,",
+            "A2,Ordered,,2026-11-01T10:00:00Z,,,,",
+        ],
+    );
+    w.report(
+        "r_2026-11-02.csv",
+        &["A1,Completed,RITM1,2026-11-02T10:00:00Z,,,,"],
+    );
+    w.run_ok(&["run"], 0);
+    assert_eq!(w.events().len(), 3);
+    // A report for 11-03 the nightly run has not seen yet, outside the backfill range.
+    w.report(
+        "r_2026-11-03.csv",
+        &["A2,Cancelled,,2026-11-03T10:00:00Z,,,,"],
+    );
+
+    w.run_ok(
+        &[
+            "backfill",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-02",
+            "--summary-json",
+            "b.json",
+        ],
+        0,
+    );
+    let b = w.summary("b.json");
+    assert_eq!(
+        b["reports"].as_array().unwrap().len(),
+        2,
+        "both reports replayed, seen before or not"
+    );
+    assert_eq!(b["events"], 0);
+    assert_eq!(
+        w.events().len(),
+        3,
+        "nothing the ITSM has seen goes out again"
+    );
+
+    w.run_ok(
+        &[
+            "backfill",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-02",
+            "--resend",
+            "--summary-json",
+            "r.json",
+        ],
+        0,
+    );
+    let ev = w.events();
+    assert_eq!(ev.len(), 5, "one re-sent event per Activity in range");
+    let resent: Vec<(&str, &str)> = ev[3..]
+        .iter()
+        .map(|e| {
+            (
+                e["activity_id"].as_str().unwrap(),
+                e["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(resent, [("A1", "completed"), ("A2", "ordered")]);
+    assert!(ev[3..].iter().all(|e| e["kind"] == "resend"));
+    assert_eq!(ev[3]["itsm_number"], "RITM1");
+    // The 11-03 report was outside the range: A2 is still ordered.
+    let a2: i64 = w
+        .ledger()
+        .query_row(
+            "SELECT state FROM activities WHERE activity_id='A2'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(a2, 1);
+}
+
+fn file_bytes(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
+
+#[test]
+fn dry_run_leaves_the_ledger_byte_identical_and_writes_no_file() {
+    let w = Workdir::new();
+    w.report(
+        "r_2026-11-01.csv",
+        &["A1,Ordered,,2026-11-01T10:00:00Z,,,,"],
+    );
+    w.run_ok(&["run"], 0);
+    let ledger = w.path().join("state/ledger.sqlite");
+    let before = file_bytes(&ledger);
+    let state_files: Vec<String> = std::fs::read_dir(w.path().join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let out_before = w.files("out");
+
+    w.report(
+        "r_2026-11-02.csv",
+        &[
+            "A1,Completed,,2026-11-02T10:00:00Z,,,,",
+            "A2,Bogus,,,,,,",
+            "A3,On Back Order,,2026-11-02T10:00:00Z,,,,",
+        ],
+    );
+    let stdout = w.run_ok(&["run", "--dry-run", "--summary-json", "d.json"], 2);
+    assert!(stdout.contains("DRY RUN"), "{stdout}");
+    assert!(stdout.contains("ordered → completed: 1"), "{stdout}");
+    assert!(stdout.contains("none → on_back_order: 1"), "{stdout}");
+    assert!(
+        stdout.contains("rejected row 3, column \"Status\": unknown state \"Bogus\""),
+        "{stdout}"
+    );
+    let d = w.summary("d.json");
+    assert_eq!(d["dry_run"], true);
+    assert_eq!(d["events"], 2);
+
+    assert_eq!(file_bytes(&ledger), before, "ledger byte-identical");
+    let state_after: Vec<String> = std::fs::read_dir(w.path().join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        state_after, state_files,
+        "no -wal/-shm or other files appear"
+    );
+    assert_eq!(w.files("out"), out_before, "no import file");
+
+    // A dry backfill too.
+    w.run_ok(
+        &[
+            "backfill",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-02",
+            "--dry-run",
+            "--resend",
+        ],
+        2,
+    );
+    assert_eq!(file_bytes(&ledger), before);
+    assert_eq!(w.files("out"), out_before);
+
+    // And the real run afterwards does what the dry run said.
+    w.run_ok(&["run", "--summary-json", "real.json"], 2);
+    assert_eq!(w.summary("real.json")["events"], 2);
+}
+
+#[test]
+fn dry_run_on_a_fresh_install_creates_nothing() {
+    let w = Workdir::new();
+    w.report("r_2026-11-01.csv", &["A1,Ordered,,,,,,"]);
+    let out = w.run_ok(&["run", "--dry-run"], 0);
+    assert!(out.contains("none → ordered: 1"), "{out}");
+    assert!(!w.path().join("state").exists());
+    assert!(!w.path().join("out").exists());
+}
+
+#[test]
+fn a_second_concurrent_run_exits_75() {
+    let w = Workdir::new();
+    w.report("r_2026-11-01.csv", &["A1,Ordered,,,,,,"]);
+    w.run_ok(&["run"], 0);
+    // Another run holds the lock (the same lock a run takes).
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(w.path().join("state/ledger.sqlite.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    w.report("r_2026-11-02.csv", &["A1,Completed,,,,,,"]);
+    let out = w.run(&["run", "--summary-json", "s.json"]);
+    assert_eq!(out.status.code(), Some(75));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another tangoe-ingest run holds the ledger lock"),
+        "{err}"
+    );
+    assert_eq!(w.summary("s.json")["exit_code"], 75);
+    assert_eq!(w.events().len(), 1, "nothing was done");
+    drop(lock);
+    w.run_ok(&["run"], 0);
+    assert_eq!(w.events().len(), 2);
+}
+
+#[test]
+fn summary_json_has_the_documented_fields() {
+    let w = Workdir::new();
+    w.report("r_2026-11-01.csv", &["A1,Ordered,,,,,,", "A2,Nope,,,,,,"]);
+    w.write("drop/bad_2026-11-01.csv", "just,some,columns\n1,2,3\n");
+    w.run_ok(&["run", "--summary-json", "out/summary.json"], 2);
+    let s = w.summary("out/summary.json");
+    for k in ["rows", "rejected", "events", "delivered", "pending"] {
+        assert!(s[k].is_u64(), "{k} in {s}");
+    }
+    assert_eq!(
+        (
+            s["rows"].as_u64(),
+            s["rejected"].as_u64(),
+            s["events"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1))
+    );
+    assert_eq!(
+        (s["delivered"].as_u64(), s["pending"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let reports = s["reports"].as_array().unwrap();
+    for r in reports {
+        for k in [
+            "name",
+            "status",
+            "rows",
+            "accepted",
+            "rejected",
+            "unchanged",
+            "stale",
+            "events",
+        ] {
+            assert!(!r[k].is_null(), "{k} in {r}");
+        }
+    }
+    let statuses: Vec<&str> = reports
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["failed", "processed"]);
+}
+
+#[test]
+fn import_file_name_is_deterministic_and_written_whole() {
+    let w = Workdir::new();
+    w.report(
+        "r_2026-11-01.csv",
+        &["A1,Ordered,,,,,,", "A2,Ordered,,,,,,"],
+    );
+    w.run_ok(&["run"], 0);
+    assert_eq!(
+        w.files("out"),
+        ["tangoe-events-000000000001-000000000002.jsonl"]
+    );
+    // No events → no file.
+    w.report("r_2026-11-02.csv", &["A1,Ordered,,,,,,"]);
+    w.run_ok(&["run"], 0);
+    assert_eq!(w.files("out").len(), 1);
+    // Output folder unwritable → events stay pending (exit 2) and go out on the next run.
+    w.report("r_2026-11-03.csv", &["A1,Completed,,,,,,"]);
+    std::fs::remove_dir_all(w.path().join("out")).unwrap();
+    w.write("out", "not a folder");
+    w.run_ok(&["run", "--summary-json", "s.json"], 2);
+    let s = w.summary("s.json");
+    assert_eq!(
+        (s["pending"].as_u64(), s["delivered"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert!(
+        s["sinks"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("output folder"),
+        "{s}"
+    );
+    std::fs::remove_file(w.path().join("out")).unwrap();
+    // The next run, with nothing new, delivers what was left.
+    w.run_ok(&["run", "--summary-json", "s2.json"], 0);
+    assert_eq!(w.summary("s2.json")["delivered"], 1);
+    assert_eq!(
+        w.files("out"),
+        ["tangoe-events-000000000003-000000000003.jsonl"]
+    );
+    assert_eq!(
+        w.transitions(),
+        [(
+            "A1".to_string(),
+            "ordered".to_string(),
+            "completed".to_string()
+        )]
+    );
+}
+
+#[test]
+fn unknown_config_keys_are_errors_naming_key_and_file() {
+    let w = Workdir::new();
+    w.config(&Workdir::config_with("colour = \"blue\"\n"));
+    let out = w.run(&["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("colour") && err.contains("tangoe-ingest.toml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn status_lists_runs_states_pending_and_rejects() {
+    let w = Workdir::new();
+    w.report(
+        "r_2026-11-01.csv",
+        &["A1,Ordered,,,,,,", "A2,Completed,,,,,,", "A3,Huh,,,,,,"],
+    );
+    w.run_ok(&["run"], 2);
+    let before = file_bytes(&w.path().join("state/ledger.sqlite"));
+    let out = w.run_ok(&["status"], 0);
+    assert!(
+        out.contains("ordered        1") && out.contains("completed      1"),
+        "{out}"
+    );
+    assert!(out.contains("Reports: 1 processed"), "{out}");
+    assert!(
+        out.contains("row 4 column \"Status\": unknown state \"Huh\""),
+        "{out}"
+    );
+    assert!(out.contains("pending       0"), "{out}");
+    assert_eq!(file_bytes(&w.path().join("state/ledger.sqlite")), before);
+}
+
+#[test]
+fn servicenow_mapping_of_the_sample_reports() {
+    let w = Workdir::new();
+    let samples = repo().join("sample_reports");
+    let mapping = repo().join("schemas/servicenow-ritm.toml");
+    w.config(&format!(
+        r#"[source]
+type = "local"
+dir = "{}"
+[report]
+timezone = "America/New_York"
+date_from_name = '(\d{{4}}-\d{{2}}-\d{{2}})'
+[ledger]
+path = "state/ledger.sqlite"
+[[sink]]
+type = "file"
+dir = "out"
+mapping = "{}"
+"#,
+        samples.display(),
+        mapping.display()
+    ));
+    w.run_ok(&["run"], 2);
+    let files = w.files("out");
+    assert_eq!(files.len(), 1);
+    let text = w.read(&format!("out/{}", files[0]));
+    let payloads: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    insta::assert_json_snapshot!("servicenow_sample_payloads", payloads);
+}
