@@ -104,6 +104,19 @@ const STEPS: &[&str] = &[
         exit_code  INTEGER
     );
     "#,
+    // 2: HTTP sinks. Tickets a mirroring sink created for an Activity (number and sys_id
+    // together, so a number a later report brings never pairs with a stale sys_id), and an
+    // index to find an Activity's events when delivering them in order.
+    r#"
+    CREATE TABLE tickets (
+        activity_id TEXT PRIMARY KEY,
+        number      TEXT NOT NULL,
+        sys_id      TEXT NOT NULL,
+        sink        TEXT NOT NULL,
+        created_at  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX events_activity ON events(activity_id, id);
+    "#,
 ];
 
 /// The version this build writes.

@@ -6,6 +6,7 @@
 //! crash at any moment leaves the ledger as it was before that report or after it.
 //! Delivery marks are written only after a sink has really delivered.
 
+pub(crate) mod deliveries;
 pub(crate) mod migrate;
 
 use std::path::{Path, PathBuf};
