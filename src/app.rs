@@ -30,6 +30,8 @@ pub fn execute(cli: Cli) -> i32 {
             )
         }
         Command::Status(s) => status(&cli.config, s.json),
+        Command::Deliver(args) => deliver(&cli.config, args),
+        Command::Retry(args) => retry(&cli.config, args.sink.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -71,6 +73,39 @@ fn run(config: &Path, mode: Mode, args: &RunArgs) -> Result<i32> {
     let summary = result?;
     print!("{}", render(&summary));
     Ok(summary.exit_code)
+}
+
+fn deliver(config: &Path, args: &RunArgs) -> Result<i32> {
+    let cfg = load(config)?;
+    let result = pipeline::deliver(&cfg, args.dry_run);
+    if let Some(path) = &args.summary_json {
+        let json = match &result {
+            Ok(summary) => serde_json::to_string_pretty(summary)?,
+            Err(e) => serde_json::to_string_pretty(&serde_json::json!({
+                "mode": "deliver",
+                "dry_run": args.dry_run,
+                "exit_code": if e.downcast_ref::<Locked>().is_some() { EXIT_LOCKED } else { EXIT_FAILED },
+                "error": format!("{e:#}"),
+            }))?,
+        };
+        write_file(path, &json)?;
+    }
+    let summary = result?;
+    print!("{}", render(&summary));
+    Ok(summary.exit_code)
+}
+
+fn retry(config: &Path, sink: Option<&str>) -> Result<i32> {
+    let cfg = load(config)?;
+    let requeued = pipeline::retry_failed(&cfg, sink)?;
+    let total: u64 = requeued.iter().map(|(_, n)| n).sum();
+    for (name, n) in &requeued {
+        println!("sink {name}: {n} failed events are pending again");
+    }
+    if total > 0 {
+        println!("`tangoe-ingest deliver` (or the next run) sends them.");
+    }
+    Ok(0)
 }
 
 fn write_file(path: &Path, text: &str) -> Result<()> {
@@ -196,6 +231,54 @@ fn render(s: &Summary) -> String {
         for f in &k.files {
             let _ = writeln!(o, "sink {}: wrote {f}", k.name);
         }
+        render_http_sink(&mut o, s, k);
     }
     o
+}
+
+/// The HTTP sinks' part of the summary: outcomes, failures, and a dry run's requests.
+fn render_http_sink(o: &mut String, s: &Summary, k: &crate::sink::SinkSummary) {
+    if k.failed > 0 || k.skipped > 0 || (s.mode == "deliver" && !s.dry_run) {
+        let _ = writeln!(
+            o,
+            "sink {}: delivered {}, failed {}, skipped {}, pending {}",
+            k.name, k.delivered, k.failed, k.skipped, k.pending
+        );
+    }
+    for (reason, n) in &k.skip_reasons {
+        let _ = writeln!(o, "  skipped {n}: {reason}");
+    }
+    for f in &k.failures {
+        let _ = writeln!(
+            o,
+            "  failed event {} (activity {}): {}",
+            f.event_id, f.activity_id, f.error
+        );
+    }
+    if k.failed > k.failures.len() as u64 {
+        let _ = writeln!(
+            o,
+            "  ... and {} more failed events (see `tangoe-ingest status`)",
+            k.failed - k.failures.len() as u64
+        );
+    }
+    if !k.previews.is_empty() {
+        let _ = writeln!(
+            o,
+            "sink {}: would send requests for {} pending events; the first requests:",
+            k.name, k.pending
+        );
+        for p in &k.previews {
+            let _ = writeln!(o, "  {} {}", p.method, p.url);
+            for h in &p.headers {
+                let _ = writeln!(o, "    {h}");
+            }
+            if let Some(b) = &p.body {
+                let text = serde_json::to_string_pretty(b).unwrap_or_default();
+                for line in text.lines() {
+                    let _ = writeln!(o, "    {line}");
+                }
+            }
+        }
+    }
 }

@@ -68,6 +68,19 @@ pub enum Command {
     ///
     /// Example: tangoe-ingest status
     Status(StatusArgs),
+
+    /// Send the events pending in the ledger to every sink, without reading any report
+    /// (e.g. once the ITSM is back). Oldest first; nothing delivered is sent again.
+    ///
+    /// Example: tangoe-ingest deliver
+    #[command(after_help = EXIT_CODES)]
+    Deliver(RunArgs),
+
+    /// Make events that failed for good pending again, once the cause is fixed; the next
+    /// `run` or `deliver` sends them.
+    ///
+    /// Example: tangoe-ingest retry --failed --sink servicenow
+    Retry(RetryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -105,4 +118,15 @@ pub struct StatusArgs {
     /// Print the status as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Re-queue the events that failed permanently (the ones `status` lists as failed).
+    #[arg(long, required = true)]
+    pub failed: bool,
+
+    /// Only this sink (by its `name`); all sinks when absent.
+    #[arg(long, value_name = "NAME")]
+    pub sink: Option<String>,
 }

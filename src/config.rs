@@ -66,6 +66,7 @@ struct RawLedger {
 #[serde(tag = "type", rename_all = "lowercase")]
 enum RawSink {
     File(RawFileSink),
+    Http(Box<crate::sink::http::RawHttpSink>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,12 +107,14 @@ pub(crate) struct FileSinkConfig {
 
 pub(crate) enum SinkConfig {
     File(FileSinkConfig),
+    Http(crate::sink::http::HttpSinkConfig),
 }
 
 impl SinkConfig {
     pub(crate) fn name(&self) -> &str {
         match self {
             SinkConfig::File(f) => &f.name,
+            SinkConfig::Http(h) => &h.name,
         }
     }
 }
@@ -200,7 +203,7 @@ impl Config {
         };
         let schema_fields: Vec<String> = schema.fields.iter().map(|f| f.name.clone()).collect();
         if raw.sink.is_empty() {
-            bail!("{origin}: no [[sink]]: say where events go (type = \"file\")");
+            bail!("{origin}: no [[sink]]: say where events go (type = \"file\" or \"http\")");
         }
         let mut sinks = Vec::new();
         for (i, s) in raw.sink.into_iter().enumerate() {
@@ -234,6 +237,12 @@ impl Config {
                         prefix,
                     }));
                 }
+                RawSink::Http(h) => sinks.push(SinkConfig::Http(h.validate(
+                    &base,
+                    &origin,
+                    i,
+                    &schema_fields,
+                )?)),
             }
         }
         let mut names: Vec<&str> = sinks.iter().map(SinkConfig::name).collect();
@@ -257,7 +266,6 @@ impl Config {
 }
 
 /// Parses durations such as "30s", "2m", "1h", "90d".
-#[allow(dead_code)]
 pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());

@@ -292,6 +292,7 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
     if opts.dry_run {
         for (s, cfg_sink) in summary.sinks.iter_mut().zip(&cfg.sinks) {
             s.pending = sink::pending(&ledger, cfg_sink)?;
+            s.previews = sink::preview(&ledger, cfg_sink, &schema_fields)?;
         }
     } else {
         deliver_all(&ledger, cfg, &schema_fields, &mut summary);
@@ -301,7 +302,10 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
     summary.exit_code = if summary.failed_reports > 0
         || summary.rejected > 0
         || (summary.pending > 0 && !opts.dry_run)
-        || summary.sinks.iter().any(|s| s.error.is_some())
+        || summary
+            .sinks
+            .iter()
+            .any(|s| s.error.is_some() || s.failed > 0)
     {
         EXIT_INCOMPLETE
     } else {
@@ -330,6 +334,11 @@ fn deliver_all(ledger: &Ledger, cfg: &Config, schema_fields: &[String], summary:
         summary.delivered += out.delivered;
         s.failed += out.failed;
         s.files.extend(out.files);
+        s.skipped += out.skipped;
+        for (reason, n) in out.skip_reasons {
+            *s.skip_reasons.entry(reason).or_default() += n;
+        }
+        s.failures.extend(out.failures);
         s.pending = out.pending;
         if out.error.is_some() {
             s.error = out.error;
@@ -511,4 +520,104 @@ fn ingest(
         })
         .collect();
     Ok(())
+}
+
+/// `deliver`: sends the events pending in the ledger to every sink, without reading any
+/// report. A dry run sends nothing and shows the first requests instead.
+pub fn deliver(cfg: &Config, dry_run: bool) -> Result<Summary> {
+    let _lock = lock(&cfg.ledger, dry_run)?;
+    let ledger = if dry_run {
+        Ledger::scratch_copy(&cfg.ledger)?
+    } else {
+        Ledger::open(&cfg.ledger)?
+    };
+    let schema_fields: Vec<String> = cfg.schema.fields.iter().map(|f| f.name.clone()).collect();
+    let run_id = if dry_run {
+        0
+    } else {
+        ledger.start_run("deliver")?
+    };
+    let mut summary = Summary {
+        mode: "deliver".to_string(),
+        dry_run,
+        rows: 0,
+        rejected: 0,
+        events: 0,
+        delivered: 0,
+        pending: 0,
+        failed_reports: 0,
+        already_processed: 0,
+        reports: Vec::new(),
+        sinks: cfg
+            .sinks
+            .iter()
+            .map(|s| SinkSummary {
+                name: s.name().to_string(),
+                ..Default::default()
+            })
+            .collect(),
+        exit_code: EXIT_OK,
+    };
+    for s in &cfg.sinks {
+        ledger.sink_mark(s.name())?;
+    }
+    if dry_run {
+        for (s, cfg_sink) in summary.sinks.iter_mut().zip(&cfg.sinks) {
+            s.pending = sink::pending(&ledger, cfg_sink)?;
+            s.previews = sink::preview(&ledger, cfg_sink, &schema_fields)?;
+        }
+    } else {
+        deliver_all(&ledger, cfg, &schema_fields, &mut summary);
+    }
+    summary.pending = summary.sinks.iter().map(|s| s.pending).sum();
+    summary.exit_code = if summary.pending > 0
+        || summary
+            .sinks
+            .iter()
+            .any(|s| s.error.is_some() || s.failed > 0)
+    {
+        EXIT_INCOMPLETE
+    } else {
+        EXIT_OK
+    };
+    if !dry_run {
+        ledger.finish_run(
+            run_id,
+            0,
+            0,
+            0,
+            0,
+            summary.delivered,
+            summary.pending,
+            summary.exit_code,
+        )?;
+        ledger.checkpoint()?;
+    }
+    Ok(summary)
+}
+
+/// `retry --failed`: makes the events that failed for good pending again, for one sink or
+/// all; returns (sink, events re-queued).
+pub fn retry_failed(cfg: &Config, sink: Option<&str>) -> Result<Vec<(String, u64)>> {
+    let names: Vec<&str> = match sink {
+        Some(name) => {
+            if !cfg.sinks.iter().any(|s| s.name() == name) {
+                let known: Vec<&str> = cfg.sinks.iter().map(|s| s.name()).collect();
+                anyhow::bail!(
+                    "no sink named {name:?} in the configuration (sinks: {})",
+                    known.join(", ")
+                );
+            }
+            vec![name]
+        }
+        None => cfg.sinks.iter().map(|s| s.name()).collect(),
+    };
+    if !cfg.ledger.exists() {
+        anyhow::bail!("no ledger at {} yet: nothing has run", cfg.ledger.display());
+    }
+    let _lock = lock(&cfg.ledger, false)?;
+    let ledger = Ledger::open(&cfg.ledger)?;
+    let out = ledger.requeue_failed(&names)?;
+    ledger.checkpoint()?;
+    Ok(out)
 }

@@ -49,6 +49,54 @@ struct SinkRow {
     delivered_through: i64,
     pending: i64,
     failed: i64,
+    skipped: i64,
+    /// The oldest pending events (at most [`LIST_EVENTS`]).
+    pending_events: Vec<EventRow>,
+    /// The failed events (at most [`LIST_EVENTS`]), with the error of each.
+    failed_events: Vec<EventRow>,
+}
+
+/// How many pending and failed events `status` lists per sink.
+const LIST_EVENTS: i64 = 50;
+
+#[derive(Debug, Serialize)]
+struct EventRow {
+    id: i64,
+    event_id: String,
+    activity_id: String,
+    itsm_number: String,
+    transition: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+fn state_name(code: Option<i64>) -> &'static str {
+    code.and_then(State::from_code)
+        .map_or("none", State::as_str)
+}
+
+fn event_rows(
+    c: &rusqlite::Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+) -> Result<Vec<EventRow>> {
+    let mut stmt = c.prepare(sql)?;
+    let rows = stmt
+        .query_map(p, |r| {
+            Ok(EventRow {
+                id: r.get(0)?,
+                event_id: r.get(1)?,
+                activity_id: r.get(2)?,
+                itsm_number: r.get(3)?,
+                transition: format!("{} → {}", state_name(r.get(4)?), state_name(r.get(5)?)),
+                attempts: r.get(6)?,
+                error: r.get(7)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
 }
 
 #[derive(Debug, Serialize)]
@@ -111,9 +159,10 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
                 |r| r.get(0),
             )
             .unwrap_or(0);
+        // Pending: after the mark and without an outcome (delivered, failed or skipped).
         let pending: i64 = c.query_row(
             "SELECT COUNT(*) FROM events e WHERE e.id > ?1
-             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.sink = ?2 AND d.event_id = e.id AND d.status = 'delivered')",
+             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.sink = ?2 AND d.event_id = e.id)",
             params![mark, name],
             |r| r.get(0),
         )?;
@@ -122,11 +171,34 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
             [&name],
             |r| r.get(0),
         )?;
+        let skipped: i64 = c.query_row(
+            "SELECT COUNT(*) FROM deliveries WHERE sink = ?1 AND status = 'skipped'",
+            [&name],
+            |r| r.get(0),
+        )?;
+        let pending_events = event_rows(
+            c,
+            "SELECT e.id, e.event_key, e.activity_id, e.itsm_number, e.previous_state, e.state, NULL, NULL
+             FROM events e WHERE e.id > ?1
+             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.sink = ?2 AND d.event_id = e.id)
+             ORDER BY e.id LIMIT ?3",
+            params![mark, name, LIST_EVENTS],
+        )?;
+        let failed_events = event_rows(
+            c,
+            "SELECT e.id, e.event_key, e.activity_id, e.itsm_number, e.previous_state, e.state, d.attempts, d.error
+             FROM deliveries d JOIN events e ON e.id = d.event_id
+             WHERE d.sink = ?1 AND d.status = 'failed' ORDER BY e.id LIMIT ?2",
+            params![name, LIST_EVENTS],
+        )?;
         sinks.push(SinkRow {
             name,
             delivered_through: mark,
             pending,
             failed,
+            skipped,
+            pending_events,
+            failed_events,
         });
     }
     let rejects: i64 = c.query_row("SELECT COUNT(*) FROM rejects", [], |r| r.get(0))?;
@@ -196,6 +268,54 @@ pub(crate) fn render(s: &Status) -> String {
             "  {:<16} pending {:>7}  failed {:>5}  (delivered through event {})",
             k.name, k.pending, k.failed, k.delivered_through
         );
+        if k.skipped > 0 {
+            let _ = writeln!(
+                o,
+                "    skipped {} events (see the run summaries for the reasons)",
+                k.skipped
+            );
+        }
+        for e in &k.pending_events {
+            let _ = writeln!(
+                o,
+                "    pending #{} {} activity {} {} {}",
+                e.id, e.event_id, e.activity_id, e.itsm_number, e.transition
+            );
+        }
+        if k.pending > k.pending_events.len() as i64 {
+            let _ = writeln!(
+                o,
+                "    ... and {} more pending",
+                k.pending - k.pending_events.len() as i64
+            );
+        }
+        for e in &k.failed_events {
+            let _ = writeln!(
+                o,
+                "    failed  #{} {} activity {} {} {} after {} attempts: {}",
+                e.id,
+                e.event_id,
+                e.activity_id,
+                e.itsm_number,
+                e.transition,
+                e.attempts.unwrap_or(0),
+                e.error.as_deref().unwrap_or("")
+            );
+        }
+        if k.failed > k.failed_events.len() as i64 {
+            let _ = writeln!(
+                o,
+                "    ... and {} more failed",
+                k.failed - k.failed_events.len() as i64
+            );
+        }
+        if k.failed > 0 {
+            let _ = writeln!(
+                o,
+                "    once the cause is fixed: tangoe-ingest retry --failed --sink {}",
+                k.name
+            );
+        }
     }
     let _ = writeln!(o, "Rejected rows: {} in all", s.rejects);
     for r in &s.recent_rejects {

@@ -5,6 +5,7 @@
 //! Each sink keeps its own delivery state, so sinks never wait on each other.
 
 pub(crate) mod file;
+pub(crate) mod http;
 
 use anyhow::Result;
 
@@ -22,6 +23,23 @@ pub(crate) struct SinkSummary {
     pub(crate) files: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
+    /// Events deliberately not sent, and why (HTTP sinks).
+    pub(crate) skipped: u64,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub(crate) skip_reasons: std::collections::BTreeMap<String, u64>,
+    /// The first events that failed for good in this run (HTTP sinks).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) failures: Vec<http::FailureNote>,
+    /// Dry run: the first requests the sink would send (HTTP sinks), secrets redacted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) previews: Vec<http::RequestPreview>,
+}
+
+impl SinkSummary {
+    pub(crate) fn count_skip(&mut self, reason: &str) {
+        self.skipped += 1;
+        *self.skip_reasons.entry(reason.to_string()).or_default() += 1;
+    }
 }
 
 /// Delivers every pending event to `sink`; a failure leaves the events pending.
@@ -29,6 +47,7 @@ pub(crate) fn deliver(ledger: &Ledger, sink: &SinkConfig, schema_fields: &[Strin
     let name = sink.name().to_string();
     let result: Result<SinkSummary> = match sink {
         SinkConfig::File(f) => file::deliver(ledger, f, schema_fields),
+        SinkConfig::Http(h) => http::deliver(ledger, h, schema_fields),
     };
     match result {
         Ok(s) => s,
@@ -47,6 +66,26 @@ pub(crate) fn deliver(ledger: &Ledger, sink: &SinkConfig, schema_fields: &[Strin
 
 /// Events not yet delivered to `sink`.
 pub(crate) fn pending(ledger: &Ledger, sink: &SinkConfig) -> Result<u64> {
-    let mark = ledger.sink_mark(sink.name())?;
-    ledger.count_events_after(mark)
+    match sink {
+        SinkConfig::File(_) => {
+            let mark = ledger.sink_mark(sink.name())?;
+            ledger.count_events_after(mark)
+        }
+        SinkConfig::Http(h) => http::pending(ledger, h),
+    }
+}
+
+/// How many requests a dry run shows per sink.
+pub(crate) const PREVIEW_REQUESTS: usize = 3;
+
+/// The first requests `sink` would send now (none for a file sink), secrets redacted.
+pub(crate) fn preview(
+    ledger: &Ledger,
+    sink: &SinkConfig,
+    schema_fields: &[String],
+) -> Result<Vec<http::RequestPreview>> {
+    match sink {
+        SinkConfig::File(_) => Ok(Vec::new()),
+        SinkConfig::Http(h) => http::preview(ledger, h, schema_fields, PREVIEW_REQUESTS),
+    }
 }

@@ -1,0 +1,376 @@
+//! `[[sink]] type = "http"`: the raw TOML table and its validated form.
+//!
+//! Secrets are not read here: the configuration names where they are (an environment
+//! variable or a file) and they are loaded only when the sink is about to send, so `status`
+//! and dry runs work without them and no secret sits in memory longer than needed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::config::{parse_duration, resolve};
+use crate::template::Mapping;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttpSink {
+    name: Option<String>,
+    api: String,
+    url: String,
+    username: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<String>,
+    bearer_token_env: Option<String>,
+    bearer_token_file: Option<String>,
+    mapping: Option<String>,
+    timeout: Option<String>,
+    max_attempts: Option<u32>,
+    rate_limit: Option<String>,
+    ca_file: Option<String>,
+    create_missing: Option<bool>,
+    method: Option<String>,
+}
+
+/// Which API the sink speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Api {
+    /// `POST /api/now/import/{staging_table}`, one flat object per event.
+    ImportSet,
+    /// `GET` the record's sys_id by number, then `PATCH /api/now/table/{table}/{sys_id}`.
+    Table,
+    /// The mapped JSON as is, `POST` or `PUT`.
+    Webhook,
+}
+
+impl Api {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Api::ImportSet => "servicenow_import_set",
+            Api::Table => "servicenow_table",
+            Api::Webhook => "webhook",
+        }
+    }
+}
+
+/// Where a secret comes from.
+#[derive(Debug, Clone)]
+pub(crate) enum SecretSource {
+    Env(String),
+    File(PathBuf),
+}
+
+impl SecretSource {
+    /// Reads the secret. The error names the variable or file, never the value.
+    pub(crate) fn load(&self) -> Result<SecretString> {
+        let value = match self {
+            SecretSource::Env(var) => std::env::var(var).map_err(|_| {
+                anyhow::anyhow!("the environment variable {var} is not set (or not UTF-8)")
+            })?,
+            SecretSource::File(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the secret file {}", path.display()))?;
+                text.trim_end_matches(['\r', '\n']).to_string()
+            }
+        };
+        if value.is_empty() {
+            bail!("{} is empty", self.describe());
+        }
+        Ok(SecretString::from(value))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            SecretSource::Env(var) => format!("the environment variable {var}"),
+            SecretSource::File(path) => format!("the secret file {}", path.display()),
+        }
+    }
+}
+
+/// How requests authenticate.
+#[derive(Debug, Clone)]
+pub(crate) enum Auth {
+    None,
+    Basic {
+        username: String,
+        password: SecretSource,
+    },
+    Bearer(SecretSource),
+}
+
+impl Auth {
+    pub(crate) fn scheme(&self) -> Option<&'static str> {
+        match self {
+            Auth::None => None,
+            Auth::Basic { .. } => Some("Basic"),
+            Auth::Bearer(_) => Some("Bearer"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WebhookMethod {
+    Post,
+    Put,
+}
+
+pub(crate) struct HttpSinkConfig {
+    pub(crate) name: String,
+    pub(crate) api: Api,
+    /// The endpoint: the import set URL, the table URL, or the webhook URL.
+    pub(crate) url: String,
+    pub(crate) auth: Auth,
+    pub(crate) mapping: Option<Mapping>,
+    pub(crate) timeout: Duration,
+    pub(crate) max_attempts: u32,
+    /// The least time between two requests (from `rate_limit`).
+    pub(crate) min_interval: Option<Duration>,
+    /// Extra trusted CA certificates (PEM), on top of the bundled Mozilla roots.
+    pub(crate) ca_certs: Vec<ureq::tls::Certificate<'static>>,
+    pub(crate) create_missing: bool,
+    pub(crate) method: WebhookMethod,
+    /// The first retry's wait; later waits double (with jitter).
+    pub(crate) backoff: Duration,
+}
+
+impl HttpSinkConfig {
+    /// The table a `servicenow_table` URL points at (its last path segment).
+    pub(crate) fn table(&self) -> &str {
+        self.url.rsplit('/').next().unwrap_or("")
+    }
+}
+
+/// The environment variable that sets the first retry's wait (tests keep it short).
+const BACKOFF_ENV: &str = "TANGOE_INGEST_HTTP_BACKOFF";
+
+/// Parses "5/s", "100/m", "1000/h" into the least time between two requests.
+pub(crate) fn parse_rate(s: &str) -> Result<Duration> {
+    let (n, unit) = s
+        .trim()
+        .split_once('/')
+        .with_context(|| format!("bad rate_limit {s:?} (e.g. \"5/s\", \"100/m\")"))?;
+    let n: u32 = n
+        .trim()
+        .parse()
+        .with_context(|| format!("bad rate_limit {s:?} (e.g. \"5/s\", \"100/m\")"))?;
+    if n == 0 {
+        bail!("rate_limit {s:?} allows no request at all");
+    }
+    let per = match unit.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        other => bail!("bad rate_limit unit {other:?} in {s:?} (use s, m or h)"),
+    };
+    Ok(per / n)
+}
+
+fn check_url(url: &str, what: &str) -> Result<String> {
+    let url = url.trim().trim_end_matches('/').to_string();
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        bail!("{what}: url {url:?} must start with https:// (or http://)");
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.is_empty() {
+        bail!("{what}: url {url:?} has no host");
+    }
+    if authority.contains('@') {
+        bail!(
+            "{what}: the url must not carry credentials: use `username` and `password_env` or `password_file`"
+        );
+    }
+    if url.contains(char::is_whitespace) {
+        bail!("{what}: url {url:?} contains spaces");
+    }
+    Ok(url)
+}
+
+impl RawHttpSink {
+    /// Validates the table; `index` is the sink's position (for names and messages).
+    pub(crate) fn validate(
+        self,
+        base: &Path,
+        origin: &str,
+        index: usize,
+        schema_fields: &[String],
+    ) -> Result<HttpSinkConfig> {
+        let name = self.name.clone().unwrap_or_else(|| {
+            if index == 0 {
+                "http".into()
+            } else {
+                format!("http-{}", index + 1)
+            }
+        });
+        let what = format!("{origin}: [[sink]] {name:?}");
+        let api = match self.api.as_str() {
+            "servicenow_import_set" => Api::ImportSet,
+            "servicenow_table" => Api::Table,
+            "webhook" => Api::Webhook,
+            other => bail!(
+                "{what}: api {other:?} must be \"servicenow_import_set\", \"servicenow_table\" or \"webhook\""
+            ),
+        };
+        let url = check_url(&self.url, &what)?;
+        let secret = |env: &Option<String>,
+                      file: &Option<String>,
+                      key: &str|
+         -> Result<Option<SecretSource>> {
+            match (env, file) {
+                (Some(_), Some(_)) => bail!("{what}: give {key}_env or {key}_file, not both"),
+                (Some(v), None) => {
+                    if v.is_empty() {
+                        bail!(
+                            "{what}: {key}_env is empty: name the environment variable that holds it"
+                        );
+                    }
+                    Ok(Some(SecretSource::Env(v.clone())))
+                }
+                (None, Some(f)) => Ok(Some(SecretSource::File(resolve(base, f)))),
+                (None, None) => Ok(None),
+            }
+        };
+        let password = secret(&self.password_env, &self.password_file, "password")?;
+        let bearer = secret(
+            &self.bearer_token_env,
+            &self.bearer_token_file,
+            "bearer_token",
+        )?;
+        let auth = match (self.username, password, bearer) {
+            (_, Some(_), Some(_)) => bail!("{what}: give a password or a bearer token, not both"),
+            (Some(_), None, Some(_)) => {
+                bail!("{what}: `username` goes with a password, not with a bearer token")
+            }
+            (Some(username), Some(password), None) => Auth::Basic { username, password },
+            (None, Some(_), None) => bail!("{what}: a password needs a `username`"),
+            (Some(_), None, None) => {
+                bail!("{what}: `username` needs password_env or password_file")
+            }
+            (None, None, Some(token)) => Auth::Bearer(token),
+            (None, None, None) => Auth::None,
+        };
+        if url.starts_with("http://") && !matches!(auth, Auth::None) {
+            let host = url["http://".len()..]
+                .split(['/', ':'])
+                .next()
+                .unwrap_or("");
+            if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+                tracing::warn!(sink = %name, "credentials would travel unencrypted over plain http: use https://");
+            }
+        }
+        let mapping = match &self.mapping {
+            Some(m) => Some(Mapping::load(&resolve(base, m), schema_fields)?),
+            None if api == Api::Webhook => None,
+            None => bail!(
+                "{what}: api {:?} needs a `mapping` (e.g. schemas/servicenow-ritm.toml)",
+                api.as_str()
+            ),
+        };
+        let create_missing = self.create_missing.unwrap_or(false);
+        if create_missing {
+            if api != Api::Table {
+                bail!("{what}: create_missing applies to api \"servicenow_table\" only");
+            }
+            if mapping.as_ref().is_none_or(|m| m.create_fields.is_empty()) {
+                bail!(
+                    "{what}: create_missing = true needs a [create] section in the mapping (the new ticket's fields)"
+                );
+            }
+        }
+        let method = match self
+            .method
+            .as_deref()
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            None | Some("POST") => WebhookMethod::Post,
+            Some("PUT") => WebhookMethod::Put,
+            Some(other) => bail!("{what}: method {other:?} must be \"POST\" or \"PUT\""),
+        };
+        if self.method.is_some() && api != Api::Webhook {
+            bail!("{what}: `method` applies to api \"webhook\" only");
+        }
+        let timeout = match &self.timeout {
+            Some(t) => parse_duration(t).with_context(|| format!("{what}: timeout"))?,
+            None => Duration::from_secs(30),
+        };
+        if timeout.is_zero() {
+            bail!("{what}: timeout must be more than zero");
+        }
+        let max_attempts = self.max_attempts.unwrap_or(5);
+        if max_attempts == 0 {
+            bail!("{what}: max_attempts must be at least 1");
+        }
+        let min_interval = match &self.rate_limit {
+            Some(r) => Some(parse_rate(r).with_context(|| what.clone())?),
+            None => None,
+        };
+        let ca_certs = match &self.ca_file {
+            None => Vec::new(),
+            Some(f) => {
+                let path = resolve(base, f);
+                let pem = std::fs::read(&path)
+                    .with_context(|| format!("{what}: cannot read ca_file {}", path.display()))?;
+                let mut certs = Vec::new();
+                for item in ureq::tls::parse_pem(&pem) {
+                    if let ureq::tls::PemItem::Certificate(c) = item.with_context(|| {
+                        format!("{what}: ca_file {} is not valid PEM", path.display())
+                    })? {
+                        certs.push(c);
+                    }
+                }
+                if certs.is_empty() {
+                    bail!("{what}: ca_file {} holds no certificate", path.display());
+                }
+                certs
+            }
+        };
+        let backoff = match std::env::var(BACKOFF_ENV) {
+            Ok(v) => parse_duration(&v).context(BACKOFF_ENV)?,
+            Err(_) => Duration::from_secs(1),
+        };
+        Ok(HttpSinkConfig {
+            name,
+            api,
+            url,
+            auth,
+            mapping,
+            timeout,
+            max_attempts,
+            min_interval,
+            ca_certs,
+            create_missing,
+            method,
+            backoff,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("5/s").unwrap(), Duration::from_millis(200));
+        assert_eq!(parse_rate("120/m").unwrap(), Duration::from_millis(500));
+        assert!(parse_rate("0/s").is_err());
+        assert!(parse_rate("5").is_err());
+        assert!(parse_rate("5/d").is_err());
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            check_url("https://x.service-now.com/api/now/table/sc_req_item/", "s").unwrap(),
+            "https://x.service-now.com/api/now/table/sc_req_item"
+        );
+        assert!(check_url("ftp://x", "s").is_err());
+        assert!(check_url("https://user:pw@x/", "s").is_err());
+        assert!(check_url("https:///path", "s").is_err());
+    }
+}

@@ -1,0 +1,415 @@
+//! HTTP sink: one request per event to a ServiceNow Import Set, the ServiceNow Table API
+//! (with optional ticket mirroring), or a generic webhook.
+//!
+//! Kept apart like vector's http sink: [`config`] (what the TOML says), [`encode`] (event →
+//! body, and reading the ITSM's answers) and [`transport`] (ureq, auth, pace, retries).
+//!
+//! Invariants:
+//! - An event is recorded `delivered` for the sink only after its 2xx (for an Import Set,
+//!   also a row status that is not `error`), right after the answer, before the next event.
+//! - Events go out oldest first. The sink stops at the first event it cannot settle (the
+//!   endpoint is down, timing out, rate limiting past a run's patience): nothing overtakes a
+//!   pending event, so one Activity's events always arrive in order. A permanently failed
+//!   event is settled (listed by `status`, re-queued by `retry --failed`) and blocks nothing.
+//! - An event already delivered is never sent again, and an older event is never sent after
+//!   a newer one of the same Activity was delivered (it would turn the ticket back).
+
+pub(crate) mod config;
+mod encode;
+mod transport;
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use config::Api;
+pub(crate) use config::{HttpSinkConfig, RawHttpSink};
+use encode::RowOutcome;
+use transport::{Failure, Request, Transport};
+
+use super::SinkSummary;
+use crate::ledger::deliveries::Outcome;
+use crate::ledger::{Ledger, StoredEvent};
+
+const CHUNK: usize = 1000;
+/// Failures listed in a run's summary (all of them are in `status`).
+const KEEP_FAILURES: usize = 20;
+
+const SKIP_NO_NUMBER: &str = "no itsm_number to update and create_missing is off";
+const SKIP_SUPERSEDED: &str =
+    "superseded: a later event of the same Activity was already delivered";
+
+/// A request a dry run would send, secrets redacted.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct RequestPreview {
+    pub(crate) event_id: String,
+    pub(crate) method: String,
+    pub(crate) url: String,
+    pub(crate) headers: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) body: Option<serde_json::Value>,
+}
+
+/// An event that failed for good in this run.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct FailureNote {
+    pub(crate) event_id: String,
+    pub(crate) activity_id: String,
+    pub(crate) error: String,
+}
+
+/// sys_ids found by number, for the life of the process (one run): (table URL, number).
+fn sys_id_cache() -> &'static Mutex<HashMap<(String, String), String>> {
+    static CACHE: OnceLock<Mutex<HashMap<(String, String), String>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// What became of one event.
+enum Done {
+    Delivered,
+    Skipped(&'static str),
+    Failed(String),
+    /// The endpoint cannot take events now: this one stays pending and the sink stops.
+    Unavailable(String),
+}
+
+/// Events not yet settled for the sink.
+pub(crate) fn pending(ledger: &Ledger, cfg: &HttpSinkConfig) -> Result<u64> {
+    ledger.count_unsettled(&cfg.name)
+}
+
+/// Calls `f` with each pending event, oldest first, until it returns `false`.
+fn each_pending(
+    ledger: &Ledger,
+    sink: &str,
+    f: &mut dyn FnMut(StoredEvent) -> Result<bool>,
+) -> Result<()> {
+    let mark = ledger.sink_mark(sink)?;
+    let settled = ledger.settled_after(sink, mark)?;
+    let mut after = mark;
+    loop {
+        let batch = ledger.events_after(after, CHUNK)?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        for e in batch {
+            after = e.id;
+            if settled.contains(&e.id) {
+                continue;
+            }
+            if !f(e)? {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The ITSM number an event is about: its own, else the one the ledger learned since
+/// (from a later report, or a ticket a mirroring sink created).
+fn with_number(ledger: &Ledger, mut e: StoredEvent) -> Result<StoredEvent> {
+    if e.itsm_number.is_empty()
+        && let Some(n) = ledger.activity_number(&e.activity_id)?
+    {
+        e.itsm_number = n;
+    }
+    Ok(e)
+}
+
+/// Delivers the sink's pending events, oldest first.
+pub(crate) fn deliver(
+    ledger: &Ledger,
+    cfg: &HttpSinkConfig,
+    schema_fields: &[String],
+) -> Result<SinkSummary> {
+    let mut summary = SinkSummary {
+        name: cfg.name.clone(),
+        ..SinkSummary::default()
+    };
+    if ledger.count_unsettled(&cfg.name)? == 0 {
+        return Ok(summary);
+    }
+    let mut transport = Transport::new(cfg)?;
+    let span = tracing::info_span!("sink", name = %cfg.name);
+    let _enter = span.enter();
+    each_pending(ledger, &cfg.name, &mut |e| {
+        if ledger.later_delivered(&cfg.name, &e.activity_id, e.id)? {
+            ledger.record_delivery(&cfg.name, e.id, Outcome::Skipped, 0, Some(SKIP_SUPERSEDED))?;
+            summary.count_skip(SKIP_SUPERSEDED);
+            return Ok(true);
+        }
+        let e = with_number(ledger, e)?;
+        match deliver_one(ledger, cfg, &mut transport, &e, schema_fields)? {
+            Done::Delivered => summary.delivered += 1,
+            Done::Skipped(reason) => summary.count_skip(reason),
+            Done::Failed(error) => {
+                tracing::error!(event = %e.key, activity = %e.activity_id, "delivery failed: {error}");
+                summary.failed += 1;
+                if summary.failures.len() < KEEP_FAILURES {
+                    summary.failures.push(FailureNote {
+                        event_id: e.key.clone(),
+                        activity_id: e.activity_id.clone(),
+                        error,
+                    });
+                }
+            }
+            Done::Unavailable(error) => {
+                tracing::error!(event = %e.key, "the endpoint cannot take events now: {error}; the rest stay pending");
+                summary.error = Some(format!(
+                    "{error}; undelivered events stay pending for the next run"
+                ));
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })?;
+    ledger.advance_mark(&cfg.name)?;
+    summary.pending = ledger.count_unsettled(&cfg.name)?;
+    tracing::info!(
+        delivered = summary.delivered,
+        failed = summary.failed,
+        skipped = summary.skipped,
+        pending = summary.pending,
+        "delivery finished"
+    );
+    Ok(summary)
+}
+
+fn failed(
+    ledger: &Ledger,
+    cfg: &HttpSinkConfig,
+    e: &StoredEvent,
+    attempts: u32,
+    error: String,
+) -> Result<Done> {
+    ledger.record_delivery(&cfg.name, e.id, Outcome::Failed, attempts, Some(&error))?;
+    Ok(Done::Failed(error))
+}
+
+fn delivered(
+    ledger: &Ledger,
+    cfg: &HttpSinkConfig,
+    e: &StoredEvent,
+    attempts: u32,
+) -> Result<Done> {
+    ledger.record_delivery(&cfg.name, e.id, Outcome::Delivered, attempts, None)?;
+    Ok(Done::Delivered)
+}
+
+/// Maps a transport failure: permanent → the event fails; unavailable → it stays pending.
+fn not_sent(
+    ledger: &Ledger,
+    cfg: &HttpSinkConfig,
+    e: &StoredEvent,
+    f: Failure,
+    spent: u32,
+) -> Result<Done> {
+    match f {
+        Failure::Permanent {
+            message, attempts, ..
+        } => failed(ledger, cfg, e, spent + attempts, message),
+        Failure::Unavailable { message, .. } => Ok(Done::Unavailable(message)),
+    }
+}
+
+fn deliver_one(
+    ledger: &Ledger,
+    cfg: &HttpSinkConfig,
+    t: &mut Transport,
+    e: &StoredEvent,
+    schema_fields: &[String],
+) -> Result<Done> {
+    match cfg.api {
+        Api::ImportSet | Api::Webhook => {
+            let req = match encode::send_request(cfg, e, schema_fields) {
+                Ok(r) => r,
+                Err(err) => return failed(ledger, cfg, e, 0, format!("{err:#}")),
+            };
+            let reply = match t.send(&req) {
+                Ok(r) => r,
+                Err(f) => return not_sent(ledger, cfg, e, f, 0),
+            };
+            if cfg.api == Api::Webhook {
+                return delivered(ledger, cfg, e, reply.attempts);
+            }
+            match encode::import_set_outcome(&reply.body) {
+                RowOutcome::Accepted => delivered(ledger, cfg, e, reply.attempts),
+                RowOutcome::Note(note) => {
+                    tracing::warn!(event = %e.key, activity = %e.activity_id, "ServiceNow took the row without applying it: {note}");
+                    delivered(ledger, cfg, e, reply.attempts)
+                }
+                RowOutcome::Error(msg) => failed(
+                    ledger,
+                    cfg,
+                    e,
+                    reply.attempts,
+                    format!("ServiceNow rejected the row (HTTP {}): {msg}", reply.status),
+                ),
+                RowOutcome::NotServiceNow(msg) => Ok(Done::Unavailable(format!(
+                    "POST {}: HTTP {} but {msg} (is the instance hibernating or behind a login page?)",
+                    cfg.url, reply.status
+                ))),
+            }
+        }
+        Api::Table if e.itsm_number.is_empty() => {
+            if !cfg.create_missing {
+                ledger.record_delivery(
+                    &cfg.name,
+                    e.id,
+                    Outcome::Skipped,
+                    0,
+                    Some(SKIP_NO_NUMBER),
+                )?;
+                return Ok(Done::Skipped(SKIP_NO_NUMBER));
+            }
+            let req = match encode::create_request(cfg, e) {
+                Ok(r) => r,
+                Err(err) => return failed(ledger, cfg, e, 0, format!("{err:#}")),
+            };
+            let reply = match t.send(&req) {
+                Ok(r) => r,
+                Err(f) => return not_sent(ledger, cfg, e, f, 0),
+            };
+            match encode::created_ticket(&reply.body) {
+                Ok((number, sys_id)) => {
+                    tracing::info!(activity = %e.activity_id, number = %number, "ticket created");
+                    ledger.record_ticket(
+                        &cfg.name,
+                        &e.activity_id,
+                        &number,
+                        &sys_id,
+                        e.id,
+                        reply.attempts,
+                    )?;
+                    Ok(Done::Delivered)
+                }
+                Err(err) => failed(
+                    ledger,
+                    cfg,
+                    e,
+                    reply.attempts,
+                    format!(
+                        "POST {}: HTTP {}, {err:#}: a ticket may have been created; check before `retry --failed`",
+                        cfg.url, reply.status
+                    ),
+                ),
+            }
+        }
+        Api::Table => {
+            let number = e.itsm_number.as_str();
+            let mut spent = 0;
+            let cache_key = (cfg.url.clone(), number.to_string());
+            let known = match ledger.ticket_sys_id(&e.activity_id, number)? {
+                Some(s) => Some(s),
+                None => sys_id_cache()
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("sys_id cache poisoned"))?
+                    .get(&cache_key)
+                    .cloned(),
+            };
+            let sys_id = match known {
+                Some(s) => s,
+                None => {
+                    let reply = match t.send(&encode::lookup_request(cfg, number, &e.key)) {
+                        Ok(r) => r,
+                        Err(f) => return not_sent(ledger, cfg, e, f, 0),
+                    };
+                    spent = reply.attempts;
+                    match encode::lookup_sys_id(&reply.body) {
+                        Ok(Some(s)) => {
+                            sys_id_cache()
+                                .lock()
+                                .map_err(|_| anyhow::anyhow!("sys_id cache poisoned"))?
+                                .insert(cache_key, s.clone());
+                            s
+                        }
+                        Ok(None) => {
+                            return failed(
+                                ledger,
+                                cfg,
+                                e,
+                                spent,
+                                format!("no {number} in {}", cfg.table()),
+                            );
+                        }
+                        Err(err) => {
+                            return Ok(Done::Unavailable(format!(
+                                "GET {}: HTTP {}: {err:#}",
+                                cfg.url, reply.status
+                            )));
+                        }
+                    }
+                }
+            };
+            let req = match encode::update_request(cfg, &sys_id, e, schema_fields) {
+                Ok(r) => r,
+                Err(err) => return failed(ledger, cfg, e, spent, format!("{err:#}")),
+            };
+            match t.send(&req) {
+                Ok(reply) => delivered(ledger, cfg, e, spent + reply.attempts),
+                Err(f) => not_sent(ledger, cfg, e, f, spent),
+            }
+        }
+    }
+}
+
+fn preview_of(cfg: &HttpSinkConfig, req: &Request) -> RequestPreview {
+    let mut headers = Vec::new();
+    if let Some(scheme) = cfg.auth.scheme() {
+        headers.push(format!("Authorization: {scheme} <redacted>"));
+    }
+    headers.push(format!("X-Idempotency-Key: {}", req.idempotency_key));
+    RequestPreview {
+        event_id: req.idempotency_key.clone(),
+        method: req.method.as_str().to_string(),
+        url: req.full_url(),
+        headers,
+        body: req
+            .body
+            .as_deref()
+            .and_then(|b| serde_json::from_str(b).ok()),
+    }
+}
+
+/// The first `limit` requests a delivery would send now, without sending anything.
+pub(crate) fn preview(
+    ledger: &Ledger,
+    cfg: &HttpSinkConfig,
+    schema_fields: &[String],
+    limit: usize,
+) -> Result<Vec<RequestPreview>> {
+    let mut out = Vec::new();
+    each_pending(ledger, &cfg.name, &mut |e| {
+        let e = with_number(ledger, e)?;
+        let reqs: Vec<Request> = match cfg.api {
+            Api::ImportSet | Api::Webhook => vec![encode::send_request(cfg, &e, schema_fields)?],
+            Api::Table if e.itsm_number.is_empty() => {
+                if cfg.create_missing {
+                    vec![encode::create_request(cfg, &e)?]
+                } else {
+                    Vec::new()
+                }
+            }
+            Api::Table => match ledger.ticket_sys_id(&e.activity_id, &e.itsm_number)? {
+                Some(sys_id) => vec![encode::update_request(cfg, &sys_id, &e, schema_fields)?],
+                None => vec![
+                    encode::lookup_request(cfg, &e.itsm_number, &e.key),
+                    encode::update_request(
+                        cfg,
+                        &format!("<sys_id of {}>", e.itsm_number),
+                        &e,
+                        schema_fields,
+                    )?,
+                ],
+            },
+        };
+        for r in &reqs {
+            if out.len() < limit {
+                out.push(preview_of(cfg, r));
+            }
+        }
+        Ok(out.len() < limit)
+    })?;
+    Ok(out)
+}
