@@ -1,8 +1,10 @@
 //! The integration suite: the real binary, in temp dirs, against real files and a real
 //! SQLite ledger. One test binary for the whole suite.
 
+mod server;
 mod support;
 
 mod dedupe;
+mod http_sink;
 mod parsing;
 mod runs;
