@@ -882,3 +882,34 @@ fn a_misspelt_http_sink_key_is_an_error_naming_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("max_attempt"), "{stderr}");
 }
+
+#[test]
+fn rate_limit_spaces_the_requests() {
+    let server = Server::ok();
+    let w = workdir(&sink(
+        &server,
+        "servicenow_import_set",
+        IMPORT_PATH,
+        &format!("{BASIC}\nrate_limit = \"4/s\""),
+    ));
+    w.report(
+        "r_2026-11-01.csv",
+        &[
+            "A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,",
+            "A2,Ordered,RITM2,2026-11-01T10:00:00Z,,,,",
+            "A3,Ordered,RITM3,2026-11-01T10:00:00Z,,,,",
+        ],
+    );
+    run(&w, &["run"], 0);
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 3);
+    for pair in reqs.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        // 4/s: a request starts 250 ms after the one before; unpaced they come a few ms
+        // apart. The margin absorbs a slow first connection on a loaded machine.
+        assert!(
+            gap >= Duration::from_millis(150),
+            "requests {gap:?} apart under rate_limit = \"4/s\""
+        );
+    }
+}
