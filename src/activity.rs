@@ -5,6 +5,7 @@
 //! in UTC), spreadsheet numbers in text and phone columns become digits, money stays the
 //! raw text. A value that cannot be read is an error for the row, never a guess.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use anyhow::{Result, bail};
@@ -288,10 +289,11 @@ fn parse_iso(s: &str, ctx: &DateContext) -> Option<Temporal> {
 
 /// The outcome of normalising one cell.
 #[derive(Debug, PartialEq)]
-pub(crate) enum CellValue {
-    /// The normalised text; `warning` says why it may be lossy or was blanked.
+pub(crate) enum CellValue<'a> {
+    /// The normalised text (borrowed from the cell where nothing changes); `warning` says
+    /// why it may be lossy or was blanked.
     Ok {
-        text: String,
+        text: Cow<'a, str>,
         temporal: Option<Temporal>,
         warning: Option<String>,
     },
@@ -335,96 +337,62 @@ fn number_text(f: f64) -> (String, Option<String>) {
 
 /// Normalises one cell for a field of type `kind`.
 ///
-/// With `want_text` false only validity and warnings are computed (no allocation): the
-/// fast path for rows that turn out unchanged.
-pub(crate) fn normalize_cell(
-    cell: Cell<'_>,
+/// With `want_text` false, values that would need rendering (dates, spreadsheet numbers)
+/// are only validated: the fast path for rows that turn out unchanged.
+pub(crate) fn normalize_cell<'a>(
+    cell: Cell<'a>,
     kind: FieldType,
     ctx: &DateContext,
     want_text: bool,
-) -> CellValue {
-    let ok = |text: String| CellValue::Ok {
-        text,
-        temporal: None,
-        warning: None,
-    };
+) -> CellValue<'a> {
+    let ok = |text: Cow<'a, str>| CellValue::Ok { text, temporal: None, warning: None };
+    let empty = Cow::Borrowed("");
     match cell {
-        Cell::Empty => ok(String::new()),
+        Cell::Empty => ok(empty),
         Cell::Error(e) => CellValue::Ok {
-            text: String::new(),
+            text: empty,
             temporal: None,
             warning: Some(format!("the spreadsheet error value {e} was read as empty")),
         },
-        Cell::Bool(_) if !want_text => ok(String::new()),
-        Cell::Bool(b) => ok(if b { "TRUE" } else { "FALSE" }.to_string()),
+        Cell::Bool(b) => ok(Cow::Borrowed(if b { "TRUE" } else { "FALSE" })),
         Cell::Number(f) | Cell::DateSerial(f) if kind.is_temporal() => match ctx.serial(f) {
             Some(t) => CellValue::Ok {
-                text: if want_text {
-                    t.render(kind)
-                } else {
-                    String::new()
-                },
+                text: if want_text { Cow::Owned(t.render(kind)) } else { empty },
                 temporal: Some(t),
                 warning: None,
             },
             None => CellValue::Invalid(format!("{f} is not a valid spreadsheet date")),
         },
-        Cell::DateSerial(_) | Cell::Number(_) if !want_text => {
-            let warning = match cell {
-                Cell::Number(f) => number_text(f).1,
-                _ => None,
-            };
-            CellValue::Ok {
-                text: String::new(),
-                temporal: None,
-                warning,
-            }
-        }
-        Cell::DateSerial(f) => match ctx.serial(f) {
-            Some(t) => ok(t.render(FieldType::Datetime)),
-            None => ok(format!("{f}")),
+        Cell::DateSerial(f) => match (want_text, ctx.serial(f)) {
+            (false, _) => ok(empty),
+            (true, Some(t)) => ok(Cow::Owned(t.render(FieldType::Datetime))),
+            (true, None) => ok(Cow::Owned(format!("{f}"))),
         },
         Cell::Number(f) => {
             let (text, warning) = number_text(f);
-            CellValue::Ok {
-                text,
-                temporal: None,
-                warning,
-            }
+            CellValue::Ok { text: Cow::Owned(text), temporal: None, warning }
         }
         Cell::Text(raw) => {
             let s = raw.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
             if kind.is_temporal() {
                 if s.is_empty() {
-                    return ok(String::new());
+                    return ok(empty);
                 }
                 return match ctx.parse_text(s) {
                     Some(t) => CellValue::Ok {
-                        text: if want_text {
-                            t.render(kind)
-                        } else {
-                            String::new()
-                        },
+                        text: if want_text { Cow::Owned(t.render(kind)) } else { empty },
                         temporal: Some(t),
                         warning: None,
                     },
                     None => CellValue::Invalid(format!(
                         "{:?} matches no accepted {} format (ISO 8601 or the schema's formats)",
                         s,
-                        if kind == FieldType::Date {
-                            "date"
-                        } else {
-                            "date-time"
-                        }
+                        if kind == FieldType::Date { "date" } else { "date-time" }
                     )),
                 };
             }
             let mut warning = None;
-            let mut text = if want_text {
-                s.to_string()
-            } else {
-                String::new()
-            };
+            let mut text = s;
             if matches!(kind, FieldType::Phone | FieldType::Text) {
                 if is_exponent_notation(s) {
                     warning = Some(
@@ -434,19 +402,13 @@ pub(crate) fn normalize_cell(
                     );
                 } else if kind == FieldType::Phone {
                     // "5551234567.0" as written by a spreadsheet round trip.
-                    let mut digits_only = s;
                     if let Some(int) = s.strip_suffix(".0")
                         && !int.is_empty()
                         && int.bytes().all(|b| b.is_ascii_digit())
                     {
-                        digits_only = int;
-                        if want_text {
-                            text = int.to_string();
-                        }
+                        text = int;
                     }
-                    if significant_digits(digits_only) > 15
-                        && digits_only.bytes().all(|b| b.is_ascii_digit())
-                    {
+                    if significant_digits(text) > 15 && text.bytes().all(|b| b.is_ascii_digit()) {
                         warning = Some("more than 15 significant digits".to_string());
                     }
                 }
@@ -454,11 +416,7 @@ pub(crate) fn normalize_cell(
             if kind == FieldType::Email && !s.is_empty() && !s.contains('@') {
                 warning = Some("not an e-mail address".to_string());
             }
-            CellValue::Ok {
-                text,
-                temporal: None,
-                warning,
-            }
+            CellValue::Ok { text: Cow::Borrowed(text), temporal: None, warning }
         }
     }
 }
@@ -473,7 +431,7 @@ mod tests {
 
     fn text(c: Cell<'_>, k: FieldType) -> String {
         match normalize_cell(c, k, &ctx(), true) {
-            CellValue::Ok { text, .. } => text,
+            CellValue::Ok { text, .. } => text.into_owned(),
             CellValue::Invalid(e) => panic!("{e}"),
         }
     }

@@ -466,8 +466,7 @@ fn ingest(
     let ctx = DateContext::new(&cfg.schema, cfg.timezone)?;
     let report_time = ctx.date_start(meta.report_date).timestamp();
     let writer = ledger.begin_report(meta, mode, run_id, run_first_event)?;
-    let itsm_index = cfg.schema.field_index(crate::report::schema::ITSM_NUMBER);
-    let mut planner = Planner::new(&writer, &meta.name, report_time, itsm_index, resend);
+    let mut planner = Planner::new(&writer, &meta.name, report_time, resend);
     let mut notes = Vec::new();
     let (layout, counts) = report::read(path, &cfg.schema, ctx, &mut planner, &mut notes, utf8)
         .with_context(|| meta.name.clone())?;

@@ -18,7 +18,7 @@ use anyhow::Result;
 use sha2::{Digest, Sha256};
 
 use crate::activity::State;
-use crate::ledger::{Known, NewEvent, OwnEvent, ReportCounts, ReportWriter};
+use crate::ledger::{Indexed, Known, NewEvent, OwnEvent, ReportCounts, ReportWriter};
 use crate::report::{AcceptedRow, Reject, RowHandler, RowWarning, Skip};
 
 /// What one accepted row does to the ledger.
@@ -108,8 +108,9 @@ pub(crate) struct Planner<'w, 'c> {
     file: String,
     /// Effective time of rows without `updated_at`: the report's date.
     report_time: i64,
-    itsm_index: Option<usize>,
     resend: bool,
+    /// The encoded attributes of the row being written (reused).
+    buf: Vec<u8>,
     pub(crate) outcome: ReportOutcome,
 }
 
@@ -118,15 +119,14 @@ impl<'w, 'c> Planner<'w, 'c> {
         writer: &'w ReportWriter<'c>,
         file: &str,
         report_time: i64,
-        itsm_index: Option<usize>,
         resend: bool,
     ) -> Self {
         Planner {
             writer,
             file: file.to_string(),
             report_time,
-            itsm_index,
             resend,
+            buf: Vec::with_capacity(1024),
             outcome: ReportOutcome::default(),
         }
     }
@@ -144,19 +144,53 @@ impl<'w, 'c> Planner<'w, 'c> {
         self.outcome.counts.events = self.outcome.counts.events.saturating_add_signed(delta);
     }
 
-    fn attrs(&self, row: &AcceptedRow<'_>) -> Result<(String, String)> {
-        let values = row.values();
-        let itsm = self
-            .itsm_index
-            .and_then(|i| values.get(i))
-            .cloned()
-            .unwrap_or_default();
-        Ok((serde_json::to_string(&values)?, itsm))
+    /// Encodes the row's values into the reused buffer; returns the row's ITSM number.
+    fn attrs(&mut self, row: &AcceptedRow<'_>) -> String {
+        self.buf.clear();
+        row.encode_values(&mut self.buf)
+    }
+
+    /// Rules 1, 3 and 4 straight from the Activity index, for the rows that need no more:
+    /// a new Activity, or a known one this report has not changed yet whose row is stale or
+    /// repeats its state. `None`: ask `activities` (a change, a second row of an Activity
+    /// this report changed, a hash collision, a resend).
+    fn fast(&self, row: &AcceptedRow<'_>, at: i64) -> Option<Decision> {
+        if self.resend {
+            return None;
+        }
+        match self.writer.indexed(row.id) {
+            Indexed::Absent => Some(Decision::New),
+            Indexed::Found(e) if e.generation != self.writer.generation() => {
+                if at < e.updated_at {
+                    Some(Decision::Stale)
+                } else if row.state == e.state {
+                    Some(Decision::Unchanged { newer: at > e.updated_at })
+                } else {
+                    None
+                }
+            }
+            Indexed::Found(_) | Indexed::Unsure => None,
+        }
     }
 
     fn apply(&mut self, row: &AcceptedRow<'_>) -> Result<()> {
         let w = self.writer;
         let at = row.updated_at.unwrap_or(self.report_time);
+        match self.fast(row, at) {
+            Some(Decision::New) => return self.emit(row, at, None),
+            Some(Decision::Stale) => {
+                self.outcome.counts.stale += 1;
+                return Ok(());
+            }
+            Some(Decision::Unchanged { newer }) => {
+                self.outcome.counts.unchanged += 1;
+                if newer {
+                    w.touch_activity(row.id, at)?;
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
         let known = w.lookup(row.id)?;
         let own = match known.as_ref().and_then(|k| k.event_id) {
             Some(id) if id >= w.first_event => Some(w.own_event(id)?),
@@ -164,38 +198,7 @@ impl<'w, 'c> Planner<'w, 'c> {
         };
         let decision = decide(row.state, at, known.as_ref(), own.as_ref());
         match decision {
-            Decision::New | Decision::Change { .. } => {
-                let from = known.as_ref().map(|k| k.state);
-                let seq = known.as_ref().map_or(0, |k| k.events) + 1;
-                let (attrs, itsm) = self.attrs(row)?;
-                let itsm = if itsm.is_empty() {
-                    known
-                        .as_ref()
-                        .and_then(|k| k.itsm_number.clone())
-                        .unwrap_or_default()
-                } else {
-                    itsm
-                };
-                let key = event_key(row.id, seq, from, row.state, at);
-                let id = w.insert_event(
-                    &NewEvent {
-                        key: &key,
-                        activity_id: row.id,
-                        previous_state: from,
-                        state: row.state,
-                        updated_at: at,
-                        row: row.row,
-                        itsm_number: &itsm,
-                        attrs: &attrs,
-                        prev_event_id: known.as_ref().and_then(|k| k.event_id),
-                        kind: "change",
-                    },
-                    w.report_id,
-                )?;
-                let itsm_opt = (!itsm.is_empty()).then_some(itsm.as_str());
-                w.put_activity(row.id, row.state, at, Some(id), seq, itsm_opt)?;
-                self.transition(from, row.state, 1);
-            }
+            Decision::New | Decision::Change { .. } => self.emit(row, at, known.as_ref())?,
             Decision::Unchanged { newer } => {
                 self.outcome.counts.unchanged += 1;
                 if newer {
@@ -215,9 +218,9 @@ impl<'w, 'c> Planner<'w, 'c> {
                 let known = known.expect("amend implies known");
                 let own = own.expect("amend implies own event");
                 self.outcome.superseded += 1;
-                let (attrs, itsm) = self.attrs(row)?;
+                let itsm = self.attrs(row);
                 let key = event_key(row.id, known.events, own.previous_state, row.state, at);
-                w.amend_event(own.id, &key, row.state, at, row.row, &itsm, &attrs)?;
+                w.amend_event(own.id, &key, row.state, at, row.row, &itsm, &self.buf)?;
                 let itsm_opt = (!itsm.is_empty()).then_some(itsm.as_str());
                 w.put_activity(row.id, row.state, at, Some(own.id), known.events, itsm_opt)?;
                 if known.state != row.state {
@@ -244,6 +247,37 @@ impl<'w, 'c> Planner<'w, 'c> {
         Ok(())
     }
 
+    /// Rules 1 and 2: a new event `(known state or none → row state)`.
+    fn emit(&mut self, row: &AcceptedRow<'_>, at: i64, known: Option<&Known>) -> Result<()> {
+        let w = self.writer;
+        let from = known.map(|k| k.state);
+        let seq = known.map_or(0, |k| k.events) + 1;
+        let mut itsm = self.attrs(row);
+        if itsm.is_empty() {
+            itsm = known.and_then(|k| k.itsm_number.clone()).unwrap_or_default();
+        }
+        let key = event_key(row.id, seq, from, row.state, at);
+        let id = w.insert_event(
+            &NewEvent {
+                key: &key,
+                activity_id: row.id,
+                previous_state: from,
+                state: row.state,
+                updated_at: at,
+                row: row.row,
+                itsm_number: &itsm,
+                attrs: &self.buf,
+                prev_event_id: known.and_then(|k| k.event_id),
+                kind: "change",
+            },
+            w.report_id,
+        )?;
+        let itsm_opt = (!itsm.is_empty()).then_some(itsm.as_str());
+        w.put_activity(row.id, row.state, at, Some(id), seq, itsm_opt)?;
+        self.transition(from, row.state, 1);
+        Ok(())
+    }
+
     /// `backfill --resend`: emits the Activity's current state again, once per run.
     fn resend(&mut self, row: &AcceptedRow<'_>, known: &Known, at: i64) -> Result<()> {
         let w = self.writer;
@@ -254,19 +288,16 @@ impl<'w, 'c> Planner<'w, 'c> {
             return Ok(()); // this run already sent it (as a change or a resend)
         }
         let last_event = w.own_event(last)?;
-        let (attrs, itsm) = if at >= known.updated_at {
-            let (a, i) = self.attrs(row)?;
-            (
-                a,
-                if i.is_empty() {
-                    known.itsm_number.clone().unwrap_or_default()
-                } else {
-                    i
-                },
-            )
+        // The attributes: this row's when it is current, else those of the last change
+        // (with its report and row, whose column names they follow).
+        let (itsm, report_id, source_row) = if at >= known.updated_at {
+            let i = self.attrs(row);
+            let i = if i.is_empty() { known.itsm_number.clone().unwrap_or_default() } else { i };
+            (i, w.report_id, row.row)
         } else {
-            let (a, _, _, i) = w.event_payload(last)?;
-            (a, i)
+            let (a, report_id, source_row, i) = w.event_payload(last)?;
+            self.buf = a;
+            (i, report_id, source_row)
         };
         let seq = known.events + 1;
         let key = event_key(
@@ -283,13 +314,13 @@ impl<'w, 'c> Planner<'w, 'c> {
                 previous_state: last_event.previous_state,
                 state: known.state,
                 updated_at: known.updated_at,
-                row: row.row,
+                row: source_row,
                 itsm_number: &itsm,
-                attrs: &attrs,
+                attrs: &self.buf,
                 prev_event_id: Some(last),
                 kind: "resend",
             },
-            w.report_id,
+            report_id,
         )?;
         w.put_activity(
             row.id,

@@ -109,22 +109,34 @@ impl Ledger {
     }
 
     /// Whether a later event of the same Activity was already delivered to the sink (an
-    /// older one sent now would put the ticket back into an older state).
+    /// older one sent now would put the ticket back into an older state). Walks the
+    /// Activity's events from its latest back along `prev_event_id`: no index on events needed.
     pub(crate) fn later_delivered(
         &self,
         sink: &str,
         activity_id: &str,
         event_id: i64,
     ) -> Result<bool> {
-        Ok(self
+        let mut next: Option<i64> = self
             .conn
-            .prepare_cached(
-                "SELECT 1 FROM events e JOIN deliveries d ON d.sink = ?1 AND d.event_id = e.id AND d.status = 'delivered'
-                 WHERE e.activity_id = ?2 AND e.id > ?3 LIMIT 1",
-            )?
-            .query_row(params![sink, activity_id, event_id], |_| Ok(()))
+            .prepare_cached("SELECT event_id FROM activities WHERE activity_id = ?1")?
+            .query_row([activity_id], |r| r.get(0))
             .optional()?
-            .is_some())
+            .flatten();
+        let mut prev = self.conn.prepare_cached("SELECT prev_event_id FROM events WHERE id = ?1")?;
+        let mut delivered = self.conn.prepare_cached(
+            "SELECT 1 FROM deliveries WHERE sink = ?1 AND event_id = ?2 AND status = 'delivered'",
+        )?;
+        while let Some(id) = next {
+            if id <= event_id {
+                break;
+            }
+            if delivered.query_row(params![sink, id], |_| Ok(())).optional()?.is_some() {
+                return Ok(true);
+            }
+            next = prev.query_row([id], |r| r.get(0)).optional()?.flatten();
+        }
+        Ok(false)
     }
 
     /// Makes permanently failed events pending again; returns how many, per sink.

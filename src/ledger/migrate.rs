@@ -47,7 +47,7 @@ const STEPS: &[&str] = &[
 
     -- The outbox: every state change, with the attributes of the row that made it.
     CREATE TABLE events (
-        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        id             INTEGER PRIMARY KEY,
         event_key      TEXT NOT NULL,
         activity_id    TEXT NOT NULL,
         previous_state INTEGER,
@@ -56,7 +56,7 @@ const STEPS: &[&str] = &[
         report_id      INTEGER NOT NULL,
         row            INTEGER NOT NULL,
         itsm_number    TEXT NOT NULL DEFAULT '',
-        attrs          TEXT NOT NULL,           -- JSON array, names in reports.columns
+        attrs          BLOB NOT NULL,           -- values (ledger/attrs.rs), names in reports.columns
         prev_event_id  INTEGER,
         kind           TEXT NOT NULL DEFAULT 'change', -- change | resend
         run_id         INTEGER NOT NULL,
@@ -105,8 +105,7 @@ const STEPS: &[&str] = &[
     );
     "#,
     // 2: HTTP sinks. Tickets a mirroring sink created for an Activity (number and sys_id
-    // together, so a number a later report brings never pairs with a stale sys_id), and an
-    // index to find an Activity's events when delivering them in order.
+    // together, so a number a later report brings never pairs with a stale sys_id).
     r#"
     CREATE TABLE tickets (
         activity_id TEXT PRIMARY KEY,
@@ -115,7 +114,17 @@ const STEPS: &[&str] = &[
         sink        TEXT NOT NULL,
         created_at  INTEGER NOT NULL
     ) WITHOUT ROWID;
-    CREATE INDEX events_activity ON events(activity_id, id);
+    "#,
+    // 3: the compact Activity index (ledger/index.rs), persisted in blocks, and settings.
+    r#"
+    CREATE TABLE activity_index (
+        block INTEGER PRIMARY KEY,
+        slots BLOB NOT NULL
+    );
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value
+    ) WITHOUT ROWID;
     "#,
 ];
 

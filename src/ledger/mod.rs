@@ -6,15 +6,19 @@
 //! crash at any moment leaves the ledger as it was before that report or after it.
 //! Delivery marks are written only after a sink has really delivered.
 
+pub(crate) mod attrs;
 pub(crate) mod deliveries;
+pub(crate) mod index;
 pub(crate) mod migrate;
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::activity::State;
+use index::{ActivityIndex, Entry};
 
 /// What the ledger knows of an Activity.
 #[derive(Debug, Clone)]
@@ -54,7 +58,7 @@ pub(crate) struct NewEvent<'a> {
     pub(crate) updated_at: i64,
     pub(crate) row: u64,
     pub(crate) itsm_number: &'a str,
-    pub(crate) attrs: &'a str,
+    pub(crate) attrs: &'a [u8],
     pub(crate) prev_event_id: Option<i64>,
     pub(crate) kind: &'a str,
 }
@@ -79,6 +83,8 @@ pub(crate) struct StoredEvent {
 
 pub(crate) struct Ledger {
     conn: Connection,
+    /// The Activity index, loaded at the first report; dropped after a rollback.
+    index: RefCell<Option<ActivityIndex>>,
     /// The scratch copy a dry run works on; removed when the ledger is dropped.
     _scratch: Option<tempfile::TempDir>,
 }
@@ -86,7 +92,8 @@ pub(crate) struct Ledger {
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL;
+        "PRAGMA page_size = 32768;
+         PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
          PRAGMA foreign_keys = OFF;
          PRAGMA cache_size = -65536;
@@ -149,10 +156,7 @@ impl Ledger {
             .with_context(|| format!("cannot open the ledger {}", path.display()))?;
         configure(&conn).with_context(|| format!("cannot open the ledger {}", path.display()))?;
         migrate::migrate(&mut conn).with_context(|| format!("ledger {}", path.display()))?;
-        Ok(Ledger {
-            conn,
-            _scratch: None,
-        })
+        Ok(Ledger { conn, index: RefCell::new(None), _scratch: None })
     }
 
     /// A private scratch copy of the ledger for a dry run: the run does everything a real
@@ -174,10 +178,7 @@ impl Ledger {
         let mut conn = Connection::open(&copy)?;
         configure(&conn)?;
         migrate::migrate(&mut conn)?;
-        Ok(Ledger {
-            conn,
-            _scratch: Some(dir),
-        })
+        Ok(Ledger { conn, index: RefCell::new(None), _scratch: Some(dir) })
     }
 
     /// Opens an existing ledger for reading only (the `status` command).
@@ -192,10 +193,7 @@ impl Ledger {
                 migrate::VERSION
             );
         }
-        Ok(Ledger {
-            conn,
-            _scratch: None,
-        })
+        Ok(Ledger { conn, index: RefCell::new(None), _scratch: None })
     }
 
     pub(crate) fn conn(&self) -> &Connection {
@@ -318,12 +316,17 @@ impl Ledger {
         // From here on, dropping the writer rolls the whole report back.
         let mut writer = ReportWriter {
             conn: &self.conn,
+            index: &self.index,
             report_id: 0,
             first_event: 0,
             run_first_event,
             run_id,
             done: false,
         };
+        if self.index.borrow().is_none() {
+            let idx = ActivityIndex::load(&self.conn)?;
+            *self.index.borrow_mut() = Some(idx);
+        }
         self.conn.execute(
             "INSERT INTO reports (name, size, mtime, sha256, report_date, status, mode, run_id, processed_at)
              VALUES (?1, ?2, ?3, ?4, ?5, 'processed', ?6, ?7, ?8)",
@@ -365,8 +368,14 @@ impl Ledger {
         Ok(())
     }
 
-    /// Events after `after` in ledger order, at most `limit`.
-    pub(crate) fn events_after(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
+    /// Calls `f` for each event after `after`, in ledger order, at most `limit` of them;
+    /// returns the id of the last one seen. Nothing is copied: the view borrows the row.
+    pub(crate) fn for_each_event_after(
+        &self,
+        after: i64,
+        limit: usize,
+        mut f: impl FnMut(&EventView<'_>) -> Result<()>,
+    ) -> Result<Option<i64>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT e.id, e.event_key, e.activity_id, e.previous_state, e.state, e.updated_at,
                     r.name, e.row, e.itsm_number, e.kind, e.attrs, r.columns, e.report_id
@@ -374,40 +383,55 @@ impl Ledger {
              WHERE e.id > ?1 ORDER BY e.id LIMIT ?2",
         )?;
         let mut rows = stmt.query(params![after, limit as i64])?;
-        let mut out = Vec::new();
         let mut columns_cache: Option<(i64, Columns)> = None;
+        let mut last = None;
         while let Some(r) = rows.next()? {
             let report_id: i64 = r.get(12)?;
-            if columns_cache
-                .as_ref()
-                .is_none_or(|(id, _)| *id != report_id)
-            {
-                let text: String = r.get(11)?;
-                let cols: Columns =
-                    serde_json::from_str(&text).context("ledger: bad report columns")?;
+            if columns_cache.as_ref().is_none_or(|(id, _)| *id != report_id) {
+                let text = r.get_ref(11)?.as_str()?;
+                let cols: Columns = serde_json::from_str(text).context("ledger: bad report columns")?;
                 columns_cache = Some((report_id, cols));
             }
             let cols = &columns_cache.as_ref().expect("set above").1;
-            let attrs_text: String = r.get(10)?;
-            let values: Vec<String> =
-                serde_json::from_str(&attrs_text).context("ledger: bad event attributes")?;
-            let names = cols.fields.iter().chain(&cols.extras);
-            let attrs: Vec<(String, String)> = names.cloned().zip(values).collect();
-            out.push(StoredEvent {
-                id: r.get(0)?,
-                key: r.get(1)?,
-                activity_id: r.get(2)?,
+            let json_values: Vec<String>;
+            let values: Vec<&str> = match r.get_ref(10)? {
+                rusqlite::types::ValueRef::Blob(b) => attrs::decode(b)?,
+                // Ledgers written before the compact encoding hold a JSON array.
+                rusqlite::types::ValueRef::Text(t) => {
+                    json_values = serde_json::from_slice(t).context("ledger: bad event attributes")?;
+                    json_values.iter().map(String::as_str).collect()
+                }
+                _ => Vec::new(),
+            };
+            let id: i64 = r.get(0)?;
+            let view = EventView {
+                id,
+                key: r.get_ref(1)?.as_str()?,
+                activity_id: r.get_ref(2)?.as_str()?,
                 previous_state: r.get::<_, Option<i64>>(3)?.and_then(State::from_code),
                 state: State::from_code(r.get(4)?).context("ledger: bad state code")?,
                 updated_at: r.get(5)?,
-                report: r.get(6)?,
+                report: r.get_ref(6)?.as_str()?,
                 row: r.get::<_, i64>(7)? as u64,
-                itsm_number: r.get(8)?,
-                kind: r.get(9)?,
-                extra_from: cols.fields.len(),
-                attrs,
-            });
+                itsm_number: r.get_ref(8)?.as_str()?,
+                kind: r.get_ref(9)?.as_str()?,
+                fields: &cols.fields,
+                extras: &cols.extras,
+                values,
+            };
+            f(&view)?;
+            last = Some(id);
         }
+        Ok(last)
+    }
+
+    /// Events after `after` in ledger order, at most `limit`, as owned values.
+    pub(crate) fn events_after(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
+        let mut out = Vec::new();
+        self.for_each_event_after(after, limit, |v| {
+            out.push(v.to_stored());
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -417,6 +441,44 @@ impl Ledger {
             .query_row("SELECT COUNT(*) FROM events WHERE id > ?1", [after], |r| {
                 r.get::<_, i64>(0)
             })? as u64)
+    }
+}
+
+/// An event borrowed from its ledger row.
+pub(crate) struct EventView<'a> {
+    pub(crate) id: i64,
+    pub(crate) key: &'a str,
+    pub(crate) activity_id: &'a str,
+    pub(crate) previous_state: Option<State>,
+    pub(crate) state: State,
+    pub(crate) updated_at: i64,
+    pub(crate) report: &'a str,
+    pub(crate) row: u64,
+    pub(crate) itsm_number: &'a str,
+    pub(crate) kind: &'a str,
+    /// Names of the schema fields, then of the extra columns; `values` in the same order.
+    pub(crate) fields: &'a [String],
+    pub(crate) extras: &'a [String],
+    pub(crate) values: Vec<&'a str>,
+}
+
+impl EventView<'_> {
+    pub(crate) fn to_stored(&self) -> StoredEvent {
+        let names = self.fields.iter().chain(self.extras);
+        StoredEvent {
+            id: self.id,
+            key: self.key.to_string(),
+            activity_id: self.activity_id.to_string(),
+            previous_state: self.previous_state,
+            state: self.state,
+            updated_at: self.updated_at,
+            report: self.report.to_string(),
+            row: self.row,
+            itsm_number: self.itsm_number.to_string(),
+            kind: self.kind.to_string(),
+            extra_from: self.fields.len(),
+            attrs: names.cloned().zip(self.values.iter().map(|v| v.to_string())).collect(),
+        }
     }
 }
 
@@ -444,6 +506,7 @@ pub(crate) struct ReportCounts {
 /// everything back.
 pub(crate) struct ReportWriter<'c> {
     conn: &'c Connection,
+    index: &'c RefCell<Option<ActivityIndex>>,
     pub(crate) report_id: i64,
     /// Events with ids from here on were created by this report.
     pub(crate) first_event: i64,
@@ -453,7 +516,50 @@ pub(crate) struct ReportWriter<'c> {
     done: bool,
 }
 
+/// What the index says of an Activity a row names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Indexed {
+    /// Not in the ledger.
+    Absent,
+    Found(Entry),
+    /// The index cannot tell (a hash collision): ask `activities`.
+    Unsure,
+}
+
 impl ReportWriter<'_> {
+    /// The generation this report writes into the index (wraps; a stale match only costs a
+    /// lookup in `activities`).
+    pub(crate) fn generation(&self) -> u8 {
+        (self.report_id & 0xff) as u8
+    }
+
+    pub(crate) fn indexed(&self, activity_id: &str) -> Indexed {
+        let mut guard = self.index.borrow_mut();
+        let Some(idx) = guard.as_mut() else { return Indexed::Unsure };
+        match idx.get(activity_id) {
+            Some(e) => Indexed::Found(e),
+            None if idx.key_taken(activity_id) => Indexed::Unsure,
+            None => Indexed::Absent,
+        }
+    }
+
+    pub(crate) fn set_indexed(&self, activity_id: &str, state: State, updated_at: i64) {
+        let generation = self.generation();
+        if let Some(idx) = self.index.borrow_mut().as_mut() {
+            idx.put(activity_id, Entry { state, updated_at, generation });
+        }
+    }
+
+    /// Records a newer time for an Activity whose state did not change (keeps its generation).
+    fn touch_indexed(&self, activity_id: &str, updated_at: i64) {
+        if let Some(idx) = self.index.borrow_mut().as_mut()
+            && let Some(mut e) = idx.get(activity_id)
+        {
+            e.updated_at = updated_at;
+            idx.put(activity_id, e);
+        }
+    }
+
     pub(crate) fn lookup(&self, activity_id: &str) -> Result<Option<Known>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT state, updated_at, event_id, events, itsm_number FROM activities WHERE activity_id = ?1",
@@ -494,8 +600,8 @@ impl ReportWriter<'_> {
         })
     }
 
-    /// The attributes (JSON) and report of an event, to re-send it.
-    pub(crate) fn event_payload(&self, event_id: i64) -> Result<(String, i64, u64, String)> {
+    /// The encoded attributes, report and row of an event, to re-send it.
+    pub(crate) fn event_payload(&self, event_id: i64) -> Result<(Vec<u8>, i64, u64, String)> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT attrs, report_id, row, itsm_number FROM events WHERE id = ?1",
         )?;
@@ -538,7 +644,7 @@ impl ReportWriter<'_> {
         updated_at: i64,
         row: u64,
         itsm: &str,
-        attrs: &str,
+        attrs: &[u8],
     ) -> Result<()> {
         self.conn
             .prepare_cached(
@@ -575,6 +681,7 @@ impl ReportWriter<'_> {
                     itsm_number = COALESCE(excluded.itsm_number, activities.itsm_number)",
             )?
             .execute(params![activity_id, state.code(), updated_at, self.report_id, event_id, events, itsm_number])?;
+        self.set_indexed(activity_id, state, updated_at);
         Ok(())
     }
 
@@ -585,6 +692,7 @@ impl ReportWriter<'_> {
                 "UPDATE activities SET updated_at = ?2, report_id = ?3 WHERE activity_id = ?1",
             )?
             .execute(params![activity_id, updated_at, self.report_id])?;
+        self.touch_indexed(activity_id, updated_at);
         Ok(())
     }
 
@@ -620,6 +728,9 @@ impl ReportWriter<'_> {
                 counts.warnings
             ],
         )?;
+        if let Some(idx) = self.index.borrow_mut().as_mut() {
+            idx.save(self.conn)?;
+        }
         self.conn.execute_batch("COMMIT")?;
         self.done = true;
         Ok(())
@@ -630,6 +741,8 @@ impl Drop for ReportWriter<'_> {
     fn drop(&mut self) {
         if !self.done {
             let _ = self.conn.execute_batch("ROLLBACK");
+            // The in-memory index holds the rolled-back changes: reload it next time.
+            *self.index.borrow_mut() = None;
         }
     }
 }

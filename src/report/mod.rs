@@ -10,6 +10,8 @@ pub(crate) mod csv;
 pub(crate) mod schema;
 pub(crate) mod xlsx;
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Result, bail};
@@ -87,6 +89,7 @@ pub(crate) struct Layout {
     id_field: usize,
     state_field: usize,
     updated_field: Option<usize>,
+    itsm_field: Option<usize>,
 }
 
 impl Layout {
@@ -121,35 +124,35 @@ impl AcceptedRow<'_> {
         self.cells.get(col).copied().unwrap_or(Cell::Empty)
     }
 
-    /// Normalised values of every schema field (empty when the report lacks the column),
-    /// then of every extra column.
-    pub(crate) fn values(&self) -> Vec<String> {
-        let mut out =
-            Vec::with_capacity(self.layout.field_columns.len() + self.layout.extras.len());
+    fn value(&self, col: Option<usize>, field: Option<usize>) -> Cow<'_, str> {
+        let Some(c) = col else { return Cow::Borrowed("") };
+        let kind = field.map_or(FieldType::Text, |i| self.schema.fields[i].kind);
+        match field {
+            Some(i) if i == self.layout.id_field => Cow::Borrowed(self.id),
+            Some(i) if i == self.layout.state_field => Cow::Borrowed(self.state.as_str()),
+            _ => match normalize_cell(self.cell(c), kind, self.ctx, true) {
+                CellValue::Ok { text, .. } => text,
+                CellValue::Invalid(_) => Cow::Borrowed(""),
+            },
+        }
+    }
+
+    /// Appends the normalised values of every schema field (empty when the report lacks the
+    /// column), then of every extra column, to `out` in the ledger's attribute encoding.
+    /// Returns the row's ITSM number.
+    pub(crate) fn encode_values(&self, out: &mut Vec<u8>) -> String {
+        let mut itsm = String::new();
         for (i, col) in self.layout.field_columns.iter().enumerate() {
-            let v = match col {
-                None => String::new(),
-                Some(_) if i == self.layout.id_field => self.id.to_string(),
-                Some(_) if i == self.layout.state_field => self.state.as_str().to_string(),
-                Some(c) => {
-                    match normalize_cell(self.cell(*c), self.schema.fields[i].kind, self.ctx, true)
-                    {
-                        CellValue::Ok { text, .. } => text,
-                        CellValue::Invalid(_) => String::new(),
-                    }
-                }
-            };
-            out.push(v);
+            let v = self.value(*col, Some(i));
+            if Some(i) == self.layout.itsm_field {
+                itsm = v.to_string();
+            }
+            crate::ledger::attrs::push(out, &v);
         }
         for (c, _) in &self.layout.extras {
-            out.push(
-                match normalize_cell(self.cell(*c), FieldType::Text, self.ctx, true) {
-                    CellValue::Ok { text, .. } => text,
-                    CellValue::Invalid(_) => String::new(),
-                },
-            );
+            crate::ledger::attrs::push(out, &self.value(Some(*c), None));
         }
-        out
+        itsm
     }
 }
 
@@ -189,6 +192,7 @@ pub(crate) struct RowProcessor<'h, H: RowHandler> {
     /// The row with the most field matches seen while looking for the header.
     best_candidate: Option<(usize, Vec<String>)>,
     rows_before_header: usize,
+    state_memo: HashMap<String, Option<StateValue>>,
     pub(crate) counts: RowCounts,
 }
 
@@ -201,6 +205,7 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
             layout: None,
             best_candidate: None,
             rows_before_header: 0,
+            state_memo: HashMap::new(),
             counts: RowCounts::default(),
         }
     }
@@ -324,11 +329,11 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
 
     /// Validates a data row; `Ok(None)` for a state that triggers nothing.
     #[allow(clippy::type_complexity)]
-    fn check_row(
+    fn check_row<'c>(
         &mut self,
         number: u64,
-        cells: &[Cell<'_>],
-    ) -> std::result::Result<Option<(String, State, Option<i64>)>, (String, String)> {
+        cells: &'c [Cell<'c>],
+    ) -> std::result::Result<Option<(Cow<'c, str>, State, Option<i64>)>, (String, String)> {
         let layout = self.layout.as_ref().expect("called after the header");
         let header = |col: usize| layout.headers.get(col).cloned().unwrap_or_default();
         let get = |col: Option<usize>| {
@@ -346,7 +351,7 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
         }
         let state_col = layout.field_columns[layout.state_field].expect("required column");
         let state = match get(Some(state_col)) {
-            Cell::Text(t) if !t.trim().is_empty() => match self.schema.state(t) {
+            Cell::Text(t) if !t.trim().is_empty() => match state_of(&mut self.state_memo, self.schema, t) {
                 Some(StateValue::Trigger(s)) => Some(s),
                 Some(StateValue::Ignored) => None,
                 None => {
@@ -452,6 +457,7 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                 id_field: pos(schema::ACTIVITY_ID).expect("schema checked"),
                 state_field: pos(schema::STATE).expect("schema checked"),
                 updated_field: pos(schema::UPDATED_AT),
+                itsm_field: pos(schema::ITSM_NUMBER),
                 field_columns,
                 extras,
                 headers: headers.iter().map(|h| h.trim().to_string()).collect(),
@@ -476,6 +482,18 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
         }
         Ok(())
     }
+}
+
+/// The state a cell names; remembers the few distinct spellings a report uses.
+fn state_of(memo: &mut HashMap<String, Option<StateValue>>, schema: &Schema, text: &str) -> Option<StateValue> {
+    if let Some(v) = memo.get(text) {
+        return *v;
+    }
+    let v = schema.state(text);
+    if memo.len() < 256 {
+        memo.insert(text.to_string(), v);
+    }
+    v
 }
 
 fn cell_is_empty(c: &Cell<'_>) -> bool {
@@ -517,11 +535,22 @@ fn is_repeated_header(cells: &[Cell<'_>], header: &[String]) -> bool {
             continue;
         }
         match header.get(i) {
-            Some(h) if *h == normalize_header(t) => matched += 1,
+            Some(h) if normalized_eq(h, t) => matched += 1,
             _ => return false,
         }
     }
     matched >= 2
+}
+
+/// `normalize_header(raw) == normalized`, without allocating.
+fn normalized_eq(normalized: &str, raw: &str) -> bool {
+    let mut want = normalized.chars();
+    for c in raw.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase) {
+        if want.next() != Some(c) {
+            return false;
+        }
+    }
+    want.next().is_none()
 }
 
 /// The row as one CSV line, for the rejects table and a person fixing the report.

@@ -5,6 +5,7 @@
 //! event it holds, so a crash before the delivery mark is written and the rerun rewrite the
 //! same file instead of adding a second one with the same events.
 
+use std::borrow::Cow;
 use std::io::{BufWriter, Write};
 
 use anyhow::{Context, Result};
@@ -14,70 +15,175 @@ use serde_json::Value;
 use super::SinkSummary;
 use crate::activity::{State, rfc3339};
 use crate::config::{FileFormat, FileSinkConfig};
-use crate::ledger::{Ledger, StoredEvent};
+use crate::ledger::{EventView, Ledger, StoredEvent};
 
 const CHUNK: usize = 10_000;
 
 /// The top-level fields of the canonical event, before the attributes.
-const CANONICAL: [&str; 8] = [
-    "event_id",
-    "activity_id",
-    "previous_state",
-    "state",
-    "itsm_number",
-    "updated_at",
-    "report",
-    "row",
-];
+const CANONICAL: [&str; 8] =
+    ["event_id", "activity_id", "previous_state", "state", "itsm_number", "updated_at", "report", "row"];
 
-/// The canonical event (used when a sink has no mapping), as ordered (name, value) pairs.
-pub(crate) fn canonical(e: &StoredEvent, schema_fields: &[String]) -> IndexMap<String, Value> {
-    let mut m = IndexMap::with_capacity(CANONICAL.len() + e.attrs.len() + 1);
-    m.insert("event_id".into(), Value::from(e.key.as_str()));
-    m.insert("activity_id".into(), Value::from(e.activity_id.as_str()));
-    m.insert(
-        "previous_state".into(),
-        Value::from(e.previous_state.map_or("", State::as_str)),
-    );
-    m.insert("state".into(), Value::from(e.state.as_str()));
-    m.insert("itsm_number".into(), Value::from(e.itsm_number.as_str()));
-    m.insert("updated_at".into(), Value::from(rfc3339(e.updated_at)));
-    m.insert("report".into(), Value::from(e.report.as_str()));
-    m.insert("row".into(), Value::from(e.row));
-    for f in schema_fields {
-        if !m.contains_key(f) {
-            m.insert(f.clone(), Value::from(""));
-        }
-    }
-    let mut extra = serde_json::Map::new();
-    for (i, (k, v)) in e.attrs.iter().enumerate() {
-        if i >= e.extra_from {
-            extra.insert(k.clone(), Value::from(v.as_str()));
-        } else if !CANONICAL.contains(&k.as_str()) {
-            m.insert(k.clone(), Value::from(v.as_str()));
-        }
-    }
-    if e.kind != "change" {
-        m.insert("kind".into(), Value::from(e.kind.as_str()));
-    }
-    m.insert("extra".into(), Value::Object(extra));
-    m
+/// The canonical event (used when a sink has no mapping): `event_id`, `activity_id`,
+/// `previous_state`, `state`, `itsm_number`, `updated_at`, `report`, `row`, every schema
+/// field by name (empty when the report lacked it), `kind` for re-sent events, and `extra`
+/// (the columns the schema does not name).
+pub(crate) struct Canonical<'a> {
+    /// Everything but `row` and `extra`, in output order (`row` goes after `report`).
+    pub(crate) fields: Vec<(&'a str, Cow<'a, str>)>,
+    pub(crate) row: u64,
+    pub(crate) extra: Vec<(&'a str, &'a str)>,
 }
 
-fn record(
-    e: &StoredEvent,
-    sink: &FileSinkConfig,
-    schema_fields: &[String],
-) -> Result<IndexMap<String, Value>> {
-    match &sink.mapping {
-        Some(m) => Ok(m
-            .render(e)
-            .with_context(|| format!("event {} (activity {})", e.key, e.activity_id))?
-            .into_iter()
-            .map(|(k, v)| (k, Value::from(v)))
-            .collect()),
-        None => Ok(canonical(e, schema_fields)),
+/// Where each schema field's value sits among a report's columns (cached per report).
+#[derive(Default)]
+pub(crate) struct FieldMap {
+    key: Option<(usize, usize)>,
+    /// For each schema field not in [`CANONICAL`]: its index in the report's fields.
+    positions: Vec<(usize, Option<usize>)>,
+}
+
+impl FieldMap {
+    fn prepare(&mut self, report_fields: &[String], schema_fields: &[String]) {
+        let key = (report_fields.as_ptr() as usize, report_fields.len());
+        if self.key == Some(key) {
+            return;
+        }
+        self.key = Some(key);
+        self.positions = schema_fields
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !CANONICAL.contains(&f.as_str()))
+            .map(|(i, f)| (i, report_fields.iter().position(|r| r == f)))
+            .collect();
     }
+}
+
+impl<'a> Canonical<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        key: &'a str,
+        activity_id: &'a str,
+        previous_state: Option<State>,
+        state: State,
+        itsm_number: &'a str,
+        updated_at: i64,
+        report: &'a str,
+        row: u64,
+        kind: &'a str,
+        fields: &[(&'a str, &'a str)],
+        extra: Vec<(&'a str, &'a str)>,
+        map: &FieldMap,
+        schema_fields: &'a [String],
+    ) -> Canonical<'a> {
+        let mut out: Vec<(&'a str, Cow<'a, str>)> = Vec::with_capacity(CANONICAL.len() + schema_fields.len() + 1);
+        out.push(("event_id", Cow::Borrowed(key)));
+        out.push(("activity_id", Cow::Borrowed(activity_id)));
+        out.push(("previous_state", Cow::Borrowed(previous_state.map_or("", State::as_str))));
+        out.push(("state", Cow::Borrowed(state.as_str())));
+        out.push(("itsm_number", Cow::Borrowed(itsm_number)));
+        out.push(("updated_at", Cow::Owned(rfc3339(updated_at))));
+        out.push(("report", Cow::Borrowed(report)));
+        for &(i, pos) in &map.positions {
+            let v = pos.and_then(|p| fields.get(p)).map_or("", |f| f.1);
+            out.push((schema_fields[i].as_str(), Cow::Borrowed(v)));
+        }
+        // Fields an older schema had and the current one does not: kept, never dropped.
+        for (name, v) in fields {
+            if !CANONICAL.contains(name) && !schema_fields.iter().any(|f| f == name) {
+                out.push((name, Cow::Borrowed(v)));
+            }
+        }
+        if kind != "change" {
+            out.push(("kind", Cow::Borrowed(kind)));
+        }
+        Canonical { fields: out, row, extra }
+    }
+
+    pub(crate) fn of_view(v: &'a EventView<'a>, map: &mut FieldMap, schema_fields: &'a [String]) -> Canonical<'a> {
+        map.prepare(v.fields, schema_fields);
+        let n = v.fields.len();
+        let fields: Vec<(&str, &str)> = v.fields.iter().map(String::as_str).zip(v.values.iter().copied()).collect();
+        let extra = v.extras.iter().map(String::as_str).zip(v.values.iter().skip(n).copied()).collect();
+        Canonical::build(
+            v.key, v.activity_id, v.previous_state, v.state, v.itsm_number, v.updated_at, v.report, v.row, v.kind,
+            &fields, extra, map, schema_fields,
+        )
+    }
+
+    pub(crate) fn of_stored(e: &'a StoredEvent, schema_fields: &'a [String]) -> Canonical<'a> {
+        let fields: Vec<(&str, &str)> =
+            e.attrs[..e.extra_from.min(e.attrs.len())].iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let names: Vec<String> = fields.iter().map(|f| f.0.to_string()).collect();
+        let mut map = FieldMap::default();
+        map.prepare(&names, schema_fields);
+        let extra = e.attrs.iter().skip(e.extra_from).map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Canonical::build(
+            &e.key, &e.activity_id, e.previous_state, e.state, &e.itsm_number, e.updated_at, &e.report, e.row, &e.kind,
+            &fields, extra, &map, schema_fields,
+        )
+    }
+
+    /// As one JSON object (one line of a JSONL file), appended to `out`.
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>) -> Result<()> {
+        out.push(b'{');
+        for (i, (k, v)) in self.fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut *out, k)?;
+            out.push(b':');
+            serde_json::to_writer(&mut *out, v.as_ref())?;
+            if *k == "report" {
+                out.extend_from_slice(b",\"row\":");
+                out.extend_from_slice(self.row.to_string().as_bytes());
+            }
+        }
+        out.extend_from_slice(b",\"extra\":{");
+        for (i, (k, v)) in self.extra.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut *out, k)?;
+            out.push(b':');
+            serde_json::to_writer(&mut *out, v)?;
+        }
+        out.extend_from_slice(b"}}");
+        Ok(())
+    }
+
+    /// As an ordered map (for request bodies).
+    pub(crate) fn to_map(&self) -> IndexMap<String, Value> {
+        let mut m = IndexMap::with_capacity(self.fields.len() + 2);
+        for (k, v) in &self.fields {
+            m.insert(k.to_string(), Value::from(v.as_ref()));
+            if *k == "report" {
+                m.insert("row".into(), Value::from(self.row));
+            }
+        }
+        let extra: serde_json::Map<String, Value> =
+            self.extra.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect();
+        m.insert("extra".into(), Value::Object(extra));
+        m
+    }
+
+    /// The value of a CSV column named `h` (`extra` as a JSON object, empty when none).
+    fn csv_cell(&self, h: &str) -> String {
+        match h {
+            "row" => self.row.to_string(),
+            "extra" if self.extra.is_empty() => String::new(),
+            "extra" => {
+                let m: serde_json::Map<String, Value> =
+                    self.extra.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect();
+                Value::Object(m).to_string()
+            }
+            _ => self.fields.iter().find(|(k, _)| *k == h).map_or(String::new(), |(_, v)| v.to_string()),
+        }
+    }
+}
+
+/// The canonical event of a stored event, as an ordered map.
+pub(crate) fn canonical(e: &StoredEvent, schema_fields: &[String]) -> IndexMap<String, Value> {
+    Canonical::of_stored(e, schema_fields).to_map()
 }
 
 fn csv_header(sink: &FileSinkConfig, schema_fields: &[String]) -> Vec<String> {
@@ -85,12 +191,7 @@ fn csv_header(sink: &FileSinkConfig, schema_fields: &[String]) -> Vec<String> {
         Some(m) => m.fields.clone(),
         None => {
             let mut h: Vec<String> = CANONICAL.iter().map(|s| s.to_string()).collect();
-            h.extend(
-                schema_fields
-                    .iter()
-                    .filter(|f| !CANONICAL.contains(&f.as_str()))
-                    .cloned(),
-            );
+            h.extend(schema_fields.iter().filter(|f| !CANONICAL.contains(&f.as_str())).cloned());
             h.push("kind".into());
             h.push("extra".into());
             h
@@ -98,13 +199,48 @@ fn csv_header(sink: &FileSinkConfig, schema_fields: &[String]) -> Vec<String> {
     }
 }
 
-fn cell(v: Option<&Value>) -> String {
-    match v {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Object(o)) if o.is_empty() => String::new(),
-        Some(other) => other.to_string(),
+/// The open import file.
+enum Out<W: Write> {
+    Csv(csv::Writer<W>),
+    Jsonl(W),
+}
+
+/// Writes one event as a line (JSONL) or a record (CSV) of the sink's file.
+fn write_event<W: Write>(
+    v: &EventView<'_>,
+    sink: &FileSinkConfig,
+    schema_fields: &[String],
+    map: &mut FieldMap,
+    header: &[String],
+    line: &mut Vec<u8>,
+    out: &mut Out<W>,
+) -> Result<()> {
+    match (&sink.mapping, out) {
+        (Some(m), out) => {
+            let stored = v.to_stored();
+            let rec = m.render(&stored).with_context(|| format!("event {} (activity {})", v.key, v.activity_id))?;
+            match out {
+                Out::Csv(w) => w.write_record(header.iter().map(|h| rec.get(h).map_or("", String::as_str)))?,
+                Out::Jsonl(w) => {
+                    line.clear();
+                    serde_json::to_writer(&mut *line, &rec)?;
+                    line.push(b'\n');
+                    w.write_all(line)?;
+                }
+            }
+        }
+        (None, Out::Csv(w)) => {
+            let c = Canonical::of_view(v, map, schema_fields);
+            w.write_record(header.iter().map(|h| c.csv_cell(h)))?;
+        }
+        (None, Out::Jsonl(w)) => {
+            line.clear();
+            Canonical::of_view(v, map, schema_fields).write_json(line)?;
+            line.push(b'\n');
+            w.write_all(line)?;
+        }
     }
+    Ok(())
 }
 
 /// Writes every pending event into one file and marks them delivered once it is in place.
@@ -118,8 +254,7 @@ pub(crate) fn deliver(
         name: sink.name.clone(),
         ..SinkSummary::default()
     };
-    let mut batch = ledger.events_after(mark, CHUNK)?;
-    if batch.is_empty() {
+    if ledger.count_events_after(mark)? == 0 {
         return Ok(summary);
     }
     std::fs::create_dir_all(&sink.dir)
@@ -129,45 +264,45 @@ pub(crate) fn deliver(
         .suffix(".part")
         .tempfile_in(&sink.dir)
         .with_context(|| format!("cannot write in the output folder {}", sink.dir.display()))?;
-    let first = batch[0].id;
-    let mut last = first;
+    let mut first = None;
+    let mut last = mark;
     let mut count = 0u64;
     {
-        let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
-        let mut each = |f: &mut dyn FnMut(&StoredEvent) -> Result<()>| -> Result<()> {
-            loop {
-                for e in &batch {
-                    f(e)?;
-                    last = e.id;
-                    count += 1;
-                }
-                batch = ledger.events_after(last, CHUNK)?;
-                if batch.is_empty() {
-                    return Ok(());
-                }
-            }
-        };
-        match sink.format {
+        let file = BufWriter::with_capacity(1 << 20, tmp.as_file());
+        let header = csv_header(sink, schema_fields);
+        let mut out = match sink.format {
             FileFormat::Csv => {
-                let header = csv_header(sink, schema_fields);
-                let mut w = csv::WriterBuilder::new().from_writer(&mut out);
+                let mut w = csv::WriterBuilder::new().from_writer(file);
                 w.write_record(&header)?;
-                each(&mut |e| {
-                    let rec = record(e, sink, schema_fields)?;
-                    w.write_record(header.iter().map(|h| cell(rec.get(h))))?;
-                    Ok(())
-                })?;
-                w.flush()?;
+                Out::Csv(w)
             }
-            FileFormat::Jsonl => {
-                each(&mut |e| {
-                    serde_json::to_writer(&mut out, &record(e, sink, schema_fields)?)?;
-                    out.write_all(b"\n")?;
-                    Ok(())
-                })?;
+            FileFormat::Jsonl => Out::Jsonl(file),
+        };
+        let mut map = FieldMap::default();
+        let mut line = Vec::with_capacity(4096);
+        loop {
+            let seen = ledger.for_each_event_after(last, CHUNK, |v| {
+                first.get_or_insert(v.id);
+                write_event(v, sink, schema_fields, &mut map, &header, &mut line, &mut out)?;
+                count += 1;
+                Ok(())
+            })?;
+            match seen {
+                Some(id) => last = id,
+                None => break,
             }
         }
-        out.flush()?;
+        match out {
+            Out::Csv(mut w) => w.flush()?,
+            Out::Jsonl(mut w) => w.flush()?,
+        }
+    }
+    let first = first.unwrap_or(last);
+    // Readable by the ITSM's collector like any file this user writes (not 0600).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
     }
     tmp.as_file().sync_all()?;
     let ext = match sink.format {

@@ -1,0 +1,308 @@
+//! The Activity index: what every report row must look up, kept compact.
+//!
+//! For each Activity the ledger knows, 16 bytes: a 64-bit hash of its ID and a packed word
+//! holding its state, its effective time, a 17-bit check from a second hash of the ID, and
+//! the generation of the report that last changed it (in a hash table at most 80 % full). Most rows of a daily report repeat a
+//! state the ledger already has; the index answers those (unchanged, stale) without touching
+//! SQLite, and tells a brand-new Activity apart without a lookup. Rows that change something
+//! go on to the `activities` table, which stays the source of truth.
+//!
+//! The index is persisted inside the ledger, in blocks of slots (`activity_index`), and the
+//! blocks a report changes are written in that report's transaction: it is never out of step with
+//! `activities`. A ledger without it (or with a damaged one) gets it rebuilt from
+//! `activities`.
+//!
+//! Hash collisions: a lookup matches only when both the 64-bit key and the 17-bit check
+//! agree (81 bits). Answers that lead to a write are always confirmed against `activities`
+//! by ID; only "unchanged"/"stale" are taken on the index's word.
+
+use anyhow::{Context, Result};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::activity::State;
+
+/// The table never has fewer slots than this (2^MIN_BITS).
+const MIN_BITS: u32 = 10;
+/// Slots a persisted block holds (8 KiB: a block fits in one 16 KiB ledger page).
+const BLOCK: usize = 512;
+const TS_BIAS: i64 = 1 << 35;
+const TS_MASK: u64 = (1 << 36) - 1;
+
+/// Two independent 64-bit hashes of an Activity ID (FNV-1a, then a splitmix finaliser).
+pub(crate) fn hash_id(id: &str) -> (u64, u64) {
+    let mut a: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut b: u64 = 0x8422_2325_cbf2_9ce4;
+    for &byte in id.as_bytes() {
+        a = (a ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        b = (b ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(5);
+    }
+    (mix(a), mix(b ^ 0x5851_f42d_4c95_7f2d))
+}
+
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// What the index says of an Activity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) state: State,
+    pub(crate) updated_at: i64,
+    /// The (8-bit, wrapping) generation of the report that last wrote it.
+    pub(crate) generation: u8,
+}
+
+fn pack(e: Entry, check: u64) -> u64 {
+    let ts = ((e.updated_at.clamp(-TS_BIAS, TS_BIAS - 1) + TS_BIAS) as u64) & TS_MASK;
+    ts | ((e.state.code() as u64) << 36) | (u64::from(e.generation) << 39) | ((check & 0x1_ffff) << 47)
+}
+
+fn unpack(v: u64) -> Option<Entry> {
+    Some(Entry {
+        updated_at: (v & TS_MASK) as i64 - TS_BIAS,
+        state: State::from_code(((v >> 36) & 7) as i64)?,
+        generation: ((v >> 39) & 0xff) as u8,
+    })
+}
+
+fn check_of(v: u64) -> u64 {
+    v >> 47
+}
+
+/// The in-memory Activity index: an open-addressing hash table (linear probing, key 0
+/// marks an empty slot, at most 80 % full), persisted as 4 KiB blocks of slots.
+pub(crate) struct ActivityIndex {
+    bits: u32,
+    slots: Vec<(u64, u64)>,
+    dirty: Vec<bool>,
+    /// The layout changed: every block is rewritten on save.
+    relaid: bool,
+    len: usize,
+}
+
+fn key_of(h: u64) -> u64 {
+    if h == 0 { 1 } else { h }
+}
+
+impl ActivityIndex {
+    fn with_bits(bits: u32) -> Self {
+        let n = 1usize << bits;
+        ActivityIndex { bits, slots: vec![(0, 0); n], dirty: vec![false; n.div_ceil(BLOCK)], relaid: false, len: 0 }
+    }
+
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// The slot holding `key`, or the empty slot where it would go.
+    fn probe(&self, key: u64) -> usize {
+        let mask = self.mask();
+        let mut i = (mix(key) as usize) & mask;
+        loop {
+            let k = self.slots[i].0;
+            if k == key || k == 0 {
+                return i;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Loads the index from the ledger, rebuilding it from `activities` when it is missing
+    /// or does not match.
+    pub(crate) fn load(conn: &Connection) -> Result<ActivityIndex> {
+        let meta = |key: &str| -> Result<Option<i64>> {
+            Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+        };
+        if let (Some(bits), Some(stored_len)) = (meta("index_bits")?, meta("index_len")?)
+            && (MIN_BITS as i64..=32).contains(&bits)
+        {
+            let mut idx = ActivityIndex::with_bits(bits as u32);
+            let mut stmt = conn.prepare("SELECT block, slots FROM activity_index")?;
+            let mut rows = stmt.query([])?;
+            let mut ok = true;
+            let blocks = idx.dirty.len();
+            while let Some(r) = rows.next()? {
+                let b: i64 = r.get(0)?;
+                let blob = r.get_ref(1)?.as_blob()?;
+                if b < 0 || b as usize >= blocks || blob.len() != BLOCK.min(idx.slots.len()) * 16 {
+                    ok = false;
+                    break;
+                }
+                let base = b as usize * BLOCK;
+                for (j, c) in blob.chunks_exact(16).enumerate() {
+                    let k = u64::from_le_bytes(c[..8].try_into().expect("16-byte chunk"));
+                    let v = u64::from_le_bytes(c[8..].try_into().expect("16-byte chunk"));
+                    idx.slots[base + j] = (k, v);
+                    if k != 0 {
+                        idx.len += 1;
+                    }
+                }
+            }
+            if ok && idx.len as i64 == stored_len {
+                return Ok(idx);
+            }
+            tracing::warn!("the ledger's Activity index does not match: rebuilding it");
+        }
+        Self::rebuild(conn)
+    }
+
+    /// Builds the index from `activities` (marked for a full rewrite on save).
+    pub(crate) fn rebuild(conn: &Connection) -> Result<ActivityIndex> {
+        let count: i64 = conn.query_row("SELECT COUNT(*) FROM activities", [], |r| r.get(0))?;
+        let mut idx = ActivityIndex::with_bits(bits_for(count as usize));
+        idx.relaid = true;
+        let mut stmt = conn.prepare("SELECT activity_id, state, updated_at FROM activities")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let id = r.get_ref(0)?.as_str()?;
+            let state = State::from_code(r.get(1)?).context("ledger: bad state code")?;
+            idx.put(id, Entry { state, updated_at: r.get(2)?, generation: 0 });
+        }
+        Ok(idx)
+    }
+
+    /// What the index knows of `id`: `Err(true)` when another ID holds its key.
+    fn lookup(&self, id: &str) -> std::result::Result<Entry, bool> {
+        let (h, check) = hash_id(id);
+        let key = key_of(h);
+        let (k, v) = self.slots[self.probe(key)];
+        if k == 0 {
+            return Err(false);
+        }
+        if check_of(v) != check & 0x1_ffff {
+            return Err(true);
+        }
+        unpack(v).ok_or(true)
+    }
+
+    /// What the index knows of `id`.
+    pub(crate) fn get(&mut self, id: &str) -> Option<Entry> {
+        self.lookup(id).ok()
+    }
+
+    /// Whether some other Activity holds `id`'s key (a collision when `get` says no).
+    pub(crate) fn key_taken(&mut self, id: &str) -> bool {
+        self.lookup(id) == Err(true)
+    }
+
+    /// Records `id`'s entry. An Activity whose key another ID holds is left out of the
+    /// index (lookups of it then always go to `activities`).
+    pub(crate) fn put(&mut self, id: &str, e: Entry) {
+        let (h, check) = hash_id(id);
+        let key = key_of(h);
+        let i = self.probe(key);
+        let (k, v) = self.slots[i];
+        if k != 0 && check_of(v) != check & 0x1_ffff {
+            return; // collision: the other ID keeps the slot
+        }
+        if k == 0 {
+            self.len += 1;
+        }
+        self.slots[i] = (key, pack(e, check));
+        self.dirty[i / BLOCK] = true;
+        if self.len * 5 > self.slots.len() * 4 {
+            self.grow();
+        }
+    }
+
+    fn grow(&mut self) {
+        let old = std::mem::take(&mut self.slots);
+        *self = ActivityIndex { relaid: true, len: self.len, ..ActivityIndex::with_bits(self.bits + 1) };
+        for (k, v) in old {
+            if k != 0 {
+                let i = self.probe(k);
+                self.slots[i] = (k, v);
+            }
+        }
+    }
+
+    /// Writes the changed blocks (inside the caller's transaction).
+    pub(crate) fn save(&mut self, conn: &Connection) -> Result<()> {
+        if self.relaid {
+            conn.execute("DELETE FROM activity_index", [])?;
+        }
+        let mut stmt = conn.prepare_cached("INSERT OR REPLACE INTO activity_index (block, slots) VALUES (?1, ?2)")?;
+        let mut blob = Vec::with_capacity(BLOCK * 16);
+        for (b, chunk) in self.slots.chunks(BLOCK).enumerate() {
+            let empty = chunk.iter().all(|s| s.0 == 0);
+            if !(self.dirty[b] || (self.relaid && !empty)) {
+                continue;
+            }
+            blob.clear();
+            for (k, v) in chunk {
+                blob.extend_from_slice(&k.to_le_bytes());
+                blob.extend_from_slice(&v.to_le_bytes());
+            }
+            stmt.execute(params![b as i64, blob])?;
+            self.dirty[b] = false;
+        }
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('index_bits', ?1), ('index_len', ?2)",
+            params![self.bits as i64, self.len as i64],
+        )?;
+        self.relaid = false;
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.relaid || self.dirty.iter().any(|d| *d)
+    }
+}
+
+fn bits_for(n: usize) -> u32 {
+    let mut bits = MIN_BITS;
+    while (1usize << bits) * 4 < n * 5 + 4 && bits < 32 {
+        bits += 1;
+    }
+    bits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_round_trips() {
+        for ts in [0, 1_793_000_000, -86_400, 4_102_444_800] {
+            let e = Entry { state: State::OnBackOrder, updated_at: ts, generation: 200 };
+            let v = pack(e, 0x1_2345);
+            assert_eq!(unpack(v), Some(e));
+            assert_eq!(check_of(v), 0x1_2345 & 0x1_ffff);
+        }
+    }
+
+    #[test]
+    fn put_get_relay_and_persist() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE activities (activity_id TEXT PRIMARY KEY, state INTEGER, updated_at INTEGER);
+             CREATE TABLE activity_index (block INTEGER PRIMARY KEY, slots BLOB NOT NULL);
+             CREATE TABLE meta (key TEXT PRIMARY KEY, value);",
+        )
+        .unwrap();
+        let mut idx = ActivityIndex::load(&conn).unwrap();
+        for i in 0..100_000 {
+            idx.put(&format!("ACT-{i}"), Entry { state: State::Ordered, updated_at: i, generation: 1 });
+        }
+        idx.put("ACT-7", Entry { state: State::Completed, updated_at: 9, generation: 2 });
+        assert_eq!(idx.len(), 100_000);
+        assert!(idx.bits > MIN_BITS, "grew");
+        assert_eq!(idx.get("ACT-7").unwrap().state, State::Completed);
+        assert_eq!(idx.get("ACT-99999").unwrap().updated_at, 99_999);
+        assert_eq!(idx.get("ACT-100000"), None);
+        idx.save(&conn).unwrap();
+        let mut again = ActivityIndex::load(&conn).unwrap();
+        assert_eq!(again.len(), 100_000);
+        assert_eq!(again.get("ACT-7").unwrap().state, State::Completed);
+        assert_eq!(again.get("ACT-123").unwrap().updated_at, 123);
+        assert!(!again.is_dirty());
+    }
+}
