@@ -19,7 +19,8 @@ use crate::ledger::{Columns, Ledger, ReportCounts, ReportMeta};
 use crate::plan::Planner;
 use crate::report;
 use crate::sink::{self, SinkSummary};
-use crate::source::{Listed, Source, local::LocalSource};
+use crate::report::csv::NotUtf8;
+use crate::source::{HashJob, Listed, Source, local::LocalSource};
 
 /// Exit codes: the contract with cron and the operator.
 pub const EXIT_OK: i32 = 0;
@@ -44,6 +45,34 @@ pub enum Mode {
 pub struct Options {
     pub mode: Mode,
     pub dry_run: bool,
+}
+
+/// The report's content was already processed, under the name it holds.
+#[derive(Debug)]
+struct Duplicate(String);
+
+impl std::fmt::Display for Duplicate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "identical content was already processed as {}", self.0)
+    }
+}
+
+impl std::error::Error for Duplicate {}
+
+/// Fails with [`Duplicate`] once the report's hash is known and the ledger processed that
+/// content before; `wait` blocks for the hash, otherwise an unfinished hash is no answer yet.
+fn check_duplicate(ledger: &Ledger, hash: &mut HashJob, enabled: bool, checked: &mut bool, wait: bool) -> Result<()> {
+    if *checked || !enabled {
+        return Ok(());
+    }
+    let sha = if wait { Some(hash.wait()?) } else { hash.poll()? };
+    if let Some(sha) = sha {
+        *checked = true;
+        if let Some(name) = ledger.processed_hash(sha)? {
+            return Err(anyhow::Error::new(Duplicate(name)));
+        }
+    }
+    Ok(())
 }
 
 /// Another run holds the ledger.
@@ -378,39 +407,42 @@ fn process_report(
         Ok(f) => f,
         Err(e) => return failed(rs, e),
     };
-    rs.sha256 = Some(fetched.sha256.clone());
-    if !is_backfill {
-        match ledger.processed_hash(&fetched.sha256) {
-            Ok(Some(name)) => {
-                rs.status = "duplicate".into();
-                rs.duplicate_of = Some(name.clone());
-                tracing::info!(same_as = %name, "skipped: identical content was already processed");
-                return rs;
-            }
-            Ok(None) => {}
-            Err(e) => return failed(rs, e),
-        }
-    }
-    let meta = ReportMeta {
+    // A report read in place is hashed while it is parsed; the duplicate check happens as
+    // soon as the hash is known, and abandons the report (rolled back) if it is one.
+    let mut hash = HashJob::start(&fetched);
+    let mut meta = ReportMeta {
         name: l.name.clone(),
-        size: fetched.size,
+        size: std::fs::metadata(&fetched.path).map_or(l.size, |m| m.len()),
         mtime: l.mtime,
-        sha256: fetched.sha256.clone(),
+        sha256: String::new(),
         report_date: date,
     };
     let mode_name = if is_backfill { "backfill" } else { "run" };
-    match ingest(
+    let result = ingest(
         cfg,
         ledger,
         &meta,
         &fetched.path,
-        fetched.utf8,
+        &mut hash,
+        !is_backfill,
         mode_name,
         run_id,
         run_first_event,
         resend,
         &mut rs,
-    ) {
+    );
+    if let Ok(sha) = hash.wait() {
+        meta.sha256 = sha.to_string();
+        rs.sha256 = Some(meta.sha256.clone());
+    }
+    if let Some(Duplicate(name)) = result.as_ref().err().and_then(|e| e.downcast_ref::<Duplicate>()) {
+        tracing::info!(same_as = %name, "skipped: identical content was already processed");
+        let mut dup = ReportSummary::new(&l.name, "duplicate", date);
+        dup.duplicate_of = Some(name.clone());
+        dup.sha256 = rs.sha256.take();
+        return dup;
+    }
+    match result {
         Ok(()) => {
             tracing::info!(
                 rows = rs.rows,
@@ -456,7 +488,8 @@ fn ingest(
     ledger: &Ledger,
     meta: &ReportMeta,
     path: &Path,
-    utf8: bool,
+    hash: &mut HashJob,
+    skip_duplicate: bool,
     mode: &str,
     run_id: i64,
     run_first_event: i64,
@@ -465,15 +498,37 @@ fn ingest(
 ) -> Result<()> {
     let ctx = DateContext::new(&cfg.schema, cfg.timezone)?;
     let report_time = ctx.date_start(meta.report_date).timestamp();
-    let writer = ledger.begin_report(meta, mode, run_id, run_first_event)?;
-    let mut planner = Planner::new(&writer, &meta.name, report_time, resend);
-    let mut notes = Vec::new();
-    let (layout, counts) = report::read(path, &cfg.schema, ctx, &mut planner, &mut notes, utf8)
-        .with_context(|| meta.name.clone())?;
+    let mut checked = false;
+    check_duplicate(ledger, hash, skip_duplicate, &mut checked, false)?;
+    // Optimistically UTF-8; a file that is not is read again as Windows-1252.
+    let mut utf8 = true;
+    let (writer, outcome, layout, counts, notes) = loop {
+        let writer = ledger.begin_report(meta, mode, run_id, run_first_event)?;
+        // Every so many rows: content already processed under another name stops the report.
+        let mut on_progress = || check_duplicate(ledger, hash, skip_duplicate, &mut checked, false);
+        let mut planner = Planner::new(&writer, &meta.name, report_time, resend);
+        planner.on_progress(&mut on_progress);
+        let mut notes = Vec::new();
+        match report::read(path, &cfg.schema, ctx.clone(), &mut planner, &mut notes, utf8) {
+            Ok((layout, counts)) => {
+                let outcome = planner.into_outcome();
+                break (writer, outcome, layout, counts, notes);
+            }
+            Err(e) if utf8 && e.downcast_ref::<NotUtf8>().is_some() => {
+                drop(planner);
+                drop(writer); // rolls the first attempt back
+                utf8 = false;
+            }
+            Err(e) if e.downcast_ref::<Duplicate>().is_some() => return Err(e),
+            Err(e) => return Err(e.context(meta.name.clone())),
+        }
+    };
+    check_duplicate(ledger, hash, skip_duplicate, &mut checked, true)?;
+    let sha256 = hash.wait()?.to_string();
     for n in &notes {
         tracing::warn!("{n}");
     }
-    let outcome = planner.outcome;
+
     for w in &outcome.warnings {
         tracing::warn!(row = w.row, column = %w.column, "{}", w.message);
     }
@@ -494,7 +549,7 @@ fn ingest(
         fields: cfg.schema.fields.iter().map(|f| f.name.clone()).collect(),
         extras: layout.extra_names(),
     };
-    writer.commit(&totals, &columns)?;
+    writer.commit(&totals, &columns, &sha256)?;
     rs.rows = totals.rows;
     rs.accepted = totals.accepted;
     rs.rejected = totals.rejected;

@@ -111,8 +111,13 @@ pub(crate) struct Planner<'w, 'c> {
     resend: bool,
     /// The encoded attributes of the row being written (reused).
     buf: Vec<u8>,
+    /// Called every [`PROGRESS_EVERY`] rows; an error stops the report.
+    progress: Option<&'w mut dyn FnMut() -> Result<()>>,
+    rows_seen: u64,
     pub(crate) outcome: ReportOutcome,
 }
+
+const PROGRESS_EVERY: u64 = 16_384;
 
 impl<'w, 'c> Planner<'w, 'c> {
     pub(crate) fn new(
@@ -127,8 +132,19 @@ impl<'w, 'c> Planner<'w, 'c> {
             report_time,
             resend,
             buf: Vec::with_capacity(1024),
+            progress: None,
+            rows_seen: 0,
             outcome: ReportOutcome::default(),
         }
+    }
+
+    /// Calls `f` every so many rows (the duplicate check while the hash is computed).
+    pub(crate) fn on_progress(&mut self, f: &'w mut dyn FnMut() -> Result<()>) {
+        self.progress = Some(f);
+    }
+
+    pub(crate) fn into_outcome(self) -> ReportOutcome {
+        self.outcome
     }
 
     fn transition(&mut self, from: Option<State>, to: State, delta: i64) {
@@ -337,6 +353,12 @@ impl<'w, 'c> Planner<'w, 'c> {
 
 impl RowHandler for Planner<'_, '_> {
     fn accepted(&mut self, row: &AcceptedRow<'_>) -> Result<()> {
+        self.rows_seen += 1;
+        if self.rows_seen % PROGRESS_EVERY == 0
+            && let Some(f) = self.progress.as_mut()
+        {
+            f()?;
+        }
         self.apply(row)
     }
 

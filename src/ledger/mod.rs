@@ -711,10 +711,10 @@ impl ReportWriter<'_> {
     }
 
     /// Writes the report's counts and commits everything it did.
-    pub(crate) fn commit(mut self, counts: &ReportCounts, columns: &Columns) -> Result<()> {
+    pub(crate) fn commit(mut self, counts: &ReportCounts, columns: &Columns, sha256: &str) -> Result<()> {
         self.conn.execute(
             "UPDATE reports SET columns = ?2, rows = ?3, accepted = ?4, rejected = ?5, skipped = ?6,
-                unchanged = ?7, stale = ?8, events = ?9, warnings = ?10 WHERE id = ?1",
+                unchanged = ?7, stale = ?8, events = ?9, warnings = ?10, sha256 = ?11 WHERE id = ?1",
             params![
                 self.report_id,
                 serde_json::to_string(columns)?,
@@ -725,7 +725,8 @@ impl ReportWriter<'_> {
                 counts.unchanged,
                 counts.stale,
                 counts.events,
-                counts.warnings
+                counts.warnings,
+                sha256
             ],
         )?;
         if let Some(idx) = self.index.borrow_mut().as_mut() {

@@ -10,51 +10,14 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::{Layout, RowCounts, RowHandler, RowProcessor};
-use crate::activity::{Cell, DateContext};
+use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
+
+use super::{AcceptedRow, Layout, Reject, RowCounts, RowHandler, RowProcessor, RowWarning, Skip};
+use crate::activity::{Cell, DateContext, State};
 use crate::report::schema::Schema;
 
 const SNIFF_BYTES: usize = 64 * 1024;
-
-/// Whether a file is entirely valid UTF-8, checked in a streaming pass.
-#[derive(Default)]
-pub(crate) struct Utf8Check {
-    pending: Vec<u8>,
-    valid: bool,
-    started: bool,
-}
-
-impl Utf8Check {
-    pub(crate) fn new() -> Self {
-        Utf8Check {
-            pending: Vec::new(),
-            valid: true,
-            started: true,
-        }
-    }
-
-    pub(crate) fn update(&mut self, chunk: &[u8]) {
-        if !self.valid {
-            return;
-        }
-        let data: std::borrow::Cow<'_, [u8]> = if self.pending.is_empty() {
-            chunk.into()
-        } else {
-            let mut v = std::mem::take(&mut self.pending);
-            v.extend_from_slice(chunk);
-            v.into()
-        };
-        match std::str::from_utf8(&data) {
-            Ok(_) => {}
-            Err(e) if e.error_len().is_none() => self.pending = data[e.valid_up_to()..].to_vec(),
-            Err(_) => self.valid = false,
-        }
-    }
-
-    pub(crate) fn is_valid(&self) -> bool {
-        self.started && self.valid && self.pending.is_empty()
-    }
-}
 
 /// A reader that decodes Windows-1252 into UTF-8 as it streams.
 struct Windows1252<R> {
@@ -194,8 +157,179 @@ fn count_line_breaks(s: &str) -> u64 {
     n
 }
 
-/// Reads a CSV report into `handler`.
+/// The file is not valid UTF-8: the caller reads it again as Windows-1252.
+#[derive(Debug)]
+pub(crate) struct NotUtf8;
+
+impl std::fmt::Display for NotUtf8 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the file is not valid UTF-8")
+    }
+}
+
+impl std::error::Error for NotUtf8 {}
+
+/// What the parsing thread hands to the ledger side, in row order.
+enum Msg {
+    Header(Arc<Layout>),
+    Accepted { record: ::csv::StringRecord, id: String, state: State, updated_at: Option<i64>, row: u64 },
+    Rejected(Reject),
+    Warning(RowWarning),
+    Skipped(Skip, u64),
+}
+
+const BATCH: usize = 512;
+
+/// The parsing thread's handler: batches what the rows became and sends it on.
+struct Sender {
+    tx: SyncSender<Vec<Msg>>,
+    batch: Vec<Msg>,
+}
+
+impl Sender {
+    fn push(&mut self, m: Msg) -> Result<()> {
+        self.batch.push(m);
+        if self.batch.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if !self.batch.is_empty() {
+            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+            self.tx.send(batch).map_err(|_| anyhow::Error::new(Stopped))?;
+        }
+        Ok(())
+    }
+}
+
+/// The ledger side stopped taking rows (it failed or gave up on the report).
+#[derive(Debug)]
+struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stopped")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+impl RowHandler for Sender {
+    fn header(&mut self, layout: &Layout) {
+        self.batch.push(Msg::Header(Arc::new(layout.clone())));
+    }
+
+    fn accepted(&mut self, row: &AcceptedRow<'_>) -> Result<()> {
+        let mut record = ::csv::StringRecord::with_capacity(512, row.cells.len());
+        for c in row.cells {
+            record.push_field(match c {
+                Cell::Text(t) => t,
+                _ => "",
+            });
+        }
+        self.push(Msg::Accepted {
+            record,
+            id: row.id.to_string(),
+            state: row.state,
+            updated_at: row.updated_at,
+            row: row.row,
+        })
+    }
+
+    fn rejected(&mut self, reject: Reject) -> Result<()> {
+        self.push(Msg::Rejected(reject))
+    }
+
+    fn warning(&mut self, warning: RowWarning) {
+        self.batch.push(Msg::Warning(warning));
+    }
+
+    fn skipped(&mut self, skip: Skip, row: u64) {
+        self.batch.push(Msg::Skipped(skip, row));
+    }
+}
+
+fn cells_of(record: &::csv::StringRecord) -> Vec<Cell<'_>> {
+    record.iter().map(|f| if f.is_empty() { Cell::Empty } else { Cell::Text(f) }).collect()
+}
+
+/// Reads a CSV report into `handler`: a second thread parses and checks the rows while
+/// this one hands them to `handler` (the ledger side), so both cores work.
 pub(crate) fn read<H: RowHandler>(
+    path: &Path,
+    schema: &Schema,
+    ctx: DateContext,
+    handler: &mut H,
+    notes: &mut Vec<String>,
+    utf8: bool,
+) -> Result<(Layout, RowCounts)> {
+    let main_ctx = ctx.clone();
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Msg>>(8);
+        let parser = scope.spawn(move || {
+            let mut sender = Sender { tx, batch: Vec::with_capacity(BATCH) };
+            let mut notes = Vec::new();
+            let result = parse(path, schema, ctx, &mut sender, &mut notes, utf8);
+            let flushed = sender.flush();
+            result.and_then(|r| flushed.map(|()| (r, notes)))
+        });
+        let mut layout: Option<Arc<Layout>> = None;
+        let mut failure: Option<anyhow::Error> = None;
+        'recv: for batch in rx.iter() {
+            for msg in batch {
+                let step = match msg {
+                    Msg::Header(l) => {
+                        handler.header(&l);
+                        layout = Some(l);
+                        Ok(())
+                    }
+                    Msg::Accepted { record, id, state, updated_at, row } => {
+                        let cells = cells_of(&record);
+                        let layout = layout.as_deref().expect("the header comes before rows");
+                        let accepted = AcceptedRow {
+                            id: &id,
+                            state,
+                            updated_at,
+                            row,
+                            cells: &cells,
+                            layout,
+                            schema,
+                            ctx: &main_ctx,
+                        };
+                        handler.accepted(&accepted)
+                    }
+                    Msg::Rejected(r) => handler.rejected(r),
+                    Msg::Warning(w) => {
+                        handler.warning(w);
+                        Ok(())
+                    }
+                    Msg::Skipped(skip, row) => {
+                        handler.skipped(skip, row);
+                        Ok(())
+                    }
+                };
+                if let Err(e) = step {
+                    failure = Some(e);
+                    break 'recv;
+                }
+            }
+        }
+        // Dropping the receiver stops the parser at its next send.
+        drop(rx);
+        let parsed = parser.join().map_err(|_| anyhow::anyhow!("the CSV parsing thread panicked"))?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let ((layout, counts), more_notes) = parsed?;
+        notes.extend(more_notes);
+        Ok((layout, counts))
+    })
+}
+
+/// Parses and checks every row (the parsing thread's part).
+fn parse<H: RowHandler>(
     path: &Path,
     schema: &Schema,
     ctx: DateContext,
@@ -238,6 +372,9 @@ pub(crate) fn read<H: RowHandler>(
     let mut prev_end = 0u64;
     loop {
         let more = reader.read_record(&mut record).map_err(|e| {
+            if utf8 && matches!(e.kind(), ::csv::ErrorKind::Utf8 { .. }) {
+                return anyhow::Error::new(NotUtf8);
+            }
             let where_ = match e.position() {
                 Some(p) => format!(" at line {}", p.line()),
                 None => String::new(),
@@ -259,16 +396,7 @@ pub(crate) fn read<H: RowHandler>(
         if blank > 0 {
             processor.blank_lines(blank);
         }
-        let cells: Vec<Cell<'_>> = record
-            .iter()
-            .map(|f| {
-                if f.is_empty() {
-                    Cell::Empty
-                } else {
-                    Cell::Text(f)
-                }
-            })
-            .collect();
+        let cells = cells_of(&record);
         processor.row(line, &cells)?;
     }
     processor.finish()
@@ -284,18 +412,6 @@ mod tests {
         assert_eq!(sniff_delimiter(sample), b';');
         assert_eq!(sniff_delimiter(b"a,b,c\n1,2,3\n"), b',');
         assert_eq!(sniff_delimiter(b"a\tb\tc\n1\t2\t3\n"), b'\t');
-    }
-
-    #[test]
-    fn utf8_check_across_chunk_boundaries() {
-        let text = "Zoë Müller".as_bytes();
-        let mut c = Utf8Check::new();
-        c.update(&text[..3]);
-        c.update(&text[3..]);
-        assert!(c.is_valid());
-        let mut c = Utf8Check::new();
-        c.update(b"Zo\xeb");
-        assert!(!c.is_valid());
     }
 
     #[test]

@@ -101,6 +101,8 @@ impl Layout {
 
 /// Receives what a report's rows turn into.
 pub(crate) trait RowHandler {
+    /// The header was found; rows follow.
+    fn header(&mut self, _layout: &Layout) {}
     fn accepted(&mut self, row: &AcceptedRow<'_>) -> Result<()>;
     fn rejected(&mut self, reject: Reject) -> Result<()>;
     fn warning(&mut self, warning: RowWarning);
@@ -113,10 +115,10 @@ pub(crate) struct AcceptedRow<'a> {
     pub(crate) state: State,
     pub(crate) updated_at: Option<i64>,
     pub(crate) row: u64,
-    cells: &'a [Cell<'a>],
-    layout: &'a Layout,
-    schema: &'a Schema,
-    ctx: &'a DateContext,
+    pub(crate) cells: &'a [Cell<'a>],
+    pub(crate) layout: &'a Layout,
+    pub(crate) schema: &'a Schema,
+    pub(crate) ctx: &'a DateContext,
 }
 
 impl AcceptedRow<'_> {
@@ -463,6 +465,7 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                 headers: headers.iter().map(|h| h.trim().to_string()).collect(),
                 normalized,
             });
+            self.handler.header(self.layout.as_ref().expect("set above"));
             return Ok(());
         }
         let nonempty = headers.iter().any(|h| !h.trim().is_empty());

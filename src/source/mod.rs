@@ -1,7 +1,7 @@
 //! Report sources: `list()` the reports on offer and `fetch()` one to a local file.
 //!
 //! A source never decides what is new: the pipeline asks the ledger. Fetching yields a local
-//! path plus the content's SHA-256 (and whether it is valid UTF-8), computed while reading.
+//! path; a download also yields the content's SHA-256, computed while streaming.
 
 pub(crate) mod local;
 
@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::report::csv::Utf8Check;
 
 /// A report as a listing shows it.
 #[derive(Debug, Clone)]
@@ -26,41 +25,75 @@ pub(crate) struct Listed {
 #[derive(Debug, Clone)]
 pub(crate) struct Fetched {
     pub(crate) path: PathBuf,
-    pub(crate) sha256: String,
-    pub(crate) size: u64,
-    pub(crate) utf8: bool,
+    /// The content's SHA-256 when fetching computed it (a download); `None` for a file that
+    /// is read in place: the pipeline hashes it while parsing it.
+    pub(crate) sha256: Option<String>,
 }
 
 pub(crate) trait Source {
     /// The reports on offer, in no particular order.
     fn list(&mut self) -> Result<Vec<Listed>>;
-    /// Makes a listed report available locally, hashing it on the way.
+    /// Makes a listed report available locally (a download hashes it on the way).
     fn fetch(&mut self, report: &Listed) -> Result<Fetched>;
 }
 
-/// Streams a file once for its SHA-256, size and UTF-8 validity.
-pub(crate) fn hash_file(path: &Path) -> Result<Fetched> {
-    let mut f =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+/// Streams a file once for its SHA-256 and size.
+pub(crate) fn hash_file(path: &Path) -> Result<(String, u64)> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut hasher = Sha256::new();
-    let mut utf8 = Utf8Check::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let n = f.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
-        utf8.update(&buf[..n]);
         size += n as u64;
     }
-    Ok(Fetched {
-        path: path.to_path_buf(),
-        sha256: hex::encode(hasher.finalize()),
-        size,
-        utf8: utf8.is_valid(),
-    })
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
+/// A report's hash, computed on another thread while the report is parsed.
+pub(crate) enum HashJob {
+    Done(String),
+    Running(std::thread::JoinHandle<Result<(String, u64)>>),
+}
+
+impl HashJob {
+    /// The hash `fetched` carries, or a thread computing it.
+    pub(crate) fn start(fetched: &Fetched) -> HashJob {
+        match &fetched.sha256 {
+            Some(h) => HashJob::Done(h.clone()),
+            None => {
+                let path = fetched.path.clone();
+                HashJob::Running(std::thread::spawn(move || hash_file(&path)))
+            }
+        }
+    }
+
+    /// The hash if it is known by now, without waiting.
+    pub(crate) fn poll(&mut self) -> Result<Option<&str>> {
+        if let HashJob::Running(h) = self
+            && !h.is_finished()
+        {
+            return Ok(None);
+        }
+        self.wait().map(Some)
+    }
+
+    /// Waits for the hash.
+    pub(crate) fn wait(&mut self) -> Result<&str> {
+        if let HashJob::Running(_) = self {
+            let HashJob::Running(h) = std::mem::replace(self, HashJob::Done(String::new())) else {
+                unreachable!("checked above")
+            };
+            let (sha, _) = h.join().map_err(|_| anyhow::anyhow!("the hashing thread panicked"))??;
+            *self = HashJob::Done(sha);
+        }
+        match self {
+            HashJob::Done(s) => Ok(s),
+            HashJob::Running(_) => unreachable!("joined above"),
+        }
+    }
 }
