@@ -10,7 +10,7 @@ use std::fmt;
 
 use anyhow::{Result, bail};
 use chrono::format::{Item, Parsed, StrftimeItems};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 
 use crate::report::schema::{FieldType, Schema};
@@ -183,8 +183,8 @@ pub(crate) enum Temporal {
 impl Temporal {
     fn render(self, kind: FieldType) -> String {
         match (self, kind) {
-            (Temporal::Date(d), _) => d.format("%Y-%m-%d").to_string(),
-            (Temporal::DateTime(t), FieldType::Date) => t.format("%Y-%m-%d").to_string(),
+            (Temporal::Date(d), _) => iso_date(d),
+            (Temporal::DateTime(t), FieldType::Date) => iso_date(t.date_naive()),
             (Temporal::DateTime(t), _) => rfc3339(t.timestamp()),
         }
     }
@@ -199,11 +199,43 @@ impl Temporal {
 }
 
 /// Renders seconds since the epoch as RFC 3339 in UTC.
+/// (Formatted by hand: this runs for every event written, and chrono's formatter parses its
+/// format string each time.)
 pub(crate) fn rfc3339(ts: i64) -> String {
-    match DateTime::from_timestamp(ts, 0) {
-        Some(t) => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        None => String::new(),
+    let Some(t) = DateTime::from_timestamp(ts, 0) else {
+        return String::new();
+    };
+    let mut s = iso_date(t.date_naive());
+    let hms = t.time();
+    s.push('T');
+    push2(&mut s, hms.hour());
+    s.push(':');
+    push2(&mut s, hms.minute());
+    s.push(':');
+    push2(&mut s, hms.second());
+    s.push('Z');
+    s
+}
+
+/// `YYYY-MM-DD` (years outside 0..=9999 fall back to chrono).
+fn iso_date(d: NaiveDate) -> String {
+    let y = d.year();
+    if !(0..=9999).contains(&y) {
+        return d.format("%Y-%m-%d").to_string();
     }
+    let mut s = String::with_capacity(20);
+    push2(&mut s, (y / 100) as u32);
+    push2(&mut s, (y % 100) as u32);
+    s.push('-');
+    push2(&mut s, d.month());
+    s.push('-');
+    push2(&mut s, d.day());
+    s
+}
+
+fn push2(s: &mut String, v: u32) {
+    s.push(char::from(b'0' + (v / 10 % 10) as u8));
+    s.push(char::from(b'0' + (v % 10) as u8));
 }
 
 fn digits(s: &[u8]) -> Option<u32> {
@@ -345,7 +377,11 @@ pub(crate) fn normalize_cell<'a>(
     ctx: &DateContext,
     want_text: bool,
 ) -> CellValue<'a> {
-    let ok = |text: Cow<'a, str>| CellValue::Ok { text, temporal: None, warning: None };
+    let ok = |text: Cow<'a, str>| CellValue::Ok {
+        text,
+        temporal: None,
+        warning: None,
+    };
     let empty = Cow::Borrowed("");
     match cell {
         Cell::Empty => ok(empty),
@@ -357,7 +393,11 @@ pub(crate) fn normalize_cell<'a>(
         Cell::Bool(b) => ok(Cow::Borrowed(if b { "TRUE" } else { "FALSE" })),
         Cell::Number(f) | Cell::DateSerial(f) if kind.is_temporal() => match ctx.serial(f) {
             Some(t) => CellValue::Ok {
-                text: if want_text { Cow::Owned(t.render(kind)) } else { empty },
+                text: if want_text {
+                    Cow::Owned(t.render(kind))
+                } else {
+                    empty
+                },
                 temporal: Some(t),
                 warning: None,
             },
@@ -370,7 +410,11 @@ pub(crate) fn normalize_cell<'a>(
         },
         Cell::Number(f) => {
             let (text, warning) = number_text(f);
-            CellValue::Ok { text: Cow::Owned(text), temporal: None, warning }
+            CellValue::Ok {
+                text: Cow::Owned(text),
+                temporal: None,
+                warning,
+            }
         }
         Cell::Text(raw) => {
             let s = raw.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
@@ -380,14 +424,22 @@ pub(crate) fn normalize_cell<'a>(
                 }
                 return match ctx.parse_text(s) {
                     Some(t) => CellValue::Ok {
-                        text: if want_text { Cow::Owned(t.render(kind)) } else { empty },
+                        text: if want_text {
+                            Cow::Owned(t.render(kind))
+                        } else {
+                            empty
+                        },
                         temporal: Some(t),
                         warning: None,
                     },
                     None => CellValue::Invalid(format!(
                         "{:?} matches no accepted {} format (ISO 8601 or the schema's formats)",
                         s,
-                        if kind == FieldType::Date { "date" } else { "date-time" }
+                        if kind == FieldType::Date {
+                            "date"
+                        } else {
+                            "date-time"
+                        }
                     )),
                 };
             }
@@ -416,7 +468,11 @@ pub(crate) fn normalize_cell<'a>(
             if kind == FieldType::Email && !s.is_empty() && !s.contains('@') {
                 warning = Some("not an e-mail address".to_string());
             }
-            CellValue::Ok { text: Cow::Borrowed(text), temporal: None, warning }
+            CellValue::Ok {
+                text: Cow::Borrowed(text),
+                temporal: None,
+                warning,
+            }
         }
     }
 }
@@ -433,6 +489,15 @@ mod tests {
         match normalize_cell(c, k, &ctx(), true) {
             CellValue::Ok { text, .. } => text.into_owned(),
             CellValue::Invalid(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn hand_formatting_matches_chrono() {
+        for ts in [0i64, 1_793_000_000, 951_782_400, 4_102_444_799, -86_400] {
+            let t = DateTime::from_timestamp(ts, 0).unwrap();
+            assert_eq!(rfc3339(ts), t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+            assert_eq!(iso_date(t.date_naive()), t.format("%Y-%m-%d").to_string());
         }
     }
 

@@ -18,8 +18,8 @@ use crate::config::{Config, SourceConfig};
 use crate::ledger::{Columns, Ledger, ReportCounts, ReportMeta};
 use crate::plan::Planner;
 use crate::report;
-use crate::sink::{self, SinkSummary};
 use crate::report::csv::NotUtf8;
+use crate::sink::{self, SinkSummary};
 use crate::source::{HashJob, Listed, Source, local::LocalSource};
 
 /// Exit codes: the contract with cron and the operator.
@@ -61,11 +61,21 @@ impl std::error::Error for Duplicate {}
 
 /// Fails with [`Duplicate`] once the report's hash is known and the ledger processed that
 /// content before; `wait` blocks for the hash, otherwise an unfinished hash is no answer yet.
-fn check_duplicate(ledger: &Ledger, hash: &mut HashJob, enabled: bool, checked: &mut bool, wait: bool) -> Result<()> {
+fn check_duplicate(
+    ledger: &Ledger,
+    hash: &mut HashJob,
+    enabled: bool,
+    checked: &mut bool,
+    wait: bool,
+) -> Result<()> {
     if *checked || !enabled {
         return Ok(());
     }
-    let sha = if wait { Some(hash.wait()?) } else { hash.poll()? };
+    let sha = if wait {
+        Some(hash.wait()?)
+    } else {
+        hash.poll()?
+    };
     if let Some(sha) = sha {
         *checked = true;
         if let Some(name) = ledger.processed_hash(sha)? {
@@ -435,7 +445,11 @@ fn process_report(
         meta.sha256 = sha.to_string();
         rs.sha256 = Some(meta.sha256.clone());
     }
-    if let Some(Duplicate(name)) = result.as_ref().err().and_then(|e| e.downcast_ref::<Duplicate>()) {
+    if let Some(Duplicate(name)) = result
+        .as_ref()
+        .err()
+        .and_then(|e| e.downcast_ref::<Duplicate>())
+    {
         tracing::info!(same_as = %name, "skipped: identical content was already processed");
         let mut dup = ReportSummary::new(&l.name, "duplicate", date);
         dup.duplicate_of = Some(name.clone());
@@ -509,7 +523,14 @@ fn ingest(
         let mut planner = Planner::new(&writer, &meta.name, report_time, resend);
         planner.on_progress(&mut on_progress);
         let mut notes = Vec::new();
-        match report::read(path, &cfg.schema, ctx.clone(), &mut planner, &mut notes, utf8) {
+        match report::read(
+            path,
+            &cfg.schema,
+            ctx.clone(),
+            &mut planner,
+            &mut notes,
+            utf8,
+        ) {
             Ok((layout, counts)) => {
                 let outcome = planner.into_outcome();
                 break (writer, outcome, layout, counts, notes);

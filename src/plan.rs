@@ -180,7 +180,9 @@ impl<'w, 'c> Planner<'w, 'c> {
                 if at < e.updated_at {
                     Some(Decision::Stale)
                 } else if row.state == e.state {
-                    Some(Decision::Unchanged { newer: at > e.updated_at })
+                    Some(Decision::Unchanged {
+                        newer: at > e.updated_at,
+                    })
                 } else {
                     None
                 }
@@ -270,7 +272,9 @@ impl<'w, 'c> Planner<'w, 'c> {
         let seq = known.map_or(0, |k| k.events) + 1;
         let mut itsm = self.attrs(row);
         if itsm.is_empty() {
-            itsm = known.and_then(|k| k.itsm_number.clone()).unwrap_or_default();
+            itsm = known
+                .and_then(|k| k.itsm_number.clone())
+                .unwrap_or_default();
         }
         let key = event_key(row.id, seq, from, row.state, at);
         let id = w.insert_event(
@@ -289,7 +293,10 @@ impl<'w, 'c> Planner<'w, 'c> {
             w.report_id,
         )?;
         let itsm_opt = (!itsm.is_empty()).then_some(itsm.as_str());
-        w.put_activity(row.id, row.state, at, Some(id), seq, itsm_opt)?;
+        match known {
+            None => w.add_activity(row.id, row.state, at, id, itsm_opt)?,
+            Some(_) => w.put_activity(row.id, row.state, at, Some(id), seq, itsm_opt)?,
+        }
         self.transition(from, row.state, 1);
         Ok(())
     }
@@ -308,7 +315,11 @@ impl<'w, 'c> Planner<'w, 'c> {
         // (with its report and row, whose column names they follow).
         let (itsm, report_id, source_row) = if at >= known.updated_at {
             let i = self.attrs(row);
-            let i = if i.is_empty() { known.itsm_number.clone().unwrap_or_default() } else { i };
+            let i = if i.is_empty() {
+                known.itsm_number.clone().unwrap_or_default()
+            } else {
+                i
+            };
             (i, w.report_id, row.row)
         } else {
             let (a, report_id, source_row, i) = w.event_payload(last)?;
@@ -354,7 +365,7 @@ impl<'w, 'c> Planner<'w, 'c> {
 impl RowHandler for Planner<'_, '_> {
     fn accepted(&mut self, row: &AcceptedRow<'_>) -> Result<()> {
         self.rows_seen += 1;
-        if self.rows_seen % PROGRESS_EVERY == 0
+        if self.rows_seen.is_multiple_of(PROGRESS_EVERY)
             && let Some(f) = self.progress.as_mut()
         {
             f()?;

@@ -26,7 +26,9 @@ pub(crate) fn decode(mut blob: &[u8]) -> Result<Vec<&str>> {
         let mut n: u64 = 0;
         let mut shift = 0;
         loop {
-            let Some((&byte, rest)) = blob.split_first() else { bail!("ledger: truncated attribute length") };
+            let Some((&byte, rest)) = blob.split_first() else {
+                bail!("ledger: truncated attribute length")
+            };
             blob = rest;
             n |= u64::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
@@ -42,7 +44,10 @@ pub(crate) fn decode(mut blob: &[u8]) -> Result<Vec<&str>> {
             bail!("ledger: truncated attribute value");
         }
         let (value, rest) = blob.split_at(n);
-        out.push(std::str::from_utf8(value).map_err(|_| anyhow::anyhow!("ledger: attribute is not UTF-8"))?);
+        out.push(
+            std::str::from_utf8(value)
+                .map_err(|_| anyhow::anyhow!("ledger: attribute is not UTF-8"))?,
+        );
         blob = rest;
     }
     Ok(out)

@@ -123,7 +123,9 @@ impl Ledger {
             .query_row([activity_id], |r| r.get(0))
             .optional()?
             .flatten();
-        let mut prev = self.conn.prepare_cached("SELECT prev_event_id FROM events WHERE id = ?1")?;
+        let mut prev = self
+            .conn
+            .prepare_cached("SELECT prev_event_id FROM events WHERE id = ?1")?;
         let mut delivered = self.conn.prepare_cached(
             "SELECT 1 FROM deliveries WHERE sink = ?1 AND event_id = ?2 AND status = 'delivered'",
         )?;
@@ -131,7 +133,11 @@ impl Ledger {
             if id <= event_id {
                 break;
             }
-            if delivered.query_row(params![sink, id], |_| Ok(())).optional()?.is_some() {
+            if delivered
+                .query_row(params![sink, id], |_| Ok(()))
+                .optional()?
+                .is_some()
+            {
                 return Ok(true);
             }
             next = prev.query_row([id], |r| r.get(0)).optional()?.flatten();

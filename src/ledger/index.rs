@@ -34,7 +34,9 @@ pub(crate) fn hash_id(id: &str) -> (u64, u64) {
     let mut b: u64 = 0x8422_2325_cbf2_9ce4;
     for &byte in id.as_bytes() {
         a = (a ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
-        b = (b ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(5);
+        b = (b ^ u64::from(byte))
+            .wrapping_mul(0x0000_0100_0000_01b3)
+            .rotate_left(5);
     }
     (mix(a), mix(b ^ 0x5851_f42d_4c95_7f2d))
 }
@@ -56,7 +58,9 @@ pub(crate) struct Entry {
 
 fn pack(e: Entry, check: u64) -> u64 {
     let ts = ((e.updated_at.clamp(-TS_BIAS, TS_BIAS - 1) + TS_BIAS) as u64) & TS_MASK;
-    ts | ((e.state.code() as u64) << 36) | (u64::from(e.generation) << 39) | ((check & 0x1_ffff) << 47)
+    ts | ((e.state.code() as u64) << 36)
+        | (u64::from(e.generation) << 39)
+        | ((check & 0x1_ffff) << 47)
 }
 
 fn unpack(v: u64) -> Option<Entry> {
@@ -89,7 +93,13 @@ fn key_of(h: u64) -> u64 {
 impl ActivityIndex {
     fn with_bits(bits: u32) -> Self {
         let n = 1usize << bits;
-        ActivityIndex { bits, slots: vec![(0, 0); n], dirty: vec![false; n.div_ceil(BLOCK)], relaid: false, len: 0 }
+        ActivityIndex {
+            bits,
+            slots: vec![(0, 0); n],
+            dirty: vec![false; n.div_ceil(BLOCK)],
+            relaid: false,
+            len: 0,
+        }
     }
 
     fn mask(&self) -> usize {
@@ -118,7 +128,9 @@ impl ActivityIndex {
     /// or does not match.
     pub(crate) fn load(conn: &Connection) -> Result<ActivityIndex> {
         let meta = |key: &str| -> Result<Option<i64>> {
-            Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+            Ok(conn
+                .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()?)
         };
         if let (Some(bits), Some(stored_len)) = (meta("index_bits")?, meta("index_len")?)
             && (MIN_BITS as i64..=32).contains(&bits)
@@ -163,7 +175,14 @@ impl ActivityIndex {
         while let Some(r) = rows.next()? {
             let id = r.get_ref(0)?.as_str()?;
             let state = State::from_code(r.get(1)?).context("ledger: bad state code")?;
-            idx.put(id, Entry { state, updated_at: r.get(2)?, generation: 0 });
+            idx.put(
+                id,
+                Entry {
+                    state,
+                    updated_at: r.get(2)?,
+                    generation: 0,
+                },
+            );
         }
         Ok(idx)
     }
@@ -214,7 +233,11 @@ impl ActivityIndex {
 
     fn grow(&mut self) {
         let old = std::mem::take(&mut self.slots);
-        *self = ActivityIndex { relaid: true, len: self.len, ..ActivityIndex::with_bits(self.bits + 1) };
+        *self = ActivityIndex {
+            relaid: true,
+            len: self.len,
+            ..ActivityIndex::with_bits(self.bits + 1)
+        };
         for (k, v) in old {
             if k != 0 {
                 let i = self.probe(k);
@@ -228,7 +251,9 @@ impl ActivityIndex {
         if self.relaid {
             conn.execute("DELETE FROM activity_index", [])?;
         }
-        let mut stmt = conn.prepare_cached("INSERT OR REPLACE INTO activity_index (block, slots) VALUES (?1, ?2)")?;
+        let mut stmt = conn.prepare_cached(
+            "INSERT OR REPLACE INTO activity_index (block, slots) VALUES (?1, ?2)",
+        )?;
         let mut blob = Vec::with_capacity(BLOCK * 16);
         for (b, chunk) in self.slots.chunks(BLOCK).enumerate() {
             let empty = chunk.iter().all(|s| s.0 == 0);
@@ -272,7 +297,11 @@ mod tests {
     #[test]
     fn pack_round_trips() {
         for ts in [0, 1_793_000_000, -86_400, 4_102_444_800] {
-            let e = Entry { state: State::OnBackOrder, updated_at: ts, generation: 200 };
+            let e = Entry {
+                state: State::OnBackOrder,
+                updated_at: ts,
+                generation: 200,
+            };
             let v = pack(e, 0x1_2345);
             assert_eq!(unpack(v), Some(e));
             assert_eq!(check_of(v), 0x1_2345 & 0x1_ffff);
@@ -290,9 +319,23 @@ mod tests {
         .unwrap();
         let mut idx = ActivityIndex::load(&conn).unwrap();
         for i in 0..100_000 {
-            idx.put(&format!("ACT-{i}"), Entry { state: State::Ordered, updated_at: i, generation: 1 });
+            idx.put(
+                &format!("ACT-{i}"),
+                Entry {
+                    state: State::Ordered,
+                    updated_at: i,
+                    generation: 1,
+                },
+            );
         }
-        idx.put("ACT-7", Entry { state: State::Completed, updated_at: 9, generation: 2 });
+        idx.put(
+            "ACT-7",
+            Entry {
+                state: State::Completed,
+                updated_at: 9,
+                generation: 2,
+            },
+        );
         assert_eq!(idx.len(), 100_000);
         assert!(idx.bits > MIN_BITS, "grew");
         assert_eq!(idx.get("ACT-7").unwrap().state, State::Completed);

@@ -156,7 +156,11 @@ impl Ledger {
             .with_context(|| format!("cannot open the ledger {}", path.display()))?;
         configure(&conn).with_context(|| format!("cannot open the ledger {}", path.display()))?;
         migrate::migrate(&mut conn).with_context(|| format!("ledger {}", path.display()))?;
-        Ok(Ledger { conn, index: RefCell::new(None), _scratch: None })
+        Ok(Ledger {
+            conn,
+            index: RefCell::new(None),
+            _scratch: None,
+        })
     }
 
     /// A private scratch copy of the ledger for a dry run: the run does everything a real
@@ -178,7 +182,11 @@ impl Ledger {
         let mut conn = Connection::open(&copy)?;
         configure(&conn)?;
         migrate::migrate(&mut conn)?;
-        Ok(Ledger { conn, index: RefCell::new(None), _scratch: Some(dir) })
+        Ok(Ledger {
+            conn,
+            index: RefCell::new(None),
+            _scratch: Some(dir),
+        })
     }
 
     /// Opens an existing ledger for reading only (the `status` command).
@@ -193,7 +201,11 @@ impl Ledger {
                 migrate::VERSION
             );
         }
-        Ok(Ledger { conn, index: RefCell::new(None), _scratch: None })
+        Ok(Ledger {
+            conn,
+            index: RefCell::new(None),
+            _scratch: None,
+        })
     }
 
     pub(crate) fn conn(&self) -> &Connection {
@@ -316,6 +328,9 @@ impl Ledger {
         // From here on, dropping the writer rolls the whole report back.
         let mut writer = ReportWriter {
             conn: &self.conn,
+            fresh: RefCell::new(Vec::new()),
+            insert_event_stmt: RefCell::new(None),
+            now: now(),
             index: &self.index,
             report_id: 0,
             first_event: 0,
@@ -387,9 +402,13 @@ impl Ledger {
         let mut last = None;
         while let Some(r) = rows.next()? {
             let report_id: i64 = r.get(12)?;
-            if columns_cache.as_ref().is_none_or(|(id, _)| *id != report_id) {
+            if columns_cache
+                .as_ref()
+                .is_none_or(|(id, _)| *id != report_id)
+            {
                 let text = r.get_ref(11)?.as_str()?;
-                let cols: Columns = serde_json::from_str(text).context("ledger: bad report columns")?;
+                let cols: Columns =
+                    serde_json::from_str(text).context("ledger: bad report columns")?;
                 columns_cache = Some((report_id, cols));
             }
             let cols = &columns_cache.as_ref().expect("set above").1;
@@ -398,7 +417,8 @@ impl Ledger {
                 rusqlite::types::ValueRef::Blob(b) => attrs::decode(b)?,
                 // Ledgers written before the compact encoding hold a JSON array.
                 rusqlite::types::ValueRef::Text(t) => {
-                    json_values = serde_json::from_slice(t).context("ledger: bad event attributes")?;
+                    json_values =
+                        serde_json::from_slice(t).context("ledger: bad event attributes")?;
                     json_values.iter().map(String::as_str).collect()
                 }
                 _ => Vec::new(),
@@ -477,7 +497,10 @@ impl EventView<'_> {
             itsm_number: self.itsm_number.to_string(),
             kind: self.kind.to_string(),
             extra_from: self.fields.len(),
-            attrs: names.cloned().zip(self.values.iter().map(|v| v.to_string())).collect(),
+            attrs: names
+                .cloned()
+                .zip(self.values.iter().map(|v| v.to_string()))
+                .collect(),
         }
     }
 }
@@ -504,8 +527,24 @@ pub(crate) struct ReportCounts {
 
 /// The open transaction of one report. Dropped without [`ReportWriter::commit`], it rolls
 /// everything back.
+/// An Activity first seen in this report, waiting to be inserted in ID order.
+struct Fresh {
+    id: String,
+    state: State,
+    updated_at: i64,
+    event_id: i64,
+    itsm_number: Option<String>,
+}
+
+const FRESH_CHUNK: usize = 65_536;
+
 pub(crate) struct ReportWriter<'c> {
     conn: &'c Connection,
+    fresh: RefCell<Vec<Fresh>>,
+    /// The statement every event goes through, prepared once per report.
+    insert_event_stmt: RefCell<Option<rusqlite::Statement<'c>>>,
+    /// When the report started (events' `created_at`).
+    now: i64,
     index: &'c RefCell<Option<ActivityIndex>>,
     pub(crate) report_id: i64,
     /// Events with ids from here on were created by this report.
@@ -535,7 +574,9 @@ impl ReportWriter<'_> {
 
     pub(crate) fn indexed(&self, activity_id: &str) -> Indexed {
         let mut guard = self.index.borrow_mut();
-        let Some(idx) = guard.as_mut() else { return Indexed::Unsure };
+        let Some(idx) = guard.as_mut() else {
+            return Indexed::Unsure;
+        };
         match idx.get(activity_id) {
             Some(e) => Indexed::Found(e),
             None if idx.key_taken(activity_id) => Indexed::Unsure,
@@ -546,7 +587,14 @@ impl ReportWriter<'_> {
     pub(crate) fn set_indexed(&self, activity_id: &str, state: State, updated_at: i64) {
         let generation = self.generation();
         if let Some(idx) = self.index.borrow_mut().as_mut() {
-            idx.put(activity_id, Entry { state, updated_at, generation });
+            idx.put(
+                activity_id,
+                Entry {
+                    state,
+                    updated_at,
+                    generation,
+                },
+            );
         }
     }
 
@@ -561,6 +609,7 @@ impl ReportWriter<'_> {
     }
 
     pub(crate) fn lookup(&self, activity_id: &str) -> Result<Option<Known>> {
+        self.flush_fresh()?;
         let mut stmt = self.conn.prepare_cached(
             "SELECT state, updated_at, event_id, events, itsm_number FROM activities WHERE activity_id = ?1",
         )?;
@@ -611,11 +660,15 @@ impl ReportWriter<'_> {
     }
 
     pub(crate) fn insert_event(&self, e: &NewEvent<'_>, report_id: i64) -> Result<i64> {
-        let mut stmt = self.conn.prepare_cached(
-            "INSERT INTO events (event_key, activity_id, previous_state, state, updated_at, report_id, row,
-                                 itsm_number, attrs, prev_event_id, kind, run_id, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        )?;
+        let mut slot = self.insert_event_stmt.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(self.conn.prepare(
+                "INSERT INTO events (event_key, activity_id, previous_state, state, updated_at, report_id, row,
+                                     itsm_number, attrs, prev_event_id, kind, run_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?);
+        }
+        let stmt = slot.as_mut().expect("prepared above");
         stmt.execute(params![
             e.key,
             e.activity_id,
@@ -629,7 +682,7 @@ impl ReportWriter<'_> {
             e.prev_event_id,
             e.kind,
             self.run_id,
-            now()
+            self.now
         ])?;
         Ok(self.conn.last_insert_rowid())
     }
@@ -659,6 +712,60 @@ impl ReportWriter<'_> {
         self.conn
             .prepare_cached("DELETE FROM events WHERE id = ?1")?
             .execute([id])?;
+        Ok(())
+    }
+
+    /// Records an Activity the ledger did not know. Inserts are buffered and written in
+    /// ID order, a chunk at a time: a B-tree takes sorted inserts far faster than random
+    /// ones. The buffer is written before any look-up in `activities` and before commit.
+    pub(crate) fn add_activity(
+        &self,
+        activity_id: &str,
+        state: State,
+        updated_at: i64,
+        event_id: i64,
+        itsm_number: Option<&str>,
+    ) -> Result<()> {
+        let full = {
+            let mut fresh = self.fresh.borrow_mut();
+            fresh.push(Fresh {
+                id: activity_id.to_string(),
+                state,
+                updated_at,
+                event_id,
+                itsm_number: itsm_number.map(str::to_string),
+            });
+            fresh.len() >= FRESH_CHUNK
+        };
+        self.set_indexed(activity_id, state, updated_at);
+        if full {
+            self.flush_fresh()?;
+        }
+        Ok(())
+    }
+
+    fn flush_fresh(&self) -> Result<()> {
+        let mut fresh = std::mem::take(&mut *self.fresh.borrow_mut());
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        fresh.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO activities (activity_id, state, updated_at, report_id, event_id, events, itsm_number)
+             VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
+        )?;
+        for a in &fresh {
+            stmt.execute(params![
+                a.id,
+                a.state.code(),
+                a.updated_at,
+                self.report_id,
+                a.event_id,
+                a.itsm_number
+            ])?;
+        }
+        fresh.clear();
+        *self.fresh.borrow_mut() = fresh;
         Ok(())
     }
 
@@ -711,7 +818,13 @@ impl ReportWriter<'_> {
     }
 
     /// Writes the report's counts and commits everything it did.
-    pub(crate) fn commit(mut self, counts: &ReportCounts, columns: &Columns, sha256: &str) -> Result<()> {
+    pub(crate) fn commit(
+        mut self,
+        counts: &ReportCounts,
+        columns: &Columns,
+        sha256: &str,
+    ) -> Result<()> {
+        self.flush_fresh()?;
         self.conn.execute(
             "UPDATE reports SET columns = ?2, rows = ?3, accepted = ?4, rejected = ?5, skipped = ?6,
                 unchanged = ?7, stale = ?8, events = ?9, warnings = ?10, sha256 = ?11 WHERE id = ?1",

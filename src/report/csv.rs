@@ -172,7 +172,16 @@ impl std::error::Error for NotUtf8 {}
 /// What the parsing thread hands to the ledger side, in row order.
 enum Msg {
     Header(Arc<Layout>),
-    Accepted { record: ::csv::StringRecord, id: String, state: State, updated_at: Option<i64>, row: u64 },
+    /// An accepted row with its values already encoded for the ledger (the parsing thread
+    /// does that work, so the ledger side only decides and writes).
+    Accepted {
+        values: Vec<u8>,
+        itsm: String,
+        id: String,
+        state: State,
+        updated_at: Option<i64>,
+        row: u64,
+    },
     Rejected(Reject),
     Warning(RowWarning),
     Skipped(Skip, u64),
@@ -198,7 +207,9 @@ impl Sender {
     fn flush(&mut self) -> Result<()> {
         if !self.batch.is_empty() {
             let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
-            self.tx.send(batch).map_err(|_| anyhow::Error::new(Stopped))?;
+            self.tx
+                .send(batch)
+                .map_err(|_| anyhow::Error::new(Stopped))?;
         }
         Ok(())
     }
@@ -222,15 +233,11 @@ impl RowHandler for Sender {
     }
 
     fn accepted(&mut self, row: &AcceptedRow<'_>) -> Result<()> {
-        let mut record = ::csv::StringRecord::with_capacity(512, row.cells.len());
-        for c in row.cells {
-            record.push_field(match c {
-                Cell::Text(t) => t,
-                _ => "",
-            });
-        }
+        let mut values = Vec::with_capacity(512);
+        let itsm = row.encode_values(&mut values);
         self.push(Msg::Accepted {
-            record,
+            values,
+            itsm,
             id: row.id.to_string(),
             state: row.state,
             updated_at: row.updated_at,
@@ -252,7 +259,16 @@ impl RowHandler for Sender {
 }
 
 fn cells_of(record: &::csv::StringRecord) -> Vec<Cell<'_>> {
-    record.iter().map(|f| if f.is_empty() { Cell::Empty } else { Cell::Text(f) }).collect()
+    record
+        .iter()
+        .map(|f| {
+            if f.is_empty() {
+                Cell::Empty
+            } else {
+                Cell::Text(f)
+            }
+        })
+        .collect()
 }
 
 /// Reads a CSV report into `handler`: a second thread parses and checks the rows while
@@ -269,7 +285,10 @@ pub(crate) fn read<H: RowHandler>(
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Msg>>(8);
         let parser = scope.spawn(move || {
-            let mut sender = Sender { tx, batch: Vec::with_capacity(BATCH) };
+            let mut sender = Sender {
+                tx,
+                batch: Vec::with_capacity(BATCH),
+            };
             let mut notes = Vec::new();
             let result = parse(path, schema, ctx, &mut sender, &mut notes, utf8);
             let flushed = sender.flush();
@@ -285,18 +304,25 @@ pub(crate) fn read<H: RowHandler>(
                         layout = Some(l);
                         Ok(())
                     }
-                    Msg::Accepted { record, id, state, updated_at, row } => {
-                        let cells = cells_of(&record);
+                    Msg::Accepted {
+                        values,
+                        itsm,
+                        id,
+                        state,
+                        updated_at,
+                        row,
+                    } => {
                         let layout = layout.as_deref().expect("the header comes before rows");
                         let accepted = AcceptedRow {
                             id: &id,
                             state,
                             updated_at,
                             row,
-                            cells: &cells,
+                            cells: &[],
                             layout,
                             schema,
                             ctx: &main_ctx,
+                            encoded: Some((&values, &itsm)),
                         };
                         handler.accepted(&accepted)
                     }
@@ -318,7 +344,9 @@ pub(crate) fn read<H: RowHandler>(
         }
         // Dropping the receiver stops the parser at its next send.
         drop(rx);
-        let parsed = parser.join().map_err(|_| anyhow::anyhow!("the CSV parsing thread panicked"))?;
+        let parsed = parser
+            .join()
+            .map_err(|_| anyhow::anyhow!("the CSV parsing thread panicked"))?;
         if let Some(e) = failure {
             return Err(e);
         }

@@ -119,6 +119,8 @@ pub(crate) struct AcceptedRow<'a> {
     pub(crate) layout: &'a Layout,
     pub(crate) schema: &'a Schema,
     pub(crate) ctx: &'a DateContext,
+    /// The values already encoded (by the thread that parsed the row), with the ITSM number.
+    pub(crate) encoded: Option<(&'a [u8], &'a str)>,
 }
 
 impl AcceptedRow<'_> {
@@ -127,7 +129,9 @@ impl AcceptedRow<'_> {
     }
 
     fn value(&self, col: Option<usize>, field: Option<usize>) -> Cow<'_, str> {
-        let Some(c) = col else { return Cow::Borrowed("") };
+        let Some(c) = col else {
+            return Cow::Borrowed("");
+        };
         let kind = field.map_or(FieldType::Text, |i| self.schema.fields[i].kind);
         match field {
             Some(i) if i == self.layout.id_field => Cow::Borrowed(self.id),
@@ -143,6 +147,10 @@ impl AcceptedRow<'_> {
     /// column), then of every extra column, to `out` in the ledger's attribute encoding.
     /// Returns the row's ITSM number.
     pub(crate) fn encode_values(&self, out: &mut Vec<u8>) -> String {
+        if let Some((blob, itsm)) = self.encoded {
+            out.extend_from_slice(blob);
+            return itsm.to_string();
+        }
         let mut itsm = String::new();
         for (i, col) in self.layout.field_columns.iter().enumerate() {
             let v = self.value(*col, Some(i));
@@ -308,6 +316,7 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                     layout,
                     schema: self.schema,
                     ctx: &self.ctx,
+                    encoded: None,
                 };
                 self.handler.accepted(&accepted)
             }
@@ -353,19 +362,21 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
         }
         let state_col = layout.field_columns[layout.state_field].expect("required column");
         let state = match get(Some(state_col)) {
-            Cell::Text(t) if !t.trim().is_empty() => match state_of(&mut self.state_memo, self.schema, t) {
-                Some(StateValue::Trigger(s)) => Some(s),
-                Some(StateValue::Ignored) => None,
-                None => {
-                    return Err((
-                        header(state_col),
-                        format!(
-                            "unknown state {:?}: add it to the schema's [states] if it is valid",
-                            t.trim()
-                        ),
-                    ));
+            Cell::Text(t) if !t.trim().is_empty() => {
+                match state_of(&mut self.state_memo, self.schema, t) {
+                    Some(StateValue::Trigger(s)) => Some(s),
+                    Some(StateValue::Ignored) => None,
+                    None => {
+                        return Err((
+                            header(state_col),
+                            format!(
+                                "unknown state {:?}: add it to the schema's [states] if it is valid",
+                                t.trim()
+                            ),
+                        ));
+                    }
                 }
-            },
+            }
             Cell::Empty | Cell::Text(_) => {
                 return Err((header(state_col), "empty state".to_string()));
             }
@@ -465,7 +476,8 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                 headers: headers.iter().map(|h| h.trim().to_string()).collect(),
                 normalized,
             });
-            self.handler.header(self.layout.as_ref().expect("set above"));
+            self.handler
+                .header(self.layout.as_ref().expect("set above"));
             return Ok(());
         }
         let nonempty = headers.iter().any(|h| !h.trim().is_empty());
@@ -488,7 +500,11 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
 }
 
 /// The state a cell names; remembers the few distinct spellings a report uses.
-fn state_of(memo: &mut HashMap<String, Option<StateValue>>, schema: &Schema, text: &str) -> Option<StateValue> {
+fn state_of(
+    memo: &mut HashMap<String, Option<StateValue>>,
+    schema: &Schema,
+    text: &str,
+) -> Option<StateValue> {
     if let Some(v) = memo.get(text) {
         return *v;
     }
@@ -548,7 +564,11 @@ fn is_repeated_header(cells: &[Cell<'_>], header: &[String]) -> bool {
 /// `normalize_header(raw) == normalized`, without allocating.
 fn normalized_eq(normalized: &str, raw: &str) -> bool {
     let mut want = normalized.chars();
-    for c in raw.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase) {
+    for c in raw
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+    {
         if want.next() != Some(c) {
             return false;
         }

@@ -20,8 +20,16 @@ use crate::ledger::{EventView, Ledger, StoredEvent};
 const CHUNK: usize = 10_000;
 
 /// The top-level fields of the canonical event, before the attributes.
-const CANONICAL: [&str; 8] =
-    ["event_id", "activity_id", "previous_state", "state", "itsm_number", "updated_at", "report", "row"];
+const CANONICAL: [&str; 8] = [
+    "event_id",
+    "activity_id",
+    "previous_state",
+    "state",
+    "itsm_number",
+    "updated_at",
+    "report",
+    "row",
+];
 
 /// The canonical event (used when a sink has no mapping): `event_id`, `activity_id`,
 /// `previous_state`, `state`, `itsm_number`, `updated_at`, `report`, `row`, every schema
@@ -75,10 +83,14 @@ impl<'a> Canonical<'a> {
         map: &FieldMap,
         schema_fields: &'a [String],
     ) -> Canonical<'a> {
-        let mut out: Vec<(&'a str, Cow<'a, str>)> = Vec::with_capacity(CANONICAL.len() + schema_fields.len() + 1);
+        let mut out: Vec<(&'a str, Cow<'a, str>)> =
+            Vec::with_capacity(CANONICAL.len() + schema_fields.len() + 1);
         out.push(("event_id", Cow::Borrowed(key)));
         out.push(("activity_id", Cow::Borrowed(activity_id)));
-        out.push(("previous_state", Cow::Borrowed(previous_state.map_or("", State::as_str))));
+        out.push((
+            "previous_state",
+            Cow::Borrowed(previous_state.map_or("", State::as_str)),
+        ));
         out.push(("state", Cow::Borrowed(state.as_str())));
         out.push(("itsm_number", Cow::Borrowed(itsm_number)));
         out.push(("updated_at", Cow::Owned(rfc3339(updated_at))));
@@ -96,30 +108,77 @@ impl<'a> Canonical<'a> {
         if kind != "change" {
             out.push(("kind", Cow::Borrowed(kind)));
         }
-        Canonical { fields: out, row, extra }
+        Canonical {
+            fields: out,
+            row,
+            extra,
+        }
     }
 
-    pub(crate) fn of_view(v: &'a EventView<'a>, map: &mut FieldMap, schema_fields: &'a [String]) -> Canonical<'a> {
+    pub(crate) fn of_view(
+        v: &'a EventView<'a>,
+        map: &mut FieldMap,
+        schema_fields: &'a [String],
+    ) -> Canonical<'a> {
         map.prepare(v.fields, schema_fields);
         let n = v.fields.len();
-        let fields: Vec<(&str, &str)> = v.fields.iter().map(String::as_str).zip(v.values.iter().copied()).collect();
-        let extra = v.extras.iter().map(String::as_str).zip(v.values.iter().skip(n).copied()).collect();
+        let fields: Vec<(&str, &str)> = v
+            .fields
+            .iter()
+            .map(String::as_str)
+            .zip(v.values.iter().copied())
+            .collect();
+        let extra = v
+            .extras
+            .iter()
+            .map(String::as_str)
+            .zip(v.values.iter().skip(n).copied())
+            .collect();
         Canonical::build(
-            v.key, v.activity_id, v.previous_state, v.state, v.itsm_number, v.updated_at, v.report, v.row, v.kind,
-            &fields, extra, map, schema_fields,
+            v.key,
+            v.activity_id,
+            v.previous_state,
+            v.state,
+            v.itsm_number,
+            v.updated_at,
+            v.report,
+            v.row,
+            v.kind,
+            &fields,
+            extra,
+            map,
+            schema_fields,
         )
     }
 
     pub(crate) fn of_stored(e: &'a StoredEvent, schema_fields: &'a [String]) -> Canonical<'a> {
-        let fields: Vec<(&str, &str)> =
-            e.attrs[..e.extra_from.min(e.attrs.len())].iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let fields: Vec<(&str, &str)> = e.attrs[..e.extra_from.min(e.attrs.len())]
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let names: Vec<String> = fields.iter().map(|f| f.0.to_string()).collect();
         let mut map = FieldMap::default();
         map.prepare(&names, schema_fields);
-        let extra = e.attrs.iter().skip(e.extra_from).map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let extra = e
+            .attrs
+            .iter()
+            .skip(e.extra_from)
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         Canonical::build(
-            &e.key, &e.activity_id, e.previous_state, e.state, &e.itsm_number, e.updated_at, &e.report, e.row, &e.kind,
-            &fields, extra, &map, schema_fields,
+            &e.key,
+            &e.activity_id,
+            e.previous_state,
+            e.state,
+            &e.itsm_number,
+            e.updated_at,
+            &e.report,
+            e.row,
+            &e.kind,
+            &fields,
+            extra,
+            &map,
+            schema_fields,
         )
     }
 
@@ -160,8 +219,11 @@ impl<'a> Canonical<'a> {
                 m.insert("row".into(), Value::from(self.row));
             }
         }
-        let extra: serde_json::Map<String, Value> =
-            self.extra.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect();
+        let extra: serde_json::Map<String, Value> = self
+            .extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(*v)))
+            .collect();
         m.insert("extra".into(), Value::Object(extra));
         m
     }
@@ -172,11 +234,18 @@ impl<'a> Canonical<'a> {
             "row" => self.row.to_string(),
             "extra" if self.extra.is_empty() => String::new(),
             "extra" => {
-                let m: serde_json::Map<String, Value> =
-                    self.extra.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect();
+                let m: serde_json::Map<String, Value> = self
+                    .extra
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), Value::from(*v)))
+                    .collect();
                 Value::Object(m).to_string()
             }
-            _ => self.fields.iter().find(|(k, _)| *k == h).map_or(String::new(), |(_, v)| v.to_string()),
+            _ => self
+                .fields
+                .iter()
+                .find(|(k, _)| *k == h)
+                .map_or(String::new(), |(_, v)| v.to_string()),
         }
     }
 }
@@ -191,7 +260,12 @@ fn csv_header(sink: &FileSinkConfig, schema_fields: &[String]) -> Vec<String> {
         Some(m) => m.fields.clone(),
         None => {
             let mut h: Vec<String> = CANONICAL.iter().map(|s| s.to_string()).collect();
-            h.extend(schema_fields.iter().filter(|f| !CANONICAL.contains(&f.as_str())).cloned());
+            h.extend(
+                schema_fields
+                    .iter()
+                    .filter(|f| !CANONICAL.contains(&f.as_str()))
+                    .cloned(),
+            );
             h.push("kind".into());
             h.push("extra".into());
             h
@@ -200,6 +274,7 @@ fn csv_header(sink: &FileSinkConfig, schema_fields: &[String]) -> Vec<String> {
 }
 
 /// The open import file.
+#[allow(clippy::large_enum_variant)] // one per import file
 enum Out<W: Write> {
     Csv(csv::Writer<W>),
     Jsonl(W),
@@ -218,9 +293,13 @@ fn write_event<W: Write>(
     match (&sink.mapping, out) {
         (Some(m), out) => {
             let stored = v.to_stored();
-            let rec = m.render(&stored).with_context(|| format!("event {} (activity {})", v.key, v.activity_id))?;
+            let rec = m
+                .render(&stored)
+                .with_context(|| format!("event {} (activity {})", v.key, v.activity_id))?;
             match out {
-                Out::Csv(w) => w.write_record(header.iter().map(|h| rec.get(h).map_or("", String::as_str)))?,
+                Out::Csv(w) => {
+                    w.write_record(header.iter().map(|h| rec.get(h).map_or("", String::as_str)))?
+                }
                 Out::Jsonl(w) => {
                     line.clear();
                     serde_json::to_writer(&mut *line, &rec)?;
@@ -283,7 +362,15 @@ pub(crate) fn deliver(
         loop {
             let seen = ledger.for_each_event_after(last, CHUNK, |v| {
                 first.get_or_insert(v.id);
-                write_event(v, sink, schema_fields, &mut map, &header, &mut line, &mut out)?;
+                write_event(
+                    v,
+                    sink,
+                    schema_fields,
+                    &mut map,
+                    &header,
+                    &mut line,
+                    &mut out,
+                )?;
                 count += 1;
                 Ok(())
             })?;
@@ -302,7 +389,8 @@ pub(crate) fn deliver(
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     }
     tmp.as_file().sync_all()?;
     let ext = match sink.format {

@@ -54,6 +54,9 @@ impl Source for LocalSource {
 
     fn fetch(&mut self, report: &Listed) -> Result<Fetched> {
         // Read in place; the pipeline hashes it while parsing it.
-        Ok(Fetched { path: self.dir.join(&report.name), sha256: None })
+        Ok(Fetched {
+            path: self.dir.join(&report.name),
+            sha256: None,
+        })
     }
 }

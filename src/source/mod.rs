@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-
 /// A report as a listing shows it.
 #[derive(Debug, Clone)]
 pub(crate) struct Listed {
@@ -39,12 +38,15 @@ pub(crate) trait Source {
 
 /// Streams a file once for its SHA-256 and size.
 pub(crate) fn hash_file(path: &Path) -> Result<(String, u64)> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
-        let n = f.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -88,7 +90,9 @@ impl HashJob {
             let HashJob::Running(h) = std::mem::replace(self, HashJob::Done(String::new())) else {
                 unreachable!("checked above")
             };
-            let (sha, _) = h.join().map_err(|_| anyhow::anyhow!("the hashing thread panicked"))??;
+            let (sha, _) = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("the hashing thread panicked"))??;
             *self = HashJob::Done(sha);
         }
         match self {
