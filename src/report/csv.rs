@@ -10,11 +10,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use std::sync::Arc;
-use std::sync::mpsc::SyncSender;
-
-use super::{AcceptedRow, Layout, Reject, RowCounts, RowHandler, RowProcessor, RowWarning, Skip};
-use crate::activity::{Cell, DateContext, State};
+use super::{Layout, RowCounts, RowHandler, RowProcessor};
+use crate::activity::{Cell, DateContext};
 use crate::report::schema::Schema;
 
 const SNIFF_BYTES: usize = 64 * 1024;
@@ -169,95 +166,6 @@ impl std::fmt::Display for NotUtf8 {
 
 impl std::error::Error for NotUtf8 {}
 
-/// What the parsing thread hands to the ledger side, in row order.
-enum Msg {
-    Header(Arc<Layout>),
-    /// An accepted row with its values already encoded for the ledger (the parsing thread
-    /// does that work, so the ledger side only decides and writes).
-    Accepted {
-        values: Vec<u8>,
-        itsm: String,
-        id: String,
-        state: State,
-        updated_at: Option<i64>,
-        row: u64,
-    },
-    Rejected(Reject),
-    Warning(RowWarning),
-    Skipped(Skip, u64),
-}
-
-const BATCH: usize = 512;
-
-/// The parsing thread's handler: batches what the rows became and sends it on.
-struct Sender {
-    tx: SyncSender<Vec<Msg>>,
-    batch: Vec<Msg>,
-}
-
-impl Sender {
-    fn push(&mut self, m: Msg) -> Result<()> {
-        self.batch.push(m);
-        if self.batch.len() >= BATCH {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        if !self.batch.is_empty() {
-            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
-            self.tx
-                .send(batch)
-                .map_err(|_| anyhow::Error::new(Stopped))?;
-        }
-        Ok(())
-    }
-}
-
-/// The ledger side stopped taking rows (it failed or gave up on the report).
-#[derive(Debug)]
-struct Stopped;
-
-impl std::fmt::Display for Stopped {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("stopped")
-    }
-}
-
-impl std::error::Error for Stopped {}
-
-impl RowHandler for Sender {
-    fn header(&mut self, layout: &Layout) {
-        self.batch.push(Msg::Header(Arc::new(layout.clone())));
-    }
-
-    fn accepted(&mut self, row: &AcceptedRow<'_>) -> Result<()> {
-        let mut values = Vec::with_capacity(512);
-        let itsm = row.encode_values(&mut values);
-        self.push(Msg::Accepted {
-            values,
-            itsm,
-            id: row.id.to_string(),
-            state: row.state,
-            updated_at: row.updated_at,
-            row: row.row,
-        })
-    }
-
-    fn rejected(&mut self, reject: Reject) -> Result<()> {
-        self.push(Msg::Rejected(reject))
-    }
-
-    fn warning(&mut self, warning: RowWarning) {
-        self.batch.push(Msg::Warning(warning));
-    }
-
-    fn skipped(&mut self, skip: Skip, row: u64) {
-        self.batch.push(Msg::Skipped(skip, row));
-    }
-}
-
 fn cells_of(record: &::csv::StringRecord) -> Vec<Cell<'_>> {
     record
         .iter()
@@ -271,93 +179,8 @@ fn cells_of(record: &::csv::StringRecord) -> Vec<Cell<'_>> {
         .collect()
 }
 
-/// Reads a CSV report into `handler`: a second thread parses and checks the rows while
-/// this one hands them to `handler` (the ledger side), so both cores work.
+/// Parses and checks every row of a CSV report into `handler`.
 pub(crate) fn read<H: RowHandler>(
-    path: &Path,
-    schema: &Schema,
-    ctx: DateContext,
-    handler: &mut H,
-    notes: &mut Vec<String>,
-    utf8: bool,
-) -> Result<(Layout, RowCounts)> {
-    let main_ctx = ctx.clone();
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Msg>>(8);
-        let parser = scope.spawn(move || {
-            let mut sender = Sender {
-                tx,
-                batch: Vec::with_capacity(BATCH),
-            };
-            let mut notes = Vec::new();
-            let result = parse(path, schema, ctx, &mut sender, &mut notes, utf8);
-            let flushed = sender.flush();
-            result.and_then(|r| flushed.map(|()| (r, notes)))
-        });
-        let mut layout: Option<Arc<Layout>> = None;
-        let mut failure: Option<anyhow::Error> = None;
-        'recv: for batch in rx.iter() {
-            for msg in batch {
-                let step = match msg {
-                    Msg::Header(l) => {
-                        handler.header(&l);
-                        layout = Some(l);
-                        Ok(())
-                    }
-                    Msg::Accepted {
-                        values,
-                        itsm,
-                        id,
-                        state,
-                        updated_at,
-                        row,
-                    } => {
-                        let layout = layout.as_deref().expect("the header comes before rows");
-                        let accepted = AcceptedRow {
-                            id: &id,
-                            state,
-                            updated_at,
-                            row,
-                            cells: &[],
-                            layout,
-                            schema,
-                            ctx: &main_ctx,
-                            encoded: Some((&values, &itsm)),
-                        };
-                        handler.accepted(&accepted)
-                    }
-                    Msg::Rejected(r) => handler.rejected(r),
-                    Msg::Warning(w) => {
-                        handler.warning(w);
-                        Ok(())
-                    }
-                    Msg::Skipped(skip, row) => {
-                        handler.skipped(skip, row);
-                        Ok(())
-                    }
-                };
-                if let Err(e) = step {
-                    failure = Some(e);
-                    break 'recv;
-                }
-            }
-        }
-        // Dropping the receiver stops the parser at its next send.
-        drop(rx);
-        let parsed = parser
-            .join()
-            .map_err(|_| anyhow::anyhow!("the CSV parsing thread panicked"))?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        let ((layout, counts), more_notes) = parsed?;
-        notes.extend(more_notes);
-        Ok((layout, counts))
-    })
-}
-
-/// Parses and checks every row (the parsing thread's part).
-fn parse<H: RowHandler>(
     path: &Path,
     schema: &Schema,
     ctx: DateContext,

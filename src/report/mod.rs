@@ -13,10 +13,13 @@ pub(crate) mod xlsx;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
 
 use anyhow::{Result, bail};
 
 use crate::activity::{Cell, CellValue, DateContext, State, normalize_cell};
+use crate::ledger::attrs;
 use schema::{FieldType, Schema, StateValue, normalize_header};
 
 /// The file formats a report can come in.
@@ -166,6 +169,15 @@ impl AcceptedRow<'_> {
     }
 }
 
+/// A row that passed the checks, its values encoded for the ledger.
+struct Checked<'c> {
+    id: Cow<'c, str>,
+    state: State,
+    updated_at: Option<i64>,
+    values: Vec<u8>,
+    itsm: String,
+}
+
 /// Counts of the rows a report held, by what became of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub(crate) struct RowCounts {
@@ -304,19 +316,19 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
             return Ok(());
         }
         match self.check_row(number, cells) {
-            Ok(Some((id, state, updated_at))) => {
+            Ok(Some(c)) => {
                 self.counts.accepted += 1;
                 let layout = self.layout.as_ref().expect("layout checked above");
                 let accepted = AcceptedRow {
-                    id: &id,
-                    state,
-                    updated_at,
+                    id: &c.id,
+                    state: c.state,
+                    updated_at: c.updated_at,
                     row: number,
                     cells,
                     layout,
                     schema: self.schema,
                     ctx: &self.ctx,
-                    encoded: None,
+                    encoded: Some((&c.values, &c.itsm)),
                 };
                 self.handler.accepted(&accepted)
             }
@@ -344,7 +356,7 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
         &mut self,
         number: u64,
         cells: &'c [Cell<'c>],
-    ) -> std::result::Result<Option<(Cow<'c, str>, State, Option<i64>)>, (String, String)> {
+    ) -> std::result::Result<Option<Checked<'c>>, (String, String)> {
         let layout = self.layout.as_ref().expect("called after the header");
         let header = |col: usize| layout.headers.get(col).cloned().unwrap_or_default();
         let get = |col: Option<usize>| {
@@ -382,34 +394,51 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
             }
             other => return Err((header(state_col), format!("unknown state {other:?}"))),
         };
+        // One pass checks every value and encodes it for the ledger.
         let mut updated_at = None;
         let mut warnings = Vec::new();
+        let mut values = Vec::with_capacity(512);
+        let mut itsm = String::new();
+        let state_text = state.map_or("", State::as_str);
         for (i, col) in layout.field_columns.iter().enumerate() {
-            let Some(col) = *col else { continue };
-            if i == layout.id_field || i == layout.state_field {
+            let Some(col) = *col else {
+                attrs::push(&mut values, "");
+                continue;
+            };
+            if i == layout.id_field {
+                attrs::push(&mut values, &id);
+                continue;
+            }
+            if i == layout.state_field {
+                attrs::push(&mut values, state_text);
                 continue;
             }
             let kind = self.schema.fields[i].kind;
-            match normalize_cell(get(Some(col)), kind, &self.ctx, false) {
-                CellValue::Ok {
-                    temporal, warning, ..
-                } => {
+            match normalize_cell(get(Some(col)), kind, &self.ctx, true) {
+                CellValue::Ok { text, temporal, warning } => {
                     if Some(i) == layout.updated_field {
                         updated_at = temporal.map(|t| t.timestamp(&self.ctx));
+                    }
+                    if Some(i) == layout.itsm_field {
+                        itsm = text.to_string();
                     }
                     if let Some(w) = warning {
                         warnings.push((header(col), w));
                     }
+                    attrs::push(&mut values, &text);
                 }
                 CellValue::Invalid(reason) => return Err((header(col), reason)),
             }
         }
         for (col, _) in &layout.extras {
-            if let Some(Cell::Error(e)) = cells.get(*col) {
-                warnings.push((
-                    header(*col),
-                    format!("the spreadsheet error value {e} was read as empty"),
-                ));
+            match normalize_cell(get(Some(*col)), FieldType::Text, &self.ctx, true) {
+                CellValue::Ok { text, warning, .. } => {
+                    if let (Some(w), Some(Cell::Error(_))) = (warning, cells.get(*col)) {
+                        warnings.push((header(*col), w));
+                    }
+                    attrs::push(&mut values, &text);
+                }
+                CellValue::Invalid(_) => attrs::push(&mut values, ""),
             }
         }
         let Some(state) = state else { return Ok(None) };
@@ -421,7 +450,7 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                 message,
             });
         }
-        Ok(Some((id, state, updated_at)))
+        Ok(Some(Checked { id, state, updated_at, values, itsm }))
     }
 
     fn look_for_header(&mut self, _number: u64, cells: &[Cell<'_>]) -> Result<()> {
@@ -585,7 +614,101 @@ fn raw_row(cells: &[Cell<'_>]) -> String {
     String::from_utf8_lossy(&bytes).trim_end().to_string()
 }
 
+/// What the parsing thread hands to the ledger side, in row order.
+enum Msg {
+    Header(Arc<Layout>),
+    /// An accepted row with its values already encoded for the ledger (the parsing thread
+    /// does that work, so the ledger side only decides and writes).
+    Accepted {
+        values: Vec<u8>,
+        itsm: String,
+        id: String,
+        state: State,
+        updated_at: Option<i64>,
+        row: u64,
+    },
+    Rejected(Reject),
+    Warning(RowWarning),
+    Skipped(Skip, u64),
+}
+
+const BATCH: usize = 512;
+
+/// The parsing thread's handler: batches what the rows became and sends it on.
+struct Sender {
+    tx: SyncSender<Vec<Msg>>,
+    batch: Vec<Msg>,
+}
+
+impl Sender {
+    fn push(&mut self, m: Msg) -> Result<()> {
+        self.batch.push(m);
+        if self.batch.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if !self.batch.is_empty() {
+            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+            self.tx
+                .send(batch)
+                .map_err(|_| anyhow::Error::new(Stopped))?;
+        }
+        Ok(())
+    }
+}
+
+/// The ledger side stopped taking rows (it failed or gave up on the report).
+#[derive(Debug)]
+struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stopped")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+impl RowHandler for Sender {
+    fn header(&mut self, layout: &Layout) {
+        self.batch.push(Msg::Header(Arc::new(layout.clone())));
+    }
+
+    fn accepted(&mut self, row: &AcceptedRow<'_>) -> Result<()> {
+        let mut values = Vec::with_capacity(512);
+        let itsm = row.encode_values(&mut values);
+        self.push(Msg::Accepted {
+            values,
+            itsm,
+            id: row.id.to_string(),
+            state: row.state,
+            updated_at: row.updated_at,
+            row: row.row,
+        })
+    }
+
+    fn rejected(&mut self, reject: Reject) -> Result<()> {
+        self.push(Msg::Rejected(reject))
+    }
+
+    fn warning(&mut self, warning: RowWarning) {
+        self.batch.push(Msg::Warning(warning));
+    }
+
+    fn skipped(&mut self, skip: Skip, row: u64) {
+        self.batch.push(Msg::Skipped(skip, row));
+    }
+}
+
 /// Reads a whole report into `handler`; returns the layout and the row counts.
+///
+/// A second thread parses and checks the rows (and encodes the values of accepted ones)
+/// while this one hands them to `handler`, the ledger side, in row order: both cores work.
+/// A CSV file that turns out not to be UTF-8 fails with [`csv::NotUtf8`] when `utf8` is
+/// set: the caller reads it again as Windows-1252.
 pub(crate) fn read<H: RowHandler>(
     path: &Path,
     schema: &Schema,
@@ -594,8 +717,82 @@ pub(crate) fn read<H: RowHandler>(
     notes: &mut Vec<String>,
     utf8: bool,
 ) -> Result<(Layout, RowCounts)> {
-    match Format::detect(path)? {
-        Format::Csv => csv::read(path, schema, ctx, handler, notes, utf8),
-        Format::Xlsx => xlsx::read(path, schema, ctx, handler, notes),
-    }
+    let main_ctx = ctx.clone();
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Msg>>(8);
+        let parser = scope.spawn(move || {
+            let mut sender = Sender {
+                tx,
+                batch: Vec::with_capacity(BATCH),
+            };
+            let mut notes = Vec::new();
+            let result = match Format::detect(path) {
+                Ok(Format::Csv) => csv::read(path, schema, ctx, &mut sender, &mut notes, utf8),
+                Ok(Format::Xlsx) => xlsx::read(path, schema, ctx, &mut sender, &mut notes),
+                Err(e) => Err(e),
+            };
+            let flushed = sender.flush();
+            result.and_then(|r| flushed.map(|()| (r, notes)))
+        });
+        let mut layout: Option<Arc<Layout>> = None;
+        let mut failure: Option<anyhow::Error> = None;
+        'recv: for batch in rx.iter() {
+            for msg in batch {
+                let step = match msg {
+                    Msg::Header(l) => {
+                        handler.header(&l);
+                        layout = Some(l);
+                        Ok(())
+                    }
+                    Msg::Accepted {
+                        values,
+                        itsm,
+                        id,
+                        state,
+                        updated_at,
+                        row,
+                    } => {
+                        let layout = layout.as_deref().expect("the header comes before rows");
+                        let accepted = AcceptedRow {
+                            id: &id,
+                            state,
+                            updated_at,
+                            row,
+                            cells: &[],
+                            layout,
+                            schema,
+                            ctx: &main_ctx,
+                            encoded: Some((&values, &itsm)),
+                        };
+                        handler.accepted(&accepted)
+                    }
+                    Msg::Rejected(r) => handler.rejected(r),
+                    Msg::Warning(w) => {
+                        handler.warning(w);
+                        Ok(())
+                    }
+                    Msg::Skipped(skip, row) => {
+                        handler.skipped(skip, row);
+                        Ok(())
+                    }
+                };
+                if let Err(e) = step {
+                    failure = Some(e);
+                    break 'recv;
+                }
+            }
+        }
+        // Dropping the receiver stops the parser at its next send.
+        drop(rx);
+        let parsed = parser
+            .join()
+            .map_err(|_| anyhow::anyhow!("the report parsing thread panicked"))?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let ((layout, counts), more_notes) = parsed?;
+        notes.extend(more_notes);
+        Ok((layout, counts))
+    })
 }
+

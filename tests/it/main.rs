@@ -4,6 +4,7 @@
 mod server;
 mod support;
 
+mod crash;
 mod dedupe;
 mod http_sink;
 mod parsing;

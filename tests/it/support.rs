@@ -97,6 +97,18 @@ format = "jsonl"
         c
     }
 
+    /// The binary as a plain process (to spawn and kill), configured like [`Workdir::cmd`].
+    pub fn process(&self) -> std::process::Command {
+        #[allow(deprecated)]
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("tangoe-ingest"));
+        c.current_dir(self.path());
+        c.env_remove("TANGOE_INGEST_CONFIG");
+        c.env_remove("RUST_LOG");
+        c.arg("--config").arg(self.path().join("tangoe-ingest.toml"));
+        c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        c
+    }
+
     /// Runs the binary with `args`; returns its output whatever the exit code.
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().unwrap()
