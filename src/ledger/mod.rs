@@ -482,7 +482,87 @@ pub(crate) struct EventView<'a> {
     pub(crate) values: Vec<&'a str>,
 }
 
+/// An event copied out of the ledger, to hand to another thread; [`OwnedEvent::view`]
+/// borrows it back as an [`EventView`].
+pub(crate) struct OwnedEvent {
+    id: i64,
+    key: String,
+    activity_id: String,
+    previous_state: Option<State>,
+    state: State,
+    updated_at: i64,
+    report: std::sync::Arc<str>,
+    row: u64,
+    itsm_number: String,
+    kind: String,
+    columns: std::sync::Arc<Columns>,
+    /// The values in the ledger's attribute encoding.
+    values: Vec<u8>,
+}
+
+impl OwnedEvent {
+    pub(crate) fn view(&self) -> Result<EventView<'_>> {
+        Ok(EventView {
+            id: self.id,
+            key: &self.key,
+            activity_id: &self.activity_id,
+            previous_state: self.previous_state,
+            state: self.state,
+            updated_at: self.updated_at,
+            report: &self.report,
+            row: self.row,
+            itsm_number: &self.itsm_number,
+            kind: &self.kind,
+            fields: &self.columns.fields,
+            extras: &self.columns.extras,
+            values: attrs::decode(&self.values)?,
+        })
+    }
+}
+
 impl EventView<'_> {
+    /// A copy to send to another thread; `shared` keeps one copy of each report's name and
+    /// columns for a batch.
+    pub(crate) fn to_owned_event(
+        &self,
+        shared: &mut Option<(std::sync::Arc<str>, std::sync::Arc<Columns>)>,
+    ) -> OwnedEvent {
+        let (report, columns) = match shared {
+            Some((r, c))
+                if &**r == self.report && c.fields == self.fields && c.extras == self.extras =>
+            {
+                (r.clone(), c.clone())
+            }
+            _ => {
+                let r: std::sync::Arc<str> = std::sync::Arc::from(self.report);
+                let c = std::sync::Arc::new(Columns {
+                    fields: self.fields.to_vec(),
+                    extras: self.extras.to_vec(),
+                });
+                *shared = Some((r.clone(), c.clone()));
+                (r, c)
+            }
+        };
+        let mut values = Vec::with_capacity(512);
+        for v in &self.values {
+            attrs::push(&mut values, v);
+        }
+        OwnedEvent {
+            id: self.id,
+            key: self.key.to_string(),
+            activity_id: self.activity_id.to_string(),
+            previous_state: self.previous_state,
+            state: self.state,
+            updated_at: self.updated_at,
+            report,
+            row: self.row,
+            itsm_number: self.itsm_number.to_string(),
+            kind: self.kind.to_string(),
+            columns,
+            values,
+        }
+    }
+
     pub(crate) fn to_stored(&self) -> StoredEvent {
         let names = self.fields.iter().chain(self.extras);
         StoredEvent {

@@ -13,7 +13,6 @@ pub(crate) mod xlsx;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
 
 use anyhow::{Result, bail};
@@ -104,68 +103,29 @@ impl Layout {
 
 /// Receives what a report's rows turn into.
 pub(crate) trait RowHandler {
-    /// The header was found; rows follow.
-    fn header(&mut self, _layout: &Layout) {}
     fn accepted(&mut self, row: &AcceptedRow<'_>) -> Result<()>;
     fn rejected(&mut self, reject: Reject) -> Result<()>;
     fn warning(&mut self, warning: RowWarning);
     fn skipped(&mut self, skip: Skip, row: u64);
 }
 
-/// An accepted row: its key fields at hand, every other value rendered on demand.
+/// An accepted row: its key fields, and its values normalised and encoded for the ledger.
 pub(crate) struct AcceptedRow<'a> {
     pub(crate) id: &'a str,
     pub(crate) state: State,
     pub(crate) updated_at: Option<i64>,
     pub(crate) row: u64,
-    pub(crate) cells: &'a [Cell<'a>],
-    pub(crate) layout: &'a Layout,
-    pub(crate) schema: &'a Schema,
-    pub(crate) ctx: &'a DateContext,
-    /// The values already encoded (by the thread that parsed the row), with the ITSM number.
-    pub(crate) encoded: Option<(&'a [u8], &'a str)>,
+    values: &'a [u8],
+    itsm: &'a str,
 }
 
 impl AcceptedRow<'_> {
-    fn cell(&self, col: usize) -> Cell<'_> {
-        self.cells.get(col).copied().unwrap_or(Cell::Empty)
-    }
-
-    fn value(&self, col: Option<usize>, field: Option<usize>) -> Cow<'_, str> {
-        let Some(c) = col else {
-            return Cow::Borrowed("");
-        };
-        let kind = field.map_or(FieldType::Text, |i| self.schema.fields[i].kind);
-        match field {
-            Some(i) if i == self.layout.id_field => Cow::Borrowed(self.id),
-            Some(i) if i == self.layout.state_field => Cow::Borrowed(self.state.as_str()),
-            _ => match normalize_cell(self.cell(c), kind, self.ctx, true) {
-                CellValue::Ok { text, .. } => text,
-                CellValue::Invalid(_) => Cow::Borrowed(""),
-            },
-        }
-    }
-
-    /// Appends the normalised values of every schema field (empty when the report lacks the
-    /// column), then of every extra column, to `out` in the ledger's attribute encoding.
+    /// Appends the row's values (every schema field, empty when the report lacks the
+    /// column, then every extra column) in the ledger's attribute encoding to `out`.
     /// Returns the row's ITSM number.
     pub(crate) fn encode_values(&self, out: &mut Vec<u8>) -> String {
-        if let Some((blob, itsm)) = self.encoded {
-            out.extend_from_slice(blob);
-            return itsm.to_string();
-        }
-        let mut itsm = String::new();
-        for (i, col) in self.layout.field_columns.iter().enumerate() {
-            let v = self.value(*col, Some(i));
-            if Some(i) == self.layout.itsm_field {
-                itsm = v.to_string();
-            }
-            crate::ledger::attrs::push(out, &v);
-        }
-        for (c, _) in &self.layout.extras {
-            crate::ledger::attrs::push(out, &self.value(Some(*c), None));
-        }
-        itsm
+        out.extend_from_slice(self.values);
+        self.itsm.to_string()
     }
 }
 
@@ -318,17 +278,13 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
         match self.check_row(number, cells) {
             Ok(Some(c)) => {
                 self.counts.accepted += 1;
-                let layout = self.layout.as_ref().expect("layout checked above");
                 let accepted = AcceptedRow {
                     id: &c.id,
                     state: c.state,
                     updated_at: c.updated_at,
                     row: number,
-                    cells,
-                    layout,
-                    schema: self.schema,
-                    ctx: &self.ctx,
-                    encoded: Some((&c.values, &c.itsm)),
+                    values: &c.values,
+                    itsm: &c.itsm,
                 };
                 self.handler.accepted(&accepted)
             }
@@ -415,7 +371,11 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
             }
             let kind = self.schema.fields[i].kind;
             match normalize_cell(get(Some(col)), kind, &self.ctx, true) {
-                CellValue::Ok { text, temporal, warning } => {
+                CellValue::Ok {
+                    text,
+                    temporal,
+                    warning,
+                } => {
                     if Some(i) == layout.updated_field {
                         updated_at = temporal.map(|t| t.timestamp(&self.ctx));
                     }
@@ -450,7 +410,13 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                 message,
             });
         }
-        Ok(Some(Checked { id, state, updated_at, values, itsm }))
+        Ok(Some(Checked {
+            id,
+            state,
+            updated_at,
+            values,
+            itsm,
+        }))
     }
 
     fn look_for_header(&mut self, _number: u64, cells: &[Cell<'_>]) -> Result<()> {
@@ -505,8 +471,6 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                 headers: headers.iter().map(|h| h.trim().to_string()).collect(),
                 normalized,
             });
-            self.handler
-                .header(self.layout.as_ref().expect("set above"));
             return Ok(());
         }
         let nonempty = headers.iter().any(|h| !h.trim().is_empty());
@@ -616,7 +580,6 @@ fn raw_row(cells: &[Cell<'_>]) -> String {
 
 /// What the parsing thread hands to the ledger side, in row order.
 enum Msg {
-    Header(Arc<Layout>),
     /// An accepted row with its values already encoded for the ledger (the parsing thread
     /// does that work, so the ledger side only decides and writes).
     Accepted {
@@ -673,10 +636,6 @@ impl std::fmt::Display for Stopped {
 impl std::error::Error for Stopped {}
 
 impl RowHandler for Sender {
-    fn header(&mut self, layout: &Layout) {
-        self.batch.push(Msg::Header(Arc::new(layout.clone())));
-    }
-
     fn accepted(&mut self, row: &AcceptedRow<'_>) -> Result<()> {
         let mut values = Vec::with_capacity(512);
         let itsm = row.encode_values(&mut values);
@@ -717,7 +676,6 @@ pub(crate) fn read<H: RowHandler>(
     notes: &mut Vec<String>,
     utf8: bool,
 ) -> Result<(Layout, RowCounts)> {
-    let main_ctx = ctx.clone();
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Msg>>(8);
         let parser = scope.spawn(move || {
@@ -734,16 +692,10 @@ pub(crate) fn read<H: RowHandler>(
             let flushed = sender.flush();
             result.and_then(|r| flushed.map(|()| (r, notes)))
         });
-        let mut layout: Option<Arc<Layout>> = None;
         let mut failure: Option<anyhow::Error> = None;
         'recv: for batch in rx.iter() {
             for msg in batch {
                 let step = match msg {
-                    Msg::Header(l) => {
-                        handler.header(&l);
-                        layout = Some(l);
-                        Ok(())
-                    }
                     Msg::Accepted {
                         values,
                         itsm,
@@ -752,17 +704,13 @@ pub(crate) fn read<H: RowHandler>(
                         updated_at,
                         row,
                     } => {
-                        let layout = layout.as_deref().expect("the header comes before rows");
                         let accepted = AcceptedRow {
                             id: &id,
                             state,
                             updated_at,
                             row,
-                            cells: &[],
-                            layout,
-                            schema,
-                            ctx: &main_ctx,
-                            encoded: Some((&values, &itsm)),
+                            values: &values,
+                            itsm: &itsm,
                         };
                         handler.accepted(&accepted)
                     }
@@ -795,4 +743,3 @@ pub(crate) fn read<H: RowHandler>(
         Ok((layout, counts))
     })
 }
-

@@ -15,9 +15,10 @@ use serde_json::Value;
 use super::SinkSummary;
 use crate::activity::{State, rfc3339};
 use crate::config::{FileFormat, FileSinkConfig};
-use crate::ledger::{EventView, Ledger, StoredEvent};
+use crate::ledger::{EventView, Ledger, OwnedEvent, StoredEvent};
 
-const CHUNK: usize = 10_000;
+/// Events read from the ledger per batch handed to the writing thread.
+const BATCH: usize = 2_048;
 
 /// The top-level fields of the canonical event, before the attributes.
 const CANONICAL: [&str; 8] = [
@@ -345,45 +346,69 @@ pub(crate) fn deliver(
         .with_context(|| format!("cannot write in the output folder {}", sink.dir.display()))?;
     let mut first = None;
     let mut last = mark;
-    let mut count = 0u64;
-    {
-        let file = BufWriter::with_capacity(1 << 20, tmp.as_file());
-        let header = csv_header(sink, schema_fields);
-        let mut out = match sink.format {
-            FileFormat::Csv => {
-                let mut w = csv::WriterBuilder::new().from_writer(file);
-                w.write_record(&header)?;
-                Out::Csv(w)
+    // This thread reads the events from the ledger; a second one renders and writes them.
+    let count = std::thread::scope(|scope| -> Result<u64> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<OwnedEvent>>(4);
+        let tmp_file = tmp.as_file();
+        let writer = scope.spawn(move || -> Result<u64> {
+            let file = BufWriter::with_capacity(1 << 20, tmp_file);
+            let header = csv_header(sink, schema_fields);
+            let mut out = match sink.format {
+                FileFormat::Csv => {
+                    let mut w = csv::WriterBuilder::new().from_writer(file);
+                    w.write_record(&header)?;
+                    Out::Csv(w)
+                }
+                FileFormat::Jsonl => Out::Jsonl(file),
+            };
+            let mut map = FieldMap::default();
+            let mut line = Vec::with_capacity(4096);
+            let mut count = 0u64;
+            for batch in rx {
+                for e in &batch {
+                    write_event(
+                        &e.view()?,
+                        sink,
+                        schema_fields,
+                        &mut map,
+                        &header,
+                        &mut line,
+                        &mut out,
+                    )?;
+                    count += 1;
+                }
             }
-            FileFormat::Jsonl => Out::Jsonl(file),
-        };
-        let mut map = FieldMap::default();
-        let mut line = Vec::with_capacity(4096);
-        loop {
-            let seen = ledger.for_each_event_after(last, CHUNK, |v| {
-                first.get_or_insert(v.id);
-                write_event(
-                    v,
-                    sink,
-                    schema_fields,
-                    &mut map,
-                    &header,
-                    &mut line,
-                    &mut out,
-                )?;
-                count += 1;
-                Ok(())
-            })?;
-            match seen {
-                Some(id) => last = id,
-                None => break,
+            match out {
+                Out::Csv(mut w) => w.flush()?,
+                Out::Jsonl(mut w) => w.flush()?,
             }
-        }
-        match out {
-            Out::Csv(mut w) => w.flush()?,
-            Out::Jsonl(mut w) => w.flush()?,
-        }
-    }
+            Ok(count)
+        });
+        let mut shared = None;
+        let read = (|| -> Result<()> {
+            loop {
+                let mut batch = Vec::with_capacity(BATCH);
+                let seen = ledger.for_each_event_after(last, BATCH, |v| {
+                    first.get_or_insert(v.id);
+                    batch.push(v.to_owned_event(&mut shared));
+                    Ok(())
+                })?;
+                match seen {
+                    Some(id) => last = id,
+                    None => return Ok(()),
+                }
+                if tx.send(batch).is_err() {
+                    return Ok(()); // the writer failed: its error is reported below
+                }
+            }
+        })();
+        drop(tx);
+        let written = writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the import file writer panicked"))?;
+        read?;
+        written
+    })?;
     let first = first.unwrap_or(last);
     // Readable by the ITSM's collector like any file this user writes (not 0600).
     #[cfg(unix)]

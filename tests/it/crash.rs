@@ -14,7 +14,11 @@ fn write_reports(w: &Workdir, n: usize) {
         let mut s = String::from(HEADER);
         s.push('\n');
         for i in 0..n {
-            let state = if i % 3 == 0 { STATES[(i + shift) % 4] } else { STATES[i % 4] };
+            let state = if i % 3 == 0 {
+                STATES[(i + shift) % 4]
+            } else {
+                STATES[i % 4]
+            };
             s.push_str(&format!(
                 "A{i:06},{state},RITM{i:07},{day}T{:02}:00:00Z,555{:07},Pixel 9,\"{i} Main St\nSpringfield\",CC-{}\n",
                 i % 24,
@@ -36,7 +40,10 @@ fn events_by_id(w: &Workdir) -> BTreeMap<String, (String, String, String)> {
             e["previous_state"].as_str().unwrap().to_string(),
             e["state"].as_str().unwrap().to_string(),
         );
-        assert!(out.insert(id.clone(), t).is_none(), "event {id} delivered twice");
+        assert!(
+            out.insert(id.clone(), t).is_none(),
+            "event {id} delivered twice"
+        );
     }
     out
 }
@@ -48,7 +55,11 @@ fn killed_runs_are_completed_by_the_next_run_with_the_same_events() {
     write_reports(&calm, n);
     calm.run_ok(&["run"], 0);
     let expected = events_by_id(&calm);
-    assert_eq!(expected.len(), n + n.div_ceil(3), "every Activity, then the changed third");
+    assert_eq!(
+        expected.len(),
+        n + n.div_ceil(3),
+        "every Activity, then the changed third"
+    );
 
     let mut interrupted = 0;
     for delay_ms in [50u64, 250, 700, 1500] {
@@ -77,5 +88,8 @@ fn killed_runs_are_completed_by_the_next_run_with_the_same_events() {
         // No half-written import file is left visible.
         assert!(w.files("out").iter().all(|f| f.ends_with(".jsonl")));
     }
-    assert!(interrupted >= 2, "only {interrupted} kills landed while the run was working");
+    assert!(
+        interrupted >= 2,
+        "only {interrupted} kills landed while the run was working"
+    );
 }

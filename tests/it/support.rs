@@ -104,8 +104,10 @@ format = "jsonl"
         c.current_dir(self.path());
         c.env_remove("TANGOE_INGEST_CONFIG");
         c.env_remove("RUST_LOG");
-        c.arg("--config").arg(self.path().join("tangoe-ingest.toml"));
-        c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        c.arg("--config")
+            .arg(self.path().join("tangoe-ingest.toml"));
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
         c
     }
 
