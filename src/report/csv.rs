@@ -146,8 +146,8 @@ impl<R: Read> Read for LineTracker<R> {
 fn count_line_breaks(s: &str) -> u64 {
     let b = s.as_bytes();
     let mut n = 0;
-    for (i, &c) in b.iter().enumerate() {
-        if c == b'\n' || (c == b'\r' && b.get(i + 1) != Some(&b'\n')) {
+    for i in memchr::memchr2_iter(b'\n', b'\r', b) {
+        if b[i] == b'\n' || b.get(i + 1) != Some(&b'\n') {
             n += 1;
         }
     }
@@ -263,6 +263,12 @@ mod tests {
         assert_eq!(sniff_delimiter(sample), b';');
         assert_eq!(sniff_delimiter(b"a,b,c\n1,2,3\n"), b',');
         assert_eq!(sniff_delimiter(b"a\tb\tc\n1\t2\t3\n"), b'\t');
+    }
+
+    #[test]
+    fn line_breaks_in_cells() {
+        assert_eq!(count_line_breaks("a\nb\r\nc\rd"), 3);
+        assert_eq!(count_line_breaks("plain"), 0);
     }
 
     #[test]
