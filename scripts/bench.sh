@@ -38,6 +38,7 @@ measure() {
   shift 3
   local log
   log=$(mktemp)
+  sync # start from clean page-cache writeback, so one case's writes do not slow the next
   /usr/bin/time -v "$@" >/dev/null 2>"$log" || true
   local wall rss
   wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$log")
