@@ -47,6 +47,26 @@ pub struct Options {
     pub dry_run: bool,
 }
 
+/// A message with every quoted value replaced by `"…"`, for logs above debug level.
+fn elide_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        if c == '"' {
+            if !quoted {
+                out.push_str("\"…");
+            }
+            quoted = !quoted;
+            if !quoted {
+                out.push('"');
+            }
+        } else if !quoted {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The report's content was already processed, under the name it holds.
 #[derive(Debug)]
 struct Duplicate(String);
@@ -554,7 +574,9 @@ fn ingest(
         tracing::warn!(row = w.row, column = %w.column, "{}", w.message);
     }
     for r in &outcome.rejects {
-        tracing::warn!(row = r.row, column = %r.column, "row rejected: {}", r.reason);
+        // Logs above debug carry no row contents (personal data): values are elided.
+        tracing::warn!(row = r.row, column = %r.column, "row rejected: {}", elide_values(&r.reason));
+        tracing::debug!(row = r.row, column = %r.column, "row rejected: {}", r.reason);
     }
     let totals = ReportCounts {
         rows: counts.rows,
@@ -695,4 +717,22 @@ pub fn retry_failed(cfg: &Config, sink: Option<&str>) -> Result<Vec<(String, u64
     let out = ledger.requeue_failed(&names)?;
     ledger.checkpoint()?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::elide_values;
+
+    #[test]
+    fn log_messages_elide_quoted_values() {
+        assert_eq!(
+            elide_values("unknown state \"Shipped\": add it to the schema"),
+            "unknown state \"…\": add it to the schema"
+        );
+        assert_eq!(
+            elide_values("\"31/12/2026\" matches no format"),
+            "\"…\" matches no format"
+        );
+        assert_eq!(elide_values("empty activity_id"), "empty activity_id");
+    }
 }

@@ -172,12 +172,18 @@ impl Ledger {
         let copy = dir.path().join("ledger.sqlite");
         if path.exists() {
             let wal = PathBuf::from(format!("{}-wal", path.display()));
-            let wal_in_use = std::fs::metadata(&wal).map(|m| m.len() > 0).unwrap_or(false);
+            let wal_in_use = std::fs::metadata(&wal)
+                .map(|m| m.len() > 0)
+                .unwrap_or(false);
             if wal_in_use {
                 // Committed pages may still sit in the WAL: copy through SQLite.
                 let src = open_read_only(path)?;
-                src.backup(rusqlite::MAIN_DB, &copy, None::<fn(rusqlite::backup::Progress)>)
-                    .with_context(|| format!("cannot read the ledger {}", path.display()))?;
+                src.backup(
+                    rusqlite::MAIN_DB,
+                    &copy,
+                    None::<fn(rusqlite::backup::Progress)>,
+                )
+                .with_context(|| format!("cannot read the ledger {}", path.display()))?;
             } else {
                 // A cleanly closed ledger is one self-contained file (runs that could write
                 // it hold the lock this dry run checked): a plain copy is the fastest read.

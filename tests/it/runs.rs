@@ -431,3 +431,68 @@ mapping = "{}"
         .collect();
     insta::assert_json_snapshot!("servicenow_sample_payloads", payloads);
 }
+
+#[test]
+fn config_can_follow_the_command_or_come_from_the_environment() {
+    let w = Workdir::new();
+    w.report("r_2026-11-01.csv", &["A1,Ordered,,,,,,"]);
+    let cfg = w.path().join("tangoe-ingest.toml");
+    #[allow(deprecated)]
+    let bin = assert_cmd::cargo::cargo_bin("tangoe-ingest");
+    let after = std::process::Command::new(&bin)
+        .current_dir(std::env::temp_dir())
+        .env_remove("TANGOE_INGEST_CONFIG")
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(
+        after.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+    let env = std::process::Command::new(&bin)
+        .current_dir(std::env::temp_dir())
+        .env("TANGOE_INGEST_CONFIG", &cfg)
+        .args(["status"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        env.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&env.stderr)
+    );
+    assert!(String::from_utf8_lossy(&env.stdout).contains("ordered        1"));
+    // And with neither, the default is ./tangoe-ingest.toml in the working folder.
+    let default = std::process::Command::new(&bin)
+        .current_dir(w.path())
+        .env_remove("TANGOE_INGEST_CONFIG")
+        .args(["status"])
+        .output()
+        .unwrap();
+    assert_eq!(default.status.code(), Some(0));
+}
+
+#[test]
+fn logs_carry_no_row_contents_above_debug() {
+    let w = Workdir::new();
+    w.report(
+        "r_2026-11-01.csv",
+        &["A1,Shipped-Zoë,,,,,,", "A2,Ordered,,31/12/2026,,,,"],
+    );
+    let out = w.run(&["run", "--log-format", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("row rejected"), "{stderr}");
+    assert!(
+        !stderr.contains("Shipped-Zoë") && !stderr.contains("31/12/2026"),
+        "{stderr}"
+    );
+    for line in stderr.lines() {
+        serde_json::from_str::<serde_json::Value>(line).expect("JSON log lines");
+    }
+    // The operator still sees the values where they belong: the run's own output.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Shipped-Zoë"));
+}
