@@ -106,9 +106,14 @@ impl DateContext {
 
     fn local(&self, naive: NaiveDateTime) -> DateTime<Utc> {
         // A local time that falls into a DST gap or fold: take the earliest instant.
+        let shifted = naive + chrono::Duration::hours(1);
         match self.tz.from_local_datetime(&naive).earliest() {
             Some(t) => t.with_timezone(&Utc),
-            None => Utc.from_utc_datetime(&(naive + chrono::Duration::hours(1))),
+            // In a DST gap: the same wall time an hour later, in the same zone.
+            None => match self.tz.from_local_datetime(&shifted).earliest() {
+                Some(t) => t.with_timezone(&Utc),
+                None => Utc.from_utc_datetime(&shifted),
+            },
         }
     }
 

@@ -47,6 +47,12 @@ pub struct Options {
     pub dry_run: bool,
 }
 
+/// A file's size and modification time, to tell whether it changed while it was read.
+fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
 /// A message with every quoted value replaced by `"…"`, for logs above debug level.
 fn elide_values(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
@@ -440,6 +446,7 @@ fn process_report(
     // A report read in place is hashed while it is parsed; the duplicate check happens as
     // soon as the hash is known, and abandons the report (rolled back) if it is one.
     let mut hash = HashJob::start(&fetched);
+    let before = stamp(&fetched.path);
     let mut meta = ReportMeta {
         name: l.name.clone(),
         size: std::fs::metadata(&fetched.path).map_or(l.size, |m| m.len()),
@@ -454,6 +461,7 @@ fn process_report(
         &meta,
         &fetched.path,
         &mut hash,
+        before,
         !is_backfill,
         mode_name,
         run_id,
@@ -523,6 +531,7 @@ fn ingest(
     meta: &ReportMeta,
     path: &Path,
     hash: &mut HashJob,
+    before: Option<(u64, std::time::SystemTime)>,
     skip_duplicate: bool,
     mode: &str,
     run_id: i64,
@@ -565,6 +574,14 @@ fn ingest(
         }
     };
     check_duplicate(ledger, hash, skip_duplicate, &mut checked, true)?;
+    // A file that changed while it was read (still being written?) is not committed: the
+    // hash and the rows might not describe the same content. The next run reads it again.
+    if stamp(path) != before {
+        anyhow::bail!(
+            "{}: the file changed while it was read; it is left for the next run",
+            meta.name
+        );
+    }
     let sha256 = hash.wait()?.to_string();
     for n in &notes {
         tracing::warn!("{n}");

@@ -209,11 +209,26 @@ impl<'w, 'c> Planner<'w, 'c> {
             }
             _ => {}
         }
-        let known = w.lookup(row.id)?;
-        let own = match known.as_ref().and_then(|k| k.event_id) {
+        let mut known = w.lookup(row.id)?;
+        let mut own = match known.as_ref().and_then(|k| k.event_id) {
             Some(id) if id >= w.first_event => Some(w.own_event(id)?),
             _ => None,
         };
+        // A resend this report made is not a change to fold into: a later row that really
+        // changes the Activity replaces it with that change (one event), and a row that
+        // does not finds the resend already sent.
+        if let Some(o) = own.take_if(|o| o.resend)
+            && let Some(k) = known.as_mut()
+            && matches!(
+                decide(row.state, at, Some(k), None),
+                Decision::Change { .. }
+            )
+        {
+            w.delete_event(o.id)?;
+            self.transition(o.previous_state, k.state, -1);
+            k.event_id = o.prev_event_id;
+            k.events -= 1;
+        }
         let decision = decide(row.state, at, known.as_ref(), own.as_ref());
         match decision {
             Decision::New | Decision::Change { .. } => self.emit(row, at, known.as_ref())?,
@@ -236,7 +251,10 @@ impl<'w, 'c> Planner<'w, 'c> {
                 let known = known.expect("amend implies known");
                 let own = own.expect("amend implies own event");
                 self.outcome.superseded += 1;
-                let itsm = self.attrs(row);
+                let mut itsm = self.attrs(row);
+                if itsm.is_empty() {
+                    itsm = known.itsm_number.clone().unwrap_or_default();
+                }
                 let key = event_key(row.id, known.events, own.previous_state, row.state, at);
                 w.amend_event(own.id, &key, row.state, at, row.row, &itsm, &self.buf)?;
                 let itsm_opt = (!itsm.is_empty()).then_some(itsm.as_str());
@@ -435,6 +453,7 @@ mod tests {
             id: 7,
             previous_state: Some(State::Ordered),
             prev_event_id: Some(1),
+            resend: false,
         };
         assert_eq!(
             decide(

@@ -198,7 +198,12 @@ impl ActivityIndex {
         if check_of(v) != check & 0x1_ffff {
             return Err(true);
         }
-        unpack(v).ok_or(true)
+        match unpack(v) {
+            // A time the entry could only hold clamped: let `activities` answer.
+            Some(e) if e.updated_at <= -TS_BIAS || e.updated_at >= TS_BIAS - 1 => Err(true),
+            Some(e) => Ok(e),
+            None => Err(true),
+        }
     }
 
     /// What the index knows of `id`.

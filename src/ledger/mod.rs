@@ -37,6 +37,8 @@ pub(crate) struct OwnEvent {
     pub(crate) id: i64,
     pub(crate) previous_state: Option<State>,
     pub(crate) prev_event_id: Option<i64>,
+    /// `backfill --resend` re-sent the state rather than recording a change.
+    pub(crate) resend: bool,
 }
 
 /// A report as listed and hashed, before processing.
@@ -185,10 +187,26 @@ impl Ledger {
                 )
                 .with_context(|| format!("cannot read the ledger {}", path.display()))?;
             } else {
-                // A cleanly closed ledger is one self-contained file (runs that could write
-                // it hold the lock this dry run checked): a plain copy is the fastest read.
+                // A cleanly closed ledger is one self-contained file: a plain copy is the
+                // fastest read. Should a run have written it meanwhile, copy through SQLite.
+                let stamp = |p: &Path| {
+                    std::fs::metadata(p)
+                        .ok()
+                        .map(|m| (m.len(), m.modified().ok()))
+                };
+                let before = stamp(path);
                 std::fs::copy(path, &copy)
                     .with_context(|| format!("cannot read the ledger {}", path.display()))?;
+                if stamp(path) != before || stamp(&wal).is_some_and(|(len, _)| len > 0) {
+                    std::fs::remove_file(&copy)?;
+                    let src = open_read_only(path)?;
+                    src.backup(
+                        rusqlite::MAIN_DB,
+                        &copy,
+                        None::<fn(rusqlite::backup::Progress)>,
+                    )
+                    .with_context(|| format!("cannot read the ledger {}", path.display()))?;
+                }
             }
         }
         let mut conn = Connection::open(&copy)?;
@@ -729,15 +747,16 @@ impl ReportWriter<'_> {
     }
 
     pub(crate) fn own_event(&self, event_id: i64) -> Result<OwnEvent> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT previous_state, prev_event_id FROM events WHERE id = ?1")?;
-        let (prev, prev_event_id): (Option<i64>, Option<i64>) =
-            stmt.query_row([event_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT previous_state, prev_event_id, kind FROM events WHERE id = ?1",
+        )?;
+        let (prev, prev_event_id, kind): (Option<i64>, Option<i64>, String) =
+            stmt.query_row([event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(OwnEvent {
             id: event_id,
             previous_state: prev.and_then(State::from_code),
             prev_event_id,
+            resend: kind == "resend",
         })
     }
 
@@ -793,10 +812,11 @@ impl ReportWriter<'_> {
     ) -> Result<()> {
         self.conn
             .prepare_cached(
-                "UPDATE events SET event_key = ?2, state = ?3, updated_at = ?4, row = ?5, itsm_number = ?6, attrs = ?7
+                "UPDATE events SET event_key = ?2, state = ?3, updated_at = ?4, row = ?5, itsm_number = ?6, attrs = ?7,
+                    report_id = ?8
                  WHERE id = ?1",
             )?
-            .execute(params![id, key, state.code(), updated_at, row as i64, itsm, attrs])?;
+            .execute(params![id, key, state.code(), updated_at, row as i64, itsm, attrs, self.report_id])?;
         Ok(())
     }
 
@@ -888,7 +908,7 @@ impl ReportWriter<'_> {
     pub(crate) fn touch_activity(&self, activity_id: &str, updated_at: i64) -> Result<()> {
         self.conn
             .prepare_cached(
-                "UPDATE activities SET updated_at = ?2, report_id = ?3 WHERE activity_id = ?1",
+                "UPDATE activities SET updated_at = MAX(updated_at, ?2), report_id = ?3 WHERE activity_id = ?1",
             )?
             .execute(params![activity_id, updated_at, self.report_id])?;
         self.touch_indexed(activity_id, updated_at);

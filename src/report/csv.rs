@@ -24,6 +24,7 @@ struct Windows1252<R> {
     out: Vec<u8>,
     pos: usize,
     eof: bool,
+    started: bool,
 }
 
 impl<R: Read> Windows1252<R> {
@@ -35,6 +36,7 @@ impl<R: Read> Windows1252<R> {
             out: Vec::with_capacity(3 * 64 * 1024 + 16),
             pos: 0,
             eof: false,
+            started: false,
         }
     }
 }
@@ -49,11 +51,18 @@ impl<R: Read> Read for Windows1252<R> {
             self.eof = n == 0;
             self.out.clear();
             self.pos = 0;
+            // A UTF-8 BOM in front of a file that is otherwise Windows-1252: not text.
+            let skip = if !self.started && self.raw[..n].starts_with(b"\xef\xbb\xbf") {
+                3
+            } else {
+                0
+            };
+            self.started |= n > 0;
             let needed = self.decoder.max_utf8_buffer_length(n).unwrap_or(3 * n + 16);
             self.out.resize(needed, 0);
             let (_, _, written, _) =
                 self.decoder
-                    .decode_to_utf8(&self.raw[..n], &mut self.out, self.eof);
+                    .decode_to_utf8(&self.raw[skip..n], &mut self.out, self.eof);
             self.out.truncate(written);
         }
         let n = buf.len().min(self.out.len() - self.pos);
@@ -105,6 +114,7 @@ pub(crate) fn sniff_delimiter(sample: &[u8]) -> u8 {
 struct LineTracker<R> {
     inner: R,
     offset: u64,
+    cr_at_end: Option<u64>,
     breaks: std::rc::Rc<std::cell::RefCell<LineBreaks>>,
 }
 
@@ -134,8 +144,22 @@ impl<R: Read> Read for LineTracker<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         let mut b = self.breaks.borrow_mut();
-        for i in memchr::memchr_iter(b'\n', &buf[..n]) {
-            b.pending.push_back(self.offset + i as u64);
+        // A CR at the end of the last chunk ends a line unless this chunk starts with LF.
+        if let Some(cr) = self.cr_at_end.take()
+            && (n == 0 || buf[0] != b'\n')
+        {
+            b.pending.push_back(cr);
+        }
+        let chunk = &buf[..n];
+        for i in memchr::memchr2_iter(b'\n', b'\r', chunk) {
+            if chunk[i] == b'\n' {
+                b.pending.push_back(self.offset + i as u64);
+            } else if i + 1 == n {
+                self.cr_at_end = Some(self.offset + i as u64);
+            } else if chunk[i + 1] != b'\n' {
+                // A lone CR (old Mac line ends, or inside a cell) is a line break too.
+                b.pending.push_back(self.offset + i as u64);
+            }
         }
         self.offset += n as u64;
         Ok(n)
@@ -202,6 +226,7 @@ pub(crate) fn read<H: RowHandler>(
     let tracked = LineTracker {
         inner: stream,
         offset: 0,
+        cr_at_end: None,
         breaks: breaks.clone(),
     };
     let mut buffered = BufReader::with_capacity(SNIFF_BYTES, tracked);

@@ -654,11 +654,12 @@ impl RowHandler for Sender {
     }
 
     fn warning(&mut self, warning: RowWarning) {
-        self.batch.push(Msg::Warning(warning));
+        // A failed send means the ledger side stopped; the next row's send reports it.
+        let _ = self.push(Msg::Warning(warning));
     }
 
     fn skipped(&mut self, skip: Skip, row: u64) {
-        self.batch.push(Msg::Skipped(skip, row));
+        let _ = self.push(Msg::Skipped(skip, row));
     }
 }
 
@@ -732,12 +733,12 @@ pub(crate) fn read<H: RowHandler>(
         }
         // Dropping the receiver stops the parser at its next send.
         drop(rx);
-        let parsed = parser
-            .join()
-            .map_err(|_| anyhow::anyhow!("the report parsing thread panicked"))?;
+        let parsed = parser.join();
+        // The ledger side's error first: it is why the parser stopped.
         if let Some(e) = failure {
             return Err(e);
         }
+        let parsed = parsed.map_err(|_| anyhow::anyhow!("the report parsing thread panicked"))?;
         let ((layout, counts), more_notes) = parsed?;
         notes.extend(more_notes);
         Ok((layout, counts))

@@ -323,6 +323,21 @@ fn write_event<W: Write>(
     Ok(())
 }
 
+/// Removes the temporary files a killed run left in the output folder (this run holds the
+/// ledger lock: no other run is writing there).
+fn remove_stale_parts(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".tangoe-ingest-") && name.ends_with(".part") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Writes every pending event into one file and marks them delivered once it is in place.
 pub(crate) fn deliver(
     ledger: &Ledger,
@@ -339,6 +354,7 @@ pub(crate) fn deliver(
     }
     std::fs::create_dir_all(&sink.dir)
         .with_context(|| format!("cannot create the output folder {}", sink.dir.display()))?;
+    remove_stale_parts(&sink.dir);
     let tmp = tempfile::Builder::new()
         .prefix(".tangoe-ingest-")
         .suffix(".part")

@@ -60,6 +60,7 @@ pub(crate) fn hash_file(path: &Path) -> Result<(String, u64)> {
 pub(crate) enum HashJob {
     Done(String),
     Running(std::thread::JoinHandle<Result<(String, u64)>>),
+    Failed(String),
 }
 
 impl HashJob {
@@ -87,16 +88,19 @@ impl HashJob {
     /// Waits for the hash.
     pub(crate) fn wait(&mut self) -> Result<&str> {
         if let HashJob::Running(_) = self {
-            let HashJob::Running(h) = std::mem::replace(self, HashJob::Done(String::new())) else {
+            let HashJob::Running(h) = std::mem::replace(self, HashJob::Failed(String::new()))
+            else {
                 unreachable!("checked above")
             };
-            let (sha, _) = h
-                .join()
-                .map_err(|_| anyhow::anyhow!("the hashing thread panicked"))??;
-            *self = HashJob::Done(sha);
+            *self = match h.join() {
+                Ok(Ok((sha, _))) => HashJob::Done(sha),
+                Ok(Err(e)) => HashJob::Failed(format!("{e:#}")),
+                Err(_) => HashJob::Failed("the hashing thread panicked".into()),
+            };
         }
         match self {
             HashJob::Done(s) => Ok(s),
+            HashJob::Failed(e) => Err(anyhow::anyhow!("cannot hash the report: {e}")),
             HashJob::Running(_) => unreachable!("joined above"),
         }
     }

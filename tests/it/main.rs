@@ -6,6 +6,7 @@ mod support;
 
 mod crash;
 mod dedupe;
+mod edge_cases;
 mod http_sink;
 mod parsing;
 mod runs;

@@ -496,3 +496,13 @@ fn logs_carry_no_row_contents_above_debug() {
     // The operator still sees the values where they belong: the run's own output.
     assert!(String::from_utf8_lossy(&out.stdout).contains("Shipped-Zoë"));
 }
+
+#[test]
+fn temporary_files_a_killed_run_left_are_removed() {
+    let w = Workdir::new();
+    w.write("out/.tangoe-ingest-abc123.part", "half a file");
+    w.report("r_2026-11-01.csv", &["A1,Ordered,,,,,,"]);
+    w.run_ok(&["run"], 0);
+    assert!(!w.path().join("out/.tangoe-ingest-abc123.part").exists());
+    assert_eq!(w.events().len(), 1);
+}

@@ -1,0 +1,265 @@
+//! Edge cases found in review: resend folding, ITSM fallback, far-future times, CR line
+//! ends, DST gaps, a BOM on a Windows-1252 file.
+
+use crate::support::{HEADER, Workdir};
+
+fn t(a: &str, p: &str, s: &str) -> (String, String, String) {
+    (a.to_string(), p.to_string(), s.to_string())
+}
+
+fn reject_rows(w: &Workdir) -> Vec<i64> {
+    let c = w.ledger();
+    let mut st = c.prepare("SELECT row FROM rejects ORDER BY id").unwrap();
+    st.query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+/// Rule 5 folding must not drop the ITSM number the ledger knows (emit falls back to it;
+/// amend does not).
+#[test]
+fn amended_event_keeps_the_known_itsm_number() {
+    let w = Workdir::new();
+    w.report(
+        "r_2026-11-01.csv",
+        &["A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,"],
+    );
+    w.run_ok(&["run"], 0);
+    w.report(
+        "r_2026-11-02.csv",
+        &[
+            "A1,Completed,,2026-11-02T10:00:00Z,,,,",
+            "A1,Cancelled,,2026-11-02T11:00:00Z,,,,",
+        ],
+    );
+    w.run_ok(&["run"], 0);
+    let ev = w.events();
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    assert_eq!(ev[1]["state"], "cancelled");
+    assert_eq!(ev[1]["itsm_number"], "RITM1", "{:?}", ev[1]);
+}
+
+/// backfill --resend: a later row of the same report that moves the Activity back to the
+/// state before its last change withdraws the *resend* event, and the real change
+/// (completed → ordered) is never emitted although the ledger records it.
+#[test]
+fn resend_then_change_back_in_one_report_loses_the_change() {
+    let w = Workdir::new();
+    w.report(
+        "r_2026-11-01.csv",
+        &["A1,Ordered,,2026-11-01T10:00:00Z,,,,"],
+    );
+    w.report(
+        "r_2026-11-02.csv",
+        &["A1,Completed,,2026-11-02T10:00:00Z,,,,"],
+    );
+    w.run_ok(&["run"], 0);
+    w.report(
+        "r_2026-11-03.csv",
+        &[
+            "A1,Completed,,2026-11-02T10:00:00Z,,,,",
+            "A1,Ordered,,2026-11-03T10:00:00Z,,,,",
+        ],
+    );
+    w.run_ok(
+        &[
+            "backfill",
+            "--from",
+            "2026-11-03",
+            "--to",
+            "2026-11-03",
+            "--resend",
+        ],
+        0,
+    );
+    let state: i64 = w
+        .ledger()
+        .query_row(
+            "SELECT state FROM activities WHERE activity_id = 'A1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(state, 1, "the ledger moved A1 to ordered");
+    assert!(
+        w.transitions().contains(&t("A1", "completed", "ordered")),
+        "the ledger moved A1 completed → ordered but no event says so: {:?}",
+        w.transitions()
+    );
+}
+
+/// Same, with a different later state: the event goes out as a 'resend' claiming
+/// ordered → cancelled, though the Activity was completed.
+#[test]
+fn resend_then_change_in_one_report_has_wrong_previous_state() {
+    let w = Workdir::new();
+    w.report(
+        "r_2026-11-01.csv",
+        &["A1,Ordered,,2026-11-01T10:00:00Z,,,,"],
+    );
+    w.report(
+        "r_2026-11-02.csv",
+        &["A1,Completed,,2026-11-02T10:00:00Z,,,,"],
+    );
+    w.run_ok(&["run"], 0);
+    w.report(
+        "r_2026-11-03.csv",
+        &[
+            "A1,Completed,,2026-11-02T10:00:00Z,,,,",
+            "A1,Cancelled,,2026-11-03T10:00:00Z,,,,",
+        ],
+    );
+    w.run_ok(
+        &[
+            "backfill",
+            "--from",
+            "2026-11-03",
+            "--to",
+            "2026-11-03",
+            "--resend",
+        ],
+        0,
+    );
+    let ev = w.events();
+    let last = ev.last().unwrap();
+    assert_eq!(last["state"], "cancelled");
+    assert_eq!(last["previous_state"], "completed", "{last:?}");
+}
+
+/// A lone CR inside a quoted cell: count_line_breaks counts it, LineTracker does not.
+#[test]
+fn lone_cr_in_a_cell_gives_the_right_row_number() {
+    let w = Workdir::new();
+    let mut s = format!("{HEADER}\n");
+    s.push_str("A1,Shipped?,,2026-11-01T10:00:00Z,,,\"1 Main St\rSpringfield\",\n");
+    w.write("drop/r_2026-11-01.csv", s);
+    w.run_ok(&["run"], 2);
+    assert_eq!(reject_rows(&w), vec![2]);
+}
+
+/// CR-only line endings (classic Mac Excel): every row is reported as line 1.
+#[test]
+fn cr_only_line_endings_give_the_right_row_numbers() {
+    let w = Workdir::new();
+    let s = format!(
+        "{HEADER}\rA1,Ordered,,2026-11-01T10:00:00Z,,,,\rA2,Shipped?,,2026-11-01T10:00:00Z,,,,\r"
+    );
+    w.write("drop/r_2026-11-01.csv", s);
+    w.run_ok(&["run"], 2);
+    assert_eq!(reject_rows(&w), vec![3]);
+}
+
+/// The index clamps times beyond ±2^35 s (year ~3058): the fast path then disagrees with
+/// `activities` and lets an older row regress updated_at, after which rule 4 fails.
+#[test]
+fn far_future_times_do_not_break_rule_4() {
+    let w = Workdir::new();
+    w.report(
+        "r_2026-11-01.csv",
+        &["A1,Ordered,,3100-01-02T00:00:00Z,,,,"],
+    );
+    w.run_ok(&["run"], 0);
+    w.report(
+        "r_2026-11-02.csv",
+        &["A1,Ordered,,3100-01-01T00:00:00Z,,,,"],
+    );
+    w.run_ok(&["run"], 0);
+    let at: i64 = w
+        .ledger()
+        .query_row(
+            "SELECT updated_at FROM activities WHERE activity_id = 'A1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(at, at_expected(), "updated_at regressed");
+    w.report(
+        "r_2026-11-03.csv",
+        &["A1,Completed,,3100-01-01T12:00:00Z,,,,"],
+    );
+    w.run_ok(&["run"], 0);
+    assert_eq!(w.transitions(), vec![t("A1", "", "ordered")]);
+}
+
+fn at_expected() -> i64 {
+    chrono::NaiveDate::from_ymd_opt(3100, 1, 2)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp()
+}
+
+/// Control: CRLF, a BOM, a multi-line cell and a blank line keep row numbers right.
+#[test]
+fn crlf_bom_multiline_row_numbers() {
+    let w = Workdir::new();
+    let s = format!(
+        "\u{feff}{HEADER}\r\nA1,Ordered,,2026-11-01T10:00:00Z,,,\"1 Main St\r\nSpringfield\",\r\n\r\nA2,Shipped?,,2026-11-01T10:00:00Z,,,,\r\n"
+    );
+    w.write("drop/r_2026-11-01.csv", s);
+    w.run_ok(&["run"], 2);
+    assert_eq!(reject_rows(&w), vec![5]);
+}
+
+/// A resend built from an older report's payload, then amended by a later row: the
+/// event keeps the old report_id, so the new row's values are named by the old
+/// report's columns.
+#[test]
+fn amended_resend_event_keeps_the_old_reports_columns() {
+    let w = Workdir::new();
+    w.report(
+        "r_2026-11-01.csv",
+        &["A1,Ordered,,2026-11-02T10:00:00Z,,,,CC1"],
+    );
+    w.run_ok(&["run"], 0);
+    w.write(
+        "drop/r_2026-11-03.csv",
+        "Activity ID,Status,Last Updated,Region,Cost Center\n\
+         A1,Ordered,2026-11-01T00:00:00Z,EU,CC9\n\
+         A1,Cancelled,2026-11-03T10:00:00Z,EU,CC9\n",
+    );
+    w.run_ok(
+        &[
+            "backfill",
+            "--from",
+            "2026-11-03",
+            "--to",
+            "2026-11-03",
+            "--resend",
+        ],
+        0,
+    );
+    let ev = w.events();
+    let last = ev.last().unwrap();
+    assert_eq!(last["state"], "cancelled");
+    assert_eq!(last["report"], "r_2026-11-03.csv", "{last:?}");
+    assert_eq!(last["extra"]["Cost Center"], "CC9", "{last:?}");
+}
+
+/// A local time in the DST gap is turned into "naive + 1 h as UTC", not "naive + 1 h local".
+#[test]
+fn local_time_in_the_dst_gap_converts_in_the_report_zone() {
+    let w = Workdir::new();
+    w.config(
+        &Workdir::config_with("").replace("timezone = \"UTC\"", "timezone = \"America/New_York\""),
+    );
+    w.report("r_2026-03-08.csv", &["A1,Ordered,,2026-03-08 02:30:00,,,,"]);
+    w.run_ok(&["run"], 0);
+    // 02:30 does not exist; 03:30 EDT is 07:30Z (the code's intent: one hour later, local).
+    assert_eq!(w.events()[0]["updated_at"], "2026-03-08T07:30:00Z");
+}
+
+/// A UTF-8 BOM on a file that is otherwise Windows-1252: the retry decodes the BOM as
+/// "ï»¿", which header normalisation keeps ('ï' is alphanumeric): the report fails.
+#[test]
+fn bom_on_a_windows_1252_file_still_finds_the_header() {
+    let w = Workdir::new();
+    let mut b = b"\xef\xbb\xbf".to_vec();
+    b.extend_from_slice(HEADER.as_bytes());
+    b.extend_from_slice(b"\nA1,Ordered,,2026-11-01T10:00:00Z,,M\xfcller,,\n");
+    w.write("drop/r_2026-11-01.csv", b);
+    w.run_ok(&["run"], 0);
+    assert_eq!(w.events().len(), 1);
+}
