@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::cli::{Cli, Command, RunArgs};
+use crate::cli::{Cli, Command, HostkeyArgs, RunArgs};
 use crate::config::Config;
 use crate::pipeline::{self, EXIT_FAILED, EXIT_LOCKED, Locked, Mode, Options, Summary};
 
@@ -32,6 +32,7 @@ pub fn execute(cli: Cli) -> i32 {
         Command::Status(s) => status(&cli.config, s.json),
         Command::Deliver(args) => deliver(&cli.config, args),
         Command::Retry(args) => retry(&cli.config, args.sink.as_deref()),
+        Command::Hostkey(h) => hostkey(&cli.config, h),
     };
     match result {
         Ok(code) => code,
@@ -108,6 +109,20 @@ fn retry(config: &Path, sink: Option<&str>) -> Result<i32> {
     Ok(0)
 }
 
+fn hostkey(config: &Path, args: &HostkeyArgs) -> Result<i32> {
+    let cfg = match &args.host {
+        Some(_) => None,
+        None => Some(load(config)?),
+    };
+    let endpoint = crate::sftp::hostkey_endpoint(cfg.as_ref(), args.host.as_deref(), args.port)?;
+    print!("{}", crate::sftp::hostkey_report(&endpoint)?);
+    eprintln!(
+        "Check these fingerprints with the site's operator before you add a line to known_hosts \
+         (or set host_key_fingerprint)."
+    );
+    Ok(0)
+}
+
 fn write_file(path: &Path, text: &str) -> Result<()> {
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
@@ -150,6 +165,12 @@ fn render(s: &Summary) -> String {
             }
             "failed" => {
                 let _ = writeln!(o, "  error: {}", r.error.as_deref().unwrap_or(""));
+                continue;
+            }
+            "deferred" => {
+                for n in &r.notes {
+                    let _ = writeln!(o, "  left for a later run: {n}");
+                }
                 continue;
             }
             _ => {}

@@ -81,6 +81,14 @@ pub enum Command {
     ///
     /// Example: tangoe-ingest retry --failed --sink servicenow
     Retry(RetryArgs),
+
+    /// Print an SFTP server's host keys as known_hosts lines, each after a comment with its
+    /// SHA256 fingerprint, without logging in. Check the fingerprints with the site's operator,
+    /// then add the lines to known_hosts (or pin one with host_key_fingerprint): nothing is
+    /// ever trusted automatically.
+    ///
+    /// Example: tangoe-ingest hostkey >> ~/.ssh/known_hosts
+    Hostkey(HostkeyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +126,17 @@ pub struct StatusArgs {
     /// Print the status as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HostkeyArgs {
+    /// The server to ask; default: the configured SFTP source.
+    #[arg(value_name = "HOST")]
+    pub host: Option<String>,
+
+    /// The server's SSH port (with HOST).
+    #[arg(long, default_value_t = 22, requires = "host")]
+    pub port: u16,
 }
 
 #[derive(Debug, Args)]

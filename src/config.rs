@@ -29,6 +29,7 @@ struct RawConfig {
 #[serde(tag = "type", rename_all = "lowercase")]
 enum RawSource {
     Local(RawLocal),
+    Sftp(Box<crate::sftp::config::RawSftp>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +89,7 @@ fn jsonl() -> String {
 /// Where reports come from.
 pub(crate) enum SourceConfig {
     Local { dir: PathBuf },
+    Sftp(Box<crate::sftp::config::SftpSourceConfig>),
 }
 
 /// Output format of a file sink.
@@ -185,6 +187,14 @@ impl Config {
                     dir: resolve(&base, &l.dir),
                 },
                 compile_patterns(&l.patterns, &format!("{origin} [source]"))?,
+            ),
+            RawSource::Sftp(s) => (
+                SourceConfig::Sftp(Box::new(s.resolve(
+                    &base,
+                    &origin,
+                    &resolve(&base, &raw.ledger.path),
+                )?)),
+                compile_patterns(&s.patterns, &format!("{origin} [source]"))?,
             ),
         };
         let schema = match &raw.report.schema {

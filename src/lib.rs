@@ -12,6 +12,7 @@ pub(crate) mod ledger;
 pub(crate) mod pipeline;
 pub(crate) mod plan;
 pub(crate) mod report;
+pub(crate) mod sftp;
 pub(crate) mod sink;
 pub(crate) mod source;
 pub(crate) mod status;

@@ -20,7 +20,7 @@ use crate::plan::Planner;
 use crate::report;
 use crate::report::csv::NotUtf8;
 use crate::sink::{self, SinkSummary};
-use crate::source::{HashJob, Listed, Source, local::LocalSource};
+use crate::source::{HashJob, Listed, Source, local::LocalSource, sftp::SftpSource};
 
 /// Exit codes: the contract with cron and the operator.
 pub const EXIT_OK: i32 = 0;
@@ -261,11 +261,17 @@ fn report_date(cfg: &Config, l: &Listed) -> NaiveDate {
     utc.with_timezone(&cfg.timezone).date_naive()
 }
 
-fn open_source(cfg: &Config) -> Box<dyn Source> {
+fn open_source(cfg: &Config, opts: &Options) -> Box<dyn Source> {
     match &cfg.source {
         SourceConfig::Local { dir } => {
             Box::new(LocalSource::new(dir.clone(), cfg.patterns.clone()))
         }
+        SourceConfig::Sftp(s) => Box::new(SftpSource::new(
+            (**s).clone(),
+            cfg.patterns.clone(),
+            matches!(opts.mode, Mode::Backfill { .. }),
+            opts.dry_run,
+        )),
     }
 }
 
@@ -314,8 +320,17 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
     }
 
     // list
-    let mut source = open_source(cfg);
+    let mut source = open_source(cfg, opts);
     let mut listed = source.list()?;
+    // Files not processed before are listed again `settle` later (partial uploads).
+    let is_backfill = matches!(opts.mode, Mode::Backfill { .. });
+    source.settle(&mut listed, &|l: &Listed| {
+        is_backfill
+            || !matches!(
+                ledger.processed_listing(&l.name, l.size, l.mtime),
+                Ok(Some(_))
+            )
+    })?;
     let mut dated: Vec<(NaiveDate, Listed)> = listed
         .drain(..)
         .map(|l| (report_date(cfg, &l), l))
@@ -328,6 +343,8 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
 
     let run_first_event = ledger.max_event_id()? + 1;
     let resend = matches!(opts.mode, Mode::Backfill { resend: true, .. });
+    // Reports the ledger holds, for the source's clean-up after delivery.
+    let mut settled: Vec<&Listed> = Vec::new();
     for (date, l) in &dated {
         let rs = process_report(
             cfg,
@@ -340,6 +357,9 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
             *date,
             l,
         );
+        if matches!(rs.status.as_str(), "seen" | "processed" | "duplicate") {
+            settled.push(l);
+        }
         if rs.status == "seen" {
             summary.already_processed += 1;
             continue;
@@ -361,6 +381,19 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
         }
     } else {
         deliver_all(&ledger, cfg, &schema_fields, &mut summary);
+    }
+
+    // after: remote clean-up, only once the ledger holds the report; a failure is a warning.
+    if !opts.dry_run {
+        for l in settled {
+            if let Err(e) = source.after(l) {
+                tracing::warn!(file = %l.name, "the report is processed, but its clean-up on the server failed: {e:#}");
+                if let Some(rs) = summary.reports.iter_mut().find(|r| r.name == l.name) {
+                    rs.notes
+                        .push(format!("clean-up on the server failed: {e:#}"));
+                }
+            }
+        }
     }
     summary.pending = summary.sinks.iter().map(|s| s.pending).sum();
     // A dry run delivers nothing by design: its pending events are the audit, not a failure.
@@ -438,6 +471,12 @@ fn process_report(
             Ok(None) => {}
             Err(e) => return failed(rs, e),
         }
+    }
+    if let Some(why) = &l.deferred {
+        tracing::info!("deferred to a later run: {why}");
+        rs.status = "deferred".into();
+        rs.notes.push(why.clone());
+        return rs;
     }
     let fetched = match source.fetch(l) {
         Ok(f) => f,

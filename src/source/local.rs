@@ -47,6 +47,7 @@ impl Source for LocalSource {
                 name,
                 size: meta.len(),
                 mtime,
+                deferred: None,
             });
         }
         Ok(out)

@@ -3,7 +3,9 @@
 //! A source never decides what is new: the pipeline asks the ledger. Fetching yields a local
 //! path; a download also yields the content's SHA-256, computed while streaming.
 
+pub(crate) mod archive;
 pub(crate) mod local;
+pub(crate) mod sftp;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,8 @@ pub(crate) struct Listed {
     pub(crate) size: u64,
     /// Modification time, seconds since the epoch.
     pub(crate) mtime: i64,
+    /// Why the report is left for a later run (it may still be uploading), if it is.
+    pub(crate) deferred: Option<String>,
 }
 
 /// A report available as a local file.
@@ -34,6 +38,16 @@ pub(crate) trait Source {
     fn list(&mut self) -> Result<Vec<Listed>>;
     /// Makes a listed report available locally (a download hashes it on the way).
     fn fetch(&mut self, report: &Listed) -> Result<Fetched>;
+    /// Lists the reports for which `is_new` holds a second time, `settle` after the first
+    /// listing, and defers those whose size or mtime changed (partial uploads).
+    fn settle(&mut self, _listed: &mut [Listed], _is_new: &dyn Fn(&Listed) -> bool) -> Result<()> {
+        Ok(())
+    }
+    /// The clean-up after a report's ledger commit (remote delete or move). A failure is a
+    /// warning: the ledger already holds the report, so it is never processed twice.
+    fn after(&mut self, _report: &Listed) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Streams a file once for its SHA-256 and size.

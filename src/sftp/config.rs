@@ -1,0 +1,208 @@
+//! The SFTP parts of the configuration: `[source] type = "sftp"`, from TOML to validated
+//! settings. Unknown keys are errors.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use super::base64;
+use super::{Endpoint, SecretSource};
+use crate::config::{parse_duration, resolve};
+
+fn ssh_port() -> u16 {
+    22
+}
+
+fn default_patterns() -> Vec<String> {
+    vec!["*.csv".into(), "*.xlsx".into()]
+}
+
+/// `[source] type = "sftp"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSftp {
+    host: String,
+    #[serde(default = "ssh_port")]
+    port: u16,
+    username: String,
+    password_env: Option<String>,
+    password_file: Option<String>,
+    private_key: Option<String>,
+    private_key_passphrase_env: Option<String>,
+    #[serde(default)]
+    use_agent: bool,
+    known_hosts: Option<String>,
+    host_key_fingerprint: Option<String>,
+    remote_dir: String,
+    #[serde(default = "default_patterns")]
+    pub(crate) patterns: Vec<String>,
+    min_age: Option<String>,
+    settle: Option<String>,
+    done_suffix: Option<String>,
+    after: Option<String>,
+    timeout: Option<String>,
+    download_dir: Option<String>,
+    keep: Option<String>,
+}
+
+/// What happens to a remote report once its ledger commit is done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum After {
+    Leave,
+    Delete,
+    /// Renamed into this folder (relative to `remote_dir` unless absolute).
+    Move(String),
+}
+
+#[derive(Clone)]
+pub(crate) struct SftpSourceConfig {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) remote_dir: String,
+    pub(crate) min_age: Duration,
+    pub(crate) settle: Duration,
+    pub(crate) done_suffix: Option<String>,
+    pub(crate) after: After,
+    pub(crate) download_dir: PathBuf,
+    pub(crate) keep: Duration,
+}
+
+fn duration(value: Option<&str>, default: &str, key: &str, origin: &str) -> Result<Duration> {
+    parse_duration(value.unwrap_or(default)).with_context(|| format!("{origin}: `{key}`"))
+}
+
+/// The connection keys both tables share.
+struct Keys<'a> {
+    host: &'a str,
+    port: u16,
+    username: &'a str,
+    password_env: &'a Option<String>,
+    password_file: &'a Option<String>,
+    private_key: &'a Option<String>,
+    private_key_passphrase_env: &'a Option<String>,
+    use_agent: bool,
+    known_hosts: &'a Option<String>,
+    host_key_fingerprint: &'a Option<String>,
+    timeout: &'a Option<String>,
+}
+
+fn endpoint(k: Keys<'_>, base: &Path, origin: &str) -> Result<Endpoint> {
+    if k.host.trim().is_empty() {
+        bail!("{origin}: `host` is empty");
+    }
+    if k.username.trim().is_empty() {
+        bail!("{origin}: `username` is empty");
+    }
+    let password = match (k.password_env, k.password_file) {
+        (Some(_), Some(_)) => bail!("{origin}: set `password_env` or `password_file`, not both"),
+        (Some(var), None) => Some(SecretSource::Env(var.clone())),
+        (None, Some(p)) => Some(SecretSource::File(resolve(base, p))),
+        (None, None) => None,
+    };
+    if k.private_key.is_none() && k.private_key_passphrase_env.is_some() {
+        bail!("{origin}: `private_key_passphrase_env` is set but `private_key` is not");
+    }
+    if password.is_none() && k.private_key.is_none() && !k.use_agent {
+        bail!(
+            "{origin}: no way to log in: set `password_env`, `password_file`, `private_key` or `use_agent = true`"
+        );
+    }
+    if k.known_hosts.is_none() && k.host_key_fingerprint.is_none() {
+        bail!(
+            "{origin}: the server's host key cannot be verified: set `known_hosts` (e.g. \"~/.ssh/known_hosts\") \
+             or `host_key_fingerprint` (`tangoe-ingest hostkey` prints the server's keys and fingerprints)"
+        );
+    }
+    if let Some(fp) = k.host_key_fingerprint {
+        let ok = fp
+            .strip_prefix("SHA256:")
+            .and_then(base64::decode)
+            .is_some_and(|d| d.len() == 32);
+        if !ok {
+            bail!(
+                "{origin}: host_key_fingerprint {fp:?} is not a SHA256 fingerprint as `ssh-keygen -lf` prints it \
+                 (\"SHA256:\" followed by 43 base64 characters)"
+            );
+        }
+    }
+    let timeout = duration(k.timeout.as_deref(), "30s", "timeout", origin)?;
+    if timeout.is_zero() {
+        bail!("{origin}: `timeout` must be more than 0");
+    }
+    Ok(Endpoint {
+        host: k.host.trim().to_string(),
+        port: k.port,
+        username: k.username.to_string(),
+        password,
+        private_key: k.private_key.as_deref().map(|p| resolve(base, p)),
+        passphrase: k.private_key_passphrase_env.clone().map(SecretSource::Env),
+        use_agent: k.use_agent,
+        known_hosts: k.known_hosts.as_deref().map(|p| resolve(base, p)),
+        fingerprint: k.host_key_fingerprint.clone(),
+        timeout,
+    })
+}
+
+impl RawSftp {
+    /// Validates the table; `ledger` is the resolved ledger path (downloads default to
+    /// a `downloads` folder beside it).
+    pub(crate) fn resolve(
+        &self,
+        base: &Path,
+        origin: &str,
+        ledger: &Path,
+    ) -> Result<SftpSourceConfig> {
+        let origin = format!("{origin} [source]");
+        let endpoint = endpoint(
+            Keys {
+                host: &self.host,
+                port: self.port,
+                username: &self.username,
+                password_env: &self.password_env,
+                password_file: &self.password_file,
+                private_key: &self.private_key,
+                private_key_passphrase_env: &self.private_key_passphrase_env,
+                use_agent: self.use_agent,
+                known_hosts: &self.known_hosts,
+                host_key_fingerprint: &self.host_key_fingerprint,
+                timeout: &self.timeout,
+            },
+            base,
+            &origin,
+        )?;
+        let after = match self.after.as_deref().unwrap_or("leave") {
+            "leave" => After::Leave,
+            "delete" => After::Delete,
+            other => match other.strip_prefix("move:") {
+                Some(dir) if !dir.trim().is_empty() => After::Move(dir.trim().to_string()),
+                _ => bail!(
+                    "{origin}: after = {other:?} must be \"leave\", \"delete\" or \"move:FOLDER\""
+                ),
+            },
+        };
+        if let Some(s) = &self.done_suffix
+            && (s.is_empty() || s.contains('/'))
+        {
+            bail!(
+                "{origin}: done_suffix {s:?} must be a non-empty file name suffix such as \".done\""
+            );
+        }
+        let download_dir = match &self.download_dir {
+            Some(d) => resolve(base, d),
+            None => ledger
+                .parent()
+                .map_or_else(|| PathBuf::from("downloads"), |p| p.join("downloads")),
+        };
+        Ok(SftpSourceConfig {
+            endpoint,
+            remote_dir: self.remote_dir.clone(),
+            min_age: duration(self.min_age.as_deref(), "2m", "min_age", &origin)?,
+            settle: duration(self.settle.as_deref(), "5s", "settle", &origin)?,
+            done_suffix: self.done_suffix.clone(),
+            after,
+            download_dir,
+            keep: duration(self.keep.as_deref(), "90d", "keep", &origin)?,
+        })
+    }
+}

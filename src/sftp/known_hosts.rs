@@ -1,0 +1,318 @@
+//! OpenSSH `known_hosts` files: plain and hashed (`|1|salt|hash`) host names, the
+//! `[host]:port` form, wildcard and negated patterns, and `@revoked` markers.
+//!
+//! We read the file ourselves (rather than through libssh2's check) so that we know which key
+//! *types* the file holds for a host before the handshake: the negotiation is then restricted
+//! to those types, and a host listed with several key types verifies whichever the server
+//! would have preferred.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+
+use super::base64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    None,
+    Revoked,
+    CertAuthority,
+}
+
+#[derive(Debug, Clone)]
+enum Hosts {
+    Patterns(Vec<String>),
+    Hashed { salt: Vec<u8>, hash: Vec<u8> },
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    line: usize,
+    marker: Marker,
+    hosts: Hosts,
+    key_type: String,
+    blob: Vec<u8>,
+}
+
+/// A host's key as known_hosts lists it.
+#[derive(Debug, Clone)]
+pub(crate) struct KnownKey {
+    pub(crate) key_type: String,
+    pub(crate) blob: Vec<u8>,
+    pub(crate) line: usize,
+}
+
+/// What a known_hosts file says about one host.
+#[derive(Debug, Default)]
+pub(crate) struct HostKeys {
+    pub(crate) keys: Vec<KnownKey>,
+    pub(crate) revoked: Vec<Vec<u8>>,
+}
+
+impl HostKeys {
+    /// The key types listed, in file order, without repeats.
+    pub(crate) fn key_types(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = Vec::new();
+        for k in &self.keys {
+            if !v.contains(&k.key_type.as_str()) {
+                v.push(&k.key_type);
+            }
+        }
+        v
+    }
+}
+
+pub(crate) struct KnownHosts {
+    pub(crate) exists: bool,
+    entries: Vec<Entry>,
+}
+
+/// The name OpenSSH looks a host up by: `host` on port 22, else `[host]:port`.
+pub(crate) fn lookup_name(host: &str, port: u16) -> String {
+    if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    }
+}
+
+/// `SHA256:<base64, unpadded>` of a key blob, as `ssh-keygen -lf` prints it.
+pub(crate) fn fingerprint(blob: &[u8]) -> String {
+    format!("SHA256:{}", base64::encode(&Sha256::digest(blob), false))
+}
+
+/// The key type named inside an SSH public key blob (e.g. `ssh-ed25519`).
+pub(crate) fn key_type_of(blob: &[u8]) -> Option<String> {
+    let len = u32::from_be_bytes(blob.get(..4)?.try_into().ok()?) as usize;
+    let name = blob.get(4..4 + len)?;
+    String::from_utf8(name.to_vec()).ok()
+}
+
+/// The host key algorithms that can present a key of `key_type`, strongest first.
+pub(crate) fn algorithms_for(key_type: &str) -> &'static [&'static str] {
+    match key_type {
+        "ssh-ed25519" => &["ssh-ed25519"],
+        "ecdsa-sha2-nistp256" => &["ecdsa-sha2-nistp256"],
+        "ecdsa-sha2-nistp384" => &["ecdsa-sha2-nistp384"],
+        "ecdsa-sha2-nistp521" => &["ecdsa-sha2-nistp521"],
+        "ssh-rsa" => &["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"],
+        "ssh-dss" => &["ssh-dss"],
+        _ => &[],
+    }
+}
+
+/// Every host key type we can verify, in the order a scan tries them.
+pub(crate) const KEY_TYPES: [&str; 5] = [
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "ssh-rsa",
+];
+
+fn hmac_sha1(key: &[u8], msg: &[u8]) -> [u8; 20] {
+    const BLOCK: usize = 64;
+    let mut k = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        k[..20].copy_from_slice(&Sha1::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha1::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    inner.update(msg);
+    let mut outer = Sha1::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+/// OpenSSH's wildcard match: `*` any run of characters, `?` one character.
+fn wildcard(pattern: &[u8], name: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => name.is_empty(),
+        Some((b'*', rest)) => (0..=name.len()).any(|i| wildcard(rest, &name[i..])),
+        Some((b'?', rest)) => !name.is_empty() && wildcard(rest, &name[1..]),
+        Some((c, rest)) => name.first() == Some(c) && wildcard(rest, &name[1..]),
+    }
+}
+
+impl Hosts {
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            Hosts::Hashed { salt, hash } => {
+                hmac_sha1(salt, name.as_bytes()).as_slice() == hash.as_slice()
+            }
+            Hosts::Patterns(patterns) => {
+                let name = name.to_ascii_lowercase();
+                let mut positive = false;
+                for p in patterns {
+                    let (negated, p) = match p.strip_prefix('!') {
+                        Some(rest) => (true, rest),
+                        None => (false, p.as_str()),
+                    };
+                    if wildcard(p.to_ascii_lowercase().as_bytes(), name.as_bytes()) {
+                        if negated {
+                            return false;
+                        }
+                        positive = true;
+                    }
+                }
+                positive
+            }
+        }
+    }
+}
+
+fn parse_line(line: usize, text: &str) -> Option<Entry> {
+    let text = text.trim();
+    if text.is_empty() || text.starts_with('#') {
+        return None;
+    }
+    let mut fields = text.split_whitespace();
+    let mut first = fields.next()?;
+    let marker = match first {
+        "@revoked" => Marker::Revoked,
+        "@cert-authority" => Marker::CertAuthority,
+        _ => Marker::None,
+    };
+    if marker != Marker::None {
+        first = fields.next()?;
+    }
+    let hosts = if let Some(rest) = first.strip_prefix("|1|") {
+        let (salt, hash) = rest.split_once('|')?;
+        Hosts::Hashed {
+            salt: base64::decode(salt)?,
+            hash: base64::decode(hash)?,
+        }
+    } else {
+        Hosts::Patterns(first.split(',').map(str::to_string).collect())
+    };
+    let key_type = fields.next()?.to_string();
+    let blob = base64::decode(fields.next()?)?;
+    Some(Entry {
+        line,
+        marker,
+        hosts,
+        key_type,
+        blob,
+    })
+}
+
+impl KnownHosts {
+    /// Reads a known_hosts file. A missing file is read as empty (the host is then unknown,
+    /// and the error says how to add it).
+    pub(crate) fn load(path: &Path) -> Result<KnownHosts> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(KnownHosts {
+                    exists: false,
+                    entries: Vec::new(),
+                });
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot read the known_hosts file {}", path.display())
+                });
+            }
+        };
+        let mut entries = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            match parse_line(i + 1, line) {
+                Some(e) => entries.push(e),
+                None if !line.trim().is_empty() && !line.trim_start().starts_with('#') => {
+                    tracing::debug!(file = %path.display(), line = i + 1, "known_hosts: line not understood, ignored");
+                }
+                None => {}
+            }
+        }
+        Ok(KnownHosts {
+            exists: true,
+            entries,
+        })
+    }
+
+    /// The keys the file holds for `host` on `port`.
+    pub(crate) fn lookup(&self, host: &str, port: u16) -> HostKeys {
+        let name = lookup_name(host, port);
+        let mut out = HostKeys::default();
+        for e in &self.entries {
+            if !e.hosts.matches(&name) {
+                continue;
+            }
+            match e.marker {
+                Marker::CertAuthority => {}
+                Marker::Revoked => out.revoked.push(e.blob.clone()),
+                Marker::None => out.keys.push(KnownKey {
+                    key_type: e.key_type.clone(),
+                    blob: e.blob.clone(),
+                    line: e.line,
+                }),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_sha1_matches_rfc2202() {
+        let mac = hmac_sha1(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(hex::encode(mac), "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79");
+        let mac = hmac_sha1(
+            &[0xaa; 80],
+            b"Test Using Larger Than Block-Size Key - Hash Key First",
+        );
+        assert_eq!(hex::encode(mac), "aa4ae5e15272d00e95705637ce8a3b55ed402112");
+    }
+
+    #[test]
+    fn matches_plain_bracketed_wildcard_negated_and_hashed_names() {
+        let blob = b"\0\0\0\x0bssh-ed25519\0\0\0\x01k".to_vec();
+        let b64 = base64::encode(&blob, true);
+        let salt = b"0123456789abcdefghij";
+        let hashed = format!(
+            "|1|{}|{}",
+            base64::encode(salt, true),
+            base64::encode(&hmac_sha1(salt, b"[sftp.example.com]:2222"), true)
+        );
+        let text = format!(
+            "# comment\n\
+             sftp.example.com,10.0.0.1 ssh-ed25519 {b64}\n\
+             [sftp.example.com]:2200 ssh-rsa {b64}\n\
+             *.example.org,!bad.example.org ecdsa-sha2-nistp256 {b64}\n\
+             {hashed} ssh-ed25519 {b64}\n\
+             @revoked old.example.com ssh-ed25519 {b64}\n\
+             garbage\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        std::fs::write(&path, text).unwrap();
+        let kh = KnownHosts::load(&path).unwrap();
+        assert_eq!(
+            kh.lookup("sftp.example.com", 22).key_types(),
+            ["ssh-ed25519"]
+        );
+        assert_eq!(kh.lookup("SFTP.example.com", 22).keys.len(), 1);
+        assert_eq!(kh.lookup("sftp.example.com", 2200).key_types(), ["ssh-rsa"]);
+        assert_eq!(
+            kh.lookup("sftp.example.com", 2222).key_types(),
+            ["ssh-ed25519"]
+        );
+        assert_eq!(kh.lookup("sftp.example.com", 2222).keys[0].line, 5);
+        assert!(kh.lookup("sftp.example.com", 2223).keys.is_empty());
+        assert_eq!(
+            kh.lookup("a.example.org", 22).key_types(),
+            ["ecdsa-sha2-nistp256"]
+        );
+        assert!(kh.lookup("bad.example.org", 22).keys.is_empty());
+        assert_eq!(kh.lookup("old.example.com", 22).revoked.len(), 1);
+        assert_eq!(key_type_of(&blob).as_deref(), Some("ssh-ed25519"));
+    }
+}

@@ -1,0 +1,570 @@
+//! SFTP connections (libssh2 through the `ssh2` crate), shared by the SFTP source and the
+//! file sink's upload.
+//!
+//! Invariants: every connection verifies the server's host key — against known_hosts or a
+//! pinned SHA256 fingerprint — *before* any authentication is attempted, and there is no
+//! way to skip that check. Every blocking call (TCP connect, handshake, each SFTP request)
+//! is bounded by the endpoint's `timeout`. Secrets are loaded only to authenticate and are
+//! never written to logs or error messages.
+
+pub(crate) mod base64;
+pub(crate) mod config;
+pub(crate) mod known_hosts;
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use secrecy::{ExposeSecret, SecretString};
+use ssh2::{MethodType, Session, Sftp};
+
+use known_hosts::{KEY_TYPES, KnownHosts, algorithms_for, fingerprint, key_type_of, lookup_name};
+
+/// Where a secret comes from; it is read only when it is needed.
+#[derive(Debug, Clone)]
+pub(crate) enum SecretSource {
+    Env(String),
+    File(PathBuf),
+}
+
+impl SecretSource {
+    fn load(&self, key: &str) -> Result<SecretString> {
+        match self {
+            SecretSource::Env(var) => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
+                _ => bail!("`{key}` names the environment variable {var}, which is not set"),
+            },
+            SecretSource::File(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the {key} file {}", path.display()))?;
+                let text = text.strip_suffix('\n').unwrap_or(&text);
+                let text = text.strip_suffix('\r').unwrap_or(text);
+                Ok(SecretString::from(text.to_string()))
+            }
+        }
+    }
+}
+
+/// An SFTP server and how to trust it and log in to it.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) username: String,
+    pub(crate) password: Option<SecretSource>,
+    pub(crate) private_key: Option<PathBuf>,
+    pub(crate) passphrase: Option<SecretSource>,
+    pub(crate) use_agent: bool,
+    pub(crate) known_hosts: Option<PathBuf>,
+    pub(crate) fingerprint: Option<String>,
+    pub(crate) timeout: Duration,
+}
+
+/// The server was reached but refused (host key not trusted, authentication failed):
+/// trying again would not help.
+#[derive(Debug)]
+pub(crate) struct Refused(pub(crate) String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Whether an error is worth retrying on a new connection.
+pub(crate) fn is_refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<Refused>().is_some())
+}
+
+/// Runs `f` up to `tries` times, waiting 1 s, 2 s, 4 s... between tries; a [`Refused`]
+/// error ends at once. `f` gets the attempt number (1-based).
+pub(crate) fn with_retries<T>(
+    what: &str,
+    tries: u32,
+    mut f: impl FnMut(u32) -> Result<T>,
+) -> Result<T> {
+    let mut attempt = 1;
+    loop {
+        match f(attempt) {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt >= tries || is_refused(&e) => return Err(e),
+            Err(e) => {
+                let wait = Duration::from_secs(1 << (attempt - 1));
+                tracing::warn!(
+                    "{what} failed (try {attempt} of {tries}), retrying in {}s: {e:#}",
+                    wait.as_secs()
+                );
+                std::thread::sleep(wait);
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// One line of a known_hosts file for `blob`.
+pub(crate) fn known_hosts_line(host: &str, port: u16, blob: &[u8]) -> String {
+    let key_type = key_type_of(blob).unwrap_or_else(|| "unknown".into());
+    format!(
+        "{} {key_type} {}",
+        lookup_name(host, port),
+        base64::encode(blob, true)
+    )
+}
+
+/// An authenticated SFTP session.
+pub(crate) struct Connection {
+    session: Session,
+    sftp: Sftp,
+}
+
+impl Connection {
+    pub(crate) fn sftp(&self) -> &Sftp {
+        &self.sftp
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let _ = self.session.disconnect(None, "done", None);
+    }
+}
+
+fn timeout_ms(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
+}
+
+impl Endpoint {
+    /// `user@host:port`, for messages.
+    pub(crate) fn label(&self) -> String {
+        format!("{}@{}:{}", self.username, self.host, self.port)
+    }
+
+    fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    fn tcp(&self) -> Result<TcpStream> {
+        let addrs: Vec<_> = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .with_context(|| format!("cannot resolve the SFTP host {}", self.host))?
+            .collect();
+        let mut last = None;
+        for a in &addrs {
+            match TcpStream::connect_timeout(a, self.timeout) {
+                Ok(s) => {
+                    s.set_read_timeout(Some(self.timeout))?;
+                    s.set_write_timeout(Some(self.timeout))?;
+                    let _ = s.set_nodelay(true);
+                    return Ok(s);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        match last {
+            Some(e) => Err(anyhow!(e).context(format!("cannot connect to {}", self.addr()))),
+            None => bail!("the SFTP host {} has no address", self.host),
+        }
+    }
+
+    /// TCP connect and SSH handshake, offering only `algorithms` for the host key if given.
+    fn handshake(&self, algorithms: Option<&str>) -> Result<Session> {
+        let tcp = self.tcp()?;
+        let mut session = Session::new().context("cannot start an SSH session")?;
+        session.set_timeout(timeout_ms(self.timeout));
+        session.set_tcp_stream(tcp);
+        if let Some(algs) = algorithms {
+            session
+                .method_pref(MethodType::HostKey, algs)
+                .with_context(|| format!("this build cannot verify host keys of type {algs}"))?;
+        }
+        session.handshake().map_err(|e| {
+            let hint = if e.code() == ssh2::ErrorCode::Session(-9) {
+                format!(
+                    " (no answer within the timeout of {}s)",
+                    self.timeout.as_secs_f32()
+                )
+            } else {
+                String::new()
+            };
+            anyhow!("SSH handshake with {} failed{hint}: {e}", self.addr())
+        })?;
+        Ok(session)
+    }
+
+    fn server_key(&self, session: &Session) -> Result<Vec<u8>> {
+        session
+            .host_key()
+            .map(|(k, _)| k.to_vec())
+            .ok_or_else(|| anyhow!("{} sent no host key", self.addr()))
+    }
+
+    /// The host keys the server offers, one per key type (what `ssh-keyscan` prints).
+    pub(crate) fn scan(&self) -> Result<Vec<Vec<u8>>> {
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut first_err = None;
+        for t in KEY_TYPES {
+            match self.handshake(Some(&algorithms_for(t).join(","))) {
+                Ok(s) => {
+                    let k = self.server_key(&s)?;
+                    if !keys.contains(&k) {
+                        keys.push(k);
+                    }
+                    let _ = s.disconnect(None, "scan", None);
+                }
+                Err(e) => {
+                    tracing::debug!("no {t} host key: {e:#}");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Err(first_err.unwrap_or_else(|| anyhow!("{} offered no host key", self.addr())));
+        }
+        Ok(keys)
+    }
+
+    fn add_hint(&self, blob: &[u8], file: &str) -> String {
+        let fp = fingerprint(blob);
+        format!(
+            "To trust this server, first confirm the fingerprint {fp} with the site's operator; then add \
+             this line to {file}:\n  {}\n(`tangoe-ingest hostkey` prints the server's keys), or set \
+             host_key_fingerprint = \"{fp}\"",
+            known_hosts_line(&self.host, self.port, blob)
+        )
+    }
+
+    fn describe(blob: &[u8]) -> String {
+        format!(
+            "{} key with fingerprint {}",
+            key_type_of(blob).unwrap_or_else(|| "unknown".into()),
+            fingerprint(blob)
+        )
+    }
+
+    /// Handshake and host key verification; returns a session not yet authenticated.
+    fn verified_session(&self) -> Result<Session> {
+        let Some(kh_path) = &self.known_hosts else {
+            return self.pinned_session();
+        };
+        let kh = KnownHosts::load(kh_path)?;
+        let file = kh_path.display().to_string();
+        let known = kh.lookup(&self.host, self.port);
+        if known.keys.is_empty() {
+            let session = self.handshake(None)?;
+            let key = self.server_key(&session)?;
+            let missing = if kh.exists {
+                ""
+            } else {
+                " (the file does not exist)"
+            };
+            return Err(anyhow!(Refused(format!(
+                "UNKNOWN HOST KEY: the SFTP server {} is not listed in the known_hosts file {file}{missing}. \
+                 It presents an {}. Nothing was transferred.\n{}",
+                self.addr(),
+                Self::describe(&key),
+                self.add_hint(&key, &file)
+            ))));
+        }
+        let types = known.key_types();
+        let algs: Vec<&str> = types
+            .iter()
+            .flat_map(|t| algorithms_for(t).iter().copied())
+            .collect();
+        if algs.is_empty() {
+            bail!(Refused(format!(
+                "known_hosts {file} lists {} for {} only with key types this build cannot verify ({})",
+                lookup_name(&self.host, self.port),
+                self.addr(),
+                types.join(", ")
+            )));
+        }
+        let session = match self.handshake(Some(&algs.join(","))) {
+            Ok(s) => s,
+            Err(e) => {
+                // The server has none of the known key types: show what it does have.
+                let Ok(other) = self.handshake(None) else {
+                    return Err(e);
+                };
+                let key = self.server_key(&other)?;
+                bail!(Refused(format!(
+                    "HOST KEY MISMATCH: known_hosts {file} lists {} key(s) for {}, but the server offers none \
+                     of those types; it presents an {}. Someone may be intercepting the connection, or the \
+                     server's keys were replaced. Nothing was transferred.\n{}",
+                    types.join(", "),
+                    self.addr(),
+                    Self::describe(&key),
+                    self.add_hint(&key, &file)
+                )));
+            }
+        };
+        let key = self.server_key(&session)?;
+        if known.revoked.contains(&key) {
+            bail!(Refused(format!(
+                "REVOKED HOST KEY: {} presents an {}, which {file} marks @revoked. Nothing was transferred.",
+                self.addr(),
+                Self::describe(&key)
+            )));
+        }
+        if let Some(k) = known.keys.iter().find(|k| k.blob == key) {
+            tracing::debug!(host = %self.addr(), line = k.line, "host key verified against known_hosts");
+            if let Some(pin) = &self.fingerprint
+                && *pin != fingerprint(&key)
+            {
+                bail!(Refused(format!(
+                    "HOST KEY MISMATCH: {} presents an {}, which known_hosts {file} lists, but \
+                     host_key_fingerprint pins {pin}. Nothing was transferred.",
+                    self.addr(),
+                    Self::describe(&key)
+                )));
+            }
+            return Ok(session);
+        }
+        let key_type = key_type_of(&key).unwrap_or_default();
+        let same_type = known.keys.iter().any(|k| k.key_type == key_type);
+        let listed: Vec<String> = known
+            .keys
+            .iter()
+            .filter(|k| !same_type || k.key_type == key_type)
+            .map(|k| format!("line {}: {} {}", k.line, k.key_type, fingerprint(&k.blob)))
+            .collect();
+        Err(anyhow!(Refused(format!(
+            "HOST KEY MISMATCH: {} presents an {}, but known_hosts {file} lists a different key for it \
+             ({}). Someone may be intercepting the connection, or the server's key was replaced. Nothing \
+             was transferred.\nIf the site's operator confirms the new key, replace that line with:\n  {}",
+            self.addr(),
+            Self::describe(&key),
+            listed.join("; "),
+            known_hosts_line(&self.host, self.port, &key)
+        ))))
+    }
+
+    /// Verification against `host_key_fingerprint` alone. The pin does not say which key
+    /// type it is for, so when the key the server prefers does not match, the other types
+    /// are tried one by one.
+    fn pinned_session(&self) -> Result<Session> {
+        let Some(pin) = &self.fingerprint else {
+            bail!(Refused(format!(
+                "no way to verify the host key of {}: set known_hosts or host_key_fingerprint",
+                self.addr()
+            )));
+        };
+        let session = self.handshake(None)?;
+        let key = self.server_key(&session)?;
+        if fingerprint(&key) == *pin {
+            return Ok(session);
+        }
+        drop(session);
+        let mut seen = vec![Self::describe(&key)];
+        let first_type = key_type_of(&key).unwrap_or_default();
+        for t in KEY_TYPES.iter().filter(|t| **t != first_type) {
+            let Ok(s) = self.handshake(Some(&algorithms_for(t).join(","))) else {
+                continue;
+            };
+            let k = self.server_key(&s)?;
+            if fingerprint(&k) == *pin {
+                return Ok(s);
+            }
+            seen.push(Self::describe(&k));
+        }
+        Err(anyhow!(Refused(format!(
+            "HOST KEY MISMATCH: host_key_fingerprint pins {pin}, but {} presents: {}. Someone may be \
+             intercepting the connection, or the server's key was replaced. Nothing was transferred.",
+            self.addr(),
+            seen.join("; ")
+        ))))
+    }
+
+    fn authenticate(&self, session: &Session) -> Result<()> {
+        let user = &self.username;
+        let offered = session
+            .auth_methods(user)
+            .map(str::to_string)
+            .with_context(|| format!("cannot ask {} which login methods it offers", self.addr()))?;
+        if session.authenticated() {
+            return Ok(());
+        }
+        let offers = |m: &str| offered.split(',').any(|o| o == m);
+        let mut tried: Vec<String> = Vec::new();
+        if self.use_agent {
+            match self.auth_agent(session) {
+                Ok(true) => return Ok(()),
+                Ok(false) => tried.push("agent (no identity was accepted)".into()),
+                Err(e) => tried.push(format!("agent ({e:#})")),
+            }
+        }
+        if let Some(key) = &self.private_key {
+            if offers("publickey") {
+                let passphrase = match &self.passphrase {
+                    Some(p) => Some(p.load("private_key_passphrase_env")?),
+                    None => None,
+                };
+                match session.userauth_pubkey_file(
+                    user,
+                    None,
+                    key,
+                    passphrase.as_ref().map(|p| p.expose_secret()),
+                ) {
+                    Ok(()) if session.authenticated() => return Ok(()),
+                    Ok(()) => tried.push(format!("key file {} (not accepted)", key.display())),
+                    Err(e) => tried.push(format!("key file {} ({})", key.display(), e.message())),
+                }
+            } else {
+                tried.push(format!(
+                    "key file {} (the server does not offer publickey)",
+                    key.display()
+                ));
+            }
+        }
+        if let Some(source) = &self.password {
+            let password = source.load("password")?;
+            if offers("password") {
+                match session.userauth_password(user, password.expose_secret()) {
+                    Ok(()) if session.authenticated() => return Ok(()),
+                    _ => tried.push("password (rejected)".into()),
+                }
+            } else if offers("keyboard-interactive") {
+                let mut answer = PasswordPrompt(password);
+                match session.userauth_keyboard_interactive(user, &mut answer) {
+                    Ok(()) if session.authenticated() => return Ok(()),
+                    _ => tried.push("password by keyboard-interactive (rejected)".into()),
+                }
+            } else {
+                tried.push("password (the server does not offer password login)".into());
+            }
+        }
+        if tried.is_empty() {
+            tried.push("nothing (no password, private_key or use_agent is configured)".into());
+        }
+        Err(anyhow!(Refused(format!(
+            "SFTP login as {user:?} on {} failed. Tried: {}. The server offers: {}. Check username, \
+             password_env / password_file, private_key (and its passphrase) and use_agent.",
+            self.addr(),
+            tried.join("; "),
+            if offered.is_empty() {
+                "nothing".to_string()
+            } else {
+                offered.replace(',', ", ")
+            }
+        ))))
+    }
+
+    fn auth_agent(&self, session: &Session) -> Result<bool> {
+        let mut agent = session.agent().context("cannot use the SSH agent")?;
+        agent
+            .connect()
+            .context("cannot reach the SSH agent (is SSH_AUTH_SOCK set?)")?;
+        agent
+            .list_identities()
+            .context("cannot list the SSH agent's identities")?;
+        let ids = agent.identities()?;
+        for id in &ids {
+            if agent.userauth(&self.username, id).is_ok() && session.authenticated() {
+                tracing::debug!(identity = %id.comment(), "logged in with an agent identity");
+                let _ = agent.disconnect();
+                return Ok(true);
+            }
+        }
+        let _ = agent.disconnect();
+        Ok(false)
+    }
+
+    /// Connects, verifies the host key, logs in and opens the SFTP subsystem.
+    pub(crate) fn connect(&self) -> Result<Connection> {
+        let session = self.verified_session()?;
+        self.authenticate(&session)?;
+        let sftp = session
+            .sftp()
+            .with_context(|| format!("cannot start SFTP on {}", self.addr()))?;
+        tracing::debug!(server = %self.label(), "SFTP session open");
+        Ok(Connection { session, sftp })
+    }
+}
+
+struct PasswordPrompt(SecretString);
+
+impl ssh2::KeyboardInteractivePrompt for PasswordPrompt {
+    fn prompt<'a>(
+        &mut self,
+        _user: &str,
+        _instructions: &str,
+        prompts: &[ssh2::Prompt<'a>],
+    ) -> Vec<String> {
+        prompts
+            .iter()
+            .map(|_| self.0.expose_secret().to_string())
+            .collect()
+    }
+}
+
+/// Joins a remote folder and a name with `/`.
+pub(crate) fn remote_path(dir: &str, name: &str) -> PathBuf {
+    if dir.is_empty() {
+        return PathBuf::from(name);
+    }
+    Path::new(dir).join(name)
+}
+
+/// The endpoint `tangoe-ingest hostkey` asks: `host` if given, else the configured SFTP
+/// source.
+pub(crate) fn hostkey_endpoint(
+    cfg: Option<&crate::config::Config>,
+    host: Option<&str>,
+    port: u16,
+) -> Result<Endpoint> {
+    if let Some(host) = host {
+        return Ok(Endpoint {
+            host: host.to_string(),
+            port,
+            username: String::new(),
+            password: None,
+            private_key: None,
+            passphrase: None,
+            use_agent: false,
+            known_hosts: None,
+            fingerprint: None,
+            timeout: Duration::from_secs(30),
+        });
+    }
+    let cfg = cfg.context("no HOST given and no configuration")?;
+    match &cfg.source {
+        crate::config::SourceConfig::Sftp(s) => Ok(s.endpoint.clone()),
+        _ => bail!(
+            "the configured [source] is not SFTP: give a HOST (e.g. `tangoe-ingest hostkey sftp.example.com --port 22`)"
+        ),
+    }
+}
+
+/// The server's host keys as known_hosts lines, each after a comment with its fingerprint
+/// and what the configured known_hosts or pin says of it.
+pub(crate) fn hostkey_report(ep: &Endpoint) -> Result<String> {
+    let known = match &ep.known_hosts {
+        Some(p) => Some((p, KnownHosts::load(p)?.lookup(&ep.host, ep.port))),
+        None => None,
+    };
+    let mut out = String::new();
+    for k in ep.scan()? {
+        let fp = fingerprint(&k);
+        let mut status = String::new();
+        if let Some((path, hk)) = &known {
+            status = match hk.keys.iter().find(|e| e.blob == k) {
+                Some(e) => format!(" (known: {} line {})", path.display(), e.line),
+                None => format!(" (not in {})", path.display()),
+            };
+        }
+        if ep.fingerprint.as_deref() == Some(fp.as_str()) {
+            status.push_str(" (matches host_key_fingerprint)");
+        }
+        out.push_str(&format!(
+            "# {}:{} {}{status}\n",
+            ep.host,
+            ep.port,
+            Endpoint::describe(&k)
+        ));
+        out.push_str(&known_hosts_line(&ep.host, ep.port, &k));
+        out.push('\n');
+    }
+    Ok(out)
+}
