@@ -114,7 +114,12 @@ fn hostkey(config: &Path, args: &HostkeyArgs) -> Result<i32> {
         Some(_) => None,
         None => Some(load(config)?),
     };
-    let endpoint = crate::sftp::hostkey_endpoint(cfg.as_ref(), args.host.as_deref(), args.port)?;
+    let endpoint = crate::sftp::hostkey_endpoint(
+        cfg.as_ref(),
+        args.host.as_deref(),
+        args.port,
+        args.sink.as_deref(),
+    )?;
     print!("{}", crate::sftp::hostkey_report(&endpoint)?);
     eprintln!(
         "Check these fingerprints with the site's operator before you add a line to known_hosts \

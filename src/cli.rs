@@ -137,6 +137,10 @@ pub struct HostkeyArgs {
     /// The server's SSH port (with HOST).
     #[arg(long, default_value_t = 22, requires = "host")]
     pub port: u16,
+
+    /// Ask the server this file sink uploads to, instead of the source.
+    #[arg(long, value_name = "NAME", conflicts_with = "host")]
+    pub sink: Option<String>,
 }
 
 #[derive(Debug, Args)]

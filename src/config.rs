@@ -80,6 +80,8 @@ struct RawFileSink {
     mapping: Option<String>,
     /// File name prefix of the import files.
     prefix: Option<String>,
+    /// Also upload each import file to an SFTP folder.
+    upload: Option<Box<crate::sftp::config::RawUpload>>,
 }
 
 fn jsonl() -> String {
@@ -105,6 +107,7 @@ pub(crate) struct FileSinkConfig {
     pub(crate) format: FileFormat,
     pub(crate) mapping: Option<Mapping>,
     pub(crate) prefix: String,
+    pub(crate) upload: Option<crate::sftp::config::UploadConfig>,
 }
 
 pub(crate) enum SinkConfig {
@@ -239,12 +242,19 @@ impl Config {
                         }
                     });
                     let prefix = f.prefix.unwrap_or_else(|| "tangoe-events".into());
+                    let upload = match &f.upload {
+                        Some(u) => {
+                            Some(u.resolve(&base, &format!("{origin}: [[sink]] #{}", i + 1))?)
+                        }
+                        None => None,
+                    };
                     sinks.push(SinkConfig::File(FileSinkConfig {
                         name,
                         dir: resolve(&base, &f.dir),
                         format,
                         mapping,
                         prefix,
+                        upload,
                     }));
                 }
                 RawSink::Http(h) => sinks.push(SinkConfig::Http(h.validate(

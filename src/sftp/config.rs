@@ -1,5 +1,5 @@
-//! The SFTP parts of the configuration: `[source] type = "sftp"`, from TOML to validated
-//! settings. Unknown keys are errors.
+//! The SFTP parts of the configuration: `[source] type = "sftp"` and a file sink's
+//! `upload = { ... }`, from TOML to validated settings. Unknown keys are errors.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -47,6 +47,26 @@ pub(crate) struct RawSftp {
     keep: Option<String>,
 }
 
+/// A file sink's `upload = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpload {
+    host: String,
+    #[serde(default = "ssh_port")]
+    port: u16,
+    username: String,
+    password_env: Option<String>,
+    password_file: Option<String>,
+    private_key: Option<String>,
+    private_key_passphrase_env: Option<String>,
+    #[serde(default)]
+    use_agent: bool,
+    known_hosts: Option<String>,
+    host_key_fingerprint: Option<String>,
+    remote_dir: String,
+    timeout: Option<String>,
+}
+
 /// What happens to a remote report once its ledger commit is done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum After {
@@ -66,6 +86,12 @@ pub(crate) struct SftpSourceConfig {
     pub(crate) after: After,
     pub(crate) download_dir: PathBuf,
     pub(crate) keep: Duration,
+}
+
+#[derive(Clone)]
+pub(crate) struct UploadConfig {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) remote_dir: String,
 }
 
 fn duration(value: Option<&str>, default: &str, key: &str, origin: &str) -> Result<Duration> {
@@ -203,6 +229,33 @@ impl RawSftp {
             after,
             download_dir,
             keep: duration(self.keep.as_deref(), "90d", "keep", &origin)?,
+        })
+    }
+}
+
+impl RawUpload {
+    pub(crate) fn resolve(&self, base: &Path, origin: &str) -> Result<UploadConfig> {
+        let origin = format!("{origin} upload");
+        let endpoint = endpoint(
+            Keys {
+                host: &self.host,
+                port: self.port,
+                username: &self.username,
+                password_env: &self.password_env,
+                password_file: &self.password_file,
+                private_key: &self.private_key,
+                private_key_passphrase_env: &self.private_key_passphrase_env,
+                use_agent: self.use_agent,
+                known_hosts: &self.known_hosts,
+                host_key_fingerprint: &self.host_key_fingerprint,
+                timeout: &self.timeout,
+            },
+            base,
+            &origin,
+        )?;
+        Ok(UploadConfig {
+            endpoint,
+            remote_dir: self.remote_dir.clone(),
         })
     }
 }

@@ -507,12 +507,65 @@ pub(crate) fn remote_path(dir: &str, name: &str) -> PathBuf {
     Path::new(dir).join(name)
 }
 
-/// The endpoint `tangoe-ingest hostkey` asks: `host` if given, else the configured SFTP
-/// source.
+impl Connection {
+    /// Uploads `local` as `remote_dir/name`: written under a hidden temporary name, its size
+    /// checked, then renamed into place, so a consumer never sees a partial file.
+    pub(crate) fn upload(&self, local: &Path, remote_dir: &str, name: &str) -> Result<()> {
+        use std::io::{Read, Write};
+        let tmp = remote_path(remote_dir, &format!(".{name}.part"));
+        let dest = remote_path(remote_dir, name);
+        let mut src = std::fs::File::open(local)
+            .with_context(|| format!("cannot open {}", local.display()))?;
+        let expected = src.metadata()?.len();
+        let mut remote = self
+            .sftp
+            .create(&tmp)
+            .with_context(|| format!("cannot create {} on the SFTP server", tmp.display()))?;
+        // libssh2 keeps the whole buffer given to one write in flight: a large one pipelines.
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = src
+                .read(&mut buf)
+                .with_context(|| format!("cannot read {}", local.display()))?;
+            if n == 0 {
+                break;
+            }
+            remote
+                .write_all(&buf[..n])
+                .with_context(|| format!("cannot write {} on the SFTP server", tmp.display()))?;
+        }
+        let _ = remote.fsync();
+        remote
+            .close()
+            .with_context(|| format!("cannot close {} on the SFTP server", tmp.display()))?;
+        let size = self.sftp.stat(&tmp)?.size.unwrap_or(0);
+        if size != expected {
+            let _ = self.sftp.unlink(&tmp);
+            bail!("the upload of {name} is incomplete: {size} of {expected} bytes arrived");
+        }
+        if self.sftp.rename(&tmp, &dest, None).is_err() {
+            // SFTP v3 renames do not overwrite: a file of the same name is an earlier upload
+            // of the same events (its delivery mark was never written).
+            let _ = self.sftp.unlink(&dest);
+            self.sftp.rename(&tmp, &dest, None).with_context(|| {
+                format!(
+                    "cannot rename {} to {} on the SFTP server",
+                    tmp.display(),
+                    dest.display()
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The endpoint `tangoe-ingest hostkey` asks: `host` if given, else a sink's upload server
+/// (`sink`), else the configured SFTP source.
 pub(crate) fn hostkey_endpoint(
     cfg: Option<&crate::config::Config>,
     host: Option<&str>,
     port: u16,
+    sink: Option<&str>,
 ) -> Result<Endpoint> {
     if let Some(host) = host {
         return Ok(Endpoint {
@@ -529,6 +582,20 @@ pub(crate) fn hostkey_endpoint(
         });
     }
     let cfg = cfg.context("no HOST given and no configuration")?;
+    if let Some(name) = sink {
+        for s in &cfg.sinks {
+            match s {
+                crate::config::SinkConfig::File(f) if f.name == name => {
+                    return match &f.upload {
+                        Some(u) => Ok(u.endpoint.clone()),
+                        None => bail!("the sink {name:?} has no `upload`"),
+                    };
+                }
+                _ => {}
+            }
+        }
+        bail!("no sink is named {name:?}");
+    }
     match &cfg.source {
         crate::config::SourceConfig::Sftp(s) => Ok(s.endpoint.clone()),
         _ => bail!(

@@ -4,6 +4,9 @@
 //! complete, so a consumer never sees half a file. Its name comes from the first and last
 //! event it holds, so a crash before the delivery mark is written and the rerun rewrite the
 //! same file instead of adding a second one with the same events.
+//!
+//! With `upload`, each file is also uploaded to an SFTP folder (under a temporary name, then
+//! renamed); its events count as delivered only once the upload is complete.
 
 use std::borrow::Cow;
 use std::io::{BufWriter, Write};
@@ -16,6 +19,7 @@ use super::SinkSummary;
 use crate::activity::{State, rfc3339};
 use crate::config::{FileFormat, FileSinkConfig};
 use crate::ledger::{EventView, Ledger, OwnedEvent, StoredEvent};
+use crate::sftp::config::UploadConfig;
 
 /// Events read from the ledger per batch handed to the writing thread.
 const BATCH: usize = 2_048;
@@ -449,9 +453,32 @@ pub(crate) fn deliver(
     if let Ok(dir) = std::fs::File::open(&sink.dir) {
         let _ = dir.sync_all();
     }
+    if let Some(up) = &sink.upload
+        && let Err(e) = upload(up, &dest, &name)
+    {
+        // Not delivered: the local copy goes too, and the next run writes the events again.
+        let _ = std::fs::remove_file(&dest);
+        return Err(e);
+    }
     ledger.set_sink_mark(&sink.name, last)?;
     tracing::info!(sink = %sink.name, file = %name, events = count, "import file written");
     summary.delivered = count;
     summary.files.push(name);
     Ok(summary)
+}
+
+/// Uploads an import file to the sink's SFTP folder, retrying a dropped connection.
+fn upload(up: &UploadConfig, local: &std::path::Path, name: &str) -> Result<()> {
+    let target = format!(
+        "sftp://{}/{}",
+        up.endpoint.label(),
+        up.remote_dir.trim_start_matches('/')
+    );
+    let what = format!("uploading {name} to {target}");
+    crate::sftp::with_retries(&what, 3, |_| {
+        up.endpoint.connect()?.upload(local, &up.remote_dir, name)
+    })
+    .with_context(|| format!("{what} failed; its events stay pending"))?;
+    tracing::info!(file = %name, "import file uploaded to {target}");
+    Ok(())
 }
