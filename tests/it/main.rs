@@ -2,6 +2,7 @@
 //! SQLite ledger. One test binary for the whole suite.
 
 mod server;
+mod sshd;
 mod support;
 
 mod crash;
@@ -10,3 +11,4 @@ mod edge_cases;
 mod http_sink;
 mod parsing;
 mod runs;
+mod sftp;

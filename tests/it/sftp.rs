@@ -1,0 +1,1366 @@
+//! The SFTP source and the file sink's upload, against a real OpenSSH server on 127.0.0.1.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::sshd::{self, PASSWORD, PASSWORD_USER, Relay, Sshd};
+use crate::support::{HEADER, Workdir, set_mtime};
+
+/// A drop site: an sshd, a work dir with a client key it accepts, a known_hosts file that
+/// lists the server, and a remote folder to put reports in.
+struct Site {
+    sshd: Sshd,
+    w: Workdir,
+    remote: PathBuf,
+}
+
+const HOUR_AGO: i64 = 3600;
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn row(id: &str, state: &str, day: &str) -> String {
+    format!("{id},{state},RITM{id},{day}T10:00:00Z,5551234567,Pixel 9,1 Main St,CC1")
+}
+
+fn csv(rows: &[String]) -> String {
+    let mut s = String::from(HEADER);
+    s.push('\n');
+    for r in rows {
+        s.push_str(r);
+        s.push('\n');
+    }
+    s
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn assert_code(out: &Output, code: i32) {
+    assert_eq!(out.status.code(), Some(code), "output:\n{}", text(out));
+}
+
+impl Site {
+    fn new() -> Site {
+        Site::with_sshd(Sshd::start())
+    }
+
+    fn with_sshd(sshd: Sshd) -> Site {
+        let w = Workdir::new();
+        let key = sshd::keygen(w.path(), "client_key", "ed25519", "");
+        sshd.authorize(&key.with_extension("pub"));
+        let remote = w.path().join("remote");
+        std::fs::create_dir_all(&remote).unwrap();
+        w.write("known_hosts", sshd.known_hosts_lines(sshd.port));
+        let site = Site { sshd, w, remote };
+        site.configure(&[]);
+        site
+    }
+
+    /// Writes the config: an SFTP source (the defaults below, with `overrides` replacing,
+    /// adding or — with an empty value — removing keys; values are TOML) and a JSONL sink.
+    fn configure(&self, overrides: &[(&str, &str)]) {
+        self.configure_with(overrides, "");
+    }
+
+    fn configure_with(&self, overrides: &[(&str, &str)], sink_extra: &str) {
+        let mut keys: Vec<(String, String)> = [
+            ("host", "\"127.0.0.1\"".to_string()),
+            ("port", self.sshd.port.to_string()),
+            ("username", "\"root\"".into()),
+            ("private_key", "\"client_key\"".into()),
+            ("known_hosts", "\"known_hosts\"".into()),
+            (
+                "remote_dir",
+                format!("{:?}", self.remote.display().to_string()),
+            ),
+            ("min_age", "\"0s\"".into()),
+            ("settle", "\"0s\"".into()),
+            ("timeout", "\"10s\"".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for (k, v) in overrides {
+            keys.retain(|(key, _)| key != k);
+            if !v.is_empty() {
+                keys.push((k.to_string(), v.to_string()));
+            }
+        }
+        let source: String = keys.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+        self.w.config(&format!(
+            "[source]\ntype = \"sftp\"\n{source}\n[report]\ntimezone = \"UTC\"\n\
+             date_from_name = '(\\d{{4}}-\\d{{2}}-\\d{{2}})'\n\n[ledger]\npath = \"state/ledger.sqlite\"\n\n\
+             [[sink]]\ntype = \"file\"\ndir = \"out\"\nformat = \"jsonl\"\n{sink_extra}"
+        ));
+    }
+
+    /// Puts a report in the remote folder, modified an hour ago.
+    fn put(&self, name: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.remote.join(name);
+        std::fs::write(&p, content).unwrap();
+        set_mtime(&p, now() - HOUR_AGO);
+        p
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.w.run(args)
+    }
+
+    fn remote_files(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.remote)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn downloads(&self) -> PathBuf {
+        self.w.path().join("state/downloads")
+    }
+
+    /// Every file under the download folder, as `sha/name` (hidden files too).
+    fn archived(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir(self.downloads()) else {
+            return out;
+        };
+        for d in rd.flatten() {
+            let top = d.file_name().into_string().unwrap();
+            if d.path().is_dir() {
+                for f in std::fs::read_dir(d.path()).unwrap().flatten() {
+                    out.push(format!("{top}/{}", f.file_name().into_string().unwrap()));
+                }
+            } else {
+                out.push(top);
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn processed(&self) -> Vec<String> {
+        let conn = self.w.ledger();
+        let mut stmt = conn
+            .prepare("SELECT name FROM reports WHERE status = 'processed' ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+}
+
+fn sha256_of(path: &Path) -> String {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    hex::encode(h.finalize())
+}
+
+fn states(w: &Workdir) -> Vec<(String, String)> {
+    w.events()
+        .iter()
+        .map(|e| {
+            (
+                e["activity_id"].as_str().unwrap().into(),
+                e["state"].as_str().unwrap().into(),
+            )
+        })
+        .collect()
+}
+
+fn pair(a: &str, s: &str) -> (String, String) {
+    (a.to_string(), s.to_string())
+}
+
+#[test]
+fn key_auth_downloads_reports_into_the_archive_and_a_rerun_transfers_nothing() {
+    let site = Site::new();
+    let a = site.put(
+        "acts_2026-11-01.csv",
+        csv(&[
+            row("A1", "Ordered", "2026-11-01"),
+            row("A2", "Completed", "2026-11-01"),
+        ]),
+    );
+    site.put(
+        "acts_2026-11-02.csv",
+        csv(&[row("A1", "Completed", "2026-11-02")]),
+    );
+    site.put("notes.txt", "not a report");
+    std::fs::create_dir(site.remote.join("sub_2026-11-03.csv")).unwrap();
+    let out = site.run(&["run", "--summary-json", "s.json"]);
+    assert_code(&out, 0);
+    assert_eq!(
+        states(&site.w),
+        vec![
+            pair("A1", "ordered"),
+            pair("A2", "completed"),
+            pair("A1", "completed")
+        ]
+    );
+    assert_eq!(
+        site.processed(),
+        ["acts_2026-11-01.csv", "acts_2026-11-02.csv"]
+    );
+    let s = site.w.summary("s.json");
+    assert_eq!(s["reports"][0]["sha256"], sha256_of(&a));
+    // The archive holds each report under its content hash; the site keeps its files.
+    let archived = site.archived();
+    assert_eq!(archived.len(), 2, "{archived:?}");
+    assert!(archived.contains(&format!("{}/acts_2026-11-01.csv", sha256_of(&a))));
+    assert_eq!(site.remote_files().len(), 4);
+    assert!(text(&out).contains("not a regular file"), "{}", text(&out));
+    assert_eq!(site.sshd.reads(), 2, "{}", site.sshd.log());
+
+    // A nightly run over files already processed transfers nothing.
+    let out = site.run(&["run", "--summary-json", "s2.json"]);
+    assert_code(&out, 0);
+    assert_eq!(site.sshd.reads(), 2, "nothing is downloaded again");
+    assert_eq!(site.w.summary("s2.json")["already_processed"], 2);
+    assert_eq!(site.w.events().len(), 3);
+}
+
+#[test]
+fn password_auth_from_env_and_from_file() {
+    let site = Site::new();
+    // The password user must reach the remote folder.
+    for dir in [site.w.path(), site.remote.as_path()] {
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    site.put(
+        "acts_2026-11-01.csv",
+        csv(&[row("A1", "Ordered", "2026-11-01")]),
+    );
+    site.configure(&[
+        ("username", &format!("{PASSWORD_USER:?}")),
+        ("private_key", ""),
+        ("password_env", "\"TANGOE_TEST_SFTP_PASSWORD\""),
+    ]);
+    let out = site
+        .w
+        .cmd()
+        .env("TANGOE_TEST_SFTP_PASSWORD", PASSWORD)
+        .arg("run")
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert_eq!(states(&site.w), vec![pair("A1", "ordered")]);
+
+    site.put(
+        "acts_2026-11-02.csv",
+        csv(&[row("A1", "Completed", "2026-11-02")]),
+    );
+    site.w
+        .write("secret/sftp-password", format!("{PASSWORD}\n"));
+    site.configure(&[
+        ("username", &format!("{PASSWORD_USER:?}")),
+        ("private_key", ""),
+        ("password_file", "\"secret/sftp-password\""),
+    ]);
+    let out = site.run(&["run"]);
+    assert_code(&out, 0);
+    assert_eq!(
+        states(&site.w),
+        vec![pair("A1", "ordered"), pair("A1", "completed")]
+    );
+    assert!(!text(&out).contains(PASSWORD));
+}
+
+#[test]
+fn wrong_password_fails_with_the_offered_methods_and_never_shows_the_password() {
+    let site = Site::new();
+    site.put(
+        "acts_2026-11-01.csv",
+        csv(&[row("A1", "Ordered", "2026-11-01")]),
+    );
+    let wrong = "Wr0ng-Secret-Value-93";
+    site.configure(&[
+        ("username", &format!("{PASSWORD_USER:?}")),
+        ("private_key", ""),
+        ("password_env", "\"TANGOE_TEST_SFTP_PASSWORD\""),
+    ]);
+    let out = site
+        .w
+        .cmd()
+        .env("TANGOE_TEST_SFTP_PASSWORD", wrong)
+        .args(["-v", "run", "--summary-json", "s.json"])
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    let all = text(&out);
+    assert!(all.contains("login as \"tangoe-sftp-test\""), "{all}");
+    assert!(all.contains("password (rejected)"), "{all}");
+    assert!(
+        all.contains("The server offers: publickey, password"),
+        "{all}"
+    );
+    assert!(!all.contains(wrong), "the password leaked: {all}");
+    let summary = site.w.read("s.json");
+    assert!(!summary.contains(wrong));
+    assert_eq!(site.w.summary("s.json")["exit_code"], 1);
+    let ledger = std::fs::read(site.w.path().join("state/ledger.sqlite")).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&ledger).contains(wrong));
+    assert_eq!(site.sshd.reads(), 0);
+    assert!(site.w.files("out").is_empty());
+}
+
+#[test]
+fn key_with_passphrase_and_rsa_pem_and_ecdsa_keys_log_in() {
+    let site = Site::new();
+    site.put(
+        "acts_2026-11-01.csv",
+        csv(&[row("A1", "Ordered", "2026-11-01")]),
+    );
+    let locked = sshd::keygen(site.w.path(), "locked_key", "ed25519", "open sesame 42");
+    site.sshd.authorize(&locked.with_extension("pub"));
+    site.configure(&[
+        ("private_key", "\"locked_key\""),
+        ("private_key_passphrase_env", "\"TANGOE_TEST_KEY_PASS\""),
+    ]);
+
+    let out = site
+        .w
+        .cmd()
+        .env("TANGOE_TEST_KEY_PASS", "not it")
+        .arg("run")
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    assert!(text(&out).contains("key file"), "{}", text(&out));
+    assert!(!text(&out).contains("not it"));
+
+    let out = site
+        .w
+        .cmd()
+        .env("TANGOE_TEST_KEY_PASS", "open sesame 42")
+        .arg("run")
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert_eq!(site.processed().len(), 1);
+
+    // An RSA key in the old PEM format, and an ECDSA key.
+    let rsa = site.w.path().join("rsa_key");
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "", "-f"])
+        .arg(&rsa)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(
+        site.w
+            .read("rsa_key")
+            .starts_with("-----BEGIN RSA PRIVATE KEY-----")
+    );
+    let ecdsa = sshd::keygen(site.w.path(), "ecdsa_key", "ecdsa", "");
+    for (i, key) in [("rsa_key", &rsa), ("ecdsa_key", &ecdsa)]
+        .into_iter()
+        .enumerate()
+    {
+        site.sshd.authorize(&key.1.with_extension("pub"));
+        let day = format!("2026-11-0{}", i + 2);
+        site.put(
+            &format!("acts_{day}.csv"),
+            csv(&[row(&format!("B{i}"), "Completed", &day)]),
+        );
+        site.configure(&[("private_key", &format!("{:?}", key.0))]);
+        assert_code(&site.run(&["run"]), 0);
+    }
+    assert_eq!(site.processed().len(), 3);
+}
+
+#[test]
+fn unknown_host_key_is_refused_with_its_fingerprint_and_nothing_downloaded() {
+    let site = Site::new();
+    site.put(
+        "acts_2026-11-01.csv",
+        csv(&[row("A1", "Ordered", "2026-11-01")]),
+    );
+    site.w.write("known_hosts", "# empty\n");
+    let out = site.run(&["run"]);
+    assert_code(&out, 1);
+    let all = text(&out);
+    assert!(all.contains("UNKNOWN HOST KEY"), "{all}");
+    assert!(
+        all.contains(&format!("127.0.0.1:{}", site.sshd.port)),
+        "{all}"
+    );
+    assert!(all.contains("ssh-ed25519"), "{all}");
+    assert!(all.contains(&site.sshd.fingerprint("ed25519")), "{all}");
+    assert!(all.contains("tangoe-ingest hostkey"), "{all}");
+    assert!(
+        all.contains(&format!("[127.0.0.1]:{} ssh-ed25519 AAAA", site.sshd.port)),
+        "{all}"
+    );
+    assert_eq!(site.sshd.reads(), 0);
+    assert!(
+        !site.sshd.log().contains("Accepted publickey"),
+        "no login was attempted"
+    );
+    assert!(site.archived().is_empty());
+    assert!(site.w.files("out").is_empty());
+
+    // A missing file is the same: unknown.
+    site.configure(&[("known_hosts", "\"no/such/known_hosts\"")]);
+    let out = site.run(&["run"]);
+    assert_code(&out, 1);
+    assert!(text(&out).contains("does not exist"), "{}", text(&out));
+}
+
+#[test]
+fn changed_host_key_is_refused_and_nothing_downloaded() {
+    let site = Site::new();
+    site.put(
+        "acts_2026-11-01.csv",
+        csv(&[row("A1", "Ordered", "2026-11-01")]),
+    );
+    // known_hosts lists another ed25519 key for this host.
+    let other = sshd::keygen(site.w.path(), "other_host_key", "ed25519", "");
+    let pubkey = site.w.read("other_host_key.pub");
+    let mut parts = pubkey.split_whitespace();
+    site.w.write(
+        "known_hosts",
+        format!(
+            "[127.0.0.1]:{} {} {}\n",
+            site.sshd.port,
+            parts.next().unwrap(),
+            parts.next().unwrap()
+        ),
+    );
+    let out = site.run(&["run"]);
+    assert_code(&out, 1);
+    let all = text(&out);
+    assert!(all.contains("HOST KEY MISMATCH"), "{all}");
+    assert!(all.contains(&site.sshd.fingerprint("ed25519")), "{all}");
+    assert!(
+        all.contains(&sshd::fingerprint(&other.with_extension("pub"))),
+        "{all}"
+    );
+    assert!(all.contains("line 1"), "{all}");
+    assert_eq!(site.sshd.reads(), 0);
+    assert!(!site.sshd.log().contains("Accepted publickey"));
+    assert!(site.w.files("out").is_empty());
+}
+
+#[test]
+fn hashed_known_hosts_from_ssh_keyscan_is_accepted() {
+    let site = Site::new();
+    site.put(
+        "acts_2026-11-01.csv",
+        csv(&[row("A1", "Ordered", "2026-11-01")]),
+    );
+    let kh = site.w.write("known_hosts", site.sshd.keyscan());
+    let st = std::process::Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&kh)
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let hashed = site.w.read("known_hosts");
+    assert!(hashed.lines().all(|l| l.starts_with("|1|")), "{hashed}");
+    assert!(!hashed.contains("127.0.0.1"));
+    assert_code(&site.run(&["run"]), 0);
+    assert_eq!(site.processed().len(), 1);
+}
+
+#[test]
+fn a_host_listed_with_several_key_types_verifies_whichever_is_listed() {
+    let site = Site::with_sshd(Sshd::with_host_keys(&["ed25519", "ecdsa", "rsa"]));
+    site.put(
+        "acts_2026-11-01.csv",
+        csv(&[row("A1", "Ordered", "2026-11-01")]),
+    );
+    let all_lines = site.sshd.known_hosts_lines(site.sshd.port);
+    let lines: Vec<&str> = all_lines.lines().collect();
+    // Only the ECDSA and RSA keys are known: the server would prefer ed25519.
+    site.w
+        .write("known_hosts", format!("{}\n{}\n", lines[1], lines[2]));
+    assert_code(&site.run(&["run"]), 0);
+    // All three known, in another order.
+    site.put(
+        "acts_2026-11-02.csv",
+        csv(&[row("A1", "Completed", "2026-11-02")]),
+    );
+    site.w.write(
+        "known_hosts",
+        format!("{}\n{}\n{}\n", lines[2], lines[0], lines[1]),
+    );
+    assert_code(&site.run(&["run"]), 0);
+    assert_eq!(site.processed().len(), 2);
+    // RSA only.
+    site.put(
+        "acts_2026-11-03.csv",
+        csv(&[row("A1", "Cancelled", "2026-11-03")]),
+    );
+    site.w.write("known_hosts", format!("{}\n", lines[2]));
+    assert_code(&site.run(&["run"]), 0);
+    assert_eq!(site.processed().len(), 3);
+}
+
+#[test]
+fn pinned_fingerprint_is_checked_for_any_key_type() {
+    let site = Site::with_sshd(Sshd::with_host_keys(&["ed25519", "ecdsa"]));
+    site.put(
+        "acts_2026-11-01.csv",
+        csv(&[row("A1", "Ordered", "2026-11-01")]),
+    );
+    let ed = site.sshd.fingerprint("ed25519");
+    let ec = site.sshd.fingerprint("ecdsa");
+    site.configure(&[
+        ("known_hosts", ""),
+        ("host_key_fingerprint", &format!("{ed:?}")),
+    ]);
+    assert_code(&site.run(&["run"]), 0);
+    site.put(
+        "acts_2026-11-02.csv",
+        csv(&[row("A1", "Completed", "2026-11-02")]),
+    );
+    site.configure(&[
+        ("known_hosts", ""),
+        ("host_key_fingerprint", &format!("{ec:?}")),
+    ]);
+    assert_code(&site.run(&["run"]), 0);
+    assert_eq!(site.processed().len(), 2);
+
+    // A pin that matches no key of the server.
+    let other = sshd::keygen(site.w.path(), "other_host_key", "ed25519", "");
+    let wrong = sshd::fingerprint(&other.with_extension("pub"));
+    site.put(
+        "acts_2026-11-03.csv",
+        csv(&[row("A1", "Cancelled", "2026-11-03")]),
+    );
+    site.configure(&[
+        ("known_hosts", ""),
+        ("host_key_fingerprint", &format!("{wrong:?}")),
+    ]);
+    let reads = site.sshd.reads();
+    let out = site.run(&["run"]);
+    assert_code(&out, 1);
+    assert!(text(&out).contains("HOST KEY MISMATCH"), "{}", text(&out));
+    assert!(text(&out).contains(&ed), "{}", text(&out));
+    assert_eq!(site.sshd.reads(), reads);
+    assert_eq!(site.processed().len(), 2);
+}
+
+#[test]
+fn a_young_file_is_deferred_until_min_age_then_taken() {
+    let site = Site::new();
+    let p = site.put(
+        "acts_2026-11-01.csv",
+        csv(&[row("A1", "Ordered", "2026-11-01")]),
+    );
+    set_mtime(&p, now() - 10);
+    site.configure(&[("min_age", "\"2m\"")]);
+    let out = site.run(&["run", "--summary-json", "s.json"]);
+    assert_code(&out, 0);
+    let s = site.w.summary("s.json");
+    assert_eq!(s["reports"][0]["status"], "deferred");
+    assert!(
+        s["reports"][0]["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("min_age"),
+        "{s}"
+    );
+    assert_eq!(site.sshd.reads(), 0);
+    assert!(site.processed().is_empty());
+
+    set_mtime(&p, now() - 300);
+    assert_code(&site.run(&["run"]), 0);
+    assert_eq!(site.processed(), ["acts_2026-11-01.csv"]);
+    assert_eq!(states(&site.w), vec![pair("A1", "ordered")]);
+}
+
+#[test]
+fn a_file_still_growing_is_deferred_by_settle_then_taken_whole() {
+    let site = Site::new();
+    let name = "acts_2026-11-01.csv";
+    let path = site.put(name, csv(&[row("A0", "Ordered", "2026-11-01")]));
+    site.configure(&[("settle", "\"2s\"")]);
+    // An upload in progress: a row every 100 ms until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let mut i = 1;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .unwrap();
+                writeln!(f, "{}", row(&format!("A{i}"), "Ordered", "2026-11-01")).unwrap();
+                i += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            i
+        })
+    };
+    let out = site.run(&["run", "--summary-json", "s.json"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rows = writer.join().unwrap();
+    assert_code(&out, 0);
+    let s = site.w.summary("s.json");
+    assert_eq!(s["reports"][0]["status"], "deferred", "{s}");
+    assert!(
+        s["reports"][0]["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("still changing"),
+        "{s}"
+    );
+    assert!(site.processed().is_empty());
+    assert!(site.w.events().is_empty());
+
+    // The upload is done: the next run takes the whole file.
+    let out = site.run(&["run", "--summary-json", "s.json"]);
+    assert_code(&out, 0);
+    assert_eq!(site.processed(), [name]);
+    assert_eq!(site.w.summary("s.json")["reports"][0]["rows"], rows);
+    assert_eq!(site.w.events().len(), rows as usize);
+}
+
+#[test]
+fn done_marker_gates_a_report_and_delete_removes_both_after_the_commit() {
+    let site = Site::new();
+    site.put(
+        "acts_2026-11-01.csv",
+        csv(&[row("A1", "Ordered", "2026-11-01")]),
+    );
+    site.configure(&[("done_suffix", "\".done\""), ("after", "\"delete\"")]);
+    let out = site.run(&["run", "--summary-json", "s.json"]);
+    assert_code(&out, 0);
+    let s = site.w.summary("s.json");
+    assert_eq!(s["reports"][0]["status"], "deferred");
+    assert!(
+        s["reports"][0]["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("acts_2026-11-01.csv.done")
+    );
+    assert_eq!(site.remote_files(), ["acts_2026-11-01.csv"]);
+    assert_eq!(site.sshd.reads(), 0);
+
+    site.put("acts_2026-11-01.csv.done", "");
+    assert_code(&site.run(&["run"]), 0);
+    assert_eq!(site.processed(), ["acts_2026-11-01.csv"]);
+    assert!(site.remote_files().is_empty(), "{:?}", site.remote_files());
+}
+
+#[test]
+fn delete_and_move_happen_only_after_a_successful_commit() {
+    let site = Site::new();
+    site.put(
+        "acts_2026-11-01.csv",
+        csv(&[row("A1", "Ordered", "2026-11-01")]),
+    );
+    site.put("broken_2026-11-01.xlsx", "this is not a workbook");
+    site.configure(&[("after", "\"delete\"")]);
+    let out = site.run(&["run", "--summary-json", "s.json"]);
+    assert_code(&out, 2);
+    // The failed report stays on the server for a later run; the processed one is gone.
+    assert_eq!(site.remote_files(), ["broken_2026-11-01.xlsx"]);
+
+    site.put(
+        "acts_2026-11-02.csv",
+        csv(&[row("A1", "Completed", "2026-11-02")]),
+    );
+    site.put(
+        "acts_2026-11-03.csv",
+        csv(&[row("A1", "Cancelled", "2026-11-03")]),
+    );
+    std::fs::remove_file(site.remote.join("broken_2026-11-01.xlsx")).unwrap();
+    site.configure(&[("after", "\"move:processed\"")]);
+    assert_code(&site.run(&["run"]), 0);
+    assert_eq!(site.remote_files(), ["processed"]);
+    let mut moved: Vec<String> = std::fs::read_dir(site.remote.join("processed"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    moved.sort();
+    assert_eq!(moved, ["acts_2026-11-02.csv", "acts_2026-11-03.csv"]);
+    assert_eq!(
+        states(&site.w),
+        vec![
+            pair("A1", "ordered"),
+            pair("A1", "completed"),
+            pair("A1", "cancelled")
+        ]
+    );
+}
+
+#[test]
+fn a_failed_move_is_a_warning_and_never_processes_the_report_twice() {
+    let site = Site::new();
+    site.put(
+        "acts_2026-11-01.csv",
+        csv(&[row("A1", "Ordered", "2026-11-01")]),
+    );
+    // The target is a file, not a folder: the move fails.
+    site.put("blocked", "");
+    site.configure(&[("after", "\"move:blocked\"")]);
+    let out = site.run(&["run", "--summary-json", "s.json"]);
+    assert_code(&out, 0);
+    assert!(
+        text(&out).contains("clean-up on the server failed"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(site.processed(), ["acts_2026-11-01.csv"]);
+    assert_eq!(site.remote_files(), ["acts_2026-11-01.csv", "blocked"]);
+    let out = site.run(&["run", "--summary-json", "s2.json"]);
+    assert_code(&out, 0);
+    assert_eq!(site.w.summary("s2.json")["already_processed"], 1);
+    assert_eq!(site.processed().len(), 1);
+    assert_eq!(site.w.events().len(), 1);
+}
+
+#[test]
+fn names_with_dot_dot_separators_or_control_characters_are_skipped() {
+    let site = Site::new();
+    site.put(
+        "acts_2026-11-01.csv",
+        csv(&[row("A1", "Ordered", "2026-11-01")]),
+    );
+    site.put(
+        "..acts_2026-11-02.csv",
+        csv(&[row("A2", "Ordered", "2026-11-02")]),
+    );
+    site.put(
+        "up..acts_2026-11-02.csv",
+        csv(&[row("A3", "Ordered", "2026-11-02")]),
+    );
+    site.put(
+        "back\\slash_2026-11-02.csv",
+        csv(&[row("A4", "Ordered", "2026-11-02")]),
+    );
+    site.put(
+        "bell\x07_2026-11-02.csv",
+        csv(&[row("A5", "Ordered", "2026-11-02")]),
+    );
+    let out = site.run(&["run"]);
+    assert_code(&out, 0);
+    assert_eq!(site.processed(), ["acts_2026-11-01.csv"]);
+    assert_eq!(states(&site.w), vec![pair("A1", "ordered")]);
+    let all = text(&out);
+    assert!(all.contains("up..acts_2026-11-02.csv"), "{all}");
+    assert!(
+        all.contains("holds \\\"..\\\"") || all.contains("holds \"..\""),
+        "{all}"
+    );
+    assert!(all.contains("path separator"), "{all}");
+    assert!(all.contains("control characters"), "{all}");
+    assert_eq!(site.sshd.reads(), 1);
+    // Nothing was written beside the download folder.
+    let mut top: Vec<String> = site.w.files(".");
+    top.retain(|f| {
+        ![
+            "client_key",
+            "client_key.pub",
+            "known_hosts",
+            "out",
+            "remote",
+            "state",
+            "tangoe-ingest.toml",
+            "drop",
+        ]
+        .contains(&f.as_str())
+    });
+    assert!(top.is_empty(), "{top:?}");
+    assert_eq!(site.archived().len(), 1);
+}
+
+/// Runs the binary directly and returns (exit code, peak RSS in KiB).
+// The child is reaped by `wait4`, which also reports its peak RSS.
+#[allow(clippy::zombie_processes)]
+fn run_measured(w: &Workdir, args: &[&str]) -> (i32, i64) {
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("tangoe-ingest"))
+        .current_dir(w.path())
+        .arg("--config")
+        .arg(w.path().join("tangoe-ingest.toml"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    assert!(libc::WIFEXITED(status));
+    (libc::WEXITSTATUS(status), usage.ru_maxrss)
+}
+
+/// An XLSX report of about `bytes` bytes: a small sheet, and a large stored member (as
+/// embedded pictures make them) that the parser never reads but the download carries whole.
+fn big_xlsx(path: &Path, bytes: usize) {
+    use crate::support::{X, write_xlsx};
+    use std::io::Read;
+    let header: Vec<X> = ["Activity ID", "Status", "Last Updated"]
+        .into_iter()
+        .map(X::S)
+        .collect();
+    let rows = vec![
+        header,
+        vec![X::S("A1"), X::S("Ordered"), X::S("2026-11-01T10:00:00Z")],
+        vec![X::S("A2"), X::S("Completed"), X::S("2026-11-01T11:00:00Z")],
+    ];
+    let small = path.with_extension("small.xlsx");
+    write_xlsx(&small, "Activities", &rows);
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(&small).unwrap()).unwrap();
+    let mut out = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    for i in 0..archive.len() {
+        let mut f = archive.by_index(i).unwrap();
+        let name = f.name().unwrap().to_string();
+        let mut data = Vec::new();
+        f.read_to_end(&mut data).unwrap();
+        out.start_file(name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        out.write_all(&data).unwrap();
+    }
+    let stored = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(true);
+    out.start_file("xl/media/image1.bin", stored).unwrap();
+    let mut block = vec![0u8; 1 << 20];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for b in block.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    for i in 0..bytes / block.len() {
+        block[0] = i as u8;
+        out.write_all(&block).unwrap();
+    }
+    out.finish().unwrap();
+    std::fs::remove_file(&small).unwrap();
+    set_mtime(path, now() - HOUR_AGO);
+}
+
+#[test]
+fn a_200_mb_report_streams_with_bounded_memory_and_the_right_hash() {
+    let site = Site::new();
+    let path = site.remote.join("big_2026-11-01.xlsx");
+    big_xlsx(&path, 200 << 20);
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size > 200 << 20);
+    let sha = sha256_of(&path);
+    let (code, peak_kib) = run_measured(&site.w, &["run", "--summary-json", "s.json"]);
+    assert_eq!(code, 0, "{}", site.sshd.log());
+    let s = site.w.summary("s.json");
+    assert_eq!(s["reports"][0]["status"], "processed");
+    assert_eq!(s["reports"][0]["sha256"], sha);
+    assert_eq!(
+        states(&site.w),
+        vec![pair("A1", "ordered"), pair("A2", "completed")]
+    );
+    let archived = site.downloads().join(&sha).join("big_2026-11-01.xlsx");
+    assert_eq!(std::fs::metadata(&archived).unwrap().len(), size);
+    // Far below the file's 200 MiB: the report is never held whole in memory.
+    assert!(peak_kib < 80 * 1024, "peak RSS {peak_kib} KiB");
+}
+
+/// Waits until a download into `dir` has at least `min_bytes`, while `child` runs.
+fn wait_for_partial_download(dir: &Path, child: &mut std::process::Child, min_bytes: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before the download was interrupted"
+        );
+        assert!(std::time::Instant::now() < deadline, "no download started");
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            let partial = rd.flatten().any(|e| {
+                e.file_name().to_string_lossy().ends_with(".part")
+                    && e.metadata().map(|m| m.len()).unwrap_or(0) >= min_bytes
+            });
+            if partial {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn spawn_run(w: &Workdir, summary: &str) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("tangoe-ingest"))
+        .current_dir(w.path())
+        .arg("--config")
+        .arg(w.path().join("tangoe-ingest.toml"))
+        .args(["run", "--summary-json", summary])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// A second work dir on the same site whose connections go through a relay: the same
+/// config, with the relay's port.
+fn through_relay(site: &Site, relay: &Relay) -> Workdir {
+    let w = Workdir::new();
+    let key = sshd::keygen(w.path(), "client_key", "ed25519", "");
+    site.sshd.authorize(&key.with_extension("pub"));
+    w.write("known_hosts", site.sshd.known_hosts_lines(relay.port));
+    let cfg = site.w.read("tangoe-ingest.toml").replace(
+        &format!("port = {}", site.sshd.port),
+        &format!("port = {}", relay.port),
+    );
+    w.config(&cfg);
+    w
+}
+
+#[test]
+fn a_session_killed_mid_download_is_resumed_and_gives_the_same_events() {
+    let site = Site::new();
+    let name = "big_2026-11-01.xlsx";
+    big_xlsx(&site.remote.join(name), 24 << 20);
+
+    // The same report, undisturbed: the reference events.
+    assert_code(&site.run(&["run"]), 0);
+    let reference = site.w.events();
+    assert_eq!(reference.len(), 2);
+
+    // Another work dir reads it through a throttled relay; its session is killed mid-file.
+    let relay = Relay::throttled(site.sshd.port, 8 << 20);
+    let w2 = through_relay(&site, &relay);
+    let reads_before = site.sshd.reads_of(name);
+    let mut child = spawn_run(&w2, "s.json");
+    wait_for_partial_download(&w2.path().join("state/downloads"), &mut child, 2 << 20);
+    assert!(site.sshd.kill_sessions() > 0);
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 0);
+    assert!(
+        text(&out).contains("resuming the download"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        site.sshd.reads_of(name) >= reads_before + 2,
+        "the file was opened again"
+    );
+    assert_eq!(w2.events(), reference);
+    let sha = sha256_of(&site.remote.join(name));
+    assert_eq!(w2.summary("s.json")["reports"][0]["sha256"], sha);
+    assert!(
+        w2.path()
+            .join("state/downloads")
+            .join(&sha)
+            .join(name)
+            .exists()
+    );
+}
+
+#[test]
+fn a_connection_lost_for_good_fails_the_report_cleanly_and_a_rerun_matches() {
+    let site = Site::new();
+    let name = "big_2026-11-01.xlsx";
+    big_xlsx(&site.remote.join(name), 24 << 20);
+    assert_code(&site.run(&["run"]), 0);
+    let reference = site.w.events();
+    assert_eq!(reference.len(), 2);
+
+    let relay = Relay::throttled(site.sshd.port, 8 << 20);
+    let w2 = through_relay(&site, &relay);
+    let mut child = spawn_run(&w2, "s.json");
+    wait_for_partial_download(&w2.path().join("state/downloads"), &mut child, 2 << 20);
+    relay.cut(true);
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 2);
+    let s = w2.summary("s.json");
+    assert_eq!(s["reports"][0]["status"], "failed", "{s}");
+    assert!(w2.events().is_empty());
+    let processed: i64 = w2
+        .ledger()
+        .query_row(
+            "SELECT COUNT(*) FROM reports WHERE status = 'processed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(processed, 0, "nothing is marked processed");
+    let leftovers: Vec<_> = std::fs::read_dir(w2.path().join("state/downloads"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .collect();
+    assert!(leftovers.is_empty(), "no partial download is left behind");
+
+    relay.cut(false);
+    let out = w2.run(&["run"]);
+    assert_code(&out, 0);
+    assert_eq!(w2.events(), reference);
+}
+
+#[test]
+fn a_server_that_stays_silent_cannot_hang_the_run() {
+    let site = Site::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming().flatten() {
+            held.push(c); // accept, then say nothing
+        }
+    });
+    site.configure(&[("port", &port.to_string()), ("timeout", "\"1s\"")]);
+    let out = site
+        .w
+        .cmd()
+        .arg("run")
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    assert!(text(&out).contains("timeout"), "{}", text(&out));
+}
+
+#[test]
+fn import_files_are_uploaded_and_delivered_only_once_uploaded() {
+    let site = Site::new();
+    site.put(
+        "acts_2026-11-01.csv",
+        csv(&[
+            row("A1", "Ordered", "2026-11-01"),
+            row("A2", "Ordered", "2026-11-01"),
+        ]),
+    );
+    let inbox = site.w.path().join("inbox");
+    let upload = format!(
+        "upload = {{ host = \"127.0.0.1\", port = {}, username = \"root\", private_key = \"client_key\", \
+         known_hosts = \"known_hosts\", remote_dir = {:?} }}\n",
+        site.sshd.port,
+        inbox.display().to_string()
+    );
+    site.configure_with(&[], &upload);
+    // The remote folder does not exist yet: the upload fails and the events stay pending.
+    let out = site.run(&["run", "--summary-json", "s.json"]);
+    assert_code(&out, 2);
+    let s = site.w.summary("s.json");
+    assert_eq!(s["pending"], 2, "{s}");
+    assert!(
+        s["sinks"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("uploading"),
+        "{s}"
+    );
+    assert!(
+        site.w.files("out").is_empty(),
+        "no local import file without its upload"
+    );
+
+    std::fs::create_dir(&inbox).unwrap();
+    site.put(
+        "acts_2026-11-02.csv",
+        csv(&[row("A1", "Completed", "2026-11-02")]),
+    );
+    let out = site.run(&["run", "--summary-json", "s.json"]);
+    assert_code(&out, 0);
+    let s = site.w.summary("s.json");
+    assert_eq!(s["delivered"], 3, "{s}");
+    assert_eq!(s["pending"], 0);
+    // The pending events went out first, then the new one: two files, both uploaded.
+    let local = site.w.files("out");
+    assert_eq!(local.len(), 2);
+    let mut remote: Vec<String> = std::fs::read_dir(&inbox)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    remote.sort();
+    assert_eq!(
+        remote, local,
+        "uploaded under its final name, no temporary file left"
+    );
+    for f in &local {
+        assert_eq!(
+            std::fs::read(inbox.join(f)).unwrap(),
+            std::fs::read(site.w.path().join("out").join(f)).unwrap()
+        );
+        let renamed = format!(
+            "rename old \"{}/.{f}.part\" new \"{}/{f}\"",
+            inbox.display(),
+            inbox.display()
+        );
+        assert!(
+            site.sshd.log().contains(&renamed),
+            "uploaded under a temporary name: {}",
+            site.sshd.log()
+        );
+    }
+    // Nothing more to deliver.
+    assert_code(&site.run(&["run"]), 0);
+    assert_eq!(std::fs::read_dir(&inbox).unwrap().count(), 2);
+}
+
+#[test]
+fn dry_run_downloads_to_a_temporary_folder_and_changes_nothing() {
+    let site = Site::new();
+    site.put(
+        "acts_2026-11-01.csv",
+        csv(&[row("A1", "Ordered", "2026-11-01")]),
+    );
+    site.configure(&[("after", "\"delete\"")]);
+    let tmp_before = dry_download_dirs();
+    let out = site.run(&["run", "--dry-run"]);
+    assert_code(&out, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("would emit"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        site.remote_files(),
+        ["acts_2026-11-01.csv"],
+        "nothing deleted"
+    );
+    assert!(!site.downloads().exists(), "nothing archived");
+    assert!(
+        !site.w.path().join("state/ledger.sqlite").exists(),
+        "no ledger written"
+    );
+    assert!(site.w.files("out").is_empty());
+    assert_eq!(
+        dry_download_dirs(),
+        tmp_before,
+        "the temporary download folder is removed"
+    );
+    assert_eq!(site.sshd.reads(), 1);
+    // The real run does it all.
+    assert_code(&site.run(&["run"]), 0);
+    assert!(site.remote_files().is_empty());
+    assert_eq!(site.processed().len(), 1);
+}
+
+fn dry_download_dirs() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("tangoe-ingest-dry-download-"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn backfill_replays_reports_the_site_deleted_from_the_archive_without_downloading_again() {
+    let site = Site::new();
+    let first = site.put(
+        "acts_2026-11-01.csv",
+        csv(&[row("A1", "Ordered", "2026-11-01")]),
+    );
+    let first_sha = sha256_of(&first);
+    site.configure(&[("after", "\"delete\"")]);
+    assert_code(&site.run(&["run"]), 0);
+    assert!(site.remote_files().is_empty());
+    assert_eq!(site.sshd.reads(), 1);
+
+    // The site keeps the next report; backfill takes both, the first from the archive.
+    site.configure(&[]);
+    site.put(
+        "acts_2026-11-02.csv",
+        csv(&[row("A1", "Completed", "2026-11-02")]),
+    );
+    let out = site.run(&[
+        "backfill",
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-11-02",
+        "--summary-json",
+        "s.json",
+    ]);
+    assert_code(&out, 0);
+    let s = site.w.summary("s.json");
+    let names: Vec<&str> = s["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["acts_2026-11-01.csv", "acts_2026-11-02.csv"]);
+    assert_eq!(s["reports"][0]["sha256"], first_sha);
+    assert_eq!(site.sshd.reads_of("acts_2026-11-01.csv"), 1);
+    assert_eq!(site.sshd.reads_of("acts_2026-11-02.csv"), 1);
+    assert_eq!(
+        states(&site.w),
+        vec![pair("A1", "ordered"), pair("A1", "completed")]
+    );
+
+    // Again, with --resend: everything comes from the archive, nothing is downloaded.
+    let out = site.run(&[
+        "backfill",
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-11-02",
+        "--resend",
+        "--summary-json",
+        "s.json",
+    ]);
+    assert_code(&out, 0);
+    assert_eq!(site.sshd.reads(), 2);
+    assert_eq!(
+        site.w.summary("s.json")["reports"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let by_kind: BTreeMap<String, usize> =
+        site.w.events().iter().fold(BTreeMap::new(), |mut m, e| {
+            *m.entry(e["kind"].as_str().unwrap_or("change").to_string())
+                .or_default() += 1;
+            m
+        });
+    assert_eq!(by_kind.get("change"), Some(&2));
+    assert!(
+        by_kind.get("resend").copied().unwrap_or(0) >= 1,
+        "{by_kind:?}"
+    );
+}
+
+#[test]
+fn the_archive_is_pruned_after_keep() {
+    let site = Site::new();
+    let a = site.put(
+        "acts_2026-11-01.csv",
+        csv(&[row("A1", "Ordered", "2026-11-01")]),
+    );
+    site.configure(&[("keep", "\"30d\"")]);
+    assert_code(&site.run(&["run"]), 0);
+    let folder = site.downloads().join(sha256_of(&a));
+    assert!(folder.exists());
+    // Archived 40 days ago.
+    let f = std::fs::File::open(&folder).unwrap();
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(40 * 86_400))
+        .unwrap();
+    site.put(
+        "acts_2026-11-02.csv",
+        csv(&[row("A1", "Completed", "2026-11-02")]),
+    );
+    assert_code(&site.run(&["run"]), 0);
+    assert!(!folder.exists(), "pruned");
+    assert_eq!(site.archived().len(), 1);
+    assert_eq!(
+        site.processed().len(),
+        2,
+        "pruning the archive forgets nothing in the ledger"
+    );
+}
+
+#[test]
+fn hostkey_prints_the_key_lines_and_fingerprints_an_operator_can_add() {
+    let site = Site::with_sshd(Sshd::with_host_keys(&["ed25519", "ecdsa"]));
+    site.put(
+        "acts_2026-11-01.csv",
+        csv(&[row("A1", "Ordered", "2026-11-01")]),
+    );
+    site.w.write("known_hosts", "");
+    let out = site.run(&["hostkey"]);
+    assert_code(&out, 0);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    for t in ["ed25519", "ecdsa"] {
+        assert!(stdout.contains(&site.sshd.fingerprint(t)), "{stdout}");
+    }
+    for line in site.sshd.known_hosts_lines(site.sshd.port).lines() {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "missing {line} in {stdout}"
+        );
+    }
+    assert!(stdout.contains("not in"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Check these fingerprints"));
+    assert_eq!(site.sshd.reads(), 0);
+    // The printed lines are a valid known_hosts file.
+    site.w.write("known_hosts", &stdout);
+    assert_code(&site.run(&["run"]), 0);
+    let out = site.run(&[
+        "hostkey",
+        "127.0.0.1",
+        "--port",
+        &site.sshd.port.to_string(),
+    ]);
+    assert_code(&out, 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&site.sshd.fingerprint("ed25519")));
+}
+
+#[test]
+fn agent_identities_log_in() {
+    let site = Site::new();
+    site.put(
+        "acts_2026-11-01.csv",
+        csv(&[row("A1", "Ordered", "2026-11-01")]),
+    );
+    let sock = site.w.path().join("agent.sock");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ssh-agent did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A key the server does not accept first, then the one it does.
+    let stranger = sshd::keygen(site.w.path(), "stranger_key", "ed25519", "");
+    for k in [stranger, site.w.path().join("client_key")] {
+        let st = std::process::Command::new("ssh-add")
+            .arg(&k)
+            .env("SSH_AUTH_SOCK", &sock)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+    }
+    site.configure(&[("private_key", ""), ("use_agent", "true")]);
+    let out = site
+        .w
+        .cmd()
+        .env("SSH_AUTH_SOCK", &sock)
+        .arg("run")
+        .output()
+        .unwrap();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_code(&out, 0);
+    assert_eq!(site.processed().len(), 1);
+}
