@@ -61,25 +61,25 @@ pub(crate) struct Endpoint {
     pub(crate) timeout: Duration,
 }
 
-/// The server was reached but refused (host key not trusted, authentication failed):
-/// trying again would not help.
+/// An error that trying again cannot fix: the server refused (host key not trusted, login
+/// failed), the file changed under the download, or the local copy cannot be written.
 #[derive(Debug)]
-pub(crate) struct Refused(pub(crate) String);
+pub(crate) struct Final(pub(crate) String);
 
-impl std::fmt::Display for Refused {
+impl std::fmt::Display for Final {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-impl std::error::Error for Refused {}
+impl std::error::Error for Final {}
 
-/// Whether an error is worth retrying on a new connection.
-pub(crate) fn is_refused(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<Refused>().is_some())
+/// Whether trying `e` again on a new connection cannot help.
+pub(crate) fn is_final(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<Final>().is_some())
 }
 
-/// Runs `f` up to `tries` times, waiting 1 s, 2 s, 4 s... between tries; a [`Refused`]
+/// Runs `f` up to `tries` times, waiting 1 s, 2 s, 4 s... between tries; a [`Final`]
 /// error ends at once. `f` gets the attempt number (1-based).
 pub(crate) fn with_retries<T>(
     what: &str,
@@ -90,7 +90,7 @@ pub(crate) fn with_retries<T>(
     loop {
         match f(attempt) {
             Ok(v) => return Ok(v),
-            Err(e) if attempt >= tries || is_refused(&e) => return Err(e),
+            Err(e) if attempt >= tries || is_final(&e) => return Err(e),
             Err(e) => {
                 let wait = Duration::from_secs(1 << (attempt - 1));
                 tracing::warn!(
@@ -260,7 +260,7 @@ impl Endpoint {
             } else {
                 " (the file does not exist)"
             };
-            return Err(anyhow!(Refused(format!(
+            return Err(anyhow!(Final(format!(
                 "UNKNOWN HOST KEY: the SFTP server {} is not listed in the known_hosts file {file}{missing}. \
                  It presents an {}. Nothing was transferred.\n{}",
                 self.addr(),
@@ -274,7 +274,7 @@ impl Endpoint {
             .flat_map(|t| algorithms_for(t).iter().copied())
             .collect();
         if algs.is_empty() {
-            bail!(Refused(format!(
+            bail!(Final(format!(
                 "known_hosts {file} lists {} for {} only with key types this build cannot verify ({})",
                 lookup_name(&self.host, self.port),
                 self.addr(),
@@ -289,7 +289,7 @@ impl Endpoint {
                     return Err(e);
                 };
                 let key = self.server_key(&other)?;
-                bail!(Refused(format!(
+                bail!(Final(format!(
                     "HOST KEY MISMATCH: known_hosts {file} lists {} key(s) for {}, but the server offers none \
                      of those types; it presents an {}. Someone may be intercepting the connection, or the \
                      server's keys were replaced. Nothing was transferred.\n{}",
@@ -302,7 +302,7 @@ impl Endpoint {
         };
         let key = self.server_key(&session)?;
         if known.revoked.contains(&key) {
-            bail!(Refused(format!(
+            bail!(Final(format!(
                 "REVOKED HOST KEY: {} presents an {}, which {file} marks @revoked. Nothing was transferred.",
                 self.addr(),
                 Self::describe(&key)
@@ -313,7 +313,7 @@ impl Endpoint {
             if let Some(pin) = &self.fingerprint
                 && *pin != fingerprint(&key)
             {
-                bail!(Refused(format!(
+                bail!(Final(format!(
                     "HOST KEY MISMATCH: {} presents an {}, which known_hosts {file} lists, but \
                      host_key_fingerprint pins {pin}. Nothing was transferred.",
                     self.addr(),
@@ -330,7 +330,7 @@ impl Endpoint {
             .filter(|k| !same_type || k.key_type == key_type)
             .map(|k| format!("line {}: {} {}", k.line, k.key_type, fingerprint(&k.blob)))
             .collect();
-        Err(anyhow!(Refused(format!(
+        Err(anyhow!(Final(format!(
             "HOST KEY MISMATCH: {} presents an {}, but known_hosts {file} lists a different key for it \
              ({}). Someone may be intercepting the connection, or the server's key was replaced. Nothing \
              was transferred.\nIf the site's operator confirms the new key, replace that line with:\n  {}",
@@ -346,7 +346,7 @@ impl Endpoint {
     /// are tried one by one.
     fn pinned_session(&self) -> Result<Session> {
         let Some(pin) = &self.fingerprint else {
-            bail!(Refused(format!(
+            bail!(Final(format!(
                 "no way to verify the host key of {}: set known_hosts or host_key_fingerprint",
                 self.addr()
             )));
@@ -369,7 +369,7 @@ impl Endpoint {
             }
             seen.push(Self::describe(&k));
         }
-        Err(anyhow!(Refused(format!(
+        Err(anyhow!(Final(format!(
             "HOST KEY MISMATCH: host_key_fingerprint pins {pin}, but {} presents: {}. Someone may be \
              intercepting the connection, or the server's key was replaced. Nothing was transferred.",
             self.addr(),
@@ -438,7 +438,7 @@ impl Endpoint {
         if tried.is_empty() {
             tried.push("nothing (no password, private_key or use_agent is configured)".into());
         }
-        Err(anyhow!(Refused(format!(
+        Err(anyhow!(Final(format!(
             "SFTP login as {user:?} on {} failed. Tried: {}. The server offers: {}. Check username, \
              password_env / password_file, private_key (and its passphrase) and use_agent.",
             self.addr(),
@@ -475,6 +475,12 @@ impl Endpoint {
     pub(crate) fn connect(&self) -> Result<Connection> {
         let session = self.verified_session()?;
         self.authenticate(&session)?;
+        tracing::debug!(
+            server = %self.label(),
+            cipher = session.methods(MethodType::CryptSc).unwrap_or("?"),
+            host_key = session.methods(MethodType::HostKey).unwrap_or("?"),
+            "SSH session established"
+        );
         let sftp = session
             .sftp()
             .with_context(|| format!("cannot start SFTP on {}", self.addr()))?;

@@ -134,14 +134,13 @@ impl Archive {
         part.as_file()
             .set_modified(t)
             .with_context(|| format!("cannot set the mtime of {}", dest.display()))?;
-        part.as_file().sync_all()?;
+        // No fsync (of the file or the folder): a copy torn by a crash fails its hash check
+        // when it is next used and is downloaded again; the ledger never depends on it. An
+        // fsync here would cost a flush of the whole report to disk for nothing.
         let size = part.as_file().metadata()?.len();
         part.persist(&dest).with_context(|| {
             format!("cannot move the download into place as {}", dest.display())
         })?;
-        if let Ok(dir) = std::fs::File::open(&folder) {
-            let _ = dir.sync_all();
-        }
         let entry = ArchiveEntry {
             name: name.to_string(),
             size,

@@ -15,6 +15,8 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -24,7 +26,7 @@ use sha2::{Digest, Sha256};
 use super::archive::Archive;
 use super::{Fetched, Listed, Source, hash_file};
 use crate::sftp::config::{After, SftpSourceConfig};
-use crate::sftp::{Connection, Refused, remote_path, with_retries};
+use crate::sftp::{Connection, Final, remote_path, with_retries};
 
 /// Tries per remote operation (the first and two retries).
 const TRIES: u32 = 3;
@@ -220,19 +222,15 @@ impl SftpSource {
             None => self.archive.part_file()?,
         };
         let path = remote_path(&self.cfg.remote_dir, &report.name);
-        let mut file = part.as_file().try_clone()?;
-        let mut hasher = Sha256::new();
+        let mut spool = Spool::start(part.as_file().try_clone()?);
         let mut done: u64 = 0;
-        let mut buf = vec![0u8; READ_BUFFER];
         let expected = Stat {
             size: report.size,
             mtime: report.mtime,
         };
         let what = format!("downloading {}", report.name);
-        with_retries(&what, TRIES, |attempt| {
+        let read = with_retries(&what, TRIES, |attempt| {
             let result = (|| -> Result<()> {
-                file.seek(SeekFrom::Start(done))?;
-                file.set_len(done)?;
                 let conn = self.connection()?;
                 let mut remote = conn
                     .sftp()
@@ -244,7 +242,7 @@ impl SftpSource {
                     if st.size != Some(expected.size)
                         || st.mtime.map(|m| m as i64) != Some(expected.mtime)
                     {
-                        bail!(Refused(format!(
+                        bail!(Final(format!(
                             "{} changed on the server while it was downloaded",
                             report.name
                         )));
@@ -253,15 +251,20 @@ impl SftpSource {
                     remote.seek(SeekFrom::Start(done))?;
                 }
                 loop {
-                    let n = remote
-                        .read(&mut buf)
-                        .with_context(|| format!("reading {} from the server", report.name))?;
+                    let mut buf = spool.buffer()?;
+                    let n = match remote.read(&mut buf) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            spool.give_back(buf);
+                            return Err(anyhow!(e)
+                                .context(format!("reading {} from the server", report.name)));
+                        }
+                    };
                     if n == 0 {
+                        spool.give_back(buf);
                         break;
                     }
-                    file.write_all(&buf[..n])
-                        .context("cannot write the download")?;
-                    hasher.update(&buf[..n]);
+                    spool.write(buf, n)?;
                     done += n as u64;
                     if done > expected.size {
                         break;
@@ -273,7 +276,10 @@ impl SftpSource {
                 self.conn = None;
             }
             result
-        })?;
+        });
+        // The local side's error, if any, is the real cause.
+        let sha256 = spool.finish()?;
+        read?;
         if done != expected.size {
             bail!(
                 "{} was listed with {} bytes but {done} bytes arrived: the file changed while it was read; \
@@ -282,7 +288,6 @@ impl SftpSource {
                 expected.size
             );
         }
-        let sha256 = hex::encode(hasher.finalize());
         let secs = started.elapsed().as_secs_f64();
         tracing::info!(
             bytes = done,
@@ -311,6 +316,74 @@ impl SftpSource {
                 "pruned reports older than `keep` from the local archive"
             ),
             Err(e) => tracing::warn!("cannot prune the local archive: {e:#}"),
+        }
+    }
+}
+
+/// The local end of a download: a thread that writes and hashes the chunks
+/// the SFTP reader hands it, so that the reader's thread (which decrypts) never waits for
+/// the disk or the hash. Buffers go round between the two: memory stays at [`SPOOL_BUFFERS`]
+/// read buffers whatever the file's size.
+struct Spool {
+    to_writer: Option<SyncSender<(Vec<u8>, usize)>>,
+    returned: Receiver<Vec<u8>>,
+    spare: Vec<Vec<u8>>,
+    writer: Option<JoinHandle<Result<String>>>,
+}
+
+/// Read buffers in circulation per download.
+const SPOOL_BUFFERS: usize = 3;
+
+impl Spool {
+    fn start(mut file: std::fs::File) -> Spool {
+        let (to_writer, chunks) = sync_channel::<(Vec<u8>, usize)>(SPOOL_BUFFERS);
+        let (give_back, returned) = channel::<Vec<u8>>();
+        let writer = std::thread::spawn(move || -> Result<String> {
+            let mut hasher = Sha256::new();
+            for (buf, n) in chunks {
+                file.write_all(&buf[..n])
+                    .map_err(|e| anyhow!(Final(format!("cannot write the download: {e}"))))?;
+                hasher.update(&buf[..n]);
+                let _ = give_back.send(buf);
+            }
+            Ok(hex::encode(hasher.finalize()))
+        });
+        Spool {
+            to_writer: Some(to_writer),
+            returned,
+            spare: (0..SPOOL_BUFFERS).map(|_| vec![0u8; READ_BUFFER]).collect(),
+            writer: Some(writer),
+        }
+    }
+
+    fn stopped() -> anyhow::Error {
+        anyhow!(Final("the local copy of the download stopped".into()))
+    }
+
+    /// A free read buffer (waits for the writer to hand one back).
+    fn buffer(&mut self) -> Result<Vec<u8>> {
+        match self.spare.pop() {
+            Some(b) => Ok(b),
+            None => self.returned.recv().map_err(|_| Self::stopped()),
+        }
+    }
+
+    fn give_back(&mut self, buf: Vec<u8>) {
+        self.spare.push(buf);
+    }
+
+    /// Hands the first `n` bytes of `buf` to the writer.
+    fn write(&mut self, buf: Vec<u8>, n: usize) -> Result<()> {
+        let tx = self.to_writer.as_ref().ok_or_else(Self::stopped)?;
+        tx.send((buf, n)).map_err(|_| Self::stopped())
+    }
+
+    /// Waits for everything handed over to be written; returns the content's SHA-256.
+    fn finish(mut self) -> Result<String> {
+        self.to_writer = None;
+        match self.writer.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r,
+            _ => Err(Self::stopped()),
         }
     }
 }
@@ -423,7 +496,7 @@ impl Source for SftpSource {
             .archive
             .lookup(&report.name, report.size, report.mtime)?
         {
-            // Check that the archived copy is still whole and unchanged.
+            // Archive copies are not fsynced: check that this one is whole and unchanged.
             let (sha256, _) = hash_file(&entry.path)?;
             if sha256 == entry.sha256 {
                 tracing::info!(file = %entry.path.display(), "taken from the local archive (not downloaded)");
