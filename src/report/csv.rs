@@ -128,6 +128,12 @@ struct LineBreaks {
 impl LineBreaks {
     /// How many line breaks lie strictly before byte `at` (which never moves backwards).
     fn before(&mut self, at: u64) -> u64 {
+        self.fold_before(at);
+        self.passed.1 = at;
+        self.passed.0
+    }
+
+    fn fold_before(&mut self, at: u64) {
         while let Some(&o) = self.pending.front() {
             if o >= at {
                 break;
@@ -135,8 +141,6 @@ impl LineBreaks {
             self.pending.pop_front();
             self.passed.0 += 1;
         }
-        self.passed.1 = at;
-        self.passed.0
     }
 }
 
@@ -162,9 +166,16 @@ impl<R: Read> Read for LineTracker<R> {
             }
         }
         self.offset += n as u64;
+        // The parser never sits further back than its buffers hold: breaks older than that
+        // are counted and forgotten, so a flood of blank lines (which yield no records, so
+        // no `before` calls) cannot grow this queue.
+        b.fold_before(self.offset.saturating_sub(FOLD_BEHIND));
         Ok(n)
     }
 }
+
+/// More than the parser can hold back: the BufReader (64 KiB) plus the csv buffer (256 KiB).
+const FOLD_BEHIND: u64 = 1 << 20;
 
 /// Line breaks inside a cell: `\r\n`, `\n` or a lone `\r` each count once.
 fn count_line_breaks(s: &str) -> u64 {
@@ -288,6 +299,26 @@ mod tests {
         assert_eq!(sniff_delimiter(sample), b';');
         assert_eq!(sniff_delimiter(b"a,b,c\n1,2,3\n"), b',');
         assert_eq!(sniff_delimiter(b"a\tb\tc\n1\t2\t3\n"), b'\t');
+    }
+
+    #[test]
+    fn a_flood_of_blank_lines_keeps_the_line_queue_bounded() {
+        let breaks = std::rc::Rc::new(std::cell::RefCell::new(LineBreaks::default()));
+        let data = vec![b'\n'; 4 << 20];
+        let mut t = LineTracker {
+            inner: &data[..],
+            offset: 0,
+            cr_at_end: None,
+            breaks: breaks.clone(),
+        };
+        std::io::copy(&mut t, &mut std::io::sink()).unwrap();
+        let b = breaks.borrow();
+        assert!(
+            b.pending.len() <= (FOLD_BEHIND as usize) + (64 << 10),
+            "{}",
+            b.pending.len()
+        );
+        assert_eq!(b.passed.0 + b.pending.len() as u64, 4 << 20);
     }
 
     #[test]
