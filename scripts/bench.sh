@@ -27,7 +27,7 @@ if [ -z "${BENCH_DIR:-}" ]; then
   BENCH_DIR=$(mktemp -d /tmp/tangoe-bench.XXXXXX)
   OWN_DIR=1
 fi
-cleanup() { [ "$OWN_DIR" = 1 ] && rm -rf "$BENCH_DIR"; }
+cleanup() { if [ "$OWN_DIR" = 1 ]; then rm -rf "$BENCH_DIR"; fi; }
 trap cleanup EXIT
 mkdir -p "$BENCH_DIR"
 

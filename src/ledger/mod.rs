@@ -98,7 +98,7 @@ fn configure(conn: &Connection) -> Result<()> {
          PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
          PRAGMA foreign_keys = OFF;
-         PRAGMA cache_size = -65536;
+         PRAGMA cache_size = -32768;
          PRAGMA temp_store = FILE;",
     )?;
     Ok(())
