@@ -5,7 +5,7 @@
 //! The file is streamed: one record buffer is reused, nothing is held whole in memory.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -16,8 +16,8 @@ use crate::report::schema::Schema;
 
 const SNIFF_BYTES: usize = 64 * 1024;
 
-/// A reader that decodes Windows-1252 into UTF-8 as it streams.
-struct Windows1252<R> {
+/// A reader that decodes a legacy or UTF-16 encoding into UTF-8 as it streams.
+struct Decoding<R> {
     inner: R,
     decoder: encoding_rs::Decoder,
     raw: Vec<u8>,
@@ -27,11 +27,12 @@ struct Windows1252<R> {
     started: bool,
 }
 
-impl<R: Read> Windows1252<R> {
-    fn new(inner: R) -> Self {
-        Windows1252 {
+impl<R: Read> Decoding<R> {
+    fn new(inner: R, encoding: &'static encoding_rs::Encoding) -> Self {
+        Decoding {
             inner,
-            decoder: encoding_rs::WINDOWS_1252.new_decoder_without_bom_handling(),
+            // UTF-16 loses its BOM here; Windows-1252 has none (a UTF-8 one is skipped below).
+            decoder: encoding.new_decoder_with_bom_removal(),
             raw: vec![0; 64 * 1024],
             out: Vec::with_capacity(3 * 64 * 1024 + 16),
             pos: 0,
@@ -41,7 +42,7 @@ impl<R: Read> Windows1252<R> {
     }
 }
 
-impl<R: Read> Read for Windows1252<R> {
+impl<R: Read> Read for Decoding<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.pos >= self.out.len() {
             if self.eof {
@@ -69,6 +70,18 @@ impl<R: Read> Read for Windows1252<R> {
         buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+/// Excel's `sep=;` first line names the delimiter (the line is then skipped as preamble).
+fn excel_separator_hint(sample: &[u8]) -> Option<u8> {
+    let sample = sample.strip_prefix(b"\xef\xbb\xbf").unwrap_or(sample);
+    let rest = sample
+        .strip_prefix(b"sep=")
+        .or_else(|| sample.strip_prefix(b"SEP="))?;
+    match rest {
+        [d, b'\r' | b'\n', ..] if d.is_ascii() && !d.is_ascii_alphanumeric() => Some(*d),
+        _ => None,
     }
 }
 
@@ -223,15 +236,28 @@ pub(crate) fn read<H: RowHandler>(
     notes: &mut Vec<String>,
     utf8: bool,
 ) -> Result<(Layout, RowCounts)> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let stream: Box<dyn Read> = if utf8 {
-        Box::new(file)
-    } else {
-        notes.push(
-            "the file is not valid UTF-8: read as Windows-1252 (Excel's \"CSV (Comma delimited)\")"
-                .to_string(),
-        );
-        Box::new(Windows1252::new(file))
+    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut bom = [0u8; 2];
+    let got = file.read(&mut bom)?;
+    file.rewind()?;
+    let utf16 = match &bom[..got] {
+        [0xff, 0xfe] => Some(encoding_rs::UTF_16LE),
+        [0xfe, 0xff] => Some(encoding_rs::UTF_16BE),
+        _ => None,
+    };
+    let stream: Box<dyn Read> = match (utf16, utf8) {
+        (Some(enc), _) => {
+            notes.push(format!("read as {} (Excel's \"Unicode Text\")", enc.name()));
+            Box::new(Decoding::new(file, enc))
+        }
+        (None, true) => Box::new(file),
+        (None, false) => {
+            notes.push(
+                "the file is not valid UTF-8: read as Windows-1252 (Excel's \"CSV (Comma delimited)\")"
+                    .to_string(),
+            );
+            Box::new(Decoding::new(file, encoding_rs::WINDOWS_1252))
+        }
     };
     let breaks = std::rc::Rc::new(std::cell::RefCell::new(LineBreaks::default()));
     let tracked = LineTracker {
@@ -245,7 +271,7 @@ pub(crate) fn read<H: RowHandler>(
         Some(d) => d,
         None => {
             let sample = buffered.fill_buf()?;
-            sniff_delimiter(sample)
+            excel_separator_hint(sample).unwrap_or_else(|| sniff_delimiter(sample))
         }
     };
     let mut reader = ::csv::ReaderBuilder::new()
@@ -322,6 +348,15 @@ mod tests {
     }
 
     #[test]
+    fn excel_sep_hint() {
+        assert_eq!(excel_separator_hint(b"sep=;\r\na,b;c"), Some(b';'));
+        assert_eq!(excel_separator_hint(b"\xef\xbb\xbfsep=|\nx"), Some(b'|'));
+        assert_eq!(excel_separator_hint(b"sep=\t\nx"), Some(b'\t'));
+        assert_eq!(excel_separator_hint(b"Activity ID,Status\n"), None);
+        assert_eq!(excel_separator_hint(b"sep=ab\n"), None);
+    }
+
+    #[test]
     fn line_breaks_in_cells() {
         assert_eq!(count_line_breaks("a\nb\r\nc\rd"), 3);
         assert_eq!(count_line_breaks("plain"), 0);
@@ -330,7 +365,7 @@ mod tests {
     #[test]
     fn windows_1252_decodes() {
         let mut out = String::new();
-        Windows1252::new(&b"Zo\xeb \x80"[..])
+        Decoding::new(&b"Zo\xeb \x80"[..], encoding_rs::WINDOWS_1252)
             .read_to_string(&mut out)
             .unwrap();
         assert_eq!(out, "Zoë €");

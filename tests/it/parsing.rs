@@ -333,3 +333,51 @@ fn xlsx_quirks_lossy_numbers_error_cells_and_huge_declared_dimensions() {
     assert_eq!(ev[1]["phone_number"], "5551234567");
     assert_eq!(ev[1]["account_number"], "00123");
 }
+
+#[test]
+fn excel_unicode_text_utf16_with_tabs_is_read() {
+    let w = Workdir::new();
+    let text = "Activity ID\tStatus\tUser Name\r\nA1\tOn Back Order\tZoë Müller\r\nA2\tCompleted\t李雷\r\n";
+    for (name, bytes) in [
+        ("le_2026-11-01.txt", {
+            let mut b = vec![0xff, 0xfe];
+            b.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+            b
+        }),
+        ("be_2026-11-02.txt", {
+            let mut b = vec![0xfe, 0xff];
+            b.extend(text.encode_utf16().flat_map(u16::to_be_bytes));
+            b
+        }),
+    ] {
+        w.write(&format!("drop/{name}"), bytes);
+    }
+    w.config(&Workdir::config_with("").replace(
+        "patterns = [\"*.csv\", \"*.xlsx\"]",
+        "patterns = [\"*.txt\"]",
+    ));
+    w.run_ok(&["run", "--summary-json", "s.json"], 0);
+    let ev = w.events();
+    assert_eq!(ev.len(), 2, "the second file repeats the first's states");
+    assert_eq!(ev[0]["user_name"], "Zoë Müller");
+    assert_eq!(ev[0]["state"], "on_back_order");
+    assert_eq!(ev[1]["user_name"], "李雷");
+    assert!(
+        w.summary("s.json")["reports"][0]["notes"]
+            .to_string()
+            .contains("UTF-16LE")
+    );
+}
+
+#[test]
+fn excel_sep_line_names_the_delimiter() {
+    let w = Workdir::new();
+    // Commas inside values would fool a guess; Excel's `sep=` line settles it.
+    w.write(
+        "drop/r_2026-11-01.csv",
+        "sep=;\r\nActivity ID;Status;Shipping Address\r\nA1;Ordered;1 Main St, Springfield, IL\r\n",
+    );
+    w.run_ok(&["run"], 0);
+    let ev = w.events();
+    assert_eq!(ev[0]["shipping_address"], "1 Main St, Springfield, IL");
+}
