@@ -361,10 +361,16 @@ fn endpoint_down_for_a_whole_run_leaves_events_pending_and_the_next_run_delivers
     assert_eq!(s["sinks"][0]["pending"], 0);
     assert_eq!(s["sinks"][1]["pending"], 3);
     assert_eq!(s["pending"], 3);
-    // max_attempts for the oldest event; no later event overtakes it.
+    // max_attempts for the oldest event; A1's later event never overtakes it, while A2 (another
+    // Activity) is tried in its turn.
     assert_eq!(
         keys(&server.requests()),
-        vec![ids[0].clone(), ids[0].clone()]
+        vec![
+            ids[0].clone(),
+            ids[0].clone(),
+            ids[1].clone(),
+            ids[1].clone()
+        ]
     );
     assert!(outcomes(&w).is_empty());
     let status = stdout(&run(&w, &["status"], 0));
@@ -376,11 +382,11 @@ fn endpoint_down_for_a_whole_run_leaves_events_pending_and_the_next_run_delivers
     // The ITSM is back: the next run sends the pending events first, oldest first, once each.
     server.set(|_, _| import_ok());
     run(&w, &["run"], 0);
-    let sent: Vec<String> = keys(&server.requests()[2..]);
+    let sent: Vec<String> = keys(&server.requests()[4..]);
     assert_eq!(sent, ids);
     run(&w, &["deliver"], 0);
     run(&w, &["run"], 0);
-    assert_eq!(server.requests().len(), 5);
+    assert_eq!(server.requests().len(), 7);
 }
 
 #[test]
@@ -912,4 +918,46 @@ fn rate_limit_spaces_the_requests() {
             "requests {gap:?} apart under rate_limit = \"4/s\""
         );
     }
+}
+
+#[test]
+fn one_record_the_itsm_keeps_refusing_for_now_holds_back_only_its_own_activity() {
+    // ServiceNow answers 503 for RITM1 only (say, a locked record); everything else goes in.
+    let server = Server::start(|r, _| {
+        if r.body.contains("\"RITM1\"") {
+            Reply::json(503, json!({"error": {"message": "record locked"}}))
+        } else {
+            import_ok()
+        }
+    });
+    let w = workdir(
+        &sink(&server, "servicenow_import_set", IMPORT_PATH, BASIC)
+            .replace("max_attempts = 3", "max_attempts = 2"),
+    );
+    w.report(
+        "r_2026-11-01.csv",
+        &[
+            "A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,",
+            "A2,Ordered,RITM2,2026-11-01T10:00:00Z,,,,",
+            "A3,Ordered,RITM3,2026-11-01T10:00:00Z,,,,",
+        ],
+    );
+    w.report(
+        "r_2026-11-02.csv",
+        &["A1,Completed,RITM1,2026-11-02T10:00:00Z,,,,"],
+    );
+    run(&w, &["run", "--summary-json", "s.json"], 2);
+    let ids = event_ids(&w);
+    let sent = keys(&server.requests());
+    // A1's first event tried twice, A2 and A3 delivered, A1's later event held back.
+    assert_eq!(
+        sent,
+        vec![
+            ids[0].clone(),
+            ids[0].clone(),
+            ids[1].clone(),
+            ids[2].clone()
+        ]
+    );
+    assert_eq!(w.summary("s.json")["sinks"][1]["pending"], 2);
 }

@@ -7,10 +7,12 @@
 //! Invariants:
 //! - An event is recorded `delivered` for the sink only after its 2xx (for an Import Set,
 //!   also a row status that is not `error`), right after the answer, before the next event.
-//! - Events go out oldest first. The sink stops at the first event it cannot settle (the
-//!   endpoint is down, timing out, rate limiting past a run's patience): nothing overtakes a
-//!   pending event, so one Activity's events always arrive in order. A permanently failed
-//!   event is settled (listed by `status`, re-queued by `retry --failed`) and blocks nothing.
+//! - Events go out oldest first. An event the endpoint cannot take now (retries exhausted,
+//!   rate limited past a run's patience) stays pending and holds back the later events of
+//!   its Activity, so one Activity's events always arrive in order; other Activities go on.
+//!   Three such events in a row stop the sink for the run (the endpoint is down). A
+//!   permanently failed event is settled (listed by `status`, re-queued by `retry --failed`)
+//!   and blocks nothing.
 //! - An event already delivered is never sent again, and an older event is never sent after
 //!   a newer one of the same Activity was delivered (it would turn the ticket back).
 
@@ -34,6 +36,8 @@ use crate::ledger::deliveries::Outcome;
 use crate::ledger::{Ledger, StoredEvent};
 
 const CHUNK: usize = 1000;
+/// Events in a row the endpoint could not take before the sink stops for the run.
+const UNAVAILABLE_STOP: u32 = 3;
 /// Failures listed in a run's summary (all of them are in `status`).
 const KEEP_FAILURES: usize = 20;
 
@@ -133,14 +137,26 @@ pub(crate) fn deliver(
     let mut transport = Transport::new(cfg)?;
     let span = tracing::info_span!("sink", name = %cfg.name);
     let _enter = span.enter();
+    // An event the endpoint cannot take now holds back the later events of its Activity
+    // (they must arrive in order), not everybody's: one record ServiceNow keeps answering
+    // 503 for must not stall the whole outbox. Several in a row mean the endpoint is down.
+    let mut held: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut unavailable_in_a_row = 0;
     each_pending(ledger, &cfg.name, &mut |e| {
+        if held.contains(&e.activity_id) {
+            return Ok(true);
+        }
         if ledger.later_delivered(&cfg.name, &e.activity_id, e.id)? {
             ledger.record_delivery(&cfg.name, e.id, Outcome::Skipped, 0, Some(SKIP_SUPERSEDED))?;
             summary.count_skip(SKIP_SUPERSEDED);
             return Ok(true);
         }
         let e = with_number(ledger, e)?;
-        match deliver_one(ledger, cfg, &mut transport, &e, schema_fields)? {
+        let done = deliver_one(ledger, cfg, &mut transport, &e, schema_fields)?;
+        if !matches!(done, Done::Unavailable(_)) {
+            unavailable_in_a_row = 0;
+        }
+        match done {
             Done::Delivered => summary.delivered += 1,
             Done::Skipped(reason) => summary.count_skip(reason),
             Done::Failed(error) => {
@@ -155,11 +171,16 @@ pub(crate) fn deliver(
                 }
             }
             Done::Unavailable(error) => {
-                tracing::error!(event = %e.key, "the endpoint cannot take events now: {error}; the rest stay pending");
                 summary.error = Some(format!(
                     "{error}; undelivered events stay pending for the next run"
                 ));
-                return Ok(false);
+                unavailable_in_a_row += 1;
+                if unavailable_in_a_row >= UNAVAILABLE_STOP {
+                    tracing::error!(event = %e.key, "the endpoint cannot take events now: {error}; the rest stay pending");
+                    return Ok(false);
+                }
+                tracing::error!(event = %e.key, activity = %e.activity_id, "not delivered now: {error}; the Activity's later events wait with it");
+                held.insert(e.activity_id.clone());
             }
         }
         Ok(true)
