@@ -4,8 +4,8 @@
 
 use anyhow::{Result, bail};
 
-/// Appends one value.
-pub(crate) fn push(out: &mut Vec<u8>, value: &str) {
+/// Appends one value; returns where its bytes sit in `out`.
+pub(crate) fn push(out: &mut Vec<u8>, value: &str) -> std::ops::Range<usize> {
     let mut n = value.len() as u64;
     loop {
         let byte = (n & 0x7f) as u8;
@@ -16,7 +16,9 @@ pub(crate) fn push(out: &mut Vec<u8>, value: &str) {
         }
         out.push(byte | 0x80);
     }
+    let start = out.len();
     out.extend_from_slice(value.as_bytes());
+    start..out.len()
 }
 
 /// The values of an encoded blob, borrowed from it.

@@ -214,17 +214,20 @@ impl std::fmt::Display for NotUtf8 {
 
 impl std::error::Error for NotUtf8 {}
 
-fn cells_of(record: &::csv::StringRecord) -> Vec<Cell<'_>> {
-    record
-        .iter()
-        .map(|f| {
-            if f.is_empty() {
-                Cell::Empty
-            } else {
-                Cell::Text(f)
-            }
-        })
-        .collect()
+/// The record's cells, in `spare`'s allocation (handed back empty by the caller, so one
+/// buffer serves every row).
+fn cells_of<'r>(record: &'r ::csv::StringRecord, spare: Vec<Cell<'static>>) -> Vec<Cell<'r>> {
+    // An empty vector maps in place: the allocation is reused, only its lifetime changes.
+    let mut cells: Vec<Cell<'r>> = spare.into_iter().map(|c| c).collect();
+    cells.clear();
+    cells.extend(record.iter().map(|f| {
+        if f.is_empty() {
+            Cell::Empty
+        } else {
+            Cell::Text(f)
+        }
+    }));
+    cells
 }
 
 /// Parses and checks every row of a CSV report into `handler`.
@@ -282,6 +285,7 @@ pub(crate) fn read<H: RowHandler>(
         .from_reader(buffered);
     let mut processor = RowProcessor::new(schema, ctx, handler);
     let mut record = ::csv::StringRecord::new();
+    let mut spare: Vec<Cell<'static>> = Vec::new();
     let mut prev_end = 0u64;
     loop {
         let more = reader.read_record(&mut record).map_err(|e| {
@@ -309,8 +313,10 @@ pub(crate) fn read<H: RowHandler>(
         if blank > 0 {
             processor.blank_lines(blank);
         }
-        let cells = cells_of(&record);
+        let mut cells = cells_of(&record, std::mem::take(&mut spare));
         processor.row(line, &cells)?;
+        cells.clear();
+        spare = cells.into_iter().map(|_| Cell::Empty).collect();
     }
     processor.finish()
 }

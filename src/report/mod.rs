@@ -116,7 +116,8 @@ pub(crate) struct AcceptedRow<'a> {
     pub(crate) updated_at: Option<i64>,
     pub(crate) row: u64,
     values: &'a [u8],
-    itsm: &'a str,
+    /// Where the ITSM number's bytes sit in `values`.
+    itsm: std::ops::Range<usize>,
 }
 
 impl AcceptedRow<'_> {
@@ -125,7 +126,8 @@ impl AcceptedRow<'_> {
     /// Returns the row's ITSM number.
     pub(crate) fn encode_values(&self, out: &mut Vec<u8>) -> String {
         out.extend_from_slice(self.values);
-        self.itsm.to_string()
+        let itsm = self.values.get(self.itsm.clone()).unwrap_or_default();
+        String::from_utf8_lossy(itsm).into_owned()
     }
 }
 
@@ -135,7 +137,8 @@ struct Checked<'c> {
     state: State,
     updated_at: Option<i64>,
     values: Vec<u8>,
-    itsm: String,
+    /// Where the ITSM number's bytes sit in `values`.
+    itsm: std::ops::Range<usize>,
 }
 
 /// Counts of the rows a report held, by what became of them.
@@ -284,7 +287,7 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                     updated_at: c.updated_at,
                     row: number,
                     values: &c.values,
-                    itsm: &c.itsm,
+                    itsm: c.itsm,
                 };
                 self.handler.accepted(&accepted)
             }
@@ -354,7 +357,7 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
         let mut updated_at = None;
         let mut warnings = Vec::new();
         let mut values = Vec::with_capacity(512);
-        let mut itsm = String::new();
+        let mut itsm = 0..0;
         let state_text = state.map_or("", State::as_str);
         for (i, col) in layout.field_columns.iter().enumerate() {
             let Some(col) = *col else {
@@ -379,13 +382,13 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                     if Some(i) == layout.updated_field {
                         updated_at = temporal.map(|t| t.timestamp(&self.ctx));
                     }
-                    if Some(i) == layout.itsm_field {
-                        itsm = text.to_string();
-                    }
                     if let Some(w) = warning {
                         warnings.push((header(col), w));
                     }
-                    attrs::push(&mut values, &text);
+                    let at = attrs::push(&mut values, &text);
+                    if Some(i) == layout.itsm_field {
+                        itsm = at;
+                    }
                 }
                 CellValue::Invalid(reason) => return Err((header(col), reason)),
             }
@@ -398,7 +401,9 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                     }
                     attrs::push(&mut values, &text);
                 }
-                CellValue::Invalid(_) => attrs::push(&mut values, ""),
+                CellValue::Invalid(_) => {
+                    attrs::push(&mut values, "");
+                }
             }
         }
         let Some(state) = state else { return Ok(None) };
@@ -582,10 +587,12 @@ fn raw_row(cells: &[Cell<'_>]) -> String {
 enum Msg {
     /// An accepted row with its values already encoded for the ledger (the parsing thread
     /// does that work, so the ledger side only decides and writes).
+    /// `buf` holds the encoded values, then the ID (from `values_len` on); `itsm` is where
+    /// the ITSM number sits among the values. One allocation a row.
     Accepted {
-        values: Vec<u8>,
-        itsm: String,
-        id: String,
+        buf: Vec<u8>,
+        values_len: usize,
+        itsm: std::ops::Range<usize>,
         state: State,
         updated_at: Option<i64>,
         row: u64,
@@ -595,7 +602,7 @@ enum Msg {
     Skipped(Skip, u64),
 }
 
-const BATCH: usize = 512;
+const BATCH: usize = 2048;
 
 /// The parsing thread's handler: batches what the rows became and sends it on.
 struct Sender {
@@ -637,12 +644,13 @@ impl std::error::Error for Stopped {}
 
 impl RowHandler for Sender {
     fn accepted(&mut self, row: &AcceptedRow<'_>) -> Result<()> {
-        let mut values = Vec::with_capacity(512);
-        let itsm = row.encode_values(&mut values);
+        let mut buf = Vec::with_capacity(row.values.len() + row.id.len());
+        buf.extend_from_slice(row.values);
+        buf.extend_from_slice(row.id.as_bytes());
         self.push(Msg::Accepted {
-            values,
-            itsm,
-            id: row.id.to_string(),
+            buf,
+            values_len: row.values.len(),
+            itsm: row.itsm.clone(),
             state: row.state,
             updated_at: row.updated_at,
             row: row.row,
@@ -678,7 +686,7 @@ pub(crate) fn read<H: RowHandler>(
     utf8: bool,
 ) -> Result<(Layout, RowCounts)> {
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Msg>>(8);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Msg>>(4);
         let parser = scope.spawn(move || {
             let mut sender = Sender {
                 tx,
@@ -698,20 +706,20 @@ pub(crate) fn read<H: RowHandler>(
             for msg in batch {
                 let step = match msg {
                     Msg::Accepted {
-                        values,
+                        buf,
+                        values_len,
                         itsm,
-                        id,
                         state,
                         updated_at,
                         row,
                     } => {
                         let accepted = AcceptedRow {
-                            id: &id,
+                            id: std::str::from_utf8(&buf[values_len..]).unwrap_or_default(),
                             state,
                             updated_at,
                             row,
-                            values: &values,
-                            itsm: &itsm,
+                            values: &buf[..values_len],
+                            itsm,
                         };
                         handler.accepted(&accepted)
                     }
