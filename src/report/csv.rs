@@ -218,7 +218,7 @@ impl std::error::Error for NotUtf8 {}
 /// buffer serves every row).
 fn cells_of<'r>(record: &'r ::csv::StringRecord, spare: Vec<Cell<'static>>) -> Vec<Cell<'r>> {
     // An empty vector maps in place: the allocation is reused, only its lifetime changes.
-    let mut cells: Vec<Cell<'r>> = spare.into_iter().map(|c| c).collect();
+    let mut cells: Vec<Cell<'r>> = spare.into_iter().collect();
     cells.clear();
     cells.extend(record.iter().map(|f| {
         if f.is_empty() {
