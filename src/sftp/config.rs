@@ -15,6 +15,9 @@ fn ssh_port() -> u16 {
     22
 }
 
+/// The most SSH connections one download may use at once.
+const MAX_CONNECTIONS: u32 = 8;
+
 fn default_patterns() -> Vec<String> {
     vec!["*.csv".into(), "*.xlsx".into()]
 }
@@ -45,6 +48,7 @@ pub(crate) struct RawSftp {
     timeout: Option<String>,
     download_dir: Option<String>,
     keep: Option<String>,
+    connections: Option<u32>,
 }
 
 /// A file sink's `upload = { ... }`.
@@ -86,6 +90,8 @@ pub(crate) struct SftpSourceConfig {
     pub(crate) after: After,
     pub(crate) download_dir: PathBuf,
     pub(crate) keep: Duration,
+    /// SSH connections a large report is downloaded over at once, each taking a byte range.
+    pub(crate) connections: usize,
 }
 
 #[derive(Clone)]
@@ -220,6 +226,10 @@ impl RawSftp {
                 .parent()
                 .map_or_else(|| PathBuf::from("downloads"), |p| p.join("downloads")),
         };
+        let connections = self.connections.unwrap_or(1);
+        if !(1..=MAX_CONNECTIONS).contains(&connections) {
+            bail!("{origin}: `connections` = {connections} must be from 1 to {MAX_CONNECTIONS}");
+        }
         Ok(SftpSourceConfig {
             endpoint,
             remote_dir: self.remote_dir.clone(),
@@ -229,6 +239,7 @@ impl RawSftp {
             after,
             download_dir,
             keep: duration(self.keep.as_deref(), "90d", "keep", &origin)?,
+            connections: connections as usize,
         })
     }
 }

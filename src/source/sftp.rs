@@ -12,10 +12,13 @@
 //! - nothing remote is changed except by [`Source::after`], which the pipeline calls only
 //!   after the report's ledger commit, and never in a dry run.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
+use std::sync::{Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -26,12 +29,15 @@ use sha2::{Digest, Sha256};
 use super::archive::Archive;
 use super::{Fetched, Listed, Source, hash_file};
 use crate::sftp::config::{After, SftpSourceConfig};
-use crate::sftp::{Connection, Final, remote_path, with_retries};
+use crate::sftp::{Connection, Endpoint, Final, is_final, remote_path, with_retries};
 
 /// Tries per remote operation (the first and two retries).
 const TRIES: u32 = 3;
 /// The read buffer: libssh2 keeps up to 4 × this in flight (it caps read-ahead at 8 MiB).
 const READ_BUFFER: usize = 2 << 20;
+/// Reports at least this large are downloaded in byte ranges over `connections`
+/// connections at once (smaller ones over one).
+const SEGMENTED_MIN: u64 = 64 << 20;
 
 /// A listed remote file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,64 +228,15 @@ impl SftpSource {
             None => self.archive.part_file()?,
         };
         let path = remote_path(&self.cfg.remote_dir, &report.name);
-        let mut spool = Spool::start(part.as_file().try_clone()?);
-        let mut done: u64 = 0;
         let expected = Stat {
             size: report.size,
             mtime: report.mtime,
         };
-        let what = format!("downloading {}", report.name);
-        let read = with_retries(&what, TRIES, |attempt| {
-            let result = (|| -> Result<()> {
-                let conn = self.connection()?;
-                let mut remote = conn
-                    .sftp()
-                    .open(&path)
-                    .with_context(|| format!("cannot open {}", path.display()))?;
-                if done > 0 {
-                    // A retry: only go on if the file is still the one listed.
-                    let st = remote.stat().context("cannot stat the remote file")?;
-                    if st.size != Some(expected.size)
-                        || st.mtime.map(|m| m as i64) != Some(expected.mtime)
-                    {
-                        bail!(Final(format!(
-                            "{} changed on the server while it was downloaded",
-                            report.name
-                        )));
-                    }
-                    tracing::info!(offset = done, attempt, "resuming the download");
-                    remote.seek(SeekFrom::Start(done))?;
-                }
-                loop {
-                    let mut buf = spool.buffer()?;
-                    let n = match remote.read(&mut buf) {
-                        Ok(n) => n,
-                        Err(e) => {
-                            spool.give_back(buf);
-                            return Err(anyhow!(e)
-                                .context(format!("reading {} from the server", report.name)));
-                        }
-                    };
-                    if n == 0 {
-                        spool.give_back(buf);
-                        break;
-                    }
-                    spool.write(buf, n)?;
-                    done += n as u64;
-                    if done > expected.size {
-                        break;
-                    }
-                }
-                Ok(())
-            })();
-            if result.is_err() {
-                self.conn = None;
-            }
-            result
-        });
-        // The local side's error, if any, is the real cause.
-        let sha256 = spool.finish()?;
-        read?;
+        let (done, sha256) = if self.cfg.connections > 1 && report.size >= SEGMENTED_MIN {
+            self.download_ranges(&report.name, &path, expected, part.as_file())?
+        } else {
+            self.download_whole(&report.name, &path, expected, part.as_file())?
+        };
         if done != expected.size {
             bail!(
                 "{} was listed with {} bytes but {done} bytes arrived: the file changed while it was read; \
@@ -307,6 +264,147 @@ impl SftpSource {
         })
     }
 
+    /// Downloads the file over one connection into `file`, resuming after a dropped
+    /// connection; returns the bytes that arrived and their SHA-256.
+    fn download_whole(
+        &mut self,
+        name: &str,
+        path: &Path,
+        expected: Stat,
+        file: &std::fs::File,
+    ) -> Result<(u64, String)> {
+        let mut spool = Spool::start(file.try_clone()?);
+        let mut done: u64 = 0;
+        let what = format!("downloading {name}");
+        let read = with_retries(&what, TRIES, |attempt| {
+            let result = (|| -> Result<()> {
+                let conn = self.connection()?;
+                let mut remote = conn
+                    .sftp()
+                    .open(path)
+                    .with_context(|| format!("cannot open {}", path.display()))?;
+                if done > 0 {
+                    // A retry: only go on if the file is still the one listed.
+                    let st = remote.stat().context("cannot stat the remote file")?;
+                    check_unchanged(&st, expected, name)?;
+                    tracing::info!(offset = done, attempt, "resuming the download");
+                    remote.seek(SeekFrom::Start(done))?;
+                }
+                loop {
+                    let mut buf = spool.buffer()?;
+                    let n = match remote.read(&mut buf) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            spool.give_back(buf);
+                            return Err(
+                                anyhow!(e).context(format!("reading {name} from the server"))
+                            );
+                        }
+                    };
+                    if n == 0 {
+                        spool.give_back(buf);
+                        break;
+                    }
+                    spool.write(buf, n)?;
+                    done += n as u64;
+                    if done > expected.size {
+                        break;
+                    }
+                }
+                Ok(())
+            })();
+            if result.is_err() {
+                self.conn = None;
+            }
+            result
+        });
+        // The local side's error, if any, is the real cause.
+        let sha256 = spool.finish()?;
+        read?;
+        Ok((done, sha256))
+    }
+
+    /// Downloads the file in `connections` byte ranges at once, each over its own SSH
+    /// connection (verified and logged in like any other), written into `file` at their
+    /// offsets; a hashing thread follows the ranges in order, reading back what has been
+    /// written, so the SHA-256 is the whole file's. Returns the bytes that arrived (the
+    /// last range reads to the end of the file, so a file that grew shows) and the hash.
+    fn download_ranges(
+        &mut self,
+        name: &str,
+        path: &Path,
+        expected: Stat,
+        file: &std::fs::File,
+    ) -> Result<(u64, String)> {
+        let n = self.cfg.connections;
+        let ranges: Vec<(u64, u64)> = (0..n as u64)
+            .map(|i| {
+                (
+                    expected.size * i / n as u64,
+                    expected.size * (i + 1) / n as u64,
+                )
+            })
+            .collect();
+        let progress = Progress::new(n);
+        let queue = Mutex::new((0..n).collect::<VecDeque<usize>>());
+        let job = RangeJob {
+            endpoint: &self.cfg.endpoint,
+            name,
+            path,
+            expected,
+            file,
+            ranges: &ranges,
+            progress: &progress,
+            queue: &queue,
+        };
+        let first = self.conn.take();
+        let (ends, hashed) = std::thread::scope(|s| {
+            let hasher = s.spawn(|| progress.hash(file, &ranges));
+            let mut first = Some(first);
+            let workers: Vec<_> = (0..n)
+                .map(|w| {
+                    let conn = first.take().flatten();
+                    let job = &job;
+                    s.spawn(move || job.work(w, conn))
+                })
+                .collect();
+            let ends: Vec<_> = workers
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| (None, WorkerEnd::Failed(Spool::stopped())))
+                })
+                .collect();
+            progress.close();
+            let hashed = hasher.join().unwrap_or_else(|_| Err(Spool::stopped()));
+            (ends, hashed)
+        });
+        let mut failed = None;
+        let mut no_connection = None;
+        for (conn, end) in ends {
+            if self.conn.is_none() {
+                self.conn = conn;
+            }
+            match end {
+                WorkerEnd::Done | WorkerEnd::Stopped => {}
+                WorkerEnd::NoConnection(e) => {
+                    no_connection.get_or_insert(e);
+                }
+                WorkerEnd::Failed(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if !queue.lock().map(|q| q.is_empty()).unwrap_or(false) {
+            return Err(no_connection.unwrap_or_else(Spool::stopped));
+        }
+        let sha256 = hashed?;
+        Ok((progress.total(), sha256))
+    }
+
     fn prune(&mut self) {
         self.archive.remove_partials();
         match self.archive.prune(self.cfg.keep) {
@@ -318,6 +416,279 @@ impl SftpSource {
             Err(e) => tracing::warn!("cannot prune the local archive: {e:#}"),
         }
     }
+}
+
+/// How one connection of a download in ranges ended.
+enum WorkerEnd {
+    /// No range is left to take.
+    Done,
+    /// An extra connection could not be opened: the others take its ranges.
+    NoConnection(anyhow::Error),
+    /// A range failed for good (after its retries): the download fails.
+    Failed(anyhow::Error),
+    /// Stopped because another range failed.
+    Stopped,
+}
+
+/// What the connections of a download in ranges share.
+struct RangeJob<'a> {
+    endpoint: &'a Endpoint,
+    name: &'a str,
+    path: &'a Path,
+    expected: Stat,
+    file: &'a std::fs::File,
+    /// `(start, end)` of each range; the last one reads on to the end of the file.
+    ranges: &'a [(u64, u64)],
+    progress: &'a Progress,
+    /// The ranges no connection has taken yet.
+    queue: &'a Mutex<VecDeque<usize>>,
+}
+
+impl RangeJob<'_> {
+    /// One connection's work: takes ranges from the queue until none is left. `conn` is
+    /// the source's open connection, for the first worker.
+    fn work(&self, w: usize, mut conn: Option<Connection>) -> (Option<Connection>, WorkerEnd) {
+        if conn.is_none() {
+            let opened = if w == 0 {
+                with_retries("connecting", TRIES, |_| self.endpoint.connect())
+            } else {
+                self.endpoint.connect()
+            };
+            match opened {
+                Ok(c) => conn = Some(c),
+                Err(e) if w > 0 && !is_final(&e) => {
+                    tracing::warn!(
+                        "cannot open SSH connection {} of {} for {}, the others take its part: {e:#}",
+                        w + 1,
+                        self.ranges.len(),
+                        self.name
+                    );
+                    return (None, WorkerEnd::NoConnection(e));
+                }
+                Err(e) => {
+                    let first = self.progress.fail();
+                    return (
+                        None,
+                        if first {
+                            WorkerEnd::Failed(e)
+                        } else {
+                            WorkerEnd::Stopped
+                        },
+                    );
+                }
+            }
+        }
+        let mut buf = vec![0u8; READ_BUFFER];
+        loop {
+            if self.progress.failed() {
+                return (conn, WorkerEnd::Stopped);
+            }
+            let Some(i) = self.queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+                return (conn, WorkerEnd::Done);
+            };
+            if let Err(e) = self.fetch_range(i, &mut conn, &mut buf) {
+                let first = self.progress.fail();
+                return (
+                    conn,
+                    if first {
+                        WorkerEnd::Failed(e)
+                    } else {
+                        WorkerEnd::Stopped
+                    },
+                );
+            }
+        }
+    }
+
+    /// Downloads range `i` into the local file at its offsets, resuming where it stopped
+    /// after a dropped connection.
+    fn fetch_range(&self, i: usize, conn: &mut Option<Connection>, buf: &mut [u8]) -> Result<()> {
+        let (start, end) = self.ranges[i];
+        let last = i + 1 == self.ranges.len();
+        let expected = self.expected;
+        let name = self.name;
+        let mut done: u64 = 0;
+        let what = format!("downloading {name} (bytes {start}..{end})");
+        with_retries(&what, TRIES, |attempt| {
+            let result = (|| -> Result<()> {
+                if conn.is_none() {
+                    *conn = Some(self.endpoint.connect()?);
+                }
+                let c = conn.as_ref().expect("set above");
+                let mut remote = c
+                    .sftp()
+                    .open(self.path)
+                    .with_context(|| format!("cannot open {}", self.path.display()))?;
+                if done > 0 {
+                    // A retry: only go on if the file is still the one listed.
+                    let st = remote.stat().context("cannot stat the remote file")?;
+                    check_unchanged(&st, expected, name)?;
+                    tracing::info!(offset = start + done, attempt, "resuming the download");
+                }
+                if start + done > 0 {
+                    remote.seek(SeekFrom::Start(start + done))?;
+                }
+                loop {
+                    if self.progress.failed() {
+                        bail!(Final("stopped".into()));
+                    }
+                    let pos = start + done;
+                    let want = if last {
+                        buf.len()
+                    } else {
+                        // libssh2 requests up to 4 × `want` ahead: taper off so that it
+                        // does not fetch much of the next range.
+                        let rest = end - pos;
+                        if rest == 0 {
+                            break;
+                        }
+                        rest.min((rest / 4).max(64 << 10)).min(buf.len() as u64) as usize
+                    };
+                    let n = remote.read(&mut buf[..want]).map_err(|e| {
+                        anyhow!(e).context(format!("reading {name} from the server"))
+                    })?;
+                    if n == 0 {
+                        break;
+                    }
+                    self.file
+                        .write_all_at(&buf[..n], pos)
+                        .map_err(|e| anyhow!(Final(format!("cannot write the download: {e}"))))?;
+                    done += n as u64;
+                    self.progress.advance(i, done);
+                    if last && pos + n as u64 > expected.size {
+                        break;
+                    }
+                }
+                Ok(())
+            })();
+            if result.is_err() {
+                *conn = None;
+            }
+            result
+        })?;
+        self.progress.finish(i);
+        Ok(())
+    }
+}
+
+/// How far each range of a download in ranges has been written; the hashing thread
+/// follows it.
+struct Progress {
+    state: Mutex<ProgressState>,
+    changed: Condvar,
+    failed: AtomicBool,
+}
+
+struct ProgressState {
+    /// Bytes written from each range's start, and whether the range is complete.
+    ranges: Vec<(u64, bool)>,
+    /// No connection works any more.
+    closed: bool,
+}
+
+impl Progress {
+    fn new(n: usize) -> Progress {
+        Progress {
+            state: Mutex::new(ProgressState {
+                ranges: vec![(0, false); n],
+                closed: false,
+            }),
+            changed: Condvar::new(),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut ProgressState)) {
+        if let Ok(mut st) = self.state.lock() {
+            f(&mut st);
+        }
+        self.changed.notify_all();
+    }
+
+    fn advance(&self, i: usize, done: u64) {
+        self.update(|st| st.ranges[i].0 = done);
+    }
+
+    fn finish(&self, i: usize) {
+        self.update(|st| st.ranges[i].1 = true);
+    }
+
+    fn close(&self) {
+        self.update(|st| st.closed = true);
+    }
+
+    /// Marks the download failed; true for the first failure (the cause).
+    fn fail(&self) -> bool {
+        let first = !self.failed.swap(true, Ordering::SeqCst);
+        self.update(|_| {});
+        first
+    }
+
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    fn total(&self) -> u64 {
+        self.state
+            .lock()
+            .map(|st| st.ranges.iter().map(|r| r.0).sum())
+            .unwrap_or(0)
+    }
+
+    /// The SHA-256 of the ranges in order, read back from `file` as they are written.
+    fn hash(&self, file: &std::fs::File, ranges: &[(u64, u64)]) -> Result<String> {
+        let r = self.hash_inner(file, ranges);
+        if r.is_err() {
+            self.fail();
+        }
+        r
+    }
+
+    fn hash_inner(&self, file: &std::fs::File, ranges: &[(u64, u64)]) -> Result<String> {
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; READ_BUFFER];
+        for (i, &(start, _)) in ranges.iter().enumerate() {
+            let mut pos = 0u64;
+            loop {
+                let (written, complete) = {
+                    let mut st = self.state.lock().map_err(|_| Spool::stopped())?;
+                    loop {
+                        let (w, c) = st.ranges[i];
+                        if w > pos || c {
+                            break (w, c);
+                        }
+                        if st.closed || self.failed() {
+                            return Err(Spool::stopped());
+                        }
+                        st = self.changed.wait(st).map_err(|_| Spool::stopped())?;
+                    }
+                };
+                while pos < written {
+                    let k = (written - pos).min(buf.len() as u64) as usize;
+                    file.read_exact_at(&mut buf[..k], start + pos)
+                        .map_err(|e| {
+                            anyhow!(Final(format!("cannot read back the download: {e}")))
+                        })?;
+                    hasher.update(&buf[..k]);
+                    pos += k as u64;
+                }
+                if complete {
+                    break;
+                }
+            }
+        }
+        Ok(hex::encode(hasher.finalize()))
+    }
+}
+
+/// Fails for good when the remote file is no longer the one listed.
+fn check_unchanged(st: &ssh2::FileStat, expected: Stat, name: &str) -> Result<()> {
+    if st.size != Some(expected.size) || st.mtime.map(|m| m as i64) != Some(expected.mtime) {
+        bail!(Final(format!(
+            "{name} changed on the server while it was downloaded"
+        )));
+    }
+    Ok(())
 }
 
 /// The local end of a download: a thread that writes and hashes the chunks

@@ -1034,6 +1034,93 @@ fn a_connection_lost_for_good_fails_the_report_cleanly_and_a_rerun_matches() {
     assert_eq!(w2.events(), reference);
 }
 
+/// A site with a report large enough to be downloaded in ranges, with `connections = 2`.
+fn site_with_ranges() -> (Site, &'static str, u64) {
+    let site = Site::new();
+    let name = "big_2026-11-01.xlsx";
+    big_xlsx(&site.remote.join(name), 72 << 20);
+    site.configure(&[("connections", "2")]);
+    let size = std::fs::metadata(site.remote.join(name)).unwrap().len();
+    (site, name, size)
+}
+
+#[test]
+fn a_large_report_over_two_connections_is_read_in_two_ranges_and_resumed_per_range() {
+    let (site, name, size) = site_with_ranges();
+
+    // Undisturbed: each range is opened once, on its own connection.
+    assert_code(&site.run(&["run", "--summary-json", "s.json"]), 0);
+    assert_eq!(site.sshd.reads_of(name), 2, "{}", site.sshd.log());
+    let sha = sha256_of(&site.remote.join(name));
+    assert_eq!(site.w.summary("s.json")["reports"][0]["sha256"], sha);
+    let reference = site.w.events();
+    assert_eq!(reference.len(), 2);
+
+    // Through a throttled relay, both sessions are killed once the second range has
+    // started: each range reopens the file and resumes where it stopped.
+    let relay = Relay::throttled(site.sshd.port, 8 << 20);
+    let w2 = through_relay(&site, &relay);
+    let reads_before = site.sshd.reads_of(name);
+    let mut child = spawn_run(&w2, "s.json");
+    wait_for_partial_download(
+        &w2.path().join("state/downloads"),
+        &mut child,
+        size / 2 + (2 << 20),
+    );
+    assert!(site.sshd.kill_sessions() > 0);
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 0);
+    assert_eq!(
+        text(&out).matches("resuming the download").count(),
+        2,
+        "{}",
+        text(&out)
+    );
+    assert!(
+        site.sshd.reads_of(name) >= reads_before + 4,
+        "both ranges were opened again"
+    );
+    assert_eq!(w2.events(), reference);
+    assert_eq!(w2.summary("s.json")["reports"][0]["sha256"], sha);
+    let archived = w2.path().join("state/downloads").join(&sha).join(name);
+    assert_eq!(std::fs::metadata(&archived).unwrap().len(), size);
+    assert_eq!(sha256_of(&archived), sha);
+}
+
+#[test]
+fn a_connection_lost_for_good_during_a_download_in_ranges_fails_cleanly_and_a_rerun_matches() {
+    let (site, _, size) = site_with_ranges();
+    assert_code(&site.run(&["run"]), 0);
+    let reference = site.w.events();
+    assert_eq!(reference.len(), 2);
+
+    let relay = Relay::throttled(site.sshd.port, 8 << 20);
+    let w2 = through_relay(&site, &relay);
+    let mut child = spawn_run(&w2, "s.json");
+    wait_for_partial_download(
+        &w2.path().join("state/downloads"),
+        &mut child,
+        size / 2 + (2 << 20),
+    );
+    relay.cut(true);
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 2);
+    let s = w2.summary("s.json");
+    assert_eq!(s["reports"][0]["status"], "failed", "{s}");
+    assert!(w2.events().is_empty());
+    let leftovers: Vec<_> = std::fs::read_dir(w2.path().join("state/downloads"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .collect();
+    assert!(leftovers.is_empty(), "no partial download is left behind");
+
+    relay.cut(false);
+    let out = w2.run(&["run"]);
+    assert_code(&out, 0);
+    assert_eq!(w2.events(), reference);
+}
+
 #[test]
 fn a_server_that_stays_silent_cannot_hang_the_run() {
     let site = Site::new();
