@@ -205,6 +205,36 @@ pub struct Summary {
     pub exit_code: i32,
 }
 
+impl Summary {
+    /// An empty summary for a run in `mode`, with every sink registered in the ledger.
+    fn start(mode: &str, dry_run: bool, cfg: &Config, ledger: &Ledger) -> Result<Summary> {
+        for s in &cfg.sinks {
+            ledger.sink_mark(s.name())?;
+        }
+        Ok(Summary {
+            mode: mode.to_string(),
+            dry_run,
+            rows: 0,
+            rejected: 0,
+            events: 0,
+            delivered: 0,
+            pending: 0,
+            failed_reports: 0,
+            already_processed: 0,
+            reports: Vec::new(),
+            sinks: cfg
+                .sinks
+                .iter()
+                .map(|s| SinkSummary {
+                    name: s.name().to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            exit_code: EXIT_OK,
+        })
+    }
+}
+
 /// Holds the run lock for the life of the run.
 pub(crate) struct RunLock {
     _file: Option<File>,
@@ -289,30 +319,7 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
     };
     let run_id = ledger.start_run(mode_name)?;
     let schema_fields: Vec<String> = cfg.schema.fields.iter().map(|f| f.name.clone()).collect();
-    let mut summary = Summary {
-        mode: mode_name.to_string(),
-        dry_run: opts.dry_run,
-        rows: 0,
-        rejected: 0,
-        events: 0,
-        delivered: 0,
-        pending: 0,
-        failed_reports: 0,
-        already_processed: 0,
-        reports: Vec::new(),
-        sinks: cfg
-            .sinks
-            .iter()
-            .map(|s| SinkSummary {
-                name: s.name().to_string(),
-                ..Default::default()
-            })
-            .collect(),
-        exit_code: EXIT_OK,
-    };
-    for s in &cfg.sinks {
-        ledger.sink_mark(s.name())?;
-    }
+    let mut summary = Summary::start(mode_name, opts.dry_run, cfg, &ledger)?;
 
     // Events a crashed or failed run left behind go out first, oldest first.
     if !opts.dry_run {
@@ -690,30 +697,7 @@ pub fn deliver(cfg: &Config, dry_run: bool) -> Result<Summary> {
     } else {
         ledger.start_run("deliver")?
     };
-    let mut summary = Summary {
-        mode: "deliver".to_string(),
-        dry_run,
-        rows: 0,
-        rejected: 0,
-        events: 0,
-        delivered: 0,
-        pending: 0,
-        failed_reports: 0,
-        already_processed: 0,
-        reports: Vec::new(),
-        sinks: cfg
-            .sinks
-            .iter()
-            .map(|s| SinkSummary {
-                name: s.name().to_string(),
-                ..Default::default()
-            })
-            .collect(),
-        exit_code: EXIT_OK,
-    };
-    for s in &cfg.sinks {
-        ledger.sink_mark(s.name())?;
-    }
+    let mut summary = Summary::start("deliver", dry_run, cfg, &ledger)?;
     if dry_run {
         for (s, cfg_sink) in summary.sinks.iter_mut().zip(&cfg.sinks) {
             s.pending = sink::pending(&ledger, cfg_sink)?;
