@@ -339,6 +339,13 @@ pub(crate) enum CellValue<'a> {
 }
 
 fn is_exponent_notation(s: &str) -> bool {
+    if !s
+        .as_bytes()
+        .first()
+        .is_some_and(|b| b.is_ascii_digit() || *b == b'.')
+    {
+        return false;
+    }
     let Some(epos) = s.find(['e', 'E']) else {
         return false;
     };
@@ -370,6 +377,19 @@ fn number_text(f: f64) -> (String, Option<String>) {
             .to_string()
     });
     (text, warning)
+}
+
+/// A text cell without surrounding white space (or a BOM).
+pub(crate) fn trim_cell(raw: &str) -> &str {
+    // Most cells start and end with a visible ASCII character: nothing to trim.
+    let b = raw.as_bytes();
+    if let (Some(&first), Some(&last)) = (b.first(), b.last())
+        && (b'!'..=b'~').contains(&first)
+        && (b'!'..=b'~').contains(&last)
+    {
+        return raw;
+    }
+    raw.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}')
 }
 
 /// Normalises one cell for a field of type `kind`.
@@ -422,7 +442,7 @@ pub(crate) fn normalize_cell<'a>(
             }
         }
         Cell::Text(raw) => {
-            let s = raw.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+            let s = trim_cell(raw);
             if kind.is_temporal() {
                 if s.is_empty() {
                     return ok(empty);

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::activity::DateContext;
 use crate::config::{Config, SourceConfig};
 use crate::ledger::{Columns, Ledger, ReportCounts, ReportMeta};
-use crate::plan::Planner;
+use crate::plan::{Planner, Triage};
 use crate::report;
 use crate::report::csv::NotUtf8;
 use crate::sink::{self, SinkSummary};
@@ -591,23 +591,37 @@ fn ingest(
     check_duplicate(ledger, hash, skip_duplicate, &mut checked, false)?;
     // Optimistically UTF-8; a file that is not is read again as Windows-1252.
     let mut utf8 = true;
+    let started = std::time::Instant::now();
     let (writer, outcome, layout, counts, notes) = loop {
         let writer = ledger.begin_report(meta, mode, run_id, run_first_event)?;
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "ledger and Activity index ready"
+        );
         // Every so many rows: content already processed under another name stops the report.
         let mut on_progress = || check_duplicate(ledger, hash, skip_duplicate, &mut checked, false);
         let mut planner = Planner::new(&writer, &meta.name, report_time, resend);
         planner.on_progress(&mut on_progress);
         let mut notes = Vec::new();
+        // The parsing thread keeps the Activity index while it reads (see plan::Triage).
+        let triage = Triage::new(
+            writer.take_index()?,
+            writer.generation(),
+            report_time,
+            resend,
+        );
         match report::read(
             path,
             &cfg.schema,
             ctx.clone(),
+            triage,
             &mut planner,
             &mut notes,
             utf8,
         ) {
-            Ok((layout, counts)) => {
+            Ok((layout, counts, triage)) => {
                 let outcome = planner.into_outcome();
+                writer.restore_index(triage.into_index());
                 break (writer, outcome, layout, counts, notes);
             }
             Err(e) if utf8 && e.downcast_ref::<NotUtf8>().is_some() => {
@@ -619,6 +633,10 @@ fn ingest(
             Err(e) => return Err(e.context(meta.name.clone())),
         }
     };
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "rows read and applied"
+    );
     check_duplicate(ledger, hash, skip_duplicate, &mut checked, true)?;
     // A file that changed while it was read (still being written?) is not committed: the
     // hash and the rows might not describe the same content. The next run reads it again.
@@ -656,6 +674,10 @@ fn ingest(
         extras: layout.extra_names(),
     };
     writer.commit(&totals, &columns, &sha256)?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "report committed"
+    );
     rs.rows = totals.rows;
     rs.accepted = totals.accepted;
     rs.rejected = totals.rejected;

@@ -11,6 +11,9 @@
 //! Rule 5 is kept without holding the report in memory: a later row of an Activity whose
 //! event this same report created folds into that event (amends it, or removes it when the
 //! Activity ends up where it started).
+//!
+//! Most rows of a daily report settle on the parsing thread ([`Triage`], from the Activity
+//! index); the [`Planner`] applies the rest inside the report's transaction.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +21,8 @@ use anyhow::Result;
 use sha2::{Digest, Sha256};
 
 use crate::activity::State;
-use crate::ledger::{Indexed, Known, NewEvent, OwnEvent, ReportCounts, ReportWriter};
+use crate::ledger::index::{ActivityIndex, Entry, Indexed};
+use crate::ledger::{Known, NewEvent, OwnEvent, ReportCounts, ReportWriter};
 use crate::report::{AcceptedRow, Reject, RowHandler, RowWarning, Skip};
 
 /// What one accepted row does to the ledger.
@@ -68,6 +72,126 @@ pub(crate) fn decide(
     }
 }
 
+/// What the Activity index says a row needs, decided on the parsing thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hint {
+    /// Rule 1: an Activity the ledger does not know. No look-up needed.
+    New,
+    /// Rule 2: a known Activity, not yet moved by this report, whose row is not older than
+    /// the ledger and names another state. The event is certain; only its sequence number
+    /// and links need `activities`.
+    Change { from: State },
+    /// Rule 3 with a newer time: the ledger records the time, nothing else.
+    Touch,
+    /// Ask `activities`: a change (rule 2), a later row of an Activity this report already
+    /// moved (rule 5), an Activity the index cannot tell about, or a resend.
+    Ask,
+}
+
+/// What the index concludes about an accepted row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Rule 3 (same state, same time) or rule 4 (stale): nothing to write, so the row's
+    /// values are checked but never encoded or handed on.
+    Unchanged,
+    Stale,
+    /// The ledger side must see the row.
+    Forward(Hint),
+}
+
+/// Rules 1, 3 and 4 applied from the Activity index alone, on the thread that parses the
+/// rows: in a daily report most rows repeat what the ledger knows, and those never reach
+/// the ledger side at all. Rows the index cannot settle go on with a [`Hint`].
+///
+/// The triage owns the index while the report is read and keeps it exact: whatever the
+/// ledger decides for a row that is not older than what it knows (a change, an amend, a
+/// withdrawal, an unchanged row with a newer time), the Activity ends up in the row's state
+/// at the row's time. An Activity this report already moved carries the report's
+/// generation, and every later row of it is asked of `activities`.
+pub(crate) struct Triage {
+    index: ActivityIndex,
+    generation: u8,
+    /// Effective time of rows without `updated_at`: the report's date.
+    report_time: i64,
+    resend: bool,
+}
+
+impl Triage {
+    pub(crate) fn new(
+        index: ActivityIndex,
+        generation: u8,
+        report_time: i64,
+        resend: bool,
+    ) -> Self {
+        Triage {
+            index,
+            generation,
+            report_time,
+            resend,
+        }
+    }
+
+    pub(crate) fn into_index(self) -> ActivityIndex {
+        self.index
+    }
+
+    /// The effective time of a row.
+    pub(crate) fn at(&self, updated_at: Option<i64>) -> i64 {
+        updated_at.unwrap_or(self.report_time)
+    }
+
+    /// The verdict on a row, and the index entry it was based on (for [`Triage::record`]).
+    pub(crate) fn verdict(&self, id: &str, state: State, at: i64) -> (Verdict, Indexed) {
+        let found = self.index.find(id);
+        if self.resend {
+            return (Verdict::Forward(Hint::Ask), found);
+        }
+        let v = match found {
+            Indexed::Absent => Verdict::Forward(Hint::New),
+            Indexed::Found(e) if e.generation != self.generation => {
+                if at < e.updated_at {
+                    Verdict::Stale
+                } else if state != e.state {
+                    Verdict::Forward(Hint::Change { from: e.state })
+                } else if at > e.updated_at {
+                    Verdict::Forward(Hint::Touch)
+                } else {
+                    Verdict::Unchanged
+                }
+            }
+            Indexed::Found(_) | Indexed::Unsure => Verdict::Forward(Hint::Ask),
+        };
+        (v, found)
+    }
+
+    /// Records what an accepted row does to the Activity (call it once the row passed its
+    /// checks, with what [`Triage::verdict`] returned).
+    pub(crate) fn record(
+        &mut self,
+        id: &str,
+        state: State,
+        at: i64,
+        verdict: Verdict,
+        found: Indexed,
+    ) {
+        let generation = match (verdict, found) {
+            (Verdict::Unchanged | Verdict::Stale, _) | (_, Indexed::Unsure) => return,
+            (Verdict::Forward(_), Indexed::Found(e)) if at < e.updated_at => return,
+            // Only the time moves: the Activity is not one this report changed.
+            (Verdict::Forward(Hint::Touch), Indexed::Found(e)) => e.generation,
+            _ => self.generation,
+        };
+        self.index.put(
+            id,
+            Entry {
+                state,
+                updated_at: at,
+                generation,
+            },
+        );
+    }
+}
+
 /// The stable id of an event: the same history gives the same id, in any ledger.
 pub(crate) fn event_key(
     activity_id: &str,
@@ -114,10 +238,42 @@ pub(crate) struct Planner<'w, 'c> {
     /// Called every [`PROGRESS_EVERY`] rows; an error stops the report.
     progress: Option<&'w mut dyn FnMut() -> Result<()>>,
     rows_seen: u64,
+    /// Rows waiting for `activities`, applied a batch at a time in Activity-ID order.
+    pending: Vec<Pending>,
+    pending_bytes: usize,
     pub(crate) outcome: ReportOutcome,
 }
 
 const PROGRESS_EVERY: u64 = 16_384;
+
+/// Rows the ledger side holds before applying them (and at most so many bytes of values).
+const PENDING_ROWS: usize = 16_384;
+const PENDING_BYTES: usize = 16 << 20;
+
+/// A row that needs `activities`, kept until its batch is applied.
+struct Pending {
+    /// The encoded values (for a change already written: the row's ITSM number), then
+    /// the Activity ID (from `values_len` on).
+    buf: Vec<u8>,
+    values_len: usize,
+    itsm: std::ops::Range<usize>,
+    state: State,
+    updated_at: Option<i64>,
+    row: u64,
+    hint: Hint,
+    /// The event already written for a [`Hint::Change`].
+    event_id: i64,
+}
+
+impl Pending {
+    fn id(&self) -> &[u8] {
+        &self.buf[self.values_len..]
+    }
+}
+
+/// The key of an event written before its sequence number is known; replaced in the
+/// same transaction (same length, so the row is rewritten in place).
+const UNSET_KEY: &str = "00000000000000000000000000000000";
 
 impl<'w, 'c> Planner<'w, 'c> {
     pub(crate) fn new(
@@ -134,6 +290,8 @@ impl<'w, 'c> Planner<'w, 'c> {
             buf: Vec::with_capacity(1024),
             progress: None,
             rows_seen: 0,
+            pending: Vec::new(),
+            pending_bytes: 0,
             outcome: ReportOutcome::default(),
         }
     }
@@ -144,7 +302,53 @@ impl<'w, 'c> Planner<'w, 'c> {
     }
 
     pub(crate) fn into_outcome(self) -> ReportOutcome {
+        debug_assert!(
+            self.pending.is_empty(),
+            "RowHandler::end applies the pending rows"
+        );
         self.outcome
+    }
+
+    /// Counts rows seen; every [`PROGRESS_EVERY`] of them, calls the progress callback.
+    fn progress(&mut self, rows: u64) -> Result<()> {
+        let before = self.rows_seen / PROGRESS_EVERY;
+        self.rows_seen += rows;
+        if self.rows_seen / PROGRESS_EVERY != before
+            && let Some(f) = self.progress.as_mut()
+        {
+            f()?;
+        }
+        Ok(())
+    }
+
+    /// Applies the waiting rows in Activity-ID order (rows of one Activity keep their
+    /// order): look-ups and updates then walk `activities` page by page instead of
+    /// jumping about it. Rows of different Activities do not depend on each other, and
+    /// rows of an Activity this report already moved all wait here, so the order changes
+    /// no outcome; it only orders this report's events for changed Activities by ID.
+    fn apply_pending(&mut self) -> Result<()> {
+        let mut pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        pending.sort_by(|a, b| a.id().cmp(b.id()));
+        for p in &pending {
+            if let Hint::Change { from } = p.hint {
+                self.complete_early(p, from)?;
+                continue;
+            }
+            let row = AcceptedRow::new(
+                std::str::from_utf8(p.id()).unwrap_or_default(),
+                p.state,
+                p.updated_at,
+                p.row,
+                &p.buf[..p.values_len],
+                p.itsm.clone(),
+                p.hint,
+            );
+            self.apply(&row)?;
+        }
+        pending.clear();
+        self.pending = pending;
+        Ok(())
     }
 
     fn transition(&mut self, from: Option<State>, to: State, delta: i64) {
@@ -166,48 +370,13 @@ impl<'w, 'c> Planner<'w, 'c> {
         row.encode_values(&mut self.buf)
     }
 
-    /// Rules 1, 3 and 4 straight from the Activity index, for the rows that need no more:
-    /// a new Activity, or a known one this report has not changed yet whose row is stale or
-    /// repeats its state. `None`: ask `activities` (a change, a second row of an Activity
-    /// this report changed, a hash collision, a resend).
-    fn fast(&self, row: &AcceptedRow<'_>, at: i64) -> Option<Decision> {
-        if self.resend {
-            return None;
-        }
-        match self.writer.indexed(row.id) {
-            Indexed::Absent => Some(Decision::New),
-            Indexed::Found(e) if e.generation != self.writer.generation() => {
-                if at < e.updated_at {
-                    Some(Decision::Stale)
-                } else if row.state == e.state {
-                    Some(Decision::Unchanged {
-                        newer: at > e.updated_at,
-                    })
-                } else {
-                    None
-                }
-            }
-            Indexed::Found(_) | Indexed::Unsure => None,
-        }
-    }
-
+    /// The rules for a row the triage could not settle, against `activities`.
     fn apply(&mut self, row: &AcceptedRow<'_>) -> Result<()> {
         let w = self.writer;
         let at = row.updated_at.unwrap_or(self.report_time);
-        match self.fast(row, at) {
-            Some(Decision::New) => return self.emit(row, at, None),
-            Some(Decision::Stale) => {
-                self.outcome.counts.stale += 1;
-                return Ok(());
-            }
-            Some(Decision::Unchanged { newer }) => {
-                self.outcome.counts.unchanged += 1;
-                if newer {
-                    w.touch_activity(row.id, at)?;
-                }
-                return Ok(());
-            }
-            _ => {}
+        if row.hint == Hint::Touch {
+            self.outcome.counts.unchanged += 1;
+            return w.touch_activity(row.id, at);
         }
         let mut known = w.lookup(row.id)?;
         let mut own = match known.as_ref().and_then(|k| k.event_id) {
@@ -281,6 +450,66 @@ impl<'w, 'c> Planner<'w, 'c> {
             }
         }
         Ok(())
+    }
+
+    /// Rule 2 for a [`Hint::Change`]: writes the event in row order, without its key and
+    /// link to the Activity's previous event (see [`Planner::complete_early`]).
+    fn emit_early(&mut self, row: &AcceptedRow<'_>, at: i64, from: State) -> Result<i64> {
+        let w = self.writer;
+        let itsm = self.attrs(row);
+        let id = w.insert_event(
+            &NewEvent {
+                key: UNSET_KEY,
+                activity_id: row.id,
+                previous_state: Some(from),
+                state: row.state,
+                updated_at: at,
+                row: row.row,
+                itsm_number: &itsm,
+                attrs: &self.buf,
+                prev_event_id: None,
+                kind: "change",
+            },
+            w.report_id,
+        )?;
+        self.transition(Some(from), row.state, 1);
+        Ok(id)
+    }
+
+    /// Completes an event [`Planner::emit_early`] wrote: its sequence number, key, link
+    /// and fallback ITSM number come from `activities`, which it then moves on.
+    fn complete_early(&mut self, p: &Pending, from: State) -> Result<()> {
+        let w = self.writer;
+        let id = std::str::from_utf8(p.id()).unwrap_or_default();
+        let at = p.updated_at.unwrap_or(self.report_time);
+        let known = w.lookup(id)?;
+        let Some(known) = known.filter(|k| k.state == from && at >= k.updated_at) else {
+            // The index did not match `activities` (edited by hand?): take the event back
+            // and decide the row again from `activities`.
+            tracing::warn!(activity = %id, "the Activity index was out of step with the ledger");
+            let (attrs, _, row, _) = w.event_payload(p.event_id)?;
+            w.delete_event(p.event_id)?;
+            self.transition(Some(from), p.state, -1);
+            // The row's ITSM number: any bytes of the values equal to it will do.
+            let itsm_text = &p.buf[p.itsm.clone()];
+            let itsm = match memchr::memmem::find(&attrs, itsm_text) {
+                Some(at) if !itsm_text.is_empty() => at..at + itsm_text.len(),
+                _ => 0..0,
+            };
+            let row = AcceptedRow::new(id, p.state, p.updated_at, row, &attrs, itsm, Hint::Ask);
+            return self.apply(&row);
+        };
+        let seq = known.events + 1;
+        let key = event_key(id, seq, Some(from), p.state, at);
+        let row_itsm = std::str::from_utf8(&p.buf[p.itsm.clone()]).unwrap_or_default();
+        let fallback = if row_itsm.is_empty() {
+            known.itsm_number.as_deref()
+        } else {
+            None
+        };
+        w.complete_event(p.event_id, &key, known.event_id, fallback)?;
+        let itsm_opt = (!row_itsm.is_empty()).then_some(row_itsm);
+        w.put_activity(id, p.state, at, Some(p.event_id), seq, itsm_opt)
     }
 
     /// Rules 1 and 2: a new event `(known state or none → row state)`.
@@ -382,13 +611,56 @@ impl<'w, 'c> Planner<'w, 'c> {
 
 impl RowHandler for Planner<'_, '_> {
     fn accepted(&mut self, row: &AcceptedRow<'_>) -> Result<()> {
-        self.rows_seen += 1;
-        if self.rows_seen.is_multiple_of(PROGRESS_EVERY)
-            && let Some(f) = self.progress.as_mut()
-        {
-            f()?;
+        self.progress(1)?;
+        let at = row.updated_at.unwrap_or(self.report_time);
+        let mut event_id = 0;
+        match row.hint {
+            // Absent from the index: neither the ledger nor an earlier row of this report
+            // knows the Activity, so nothing can come before it.
+            Hint::New => return self.emit(row, at, None),
+            // The event is written now, in row order; its key and links wait for the batch.
+            Hint::Change { from } => event_id = self.emit_early(row, at, from)?,
+            // A resend reads the Activity's last event: in row order, at once.
+            Hint::Ask if self.resend => return self.apply(row),
+            Hint::Ask | Hint::Touch => {}
         }
-        self.apply(row)
+        let values = if event_id != 0 {
+            &row.values()[row.itsm_range()]
+        } else {
+            row.values()
+        };
+        let mut buf = Vec::with_capacity(values.len() + row.id.len());
+        buf.extend_from_slice(values);
+        buf.extend_from_slice(row.id.as_bytes());
+        self.pending_bytes += buf.len();
+        self.pending.push(Pending {
+            buf,
+            values_len: values.len(),
+            itsm: if event_id != 0 {
+                0..values.len()
+            } else {
+                row.itsm_range()
+            },
+            state: row.state,
+            updated_at: row.updated_at,
+            row: row.row,
+            hint: row.hint,
+            event_id,
+        });
+        if self.pending.len() >= PENDING_ROWS || self.pending_bytes >= PENDING_BYTES {
+            self.apply_pending()?;
+        }
+        Ok(())
+    }
+
+    fn settled(&mut self, unchanged: u64, stale: u64) -> Result<()> {
+        self.outcome.counts.unchanged += unchanged;
+        self.outcome.counts.stale += stale;
+        self.progress(unchanged + stale)
+    }
+
+    fn end(&mut self) -> Result<()> {
+        self.apply_pending()
     }
 
     fn rejected(&mut self, reject: Reject) -> Result<()> {

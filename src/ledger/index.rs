@@ -56,6 +56,17 @@ pub(crate) struct Entry {
     pub(crate) generation: u8,
 }
 
+/// What the index says of an Activity a row names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Indexed {
+    /// Not in the ledger.
+    Absent,
+    Found(Entry),
+    /// The index cannot tell (a hash collision, a time it can only hold clamped): ask
+    /// `activities`.
+    Unsure,
+}
+
 fn pack(e: Entry, check: u64) -> u64 {
     let ts = ((e.updated_at.clamp(-TS_BIAS, TS_BIAS - 1) + TS_BIAS) as u64) & TS_MASK;
     ts | ((e.state.code() as u64) << 36)
@@ -207,13 +218,18 @@ impl ActivityIndex {
     }
 
     /// What the index knows of `id`.
+    #[cfg(test)]
     pub(crate) fn get(&mut self, id: &str) -> Option<Entry> {
         self.lookup(id).ok()
     }
 
-    /// Whether some other Activity holds `id`'s key (a collision when `get` says no).
-    pub(crate) fn key_taken(&mut self, id: &str) -> bool {
-        self.lookup(id) == Err(true)
+    /// What the index says of `id`: known, absent from the ledger, or unsure.
+    pub(crate) fn find(&self, id: &str) -> Indexed {
+        match self.lookup(id) {
+            Ok(e) => Indexed::Found(e),
+            Err(false) => Indexed::Absent,
+            Err(true) => Indexed::Unsure,
+        }
     }
 
     /// Records `id`'s entry. An Activity whose key another ID holds is left out of the
@@ -249,6 +265,15 @@ impl ActivityIndex {
                 self.slots[i] = (k, v);
             }
         }
+    }
+
+    /// Marks the persisted index out of date: the next load rebuilds it from `activities`.
+    pub(crate) fn invalidate(conn: &Connection) -> Result<()> {
+        conn.execute(
+            "DELETE FROM meta WHERE key IN ('index_bits', 'index_len')",
+            [],
+        )?;
+        Ok(())
     }
 
     /// Writes the changed blocks (inside the caller's transaction).

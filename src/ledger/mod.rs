@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::activity::State;
-use index::{ActivityIndex, Entry};
+use index::ActivityIndex;
 
 /// What the ledger knows of an Activity.
 #[derive(Debug, Clone)]
@@ -362,6 +362,7 @@ impl Ledger {
             insert_event_stmt: RefCell::new(None),
             now: now(),
             index: &self.index,
+            index_out: std::cell::Cell::new(false),
             report_id: 0,
             first_event: 0,
             run_first_event,
@@ -656,6 +657,8 @@ pub(crate) struct ReportWriter<'c> {
     /// When the report started (events' `created_at`).
     now: i64,
     index: &'c RefCell<Option<ActivityIndex>>,
+    /// The index is out with the triage (see [`ReportWriter::take_index`]).
+    index_out: std::cell::Cell<bool>,
     pub(crate) report_id: i64,
     /// Events with ids from here on were created by this report.
     pub(crate) first_event: i64,
@@ -665,16 +668,6 @@ pub(crate) struct ReportWriter<'c> {
     done: bool,
 }
 
-/// What the index says of an Activity a row names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Indexed {
-    /// Not in the ledger.
-    Absent,
-    Found(Entry),
-    /// The index cannot tell (a hash collision): ask `activities`.
-    Unsure,
-}
-
 impl ReportWriter<'_> {
     /// The generation this report writes into the index (wraps; a stale match only costs a
     /// lookup in `activities`).
@@ -682,40 +675,21 @@ impl ReportWriter<'_> {
         (self.report_id & 0xff) as u8
     }
 
-    pub(crate) fn indexed(&self, activity_id: &str) -> Indexed {
-        let mut guard = self.index.borrow_mut();
-        let Some(idx) = guard.as_mut() else {
-            return Indexed::Unsure;
-        };
-        match idx.get(activity_id) {
-            Some(e) => Indexed::Found(e),
-            None if idx.key_taken(activity_id) => Indexed::Unsure,
-            None => Indexed::Absent,
+    /// Hands the Activity index over to the report's triage, which keeps it up to date
+    /// while the rows are read (see `plan::Triage`). Give it back with
+    /// [`ReportWriter::restore_index`]; a report committed without it marks the persisted
+    /// index out of date, to be rebuilt from `activities`.
+    pub(crate) fn take_index(&self) -> Result<ActivityIndex> {
+        self.index_out.set(true);
+        match self.index.borrow_mut().take() {
+            Some(idx) => Ok(idx),
+            None => ActivityIndex::load(self.conn),
         }
     }
 
-    pub(crate) fn set_indexed(&self, activity_id: &str, state: State, updated_at: i64) {
-        let generation = self.generation();
-        if let Some(idx) = self.index.borrow_mut().as_mut() {
-            idx.put(
-                activity_id,
-                Entry {
-                    state,
-                    updated_at,
-                    generation,
-                },
-            );
-        }
-    }
-
-    /// Records a newer time for an Activity whose state did not change (keeps its generation).
-    fn touch_indexed(&self, activity_id: &str, updated_at: i64) {
-        if let Some(idx) = self.index.borrow_mut().as_mut()
-            && let Some(mut e) = idx.get(activity_id)
-        {
-            e.updated_at = updated_at;
-            idx.put(activity_id, e);
-        }
+    pub(crate) fn restore_index(&self, idx: ActivityIndex) {
+        *self.index.borrow_mut() = Some(idx);
+        self.index_out.set(false);
     }
 
     pub(crate) fn lookup(&self, activity_id: &str) -> Result<Option<Known>> {
@@ -820,6 +794,25 @@ impl ReportWriter<'_> {
         Ok(())
     }
 
+    /// Gives an event written ahead of its look-up its key, its link to the Activity's
+    /// previous event and, when the row had none, the Activity's ITSM number.
+    pub(crate) fn complete_event(
+        &self,
+        id: i64,
+        key: &str,
+        prev_event_id: Option<i64>,
+        itsm_fallback: Option<&str>,
+    ) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE events SET event_key = ?2, prev_event_id = ?3,
+                    itsm_number = COALESCE(?4, itsm_number)
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, key, prev_event_id, itsm_fallback])?;
+        Ok(())
+    }
+
     pub(crate) fn delete_event(&self, id: i64) -> Result<()> {
         self.conn
             .prepare_cached("DELETE FROM events WHERE id = ?1")?
@@ -849,7 +842,6 @@ impl ReportWriter<'_> {
             });
             fresh.len() >= FRESH_CHUNK
         };
-        self.set_indexed(activity_id, state, updated_at);
         if full {
             self.flush_fresh()?;
         }
@@ -900,7 +892,6 @@ impl ReportWriter<'_> {
                     itsm_number = COALESCE(excluded.itsm_number, activities.itsm_number)",
             )?
             .execute(params![activity_id, state.code(), updated_at, self.report_id, event_id, events, itsm_number])?;
-        self.set_indexed(activity_id, state, updated_at);
         Ok(())
     }
 
@@ -911,7 +902,6 @@ impl ReportWriter<'_> {
                 "UPDATE activities SET updated_at = MAX(updated_at, ?2), report_id = ?3 WHERE activity_id = ?1",
             )?
             .execute(params![activity_id, updated_at, self.report_id])?;
-        self.touch_indexed(activity_id, updated_at);
         Ok(())
     }
 
@@ -954,7 +944,9 @@ impl ReportWriter<'_> {
                 sha256
             ],
         )?;
-        if let Some(idx) = self.index.borrow_mut().as_mut() {
+        if self.index_out.get() {
+            ActivityIndex::invalidate(self.conn)?;
+        } else if let Some(idx) = self.index.borrow_mut().as_mut() {
             idx.save(self.conn)?;
         }
         self.conn.execute_batch("COMMIT")?;

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 
 use super::{Layout, RowCounts, RowHandler, RowProcessor};
 use crate::activity::{Cell, DateContext};
+use crate::plan::Triage;
 use crate::report::schema::Schema;
 
 const SNIFF_BYTES: usize = 64 * 1024;
@@ -191,8 +192,7 @@ impl<R: Read> Read for LineTracker<R> {
 const FOLD_BEHIND: u64 = 1 << 20;
 
 /// Line breaks inside a cell: `\r\n`, `\n` or a lone `\r` each count once.
-fn count_line_breaks(s: &str) -> u64 {
-    let b = s.as_bytes();
+fn count_line_breaks(b: &[u8]) -> u64 {
     let mut n = 0;
     for i in memchr::memchr2_iter(b'\n', b'\r', b) {
         if b[i] == b'\n' || b.get(i + 1) != Some(&b'\n') {
@@ -215,12 +215,18 @@ impl std::fmt::Display for NotUtf8 {
 impl std::error::Error for NotUtf8 {}
 
 /// The record's cells, in `spare`'s allocation (handed back empty by the caller, so one
-/// buffer serves every row).
-fn cells_of<'r>(record: &'r ::csv::StringRecord, spare: Vec<Cell<'static>>) -> Vec<Cell<'r>> {
+/// buffer serves every row). `text` is the whole record, its fields one after another.
+fn cells_of<'r>(
+    text: &'r str,
+    record: &::csv::ByteRecord,
+    spare: Vec<Cell<'static>>,
+) -> Vec<Cell<'r>> {
     // An empty vector maps in place: the allocation is reused, only its lifetime changes.
     let mut cells: Vec<Cell<'r>> = spare.into_iter().collect();
     cells.clear();
-    cells.extend(record.iter().map(|f| {
+    cells.extend((0..record.len()).map(|i| {
+        // Fields end at delimiters (ASCII), so every range is a char boundary of `text`.
+        let f = record.range(i).and_then(|r| text.get(r)).unwrap_or("");
         if f.is_empty() {
             Cell::Empty
         } else {
@@ -235,6 +241,7 @@ pub(crate) fn read<H: RowHandler>(
     path: &Path,
     schema: &Schema,
     ctx: DateContext,
+    triage: &mut Triage,
     handler: &mut H,
     notes: &mut Vec<String>,
     utf8: bool,
@@ -283,15 +290,12 @@ pub(crate) fn read<H: RowHandler>(
         .delimiter(delimiter)
         .buffer_capacity(256 * 1024)
         .from_reader(buffered);
-    let mut processor = RowProcessor::new(schema, ctx, handler);
-    let mut record = ::csv::StringRecord::new();
+    let mut processor = RowProcessor::new(schema, ctx, triage, handler);
+    let mut record = ::csv::ByteRecord::new();
     let mut spare: Vec<Cell<'static>> = Vec::new();
     let mut prev_end = 0u64;
     loop {
-        let more = reader.read_record(&mut record).map_err(|e| {
-            if utf8 && matches!(e.kind(), ::csv::ErrorKind::Utf8 { .. }) {
-                return anyhow::Error::new(NotUtf8);
-            }
+        let more = reader.read_byte_record(&mut record).map_err(|e| {
             let where_ = match e.position() {
                 Some(p) => format!(" at line {}", p.line()),
                 None => String::new(),
@@ -306,14 +310,27 @@ pub(crate) fn read<H: RowHandler>(
         // skipped in between were blank.
         let end_byte = reader.position().byte();
         let end = 1 + breaks.borrow_mut().before(end_byte.saturating_sub(1));
-        let breaks: u64 = record.iter().map(count_line_breaks).sum();
+        // One UTF-8 check for the whole record: it is valid exactly when every field is
+        // (a delimiter is ASCII, so no character spans two fields).
+        let Ok(text) = std::str::from_utf8(record.as_slice()) else {
+            if utf8 {
+                return Err(anyhow::Error::new(NotUtf8));
+            }
+            anyhow::bail!("cannot read the CSV at line {end}: not valid text after decoding");
+        };
+        // Most records hold no line break at all: one scan tells.
+        let breaks: u64 = if memchr::memchr2(b'\n', b'\r', text.as_bytes()).is_none() {
+            0
+        } else {
+            record.iter().map(count_line_breaks).sum()
+        };
         let line = end.saturating_sub(breaks);
         let blank = line.saturating_sub(prev_end + 1);
         prev_end = end;
         if blank > 0 {
             processor.blank_lines(blank);
         }
-        let mut cells = cells_of(&record, std::mem::take(&mut spare));
+        let mut cells = cells_of(text, &record, std::mem::take(&mut spare));
         processor.row(line, &cells)?;
         cells.clear();
         spare = cells.into_iter().map(|_| Cell::Empty).collect();
@@ -364,8 +381,8 @@ mod tests {
 
     #[test]
     fn line_breaks_in_cells() {
-        assert_eq!(count_line_breaks("a\nb\r\nc\rd"), 3);
-        assert_eq!(count_line_breaks("plain"), 0);
+        assert_eq!(count_line_breaks(b"a\nb\r\nc\rd"), 3);
+        assert_eq!(count_line_breaks(b"plain"), 0);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use anyhow::{Result, bail};
 
 use crate::activity::{Cell, CellValue, DateContext, State, normalize_cell};
 use crate::ledger::attrs;
+use crate::plan::{Hint, Triage, Verdict};
 use schema::{FieldType, Schema, StateValue, normalize_header};
 
 /// The file formats a report can come in.
@@ -104,12 +105,20 @@ impl Layout {
 /// Receives what a report's rows turn into.
 pub(crate) trait RowHandler {
     fn accepted(&mut self, row: &AcceptedRow<'_>) -> Result<()>;
+    /// Accepted rows the [`Triage`] settled from the Activity index: so many unchanged,
+    /// so many stale. They have nothing more to hand on.
+    fn settled(&mut self, unchanged: u64, stale: u64) -> Result<()>;
     fn rejected(&mut self, reject: Reject) -> Result<()>;
     fn warning(&mut self, warning: RowWarning);
     fn skipped(&mut self, skip: Skip, row: u64);
+    /// The last row was handed over.
+    fn end(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
-/// An accepted row: its key fields, and its values normalised and encoded for the ledger.
+/// An accepted row: its key fields, and its values normalised and encoded for the ledger
+/// (none for a [`Hint::Touch`]).
 pub(crate) struct AcceptedRow<'a> {
     pub(crate) id: &'a str,
     pub(crate) state: State,
@@ -118,6 +127,38 @@ pub(crate) struct AcceptedRow<'a> {
     values: &'a [u8],
     /// Where the ITSM number's bytes sit in `values`.
     itsm: std::ops::Range<usize>,
+    pub(crate) hint: Hint,
+}
+
+impl<'a> AcceptedRow<'a> {
+    pub(crate) fn new(
+        id: &'a str,
+        state: State,
+        updated_at: Option<i64>,
+        row: u64,
+        values: &'a [u8],
+        itsm: std::ops::Range<usize>,
+        hint: Hint,
+    ) -> Self {
+        AcceptedRow {
+            id,
+            state,
+            updated_at,
+            row,
+            values,
+            itsm,
+            hint,
+        }
+    }
+
+    /// The values in the ledger's attribute encoding.
+    pub(crate) fn values(&self) -> &'a [u8] {
+        self.values
+    }
+
+    pub(crate) fn itsm_range(&self) -> std::ops::Range<usize> {
+        self.itsm.clone()
+    }
 }
 
 impl AcceptedRow<'_> {
@@ -131,14 +172,22 @@ impl AcceptedRow<'_> {
     }
 }
 
-/// A row that passed the checks, its values encoded for the ledger.
-struct Checked<'c> {
-    id: Cow<'c, str>,
-    state: State,
-    updated_at: Option<i64>,
-    values: Vec<u8>,
-    /// Where the ITSM number's bytes sit in `values`.
-    itsm: std::ops::Range<usize>,
+/// What a row that passed its checks turns into.
+enum Checked<'c> {
+    /// The ledger side must see it: its values encoded for the ledger (none for a touch).
+    Forward {
+        id: Cow<'c, str>,
+        state: State,
+        updated_at: Option<i64>,
+        values: Vec<u8>,
+        /// Where the ITSM number's bytes sit in `values`.
+        itsm: std::ops::Range<usize>,
+        hint: Hint,
+    },
+    /// The Activity index settled it: unchanged or stale.
+    Settled(Verdict),
+    /// A state the schema lists as triggering nothing.
+    Ignored,
 }
 
 /// Counts of the rows a report held, by what became of them.
@@ -172,6 +221,7 @@ const FOOTER_PREFIXES: &[&str] = &[
 pub(crate) struct RowProcessor<'h, H: RowHandler> {
     schema: &'h Schema,
     ctx: DateContext,
+    triage: &'h mut Triage,
     handler: &'h mut H,
     layout: Option<Layout>,
     /// The row with the most field matches seen while looking for the header.
@@ -182,10 +232,16 @@ pub(crate) struct RowProcessor<'h, H: RowHandler> {
 }
 
 impl<'h, H: RowHandler> RowProcessor<'h, H> {
-    pub(crate) fn new(schema: &'h Schema, ctx: DateContext, handler: &'h mut H) -> Self {
+    pub(crate) fn new(
+        schema: &'h Schema,
+        ctx: DateContext,
+        triage: &'h mut Triage,
+        handler: &'h mut H,
+    ) -> Self {
         RowProcessor {
             schema,
             ctx,
+            triage,
             handler,
             layout: None,
             best_candidate: None,
@@ -262,7 +318,8 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
         }
         self.counts.rows += 1;
         let layout = self.layout.as_ref().expect("layout checked above");
-        let nonempty = cells.iter().filter(|c| !cell_is_empty(c)).count();
+        // Only "none", "one or two" and "more" matter.
+        let nonempty = cells.iter().filter(|c| !cell_is_empty(c)).take(3).count();
         if nonempty == 0 {
             self.counts.skipped += 1;
             self.handler.skipped(Skip::Blank, number);
@@ -279,19 +336,25 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
             return Ok(());
         }
         match self.check_row(number, cells) {
-            Ok(Some(c)) => {
+            Ok(Checked::Forward {
+                id,
+                state,
+                updated_at,
+                values,
+                itsm,
+                hint,
+            }) => {
                 self.counts.accepted += 1;
-                let accepted = AcceptedRow {
-                    id: &c.id,
-                    state: c.state,
-                    updated_at: c.updated_at,
-                    row: number,
-                    values: &c.values,
-                    itsm: c.itsm,
-                };
+                let accepted =
+                    AcceptedRow::new(&id, state, updated_at, number, &values, itsm, hint);
                 self.handler.accepted(&accepted)
             }
-            Ok(None) => {
+            Ok(Checked::Settled(v)) => {
+                self.counts.accepted += 1;
+                let stale = u64::from(v == Verdict::Stale);
+                self.handler.settled(1 - stale, stale)
+            }
+            Ok(Checked::Ignored) => {
                 self.counts.skipped += 1;
                 self.handler.skipped(Skip::IgnoredState, number);
                 Ok(())
@@ -309,22 +372,20 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
         }
     }
 
-    /// Validates a data row; `Ok(None)` for a state that triggers nothing.
+    /// Validates a data row, asks the triage what it needs, and encodes its values only
+    /// when the ledger side will use them.
     #[allow(clippy::type_complexity)]
     fn check_row<'c>(
         &mut self,
         number: u64,
         cells: &'c [Cell<'c>],
-    ) -> std::result::Result<Option<Checked<'c>>, (String, String)> {
+    ) -> std::result::Result<Checked<'c>, (String, String)> {
         let layout = self.layout.as_ref().expect("called after the header");
         let header = |col: usize| layout.headers.get(col).cloned().unwrap_or_default();
-        let get = |col: Option<usize>| {
-            col.and_then(|c| cells.get(c).copied())
-                .unwrap_or(Cell::Empty)
-        };
+        let get = |col: usize| cells.get(col).copied().unwrap_or(Cell::Empty);
 
         let id_col = layout.field_columns[layout.id_field].expect("required column");
-        let id = match normalize_cell(get(Some(id_col)), FieldType::Text, &self.ctx, true) {
+        let id = match normalize_cell(get(id_col), FieldType::Text, &self.ctx, true) {
             CellValue::Ok { text, .. } => text,
             CellValue::Invalid(e) => return Err((header(id_col), e)),
         };
@@ -332,7 +393,7 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
             return Err((header(id_col), "empty activity_id".to_string()));
         }
         let state_col = layout.field_columns[layout.state_field].expect("required column");
-        let state = match get(Some(state_col)) {
+        let state = match get(state_col) {
             Cell::Text(t) if !t.trim().is_empty() => {
                 match state_of(&mut self.state_memo, self.schema, t) {
                     Some(StateValue::Trigger(s)) => Some(s),
@@ -353,60 +414,105 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
             }
             other => return Err((header(state_col), format!("unknown state {other:?}"))),
         };
-        // One pass checks every value and encodes it for the ledger.
-        let mut updated_at = None;
         let mut warnings = Vec::new();
-        let mut values = Vec::with_capacity(512);
+        // The row's time first: the triage needs it.
+        let updated = layout
+            .updated_field
+            .and_then(|f| layout.field_columns[f].map(|c| (f, c)));
+        let updated_at = match updated {
+            Some((f, col)) => {
+                match normalize_cell(get(col), self.schema.fields[f].kind, &self.ctx, false) {
+                    CellValue::Ok {
+                        temporal, warning, ..
+                    } => {
+                        if let Some(w) = warning {
+                            warnings.push((header(col), w));
+                        }
+                        temporal.map(|t| t.timestamp(&self.ctx))
+                    }
+                    CellValue::Invalid(reason) => return Err((header(col), reason)),
+                }
+            }
+            None => None,
+        };
+        let triaged = state.map(|s| {
+            let at = self.triage.at(updated_at);
+            let (verdict, found) = self.triage.verdict(&id, s, at);
+            (s, at, verdict, found)
+        });
+        // Values are encoded only for rows the ledger side stores; every row is checked.
+        let encode = matches!(
+            triaged,
+            Some((_, _, Verdict::Forward(h), _)) if h != Hint::Touch
+        );
+        let mut values = Vec::with_capacity(if encode { 512 } else { 0 });
         let mut itsm = 0..0;
         let state_text = state.map_or("", State::as_str);
         for (i, col) in layout.field_columns.iter().enumerate() {
             let Some(col) = *col else {
-                attrs::push(&mut values, "");
+                if encode {
+                    attrs::push(&mut values, "");
+                }
                 continue;
             };
             if i == layout.id_field {
-                attrs::push(&mut values, &id);
+                if encode {
+                    attrs::push(&mut values, &id);
+                }
                 continue;
             }
             if i == layout.state_field {
-                attrs::push(&mut values, state_text);
+                if encode {
+                    attrs::push(&mut values, state_text);
+                }
                 continue;
             }
+            let is_updated = Some(i) == layout.updated_field;
+            if is_updated && !encode {
+                continue; // checked above
+            }
             let kind = self.schema.fields[i].kind;
-            match normalize_cell(get(Some(col)), kind, &self.ctx, true) {
-                CellValue::Ok {
-                    text,
-                    temporal,
-                    warning,
-                } => {
-                    if Some(i) == layout.updated_field {
-                        updated_at = temporal.map(|t| t.timestamp(&self.ctx));
-                    }
-                    if let Some(w) = warning {
+            match normalize_cell(get(col), kind, &self.ctx, encode) {
+                CellValue::Ok { text, warning, .. } => {
+                    if let Some(w) = warning
+                        && !is_updated
+                    {
                         warnings.push((header(col), w));
                     }
-                    let at = attrs::push(&mut values, &text);
-                    if Some(i) == layout.itsm_field {
-                        itsm = at;
+                    if encode {
+                        let at = attrs::push(&mut values, &text);
+                        if Some(i) == layout.itsm_field {
+                            itsm = at;
+                        }
                     }
                 }
                 CellValue::Invalid(reason) => return Err((header(col), reason)),
             }
         }
         for (col, _) in &layout.extras {
-            match normalize_cell(get(Some(*col)), FieldType::Text, &self.ctx, true) {
+            let cell = get(*col);
+            if !encode && !matches!(cell, Cell::Error(_)) {
+                continue; // an extra column only warns about a spreadsheet error value
+            }
+            match normalize_cell(cell, FieldType::Text, &self.ctx, true) {
                 CellValue::Ok { text, warning, .. } => {
-                    if let (Some(w), Some(Cell::Error(_))) = (warning, cells.get(*col)) {
+                    if let (Some(w), Cell::Error(_)) = (warning, cell) {
                         warnings.push((header(*col), w));
                     }
-                    attrs::push(&mut values, &text);
+                    if encode {
+                        attrs::push(&mut values, &text);
+                    }
                 }
                 CellValue::Invalid(_) => {
-                    attrs::push(&mut values, "");
+                    if encode {
+                        attrs::push(&mut values, "");
+                    }
                 }
             }
         }
-        let Some(state) = state else { return Ok(None) };
+        let Some((state, at, verdict, found)) = triaged else {
+            return Ok(Checked::Ignored);
+        };
         for (column, message) in warnings {
             self.counts.warnings += 1;
             self.handler.warning(RowWarning {
@@ -415,13 +521,18 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                 message,
             });
         }
-        Ok(Some(Checked {
-            id,
-            state,
-            updated_at,
-            values,
-            itsm,
-        }))
+        self.triage.record(&id, state, at, verdict, found);
+        Ok(match verdict {
+            Verdict::Forward(hint) => Checked::Forward {
+                id,
+                state,
+                updated_at,
+                values,
+                itsm,
+                hint,
+            },
+            settled => Checked::Settled(settled),
+        })
     }
 
     fn look_for_header(&mut self, _number: u64, cells: &[Cell<'_>]) -> Result<()> {
@@ -516,7 +627,7 @@ fn state_of(
 fn cell_is_empty(c: &Cell<'_>) -> bool {
     match c {
         Cell::Empty => true,
-        Cell::Text(t) => t.trim().is_empty(),
+        Cell::Text(t) => t.chars().all(char::is_whitespace),
         _ => false,
     }
 }
@@ -596,30 +707,49 @@ enum Msg {
         state: State,
         updated_at: Option<i64>,
         row: u64,
+        hint: Hint,
+    },
+    /// Rows the triage settled since the last batch.
+    Settled {
+        unchanged: u64,
+        stale: u64,
     },
     Rejected(Reject),
     Warning(RowWarning),
     Skipped(Skip, u64),
 }
 
+/// Messages, or rows in all, a batch holds before it is sent.
 const BATCH: usize = 2048;
 
 /// The parsing thread's handler: batches what the rows became and sends it on.
 struct Sender {
     tx: SyncSender<Vec<Msg>>,
     batch: Vec<Msg>,
+    unchanged: u64,
+    stale: u64,
 }
 
 impl Sender {
     fn push(&mut self, m: Msg) -> Result<()> {
         self.batch.push(m);
-        if self.batch.len() >= BATCH {
+        self.flush_when_full()
+    }
+
+    fn flush_when_full(&mut self) -> Result<()> {
+        if self.batch.len() as u64 + self.unchanged + self.stale >= BATCH as u64 {
             self.flush()?;
         }
         Ok(())
     }
 
     fn flush(&mut self) -> Result<()> {
+        if self.unchanged + self.stale > 0 {
+            self.batch.push(Msg::Settled {
+                unchanged: std::mem::take(&mut self.unchanged),
+                stale: std::mem::take(&mut self.stale),
+            });
+        }
         if !self.batch.is_empty() {
             let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
             self.tx
@@ -654,7 +784,14 @@ impl RowHandler for Sender {
             state: row.state,
             updated_at: row.updated_at,
             row: row.row,
+            hint: row.hint,
         })
+    }
+
+    fn settled(&mut self, unchanged: u64, stale: u64) -> Result<()> {
+        self.unchanged += unchanged;
+        self.stale += stale;
+        self.flush_when_full()
     }
 
     fn rejected(&mut self, reject: Reject) -> Result<()> {
@@ -671,36 +808,53 @@ impl RowHandler for Sender {
     }
 }
 
-/// Reads a whole report into `handler`; returns the layout and the row counts.
+/// Reads a whole report into `handler`; returns the layout, the row counts and the triage
+/// (whose index now includes the report's rows).
 ///
-/// A second thread parses and checks the rows (and encodes the values of accepted ones)
-/// while this one hands them to `handler`, the ledger side, in row order: both cores work.
+/// A second thread parses and checks the rows, settles what the Activity index can (see
+/// [`Triage`]) and encodes the values of the other accepted rows, while this one hands
+/// those to `handler`, the ledger side, in row order: both cores work.
 /// A CSV file that turns out not to be UTF-8 fails with [`csv::NotUtf8`] when `utf8` is
 /// set: the caller reads it again as Windows-1252.
 pub(crate) fn read<H: RowHandler>(
     path: &Path,
     schema: &Schema,
     ctx: DateContext,
+    mut triage: Triage,
     handler: &mut H,
     notes: &mut Vec<String>,
     utf8: bool,
-) -> Result<(Layout, RowCounts)> {
+) -> Result<(Layout, RowCounts, Triage)> {
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Msg>>(4);
-        let parser = scope.spawn(move || {
-            let mut sender = Sender {
-                tx,
-                batch: Vec::with_capacity(BATCH),
-            };
-            let mut notes = Vec::new();
-            let result = match Format::detect(path) {
-                Ok(Format::Csv) => csv::read(path, schema, ctx, &mut sender, &mut notes, utf8),
-                Ok(Format::Xlsx) => xlsx::read(path, schema, ctx, &mut sender, &mut notes),
-                Err(e) => Err(e),
-            };
-            let flushed = sender.flush();
-            result.and_then(|r| flushed.map(|()| (r, notes)))
-        });
+        let parser = std::thread::Builder::new()
+            .name("parse".into())
+            .spawn_scoped(scope, move || {
+                let mut sender = Sender {
+                    tx,
+                    batch: Vec::with_capacity(BATCH),
+                    unchanged: 0,
+                    stale: 0,
+                };
+                let mut notes = Vec::new();
+                let result = match Format::detect(path) {
+                    Ok(Format::Csv) => csv::read(
+                        path,
+                        schema,
+                        ctx,
+                        &mut triage,
+                        &mut sender,
+                        &mut notes,
+                        utf8,
+                    ),
+                    Ok(Format::Xlsx) => {
+                        xlsx::read(path, schema, ctx, &mut triage, &mut sender, &mut notes)
+                    }
+                    Err(e) => Err(e),
+                };
+                let flushed = sender.flush();
+                result.and_then(|r| flushed.map(|()| (r, notes, triage)))
+            })?;
         let mut failure: Option<anyhow::Error> = None;
         'recv: for batch in rx.iter() {
             for msg in batch {
@@ -712,17 +866,20 @@ pub(crate) fn read<H: RowHandler>(
                         state,
                         updated_at,
                         row,
+                        hint,
                     } => {
-                        let accepted = AcceptedRow {
-                            id: std::str::from_utf8(&buf[values_len..]).unwrap_or_default(),
+                        let accepted = AcceptedRow::new(
+                            std::str::from_utf8(&buf[values_len..]).unwrap_or_default(),
                             state,
                             updated_at,
                             row,
-                            values: &buf[..values_len],
+                            &buf[..values_len],
                             itsm,
-                        };
+                            hint,
+                        );
                         handler.accepted(&accepted)
                     }
+                    Msg::Settled { unchanged, stale } => handler.settled(unchanged, stale),
                     Msg::Rejected(r) => handler.rejected(r),
                     Msg::Warning(w) => {
                         handler.warning(w);
@@ -747,8 +904,9 @@ pub(crate) fn read<H: RowHandler>(
             return Err(e);
         }
         let parsed = parsed.map_err(|_| anyhow::anyhow!("the report parsing thread panicked"))?;
-        let ((layout, counts), more_notes) = parsed?;
+        let ((layout, counts), more_notes, triage) = parsed?;
+        handler.end()?;
         notes.extend(more_notes);
-        Ok((layout, counts))
+        Ok((layout, counts, triage))
     })
 }

@@ -13,6 +13,7 @@ use calamine::{CellErrorType, DataRef, Reader, Xlsx};
 
 use super::{Layout, RowCounts, RowHandler, RowProcessor};
 use crate::activity::{Cell, DateContext};
+use crate::plan::Triage;
 use crate::report::schema::Schema;
 
 /// Excel's own limits: columns beyond these cannot come from a real spreadsheet.
@@ -63,6 +64,7 @@ pub(crate) fn read<H: RowHandler>(
     path: &Path,
     schema: &Schema,
     ctx: DateContext,
+    triage: &mut Triage,
     handler: &mut H,
     notes: &mut Vec<String>,
 ) -> Result<(Layout, RowCounts)> {
@@ -102,7 +104,7 @@ pub(crate) fn read<H: RowHandler>(
             u64::from(dim.end.1) + 1
         ));
     }
-    let mut processor = RowProcessor::new(schema, ctx, handler);
+    let mut processor = RowProcessor::new(schema, ctx, triage, handler);
     let mut row: Vec<DataRef<'_>> = Vec::new();
     let mut current: Option<u32> = None;
     let mut ignored_cells = 0u64;

@@ -84,7 +84,12 @@ impl HashJob {
             Some(h) => HashJob::Done(h.clone()),
             None => {
                 let path = fetched.path.clone();
-                HashJob::Running(std::thread::spawn(move || hash_file(&path)))
+                HashJob::Running(
+                    std::thread::Builder::new()
+                        .name("hash".into())
+                        .spawn(move || hash_file(&path))
+                        .expect("spawn the hashing thread"),
+                )
             }
         }
     }

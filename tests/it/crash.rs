@@ -53,7 +53,9 @@ fn killed_runs_are_completed_by_the_next_run_with_the_same_events() {
     let n = 20_000;
     let calm = Workdir::new();
     write_reports(&calm, n);
+    let t0 = std::time::Instant::now();
     calm.run_ok(&["run"], 0);
+    let calm_ms = t0.elapsed().as_millis() as u64;
     let expected = events_by_id(&calm);
     assert_eq!(
         expected.len(),
@@ -62,7 +64,9 @@ fn killed_runs_are_completed_by_the_next_run_with_the_same_events() {
     );
 
     let mut interrupted = 0;
-    for delay_ms in [50u64, 250, 700, 1500] {
+    // Kills spread over the time an undisturbed run takes on this machine.
+    for percent in [3u64, 20, 45, 75] {
+        let delay_ms = calm_ms * percent / 100;
         let w = Workdir::new();
         write_reports(&w, n);
         let mut child = w.process().arg("run").spawn().unwrap();

@@ -175,3 +175,77 @@ fn a_change_undone_within_one_report_emits_nothing() {
         vec![t("A1", "", "ordered"), t("A1", "ordered", "completed")]
     );
 }
+
+/// Rule 5 with equal times: the last row wins even when it puts a known Activity back
+/// where the ledger had it, at the very time the ledger has.
+#[test]
+fn a_flip_back_at_the_same_time_within_one_report_emits_nothing() {
+    let w = Workdir::new();
+    w.report(
+        "r_2026-11-01.csv",
+        &[
+            "A1,Ordered,,2026-11-01T10:00:00Z,,,,",
+            "A2,Ordered,,2026-11-01T10:00:00Z,,,,",
+        ],
+    );
+    w.run_ok(&["run"], 0);
+    w.report(
+        "r_2026-11-02.csv",
+        &[
+            "A1,Completed,,2026-11-01T10:00:00Z,,,,",
+            "A2,Ordered,,2026-11-01T10:00:00Z,,,,",
+            "A1,Ordered,,2026-11-01T10:00:00Z,,,,",
+        ],
+    );
+    w.run_ok(&["run"], 0);
+    w.report(
+        "r_2026-11-03.csv",
+        &["A1,Ordered,,2026-11-01T10:00:00Z,,,,"],
+    );
+    w.run_ok(&["run"], 0);
+    assert_eq!(
+        w.transitions(),
+        vec![t("A1", "", "ordered"), t("A2", "", "ordered")]
+    );
+}
+
+/// Events come in the order of the report's rows, whether the Activity is new or known,
+/// also across many rows (changes to known Activities are looked up in batches).
+#[test]
+fn events_follow_the_report_row_order() {
+    let w = Workdir::new();
+    let n = 40_000;
+    let first: Vec<String> = (0..n)
+        .filter(|i| i % 2 == 0)
+        .map(|i| format!("A{i:06},Ordered,,2026-11-01T10:00:00Z,,,,"))
+        .collect();
+    let refs: Vec<&str> = first.iter().map(String::as_str).collect();
+    w.report("r_2026-11-01.csv", &refs);
+    w.run_ok(&["run"], 0);
+    // Every Activity, in a scrambled order: the known ones complete, the others are new.
+    let order: Vec<usize> = (0..n).map(|i| (i * 7919) % n).collect();
+    let second: Vec<String> = order
+        .iter()
+        .map(|i| {
+            let state = if i % 2 == 0 { "Completed" } else { "Ordered" };
+            format!("A{i:06},{state},,2026-11-02T10:00:00Z,,,,")
+        })
+        .collect();
+    let refs: Vec<&str> = second.iter().map(String::as_str).collect();
+    w.report("r_2026-11-02.csv", &refs);
+    w.run_ok(&["run"], 0);
+    let got: Vec<(String, String, String)> = w.transitions().split_off(n / 2);
+    let want: Vec<(String, String, String)> = order
+        .iter()
+        .map(|i| {
+            let (p, s) = if i % 2 == 0 {
+                ("ordered", "completed")
+            } else {
+                ("", "ordered")
+            };
+            t(&format!("A{i:06}"), p, s)
+        })
+        .collect();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "events are not in row order");
+}

@@ -263,3 +263,43 @@ fn bom_on_a_windows_1252_file_still_finds_the_header() {
     w.run_ok(&["run"], 0);
     assert_eq!(w.events().len(), 1);
 }
+
+/// The Activity index and `activities` disagree (the ledger edited by hand): the change
+/// the index announced is checked against `activities`, which wins.
+#[test]
+fn a_hand_edited_ledger_is_decided_from_activities() {
+    let w = Workdir::new();
+    w.report(
+        "r_2026-11-01.csv",
+        &[
+            "A1,Ordered,,2026-11-01T10:00:00Z,,,,",
+            "A2,Ordered,,2026-11-01T10:00:00Z,,,,",
+        ],
+    );
+    w.run_ok(&["run"], 0);
+    // Completed (3) behind the index's back.
+    w.ledger()
+        .execute(
+            "UPDATE activities SET state = 3 WHERE activity_id = 'A1'",
+            [],
+        )
+        .unwrap();
+    w.report(
+        "r_2026-11-02.csv",
+        &[
+            "A1,Completed,RITM1,2026-11-02T10:00:00Z,,,,",
+            "A2,Completed,RITM2,2026-11-02T10:00:00Z,,,,",
+        ],
+    );
+    let out = w.run_ok(&["run"], 0);
+    assert!(out.contains("unchanged 1"), "{out}");
+    assert_eq!(
+        w.transitions(),
+        vec![
+            t("A1", "", "ordered"),
+            t("A2", "", "ordered"),
+            t("A2", "ordered", "completed")
+        ]
+    );
+    assert_eq!(w.events()[2]["itsm_number"], "RITM2");
+}
