@@ -422,12 +422,7 @@ impl Ledger {
         limit: usize,
         mut f: impl FnMut(&EventView<'_>) -> Result<()>,
     ) -> Result<Option<i64>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT e.id, e.event_key, e.activity_id, e.previous_state, e.state, e.updated_at,
-                    r.name, e.row, e.itsm_number, e.kind, e.attrs, r.columns, e.report_id
-             FROM events e JOIN reports r ON r.id = e.report_id
-             WHERE e.id > ?1 ORDER BY e.id LIMIT ?2",
-        )?;
+        let mut stmt = self.conn.prepare_cached(EVENTS_AFTER)?;
         let mut rows = stmt.query(params![after, limit as i64])?;
         let mut columns_cache: Option<(i64, Columns)> = None;
         let mut last = None;
@@ -476,6 +471,62 @@ impl Ledger {
         Ok(last)
     }
 
+    /// Events after `after` in ledger order, at most `limit`, copied to hand to another
+    /// thread (their values stay encoded: [`OwnedEvent::view`] decodes them there).
+    /// `shared` keeps one copy of each report's name and columns.
+    pub(crate) fn owned_events_after(
+        &self,
+        after: i64,
+        limit: usize,
+        shared: &mut Option<(i64, std::sync::Arc<str>, std::sync::Arc<Columns>)>,
+    ) -> Result<Vec<OwnedEvent>> {
+        let mut stmt = self.conn.prepare_cached(EVENTS_AFTER)?;
+        let mut rows = stmt.query(params![after, limit as i64])?;
+        let mut out = Vec::with_capacity(limit.min(4096));
+        while let Some(r) = rows.next()? {
+            let report_id: i64 = r.get(12)?;
+            if shared.as_ref().is_none_or(|(id, _, _)| *id != report_id) {
+                let cols: Columns = serde_json::from_str(r.get_ref(11)?.as_str()?)
+                    .context("ledger: bad report columns")?;
+                *shared = Some((
+                    report_id,
+                    std::sync::Arc::from(r.get_ref(6)?.as_str()?),
+                    std::sync::Arc::new(cols),
+                ));
+            }
+            let (_, report, columns) = shared.as_ref().expect("set above");
+            let values = match r.get_ref(10)? {
+                rusqlite::types::ValueRef::Blob(b) => b.to_vec(),
+                // Ledgers written before the compact encoding hold a JSON array.
+                rusqlite::types::ValueRef::Text(t) => {
+                    let json: Vec<String> =
+                        serde_json::from_slice(t).context("ledger: bad event attributes")?;
+                    let mut v = Vec::with_capacity(512);
+                    for x in &json {
+                        attrs::push(&mut v, x);
+                    }
+                    v
+                }
+                _ => Vec::new(),
+            };
+            out.push(OwnedEvent {
+                id: r.get(0)?,
+                key: r.get(1)?,
+                activity_id: r.get(2)?,
+                previous_state: r.get::<_, Option<i64>>(3)?.and_then(State::from_code),
+                state: State::from_code(r.get(4)?).context("ledger: bad state code")?,
+                updated_at: r.get(5)?,
+                report: report.clone(),
+                row: r.get::<_, i64>(7)? as u64,
+                itsm_number: r.get(8)?,
+                kind: r.get(9)?,
+                columns: columns.clone(),
+                values,
+            });
+        }
+        Ok(out)
+    }
+
     /// Events after `after` in ledger order, at most `limit`, as owned values.
     pub(crate) fn events_after(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
         let mut out = Vec::new();
@@ -494,6 +545,12 @@ impl Ledger {
             })? as u64)
     }
 }
+
+const EVENTS_AFTER: &str =
+    "SELECT e.id, e.event_key, e.activity_id, e.previous_state, e.state, e.updated_at,
+            r.name, e.row, e.itsm_number, e.kind, e.attrs, r.columns, e.report_id
+     FROM events e JOIN reports r ON r.id = e.report_id
+     WHERE e.id > ?1 ORDER BY e.id LIMIT ?2";
 
 /// An event borrowed from its ledger row.
 pub(crate) struct EventView<'a> {
@@ -532,6 +589,10 @@ pub(crate) struct OwnedEvent {
 }
 
 impl OwnedEvent {
+    pub(crate) fn id(&self) -> i64 {
+        self.id
+    }
+
     pub(crate) fn view(&self) -> Result<EventView<'_>> {
         Ok(EventView {
             id: self.id,
@@ -552,48 +613,6 @@ impl OwnedEvent {
 }
 
 impl EventView<'_> {
-    /// A copy to send to another thread; `shared` keeps one copy of each report's name and
-    /// columns for a batch.
-    pub(crate) fn to_owned_event(
-        &self,
-        shared: &mut Option<(std::sync::Arc<str>, std::sync::Arc<Columns>)>,
-    ) -> OwnedEvent {
-        let (report, columns) = match shared {
-            Some((r, c))
-                if &**r == self.report && c.fields == self.fields && c.extras == self.extras =>
-            {
-                (r.clone(), c.clone())
-            }
-            _ => {
-                let r: std::sync::Arc<str> = std::sync::Arc::from(self.report);
-                let c = std::sync::Arc::new(Columns {
-                    fields: self.fields.to_vec(),
-                    extras: self.extras.to_vec(),
-                });
-                *shared = Some((r.clone(), c.clone()));
-                (r, c)
-            }
-        };
-        let mut values = Vec::with_capacity(512);
-        for v in &self.values {
-            attrs::push(&mut values, v);
-        }
-        OwnedEvent {
-            id: self.id,
-            key: self.key.to_string(),
-            activity_id: self.activity_id.to_string(),
-            previous_state: self.previous_state,
-            state: self.state,
-            updated_at: self.updated_at,
-            report,
-            row: self.row,
-            itsm_number: self.itsm_number.to_string(),
-            kind: self.kind.to_string(),
-            columns,
-            values,
-        }
-    }
-
     pub(crate) fn to_stored(&self) -> StoredEvent {
         let names = self.fields.iter().chain(self.extras);
         StoredEvent {

@@ -194,9 +194,9 @@ impl<'a> Canonical<'a> {
             if i > 0 {
                 out.push(b',');
             }
-            serde_json::to_writer(&mut *out, k)?;
+            json_str(out, k);
             out.push(b':');
-            serde_json::to_writer(&mut *out, v.as_ref())?;
+            json_str(out, v);
             if *k == "report" {
                 out.extend_from_slice(b",\"row\":");
                 out.extend_from_slice(self.row.to_string().as_bytes());
@@ -207,9 +207,9 @@ impl<'a> Canonical<'a> {
             if i > 0 {
                 out.push(b',');
             }
-            serde_json::to_writer(&mut *out, k)?;
+            json_str(out, k);
             out.push(b':');
-            serde_json::to_writer(&mut *out, v)?;
+            json_str(out, v);
         }
         out.extend_from_slice(b"}}");
         Ok(())
@@ -286,6 +286,47 @@ enum Out<W: Write> {
 }
 
 /// Writes one event as a line (JSONL) or a record (CSV) of the sink's file.
+/// Appends `s` as a JSON string, escaped exactly as `serde_json` does (the short escapes,
+/// `\u00XX` for other control characters, nothing else). Most values need no escaping:
+/// one pass without branches tells, and they are copied whole.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    let b = s.as_bytes();
+    out.push(b'"');
+    let plain = !b.iter().fold(false, |acc, &c| {
+        acc | (c < 0x20) | (c == b'"') | (c == b'\\')
+    });
+    if plain {
+        out.extend_from_slice(b);
+    } else {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut start = 0;
+        for (i, &c) in b.iter().enumerate() {
+            let short: &[u8] = match c {
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0x08 => b"\\b",
+                0x0c => b"\\f",
+                0..=0x1f => b"",
+                _ => continue,
+            };
+            out.extend_from_slice(&b[start..i]);
+            start = i + 1;
+            if short.is_empty() {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(c >> 4)]);
+                out.push(HEX[usize::from(c & 0xf)]);
+            } else {
+                out.extend_from_slice(short);
+            }
+        }
+        out.extend_from_slice(&b[start..]);
+    }
+    out.push(b'"');
+}
+
 fn write_event<W: Write>(
     v: &EventView<'_>,
     sink: &FileSinkConfig,
@@ -407,15 +448,13 @@ pub(crate) fn deliver(
         let mut shared = None;
         let read = (|| -> Result<()> {
             loop {
-                let mut batch = Vec::with_capacity(BATCH);
-                let seen = ledger.for_each_event_after(last, BATCH, |v| {
-                    first.get_or_insert(v.id);
-                    batch.push(v.to_owned_event(&mut shared));
-                    Ok(())
-                })?;
-                match seen {
-                    Some(id) => last = id,
-                    None => return Ok(()),
+                let batch = ledger.owned_events_after(last, BATCH, &mut shared)?;
+                match (batch.first(), batch.last()) {
+                    (Some(f), Some(l)) => {
+                        first.get_or_insert(f.id());
+                        last = l.id();
+                    }
+                    _ => return Ok(()),
                 }
                 if tx.send(batch).is_err() {
                     return Ok(()); // the writer failed: its error is reported below
@@ -481,4 +520,32 @@ fn upload(up: &UploadConfig, local: &std::path::Path, name: &str) -> Result<()> 
     .with_context(|| format!("{what} failed; its events stay pending"))?;
     tracing::info!(file = %name, "import file uploaded to {target}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped_as_serde_json_does() {
+        let mut every: String = (0u8..0x80).map(char::from).collect();
+        every.push_str("Zoë \u{2028} €\"\\/");
+        for s in [
+            "",
+            "plain",
+            "line\nbreak",
+            every.as_str(),
+            "\u{7f}",
+            "\"",
+            "end\\",
+        ] {
+            let mut ours = Vec::new();
+            json_str(&mut ours, s);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(s).unwrap(),
+                "{s:?}"
+            );
+        }
+    }
 }
