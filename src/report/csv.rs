@@ -122,84 +122,109 @@ pub(crate) fn sniff_delimiter(sample: &[u8]) -> u8 {
     best.0
 }
 
-/// Counts the line breaks of everything read through it, so records can be given the line
-/// a person sees in an editor (the csv crate's own line count depends on the terminator).
-/// Keeps only the offsets of line breaks not yet passed: memory follows the read buffer.
+/// Keeps what is read through it until the parser has passed it, so records can be given
+/// the line a person sees in an editor (the csv crate's own line count knows only `\n`; a
+/// lone CR, from old Mac files or inside a cell, is a line break too).
 struct LineTracker<R> {
     inner: R,
-    offset: u64,
-    cr_at_end: Option<u64>,
     breaks: std::rc::Rc<std::cell::RefCell<LineBreaks>>,
 }
 
+/// The bytes read but not yet passed, and the line breaks counted before them.
 #[derive(Default)]
 struct LineBreaks {
-    /// Line breaks at offsets before `passed.1`.
-    passed: (u64, u64),
-    pending: std::collections::VecDeque<u64>,
+    /// Bytes from offset `base` on, of which `window[start..]` are not yet passed.
+    window: Vec<u8>,
+    start: usize,
+    base: u64,
+    /// Line breaks before offset `base + start`.
+    passed: u64,
+    /// The input is exhausted: a CR at the very end is a line break.
+    eof: bool,
 }
 
 impl LineBreaks {
     /// How many line breaks lie strictly before byte `at` (which never moves backwards).
     fn before(&mut self, at: u64) -> u64 {
-        self.fold_before(at);
-        self.passed.1 = at;
-        self.passed.0
+        let upto = (at.saturating_sub(self.base) as usize).clamp(self.start, self.window.len());
+        self.pass(upto);
+        self.passed
     }
 
-    fn fold_before(&mut self, at: u64) {
-        while let Some(&o) = self.pending.front() {
-            if o >= at {
-                break;
-            }
-            self.pending.pop_front();
-            self.passed.0 += 1;
+    /// Counts the breaks in `window[start..upto]` and moves past them.
+    fn pass(&mut self, upto: usize) {
+        let seg = &self.window[self.start..upto];
+        let next = self.window.get(upto).copied();
+        self.passed += count_breaks(seg, next, self.eof);
+        self.start = upto;
+    }
+
+    fn append(&mut self, chunk: &[u8]) {
+        // Forget what is passed once it is the larger part (amortised: each byte moves once).
+        if self.start > 0 && self.start >= self.window.len() / 2 {
+            self.window.drain(..self.start);
+            self.base += self.start as u64;
+            self.start = 0;
+        }
+        self.window.extend_from_slice(chunk);
+        // The parser never sits further back than its buffers hold: older bytes are counted
+        // and forgotten, so a flood of blank lines (no records, so no `before` calls)
+        // cannot grow the window.
+        if self.window.len() - self.start > 2 * FOLD_BEHIND {
+            self.pass(self.window.len() - FOLD_BEHIND);
         }
     }
+}
+
+/// Line breaks in `seg`: each `\n`, and each CR not followed by `\n` (`next` is the byte
+/// after `seg`, if known; with none, a final CR counts only at the end of the input).
+fn count_breaks(seg: &[u8], next: Option<u8>, eof: bool) -> u64 {
+    let lf = count_byte(seg, b'\n');
+    if memchr::memchr(b'\r', seg).is_none() {
+        return lf;
+    }
+    let mut lone = 0;
+    for i in memchr::memchr_iter(b'\r', seg) {
+        match seg.get(i + 1).copied().or(next) {
+            Some(b'\n') => {}
+            Some(_) => lone += 1,
+            None => lone += u64::from(eof),
+        }
+    }
+    lf + lone
+}
+
+/// How many bytes of `hay` equal `needle`, eight at a time.
+fn count_byte(hay: &[u8], needle: u8) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let pattern = u64::from_ne_bytes([needle; 8]);
+    let mut words = hay.chunks_exact(8);
+    let mut n = 0u64;
+    for w in &mut words {
+        let x = u64::from_ne_bytes(w.try_into().expect("8-byte chunk")) ^ pattern;
+        // The high bit of each byte of `x` that is zero, exactly (no borrow between bytes).
+        let zero = !(((x & LOW7) + LOW7) | x | LOW7);
+        n += u64::from(zero.count_ones());
+    }
+    n + words.remainder().iter().filter(|&&b| b == needle).count() as u64
 }
 
 impl<R: Read> Read for LineTracker<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         let mut b = self.breaks.borrow_mut();
-        // A CR at the end of the last chunk ends a line unless this chunk starts with LF.
-        if let Some(cr) = self.cr_at_end.take()
-            && (n == 0 || buf[0] != b'\n')
-        {
-            b.pending.push_back(cr);
-        }
-        let chunk = &buf[..n];
-        for i in memchr::memchr2_iter(b'\n', b'\r', chunk) {
-            if chunk[i] == b'\n' {
-                b.pending.push_back(self.offset + i as u64);
-            } else if i + 1 == n {
-                self.cr_at_end = Some(self.offset + i as u64);
-            } else if chunk[i + 1] != b'\n' {
-                // A lone CR (old Mac line ends, or inside a cell) is a line break too.
-                b.pending.push_back(self.offset + i as u64);
-            }
-        }
-        self.offset += n as u64;
-        // The parser never sits further back than its buffers hold: breaks older than that
-        // are counted and forgotten, so a flood of blank lines (which yield no records, so
-        // no `before` calls) cannot grow this queue.
-        b.fold_before(self.offset.saturating_sub(FOLD_BEHIND));
+        b.eof |= n == 0;
+        b.append(&buf[..n]);
         Ok(n)
     }
 }
 
 /// More than the parser can hold back: the BufReader (64 KiB) plus the csv buffer (256 KiB).
-const FOLD_BEHIND: u64 = 1 << 20;
+const FOLD_BEHIND: usize = 1 << 20;
 
 /// Line breaks inside a cell: `\r\n`, `\n` or a lone `\r` each count once.
 fn count_line_breaks(b: &[u8]) -> u64 {
-    let mut n = 0;
-    for i in memchr::memchr2_iter(b'\n', b'\r', b) {
-        if b[i] == b'\n' || b.get(i + 1) != Some(&b'\n') {
-            n += 1;
-        }
-    }
-    n
+    count_breaks(b, None, true)
 }
 
 /// The file is not valid UTF-8: the caller reads it again as Windows-1252.
@@ -272,8 +297,6 @@ pub(crate) fn read<H: RowHandler>(
     let breaks = std::rc::Rc::new(std::cell::RefCell::new(LineBreaks::default()));
     let tracked = LineTracker {
         inner: stream,
-        offset: 0,
-        cr_at_end: None,
         breaks: breaks.clone(),
     };
     let mut buffered = BufReader::with_capacity(SNIFF_BYTES, tracked);
@@ -318,9 +341,11 @@ pub(crate) fn read<H: RowHandler>(
             }
             anyhow::bail!("cannot read the CSV at line {end}: not valid text after decoding");
         };
-        // Most records hold no line break at all: one scan tells.
-        let breaks: u64 = if memchr::memchr2(b'\n', b'\r', text.as_bytes()).is_none() {
-            0
+        // Without a CR, the cells' line breaks are the record's `\n`s (a CR at the end of
+        // one cell and a LF at the start of the next must not count as one).
+        let bytes = text.as_bytes();
+        let breaks: u64 = if memchr::memchr(b'\r', bytes).is_none() {
+            count_byte(bytes, b'\n')
         } else {
             record.iter().map(count_line_breaks).sum()
         };
@@ -351,23 +376,50 @@ mod tests {
     }
 
     #[test]
-    fn a_flood_of_blank_lines_keeps_the_line_queue_bounded() {
+    fn a_flood_of_blank_lines_keeps_the_window_bounded() {
         let breaks = std::rc::Rc::new(std::cell::RefCell::new(LineBreaks::default()));
-        let data = vec![b'\n'; 4 << 20];
+        let data = vec![b'\n'; 8 << 20];
         let mut t = LineTracker {
             inner: &data[..],
-            offset: 0,
-            cr_at_end: None,
             breaks: breaks.clone(),
         };
         std::io::copy(&mut t, &mut std::io::sink()).unwrap();
-        let b = breaks.borrow();
-        assert!(
-            b.pending.len() <= (FOLD_BEHIND as usize) + (64 << 10),
-            "{}",
-            b.pending.len()
-        );
-        assert_eq!(b.passed.0 + b.pending.len() as u64, 4 << 20);
+        let mut b = breaks.borrow_mut();
+        assert!(b.window.len() <= 4 * FOLD_BEHIND, "{}", b.window.len());
+        assert_eq!(b.before(8 << 20), 8 << 20);
+    }
+
+    #[test]
+    fn bytes_are_counted() {
+        let hay: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 256) as u8).collect();
+        for needle in [0u8, b'\n', 0x80, 0xff, b'a'] {
+            for len in [0, 1, 7, 8, 9, 100, 1000] {
+                let want = hay[..len].iter().filter(|&&b| b == needle).count() as u64;
+                assert_eq!(count_byte(&hay[..len], needle), want, "{needle} {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn breaks_are_counted_across_reads() {
+        // CRLF, LF, lone CR, a CR split from its LF by a read boundary, a final lone CR.
+        let data = b"a\r\nb\nc\rd\r\ne\r";
+        for chunk in 1..data.len() {
+            let breaks = std::rc::Rc::new(std::cell::RefCell::new(LineBreaks::default()));
+            let mut t = LineTracker {
+                inner: std::io::Cursor::new(&data[..]),
+                breaks: breaks.clone(),
+            };
+            let mut buf = vec![0; chunk];
+            while t.read(&mut buf).unwrap() > 0 {}
+            let mut b = breaks.borrow_mut();
+            // Before 'd' (offset 7): the breaks after a, b and c.
+            assert_eq!(b.before(7), 3, "chunk {chunk}");
+            assert_eq!(b.before(data.len() as u64), 5, "chunk {chunk}");
+        }
+        assert_eq!(count_breaks(b"x\r", Some(b'\n'), false), 0);
+        assert_eq!(count_breaks(b"x\r", None, false), 0);
+        assert_eq!(count_breaks(b"x\r", None, true), 1);
     }
 
     #[test]
