@@ -674,6 +674,7 @@ fn ingest(
         extras: layout.extra_names(),
     };
     writer.commit(&totals, &columns, &sha256)?;
+    ledger.checkpoint_in_background();
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         "report committed"

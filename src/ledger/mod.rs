@@ -87,8 +87,50 @@ pub(crate) struct Ledger {
     conn: Connection,
     /// The Activity index, loaded at the first report; dropped after a rollback.
     index: RefCell<Option<ActivityIndex>>,
+    /// Where the ledger file is (for the checkpointing thread's own connection).
+    path: Option<PathBuf>,
+    /// Folds committed reports back into the ledger file in the background.
+    checkpointer: RefCell<Option<Checkpointer>>,
     /// The scratch copy a dry run works on; removed when the ledger is dropped.
     _scratch: Option<tempfile::TempDir>,
+}
+
+/// A thread with its own connection that folds the WAL back into the ledger file
+/// (`wal_checkpoint(PASSIVE)`) whenever a report is committed: the copy runs while the
+/// next report is read or the sinks deliver, instead of inside the next commit.
+struct Checkpointer {
+    tx: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Checkpointer> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("checkpoint".into())
+            .spawn(move || {
+                for () in rx {
+                    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+                        tracing::debug!("background checkpoint: {e}");
+                    }
+                }
+            })?;
+        Ok(Checkpointer {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn configure(conn: &Connection) -> Result<()> {
@@ -99,7 +141,8 @@ fn configure(conn: &Connection) -> Result<()> {
          PRAGMA synchronous = NORMAL;
          PRAGMA foreign_keys = OFF;
          PRAGMA cache_size = -32768;
-         PRAGMA temp_store = FILE;",
+         PRAGMA temp_store = FILE;
+         PRAGMA wal_autocheckpoint = 0;",
     )?;
     Ok(())
 }
@@ -161,6 +204,8 @@ impl Ledger {
         Ok(Ledger {
             conn,
             index: RefCell::new(None),
+            path: Some(path.to_path_buf()),
+            checkpointer: RefCell::new(None),
             _scratch: None,
         })
     }
@@ -215,6 +260,8 @@ impl Ledger {
         Ok(Ledger {
             conn,
             index: RefCell::new(None),
+            path: Some(copy),
+            checkpointer: RefCell::new(None),
             _scratch: Some(dir),
         })
     }
@@ -234,6 +281,8 @@ impl Ledger {
         Ok(Ledger {
             conn,
             index: RefCell::new(None),
+            path: None,
+            checkpointer: RefCell::new(None),
             _scratch: None,
         })
     }
@@ -280,8 +329,27 @@ impl Ledger {
         Ok(())
     }
 
+    /// Starts folding what was just committed back into the ledger file, on another thread.
+    pub(crate) fn checkpoint_in_background(&self) {
+        let mut slot = self.checkpointer.borrow_mut();
+        if slot.is_none()
+            && let Some(path) = &self.path
+        {
+            match Checkpointer::start(path) {
+                Ok(c) => *slot = Some(c),
+                Err(e) => tracing::debug!("no background checkpoints: {e}"),
+            }
+        }
+        if let Some(tx) = slot.as_ref().and_then(|c| c.tx.as_ref()) {
+            // A checkpoint already asked for covers this commit too.
+            let _ = tx.try_send(());
+        }
+    }
+
     /// Folds the WAL back into the ledger file (at the end of a run).
     pub(crate) fn checkpoint(&self) -> Result<()> {
+        // Waits for a background checkpoint still running.
+        drop(self.checkpointer.borrow_mut().take());
         self.conn
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
         Ok(())
