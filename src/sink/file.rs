@@ -331,7 +331,7 @@ impl Write for Writeback<'_> {
 }
 
 enum Out<W: Write> {
-    Csv(csv::Writer<W>),
+    Csv(Box<csv::Writer<W>>),
     Jsonl(W),
 }
 
@@ -468,7 +468,7 @@ pub(crate) fn deliver(
                 FileFormat::Csv => {
                     let mut w = csv::WriterBuilder::new().from_writer(file);
                     w.write_record(&header)?;
-                    Out::Csv(w)
+                    Out::Csv(Box::new(w))
                 }
                 FileFormat::Jsonl => Out::Jsonl(file),
             };
