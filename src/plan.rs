@@ -83,8 +83,8 @@ pub(crate) enum Hint {
     Change { from: State },
     /// Rule 3 with a newer time: the ledger records the time, nothing else.
     Touch,
-    /// Ask `activities`: a change (rule 2), a later row of an Activity this report already
-    /// moved (rule 5), an Activity the index cannot tell about, or a resend.
+    /// Ask `activities`: a later row of an Activity this report already moved (rule 5), an
+    /// Activity the index cannot tell about (a hash collision), or a resend.
     Ask,
 }
 
@@ -324,8 +324,10 @@ impl<'w, 'c> Planner<'w, 'c> {
     /// Applies the waiting rows in Activity-ID order (rows of one Activity keep their
     /// order): look-ups and updates then walk `activities` page by page instead of
     /// jumping about it. Rows of different Activities do not depend on each other, and
-    /// rows of an Activity this report already moved all wait here, so the order changes
-    /// no outcome; it only orders this report's events for changed Activities by ID.
+    /// every row after the first that moved an Activity in this report waits here too, so
+    /// the order changes no outcome. Events already written (new Activities, changes) keep
+    /// their row order; the rare event decided here (after a hash collision) comes in ID
+    /// order within its batch.
     fn apply_pending(&mut self) -> Result<()> {
         let mut pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
