@@ -240,20 +240,18 @@ pub(crate) struct Planner<'w, 'c> {
     rows_seen: u64,
     /// Rows waiting for `activities`, applied a batch at a time in Activity-ID order.
     pending: Vec<Pending>,
-    pending_bytes: usize,
     pub(crate) outcome: ReportOutcome,
 }
 
 const PROGRESS_EVERY: u64 = 16_384;
 
-/// Rows the ledger side holds before applying them (and at most so many bytes of values).
+/// Changes and newer times the ledger side holds before completing them.
 const PENDING_ROWS: usize = 16_384;
-const PENDING_BYTES: usize = 16 << 20;
 
-/// A row that needs `activities`, kept until its batch is applied.
+/// A change already written, or a newer time, waiting for `activities`.
 struct Pending {
-    /// The encoded values (for a change already written: the row's ITSM number), then
-    /// the Activity ID (from `values_len` on).
+    /// The row's ITSM number (a change) or nothing (a touch), then the Activity ID (from
+    /// `values_len` on).
     buf: Vec<u8>,
     values_len: usize,
     itsm: std::ops::Range<usize>,
@@ -291,7 +289,6 @@ impl<'w, 'c> Planner<'w, 'c> {
             progress: None,
             rows_seen: 0,
             pending: Vec::new(),
-            pending_bytes: 0,
             outcome: ReportOutcome::default(),
         }
     }
@@ -321,16 +318,14 @@ impl<'w, 'c> Planner<'w, 'c> {
         Ok(())
     }
 
-    /// Applies the waiting rows in Activity-ID order (rows of one Activity keep their
-    /// order): look-ups and updates then walk `activities` page by page instead of
-    /// jumping about it. Rows of different Activities do not depend on each other, and
-    /// every row after the first that moved an Activity in this report waits here too, so
-    /// the order changes no outcome. Events already written (new Activities, changes) keep
-    /// their row order; the rare event decided here (after a hash collision) comes in ID
-    /// order within its batch.
+    /// Completes the waiting changes and newer times in Activity-ID order (rows of one
+    /// Activity keep their order): look-ups and updates then walk `activities` page by page
+    /// instead of jumping about it. Each waiting row is the first of its Activity to reach
+    /// the ledger side in this report, or a newer time before it; any later row of the
+    /// same Activity is a [`Hint::Ask`], applied only after the rows waiting before it. So
+    /// the order changes no outcome, and events keep the order of the report's rows.
     fn apply_pending(&mut self) -> Result<()> {
         let mut pending = std::mem::take(&mut self.pending);
-        self.pending_bytes = 0;
         pending.sort_by(|a, b| a.id().cmp(b.id()));
         for p in &pending {
             if let Hint::Change { from } = p.hint {
@@ -622,34 +617,34 @@ impl RowHandler for Planner<'_, '_> {
             Hint::New => return self.emit(row, at, None),
             // The event is written now, in row order; its key and links wait for the batch.
             Hint::Change { from } => event_id = self.emit_early(row, at, from)?,
-            // A resend reads the Activity's last event: in row order, at once.
-            Hint::Ask if self.resend => return self.apply(row),
-            Hint::Ask | Hint::Touch => {}
+            // A later row of an Activity this report moved, a collision, a resend: applied
+            // at once, in row order, once the rows waiting before it are.
+            Hint::Ask => {
+                self.apply_pending()?;
+                return self.apply(row);
+            }
+            Hint::Touch => {}
         }
+        // A change keeps its ITSM number; a touch needs no values.
         let values = if event_id != 0 {
             &row.values()[row.itsm_range()]
         } else {
-            row.values()
+            &[][..]
         };
         let mut buf = Vec::with_capacity(values.len() + row.id.len());
         buf.extend_from_slice(values);
         buf.extend_from_slice(row.id.as_bytes());
-        self.pending_bytes += buf.len();
         self.pending.push(Pending {
             buf,
             values_len: values.len(),
-            itsm: if event_id != 0 {
-                0..values.len()
-            } else {
-                row.itsm_range()
-            },
+            itsm: 0..values.len(),
             state: row.state,
             updated_at: row.updated_at,
             row: row.row,
             hint: row.hint,
             event_id,
         });
-        if self.pending.len() >= PENDING_ROWS || self.pending_bytes >= PENDING_BYTES {
+        if self.pending.len() >= PENDING_ROWS {
             self.apply_pending()?;
         }
         Ok(())

@@ -249,3 +249,117 @@ fn events_follow_the_report_row_order() {
     assert_eq!(got.len(), want.len());
     assert!(got == want, "events are not in row order");
 }
+
+/// A model of the five rules, row by row, to compare the tool with on random reports.
+#[derive(Default)]
+struct Model {
+    /// Activity → (state, effective time).
+    ledger: std::collections::HashMap<String, (&'static str, i64)>,
+    /// Events in ledger order: (activity, previous state, state); `None` once withdrawn.
+    events: Vec<Option<(String, String, String)>>,
+}
+
+impl Model {
+    fn report(&mut self, rows: &[(String, &'static str, i64)]) {
+        // Activity → (index of this report's event for it, its previous state).
+        let mut own: std::collections::HashMap<String, (usize, String)> =
+            std::collections::HashMap::new();
+        for (id, state, at) in rows {
+            let Some(&(known_state, known_at)) = self.ledger.get(id) else {
+                self.events
+                    .push(Some((id.clone(), String::new(), state.to_string())));
+                own.insert(id.clone(), (self.events.len() - 1, String::new()));
+                self.ledger.insert(id.clone(), (state, *at));
+                continue;
+            };
+            if *at < known_at {
+                continue; // rule 4
+            }
+            if let Some((ev, prev)) = own.get(id).cloned() {
+                self.ledger.insert(id.clone(), (state, *at));
+                if prev == *state {
+                    self.events[ev] = None; // back where it started: withdrawn
+                    own.remove(id);
+                } else if let Some(e) = self.events[ev].as_mut() {
+                    e.2 = state.to_string(); // the latest row wins
+                }
+                continue;
+            }
+            if *state == known_state {
+                self.ledger.insert(id.clone(), (state, *at)); // rule 3
+                continue;
+            }
+            self.events.push(Some((
+                id.clone(),
+                known_state.to_string(),
+                state.to_string(),
+            )));
+            own.insert(id.clone(), (self.events.len() - 1, known_state.to_string()));
+            self.ledger.insert(id.clone(), (state, *at));
+        }
+    }
+
+    fn transitions(&self) -> Vec<(String, String, String)> {
+        self.events.iter().flatten().cloned().collect()
+    }
+}
+
+/// Random reports (Activities repeated within a report, equal, older and newer times, rows
+/// without a time, more rows than one batch of look-ups) give exactly the events of the
+/// model, in the same order.
+#[test]
+fn random_reports_give_the_events_of_a_model_of_the_rules() {
+    const STATES: [(&str, &str); 4] = [
+        ("ordered", "Ordered"),
+        ("on_back_order", "On Back Order"),
+        ("completed", "Completed"),
+        ("cancelled", "Cancelled"),
+    ];
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let w = Workdir::new();
+    let mut model = Model::default();
+    let day0 = 1_793_491_200; // 2026-11-01T00:00:00Z
+    for (run, days) in [[1u64, 2, 3].as_slice(), &[4, 5]].iter().enumerate() {
+        for &day in *days {
+            let report_time = day0 + (day as i64 - 1) * 86_400;
+            let mut rows = Vec::new();
+            let mut lines = Vec::new();
+            for _ in 0..12_000 {
+                let id = format!("A{:05}", next(3_000));
+                let (state, label) = STATES[next(4) as usize];
+                // Times cluster on a few values so that equal times are common.
+                let (at, text) = match next(6) {
+                    0 => (report_time, String::new()),
+                    k => {
+                        let at =
+                            report_time - 86_400 + (k as i64) * 21_600 + next(2) as i64 * 3_600;
+                        let t = chrono::DateTime::from_timestamp(at, 0).unwrap();
+                        (at, t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                    }
+                };
+                rows.push((id.clone(), state, at));
+                lines.push(format!("{id},{label},,{text},,,,"));
+            }
+            model.report(&rows);
+            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            w.report(&format!("r_2026-11-{day:02}.csv"), &refs);
+        }
+        w.run_ok(&["run"], 0);
+        let got = w.transitions();
+        let want = model.transitions();
+        assert_eq!(got.len(), want.len(), "after run {run}");
+        let first_diff = got.iter().zip(&want).position(|(a, b)| a != b);
+        assert!(
+            first_diff.is_none(),
+            "after run {run}, event {first_diff:?}: {:?} vs {:?}",
+            first_diff.map(|i| &got[i]),
+            first_diff.map(|i| &want[i])
+        );
+    }
+}
