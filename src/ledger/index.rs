@@ -2,19 +2,22 @@
 //!
 //! For each Activity the ledger knows, 16 bytes: a 64-bit hash of its ID and a packed word
 //! holding its state, its effective time, a 17-bit check from a second hash of the ID, and
-//! the generation of the report that last changed it (in a hash table at most 80 % full). Most rows of a daily report repeat a
-//! state the ledger already has; the index answers those (unchanged, stale) without touching
-//! SQLite, and tells a brand-new Activity apart without a lookup. Rows that change something
-//! go on to the `activities` table, which stays the source of truth.
+//! the generation of the report that last changed it (in a hash table at most 80 % full).
+//! Most rows of a daily report repeat a state the ledger already has; the index answers
+//! those (unchanged, stale) without touching SQLite, and tells a brand-new Activity apart
+//! without a look-up. Rows that change something go on to the `activities` table, which
+//! stays the source of truth. While a report is read, the index belongs to the parsing
+//! thread (`plan::Triage`), which keeps it in step row by row.
 //!
 //! The index is persisted inside the ledger, in blocks of slots (`activity_index`), and the
-//! blocks a report changes are written in that report's transaction: it is never out of step with
-//! `activities`. A ledger without it (or with a damaged one) gets it rebuilt from
+//! blocks a report changes are written in that report's transaction: it is never out of
+//! step with `activities`. A ledger without it (or with a damaged one) gets it rebuilt from
 //! `activities`.
 //!
-//! Hash collisions: a lookup matches only when both the 64-bit key and the 17-bit check
-//! agree (81 bits). Answers that lead to a write are always confirmed against `activities`
-//! by ID; only "unchanged"/"stale" are taken on the index's word.
+//! Hash collisions: a look-up matches only when both the 64-bit key and the 17-bit check
+//! agree (81 bits). "Unchanged", "stale" and "new" are taken on the index's word (a key the
+//! table lacks is an ID the ledger lacks); a change is confirmed against `activities` by ID
+//! before its report commits.
 
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
