@@ -261,6 +261,19 @@ fn cells_of<'r>(
     cells
 }
 
+/// Whether every field of `record` (whose fields, joined, are `text`) begins and ends on a
+/// character boundary of `text`.
+fn fields_on_char_boundaries(text: &str, record: &::csv::ByteRecord) -> bool {
+    if text.is_ascii() {
+        return true;
+    }
+    (0..record.len()).all(|i| {
+        record
+            .range(i)
+            .is_some_and(|r| text.is_char_boundary(r.start) && text.is_char_boundary(r.end))
+    })
+}
+
 /// Parses and checks every row of a CSV report into `handler`.
 pub(crate) fn read<H: RowHandler>(
     path: &Path,
@@ -333,9 +346,14 @@ pub(crate) fn read<H: RowHandler>(
         // skipped in between were blank.
         let end_byte = reader.position().byte();
         let end = 1 + breaks.borrow_mut().before(end_byte.saturating_sub(1));
-        // One UTF-8 check for the whole record: it is valid exactly when every field is
-        // (a delimiter is ASCII, so no character spans two fields).
-        let Ok(text) = std::str::from_utf8(record.as_slice()) else {
+        // One UTF-8 check for the whole record (its fields one after another), then one
+        // that every field starts and ends on a character: together, every field is valid.
+        // (Joined, the end of one field and the start of the next can make a character
+        // neither holds, e.g. Windows-1252 "É" then "€".)
+        let text = std::str::from_utf8(record.as_slice())
+            .ok()
+            .filter(|t| fields_on_char_boundaries(t, &record));
+        let Some(text) = text else {
             if utf8 {
                 return Err(anyhow::Error::new(NotUtf8));
             }

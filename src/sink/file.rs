@@ -279,7 +279,6 @@ fn csv_header(sink: &FileSinkConfig, schema_fields: &[String]) -> Vec<String> {
 }
 
 /// The open import file.
-#[allow(clippy::large_enum_variant)] // one per import file
 /// Writes a file and starts its pages on their way to the disk every so many MiB, so the
 /// `fsync` that makes the import file durable finds little left to write: on a large file
 /// the disk works while events are still being rendered.
@@ -335,7 +334,6 @@ enum Out<W: Write> {
     Jsonl(W),
 }
 
-/// Writes one event as a line (JSONL) or a record (CSV) of the sink's file.
 /// Appends `s` as a JSON string, escaped exactly as `serde_json` does (the short escapes,
 /// `\u00XX` for other control characters, nothing else). Most values need no escaping:
 /// one pass without branches tells, and they are copied whole.
@@ -377,6 +375,7 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// Writes one event as a line (JSONL) or a record (CSV) of the sink's file.
 fn write_event<W: Write>(
     v: &EventView<'_>,
     sink: &FileSinkConfig,

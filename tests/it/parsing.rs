@@ -123,6 +123,22 @@ fn windows_1252_semicolon_report_with_decimal_commas() {
     assert!(notes.contains("Windows-1252"), "{notes}");
 }
 
+/// Windows-1252 bytes that happen to make valid UTF-8 only across a field boundary ("É" at
+/// the end of one field, "€" at the start of the next): still not UTF-8.
+#[test]
+fn windows_1252_that_is_utf8_only_across_a_delimiter() {
+    let w = Workdir::new();
+    let mut bytes = b"Activity ID,Status,Device,Shipping Address\r\n".to_vec();
+    bytes.extend_from_slice(b"A1,Ordered,Jos\xc9,\x80 Street 1\r\n");
+    w.write("drop/r_2026-11-01.csv", bytes);
+    w.run_ok(&["run", "--summary-json", "s.json"], 0);
+    let ev = w.events();
+    assert_eq!(ev[0]["device"], "JosÉ");
+    assert_eq!(ev[0]["shipping_address"], "€ Street 1");
+    let notes = w.summary("s.json")["reports"][0]["notes"].to_string();
+    assert!(notes.contains("Windows-1252"), "{notes}");
+}
+
 #[test]
 fn headers_match_despite_case_spacing_nbsp_and_punctuation() {
     let w = Workdir::new();
