@@ -133,6 +133,9 @@ impl Drop for Checkpointer {
     }
 }
 
+/// SQLite's default: a commit that leaves more WAL pages than this checkpoints.
+const AUTOCHECKPOINT_PAGES: u32 = 1000;
+
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.execute_batch(
@@ -141,8 +144,7 @@ fn configure(conn: &Connection) -> Result<()> {
          PRAGMA synchronous = NORMAL;
          PRAGMA foreign_keys = OFF;
          PRAGMA cache_size = -32768;
-         PRAGMA temp_store = FILE;
-         PRAGMA wal_autocheckpoint = 0;",
+         PRAGMA temp_store = FILE;",
     )?;
     Ok(())
 }
@@ -437,6 +439,9 @@ impl Ledger {
             run_id,
             done: false,
         };
+        // A report's commit does not checkpoint: `checkpoint_in_background` does, after it.
+        // Other writes (delivery records) checkpoint as SQLite does by default.
+        self.conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
         if self.index.borrow().is_none() {
             let idx = ActivityIndex::load(&self.conn)?;
             *self.index.borrow_mut() = Some(idx);
@@ -1038,7 +1043,16 @@ impl ReportWriter<'_> {
         }
         self.conn.execute_batch("COMMIT")?;
         self.done = true;
+        self.restore_autocheckpoint();
         Ok(())
+    }
+}
+
+impl ReportWriter<'_> {
+    fn restore_autocheckpoint(&self) {
+        let _ = self.conn.execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES};"
+        ));
     }
 }
 
@@ -1046,6 +1060,7 @@ impl Drop for ReportWriter<'_> {
     fn drop(&mut self) {
         if !self.done {
             let _ = self.conn.execute_batch("ROLLBACK");
+            self.restore_autocheckpoint();
             // The in-memory index holds the rolled-back changes: reload it next time.
             *self.index.borrow_mut() = None;
         }

@@ -415,27 +415,26 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
             other => return Err((header(state_col), format!("unknown state {other:?}"))),
         };
         let mut warnings = Vec::new();
-        // The row's time first: the triage needs it.
+        // The row's time first: the triage needs it. Its error or warning is reported in
+        // its column's place below, so that the first bad column in schema order is named.
         let updated = layout
             .updated_field
             .and_then(|f| layout.field_columns[f].map(|c| (f, c)));
-        let updated_at = match updated {
-            Some((f, col)) => {
-                match normalize_cell(get(col), self.schema.fields[f].kind, &self.ctx, false) {
-                    CellValue::Ok {
-                        temporal, warning, ..
-                    } => {
-                        if let Some(w) = warning {
-                            warnings.push((header(col), w));
-                        }
-                        temporal.map(|t| t.timestamp(&self.ctx))
-                    }
-                    CellValue::Invalid(reason) => return Err((header(col), reason)),
+        let mut updated_at = None;
+        let mut updated_note: Option<std::result::Result<String, String>> = None;
+        if let Some((f, col)) = updated {
+            match normalize_cell(get(col), self.schema.fields[f].kind, &self.ctx, false) {
+                CellValue::Ok {
+                    temporal, warning, ..
+                } => {
+                    updated_at = temporal.map(|t| t.timestamp(&self.ctx));
+                    updated_note = warning.map(Ok);
                 }
+                CellValue::Invalid(reason) => updated_note = Some(Err(reason)),
             }
-            None => None,
-        };
-        let triaged = state.map(|s| {
+        }
+        let updated_ok = !matches!(updated_note, Some(Err(_)));
+        let triaged = state.filter(|_| updated_ok).map(|s| {
             let at = self.triage.at(updated_at);
             let (verdict, found) = self.triage.verdict(&id, s, at);
             (s, at, verdict, found)
@@ -468,8 +467,15 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                 continue;
             }
             let is_updated = Some(i) == layout.updated_field;
-            if is_updated && !encode {
-                continue; // checked above
+            if is_updated {
+                match updated_note.take() {
+                    Some(Err(reason)) => return Err((header(col), reason)),
+                    Some(Ok(w)) => warnings.push((header(col), w)),
+                    None => {}
+                }
+                if !encode {
+                    continue; // checked above
+                }
             }
             let kind = self.schema.fields[i].kind;
             match normalize_cell(get(col), kind, &self.ctx, encode) {

@@ -397,3 +397,50 @@ fn excel_sep_line_names_the_delimiter() {
     let ev = w.events();
     assert_eq!(ev[0]["shipping_address"], "1 Main St, Springfield, IL");
 }
+
+/// With several bad values in a row, the reject names the first bad column in the schema's
+/// order, whichever the tool checks first.
+#[test]
+fn a_reject_names_the_first_bad_column_in_schema_order() {
+    let w = Workdir::new();
+    let bundled = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("schemas/tangoe-activity-report.toml"),
+    )
+    .unwrap();
+    // The same schema with submitted_at moved in front of updated_at.
+    let start = bundled.find("[fields.updated_at]").unwrap();
+    let mid = bundled.find("[fields.submitted_at]").unwrap();
+    let end = bundled.find("[fields.assigned_to]").unwrap();
+    let reordered = format!(
+        "{}{}{}{}",
+        &bundled[..start],
+        &bundled[mid..end],
+        &bundled[start..mid],
+        &bundled[end..]
+    );
+    w.write("schema.toml", reordered);
+    w.config(
+        &Workdir::config_with("").replace("[report]\n", "[report]\nschema = \"schema.toml\"\n"),
+    );
+    w.write(
+        "drop/r_2026-11-01.csv",
+        "Activity ID,Status,Submitted Date,Last Updated\nA1,Ordered,not a date,nor this\nA2,Ordered,,nor this\n",
+    );
+    w.run_ok(&["run"], 2);
+    let cols: Vec<(i64, String)> = w
+        .ledger()
+        .prepare("SELECT row, col FROM rejects ORDER BY row")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        cols,
+        vec![
+            (2, "Submitted Date".to_string()),
+            (3, "Last Updated".to_string())
+        ]
+    );
+}
