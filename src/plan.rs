@@ -484,6 +484,7 @@ impl<'w, 'c> Planner<'w, 'c> {
             // The index did not match `activities` (edited by hand?): take the event back
             // and decide the row again from `activities`.
             tracing::warn!(activity = %id, "the Activity index was out of step with the ledger");
+            w.distrust_index();
             let (attrs, _, row, _) = w.event_payload(p.event_id)?;
             w.delete_event(p.event_id)?;
             self.transition(Some(from), p.state, -1);

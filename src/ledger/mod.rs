@@ -433,6 +433,7 @@ impl Ledger {
             now: now(),
             index: &self.index,
             index_out: std::cell::Cell::new(false),
+            index_distrusted: std::cell::Cell::new(false),
             report_id: 0,
             first_event: 0,
             run_first_event,
@@ -751,6 +752,8 @@ pub(crate) struct ReportWriter<'c> {
     index: &'c RefCell<Option<ActivityIndex>>,
     /// The index is out with the triage (see [`ReportWriter::take_index`]).
     index_out: std::cell::Cell<bool>,
+    /// The index disagreed with `activities` (see [`ReportWriter::distrust_index`]).
+    index_distrusted: std::cell::Cell<bool>,
     pub(crate) report_id: i64,
     /// Events with ids from here on were created by this report.
     pub(crate) first_event: i64,
@@ -777,6 +780,12 @@ impl ReportWriter<'_> {
             Some(idx) => Ok(idx),
             None => ActivityIndex::load(self.conn),
         }
+    }
+
+    /// The index was found out of step with `activities` (a ledger edited by hand): at
+    /// commit it is dropped and marked for a rebuild from `activities`.
+    pub(crate) fn distrust_index(&self) {
+        self.index_distrusted.set(true);
     }
 
     pub(crate) fn restore_index(&self, idx: ActivityIndex) {
@@ -1036,8 +1045,9 @@ impl ReportWriter<'_> {
                 sha256
             ],
         )?;
-        if self.index_out.get() {
+        if self.index_out.get() || self.index_distrusted.get() {
             ActivityIndex::invalidate(self.conn)?;
+            *self.index.borrow_mut() = None;
         } else if let Some(idx) = self.index.borrow_mut().as_mut() {
             idx.save(self.conn)?;
         }

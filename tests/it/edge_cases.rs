@@ -302,4 +302,27 @@ fn a_hand_edited_ledger_is_decided_from_activities() {
         ]
     );
     assert_eq!(w.events()[2]["itsm_number"], "RITM2");
+    // The ledger now also moves A2 far into the future behind the index's back: a stale
+    // row must not leave the index believing it, or a later real change would be missed.
+    w.ledger()
+        .execute(
+            "UPDATE activities SET state = 4, updated_at = 4102444800 WHERE activity_id = 'A2'",
+            [],
+        )
+        .unwrap();
+    w.report(
+        "r_2026-11-03.csv",
+        &["A2,Ordered,,2026-11-03T10:00:00Z,,,,"],
+    );
+    w.run_ok(&["run"], 0);
+    w.report(
+        "r_2100-01-02.csv",
+        &["A2,Ordered,,2100-01-02T10:00:00Z,,,,"],
+    );
+    w.run_ok(&["run"], 0);
+    assert_eq!(
+        w.transitions().last().unwrap(),
+        &t("A2", "cancelled", "ordered"),
+        "the change after the hand edit was missed"
+    );
 }
