@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use crate::activity::State;
 use crate::ledger::index::{ActivityIndex, Entry, Indexed};
 use crate::ledger::{Known, NewEvent, OwnEvent, ReportCounts, ReportWriter};
-use crate::report::{AcceptedRow, Reject, RowHandler, RowWarning, Skip};
+use crate::report::{AcceptedRow, OwnedRow, Reject, RowHandler, RowWarning, Skip};
 
 /// What one accepted row does to the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,30 +248,17 @@ const PROGRESS_EVERY: u64 = 16_384;
 /// Changes and newer times the ledger side holds before completing them.
 const PENDING_ROWS: usize = 16_384;
 
-/// A change already written, or a newer time, waiting for `activities`.
-struct Pending {
-    /// The row's ITSM number (a change) or nothing (a touch), then the Activity ID (from
-    /// `values_len` on).
-    buf: Vec<u8>,
-    values_len: usize,
-    itsm: std::ops::Range<usize>,
-    state: State,
-    updated_at: Option<i64>,
-    row: u64,
-    hint: Hint,
-    /// The event already written for a [`Hint::Change`].
-    event_id: i64,
-}
-
-impl Pending {
-    fn id(&self) -> &[u8] {
-        &self.buf[self.values_len..]
-    }
-}
-
 /// The key of an event written before its sequence number is known; replaced in the
 /// same transaction (same length, so the row is rewritten in place).
 const UNSET_KEY: &str = "00000000000000000000000000000000";
+
+/// A change already written, or a newer time, waiting for `activities`.
+struct Pending {
+    /// The row, keeping only its ITSM number (a change) or no value (a touch).
+    row: OwnedRow,
+    /// The event already written for a [`Hint::Change`].
+    event_id: i64,
+}
 
 impl<'w, 'c> Planner<'w, 'c> {
     pub(crate) fn new(
@@ -326,22 +313,13 @@ impl<'w, 'c> Planner<'w, 'c> {
     /// the order changes no outcome, and events keep the order of the report's rows.
     fn apply_pending(&mut self) -> Result<()> {
         let mut pending = std::mem::take(&mut self.pending);
-        pending.sort_by(|a, b| a.id().cmp(b.id()));
+        pending.sort_by(|a, b| a.row.id().cmp(b.row.id()));
         for p in &pending {
-            if let Hint::Change { from } = p.hint {
-                self.complete_early(p, from)?;
-                continue;
+            let row = p.row.view();
+            match row.hint {
+                Hint::Change { from } => self.complete_early(&row, p.event_id, from)?,
+                _ => self.apply(&row)?,
             }
-            let row = AcceptedRow::new(
-                std::str::from_utf8(p.id()).unwrap_or_default(),
-                p.state,
-                p.updated_at,
-                p.row,
-                &p.buf[..p.values_len],
-                p.itsm.clone(),
-                p.hint,
-            );
-            self.apply(&row)?;
         }
         pending.clear();
         self.pending = pending;
@@ -475,23 +453,24 @@ impl<'w, 'c> Planner<'w, 'c> {
 
     /// Completes an event [`Planner::emit_early`] wrote: its sequence number, key, link
     /// and fallback ITSM number come from `activities`, which it then moves on.
-    fn complete_early(&mut self, p: &Pending, from: State) -> Result<()> {
+    fn complete_early(&mut self, p: &AcceptedRow<'_>, event_id: i64, from: State) -> Result<()> {
         let w = self.writer;
-        let id = std::str::from_utf8(p.id()).unwrap_or_default();
+        let id = p.id;
         let at = p.updated_at.unwrap_or(self.report_time);
+        // The values kept for a change are its ITSM number alone.
+        let row_itsm = std::str::from_utf8(p.values()).unwrap_or_default();
         let known = w.lookup(id)?;
         let Some(known) = known.filter(|k| k.state == from && at >= k.updated_at) else {
             // The index did not match `activities` (edited by hand?): take the event back
             // and decide the row again from `activities`.
             tracing::warn!(activity = %id, "the Activity index was out of step with the ledger");
             w.distrust_index();
-            let (attrs, _, row, _) = w.event_payload(p.event_id)?;
-            w.delete_event(p.event_id)?;
+            let (attrs, _, row, _) = w.event_payload(event_id)?;
+            w.delete_event(event_id)?;
             self.transition(Some(from), p.state, -1);
             // The row's ITSM number: any bytes of the values equal to it will do.
-            let itsm_text = &p.buf[p.itsm.clone()];
-            let itsm = match memchr::memmem::find(&attrs, itsm_text) {
-                Some(at) if !itsm_text.is_empty() => at..at + itsm_text.len(),
+            let itsm = match memchr::memmem::find(&attrs, row_itsm.as_bytes()) {
+                Some(at) if !row_itsm.is_empty() => at..at + row_itsm.len(),
                 _ => 0..0,
             };
             let row = AcceptedRow::new(id, p.state, p.updated_at, row, &attrs, itsm, Hint::Ask);
@@ -499,15 +478,14 @@ impl<'w, 'c> Planner<'w, 'c> {
         };
         let seq = known.events + 1;
         let key = event_key(id, seq, Some(from), p.state, at);
-        let row_itsm = std::str::from_utf8(&p.buf[p.itsm.clone()]).unwrap_or_default();
         let fallback = if row_itsm.is_empty() {
             known.itsm_number.as_deref()
         } else {
             None
         };
-        w.complete_event(p.event_id, &key, known.event_id, fallback)?;
+        w.complete_event(event_id, &key, known.event_id, fallback)?;
         let itsm_opt = (!row_itsm.is_empty()).then_some(row_itsm);
-        w.put_activity(id, p.state, at, Some(p.event_id), seq, itsm_opt)
+        w.put_activity(id, p.state, at, Some(event_id), seq, itsm_opt)
     }
 
     /// Rules 1 and 2: a new event `(known state or none → row state)`.
@@ -627,24 +605,13 @@ impl RowHandler for Planner<'_, '_> {
             Hint::Touch => {}
         }
         // A change keeps its ITSM number; a touch needs no values.
-        let values = if event_id != 0 {
-            &row.values()[row.itsm_range()]
+        let row = if event_id != 0 {
+            let itsm = &row.values()[row.itsm_range()];
+            OwnedRow::keeping(row, itsm, 0..itsm.len())
         } else {
-            &[][..]
+            OwnedRow::keeping(row, &[], 0..0)
         };
-        let mut buf = Vec::with_capacity(values.len() + row.id.len());
-        buf.extend_from_slice(values);
-        buf.extend_from_slice(row.id.as_bytes());
-        self.pending.push(Pending {
-            buf,
-            values_len: values.len(),
-            itsm: 0..values.len(),
-            state: row.state,
-            updated_at: row.updated_at,
-            row: row.row,
-            hint: row.hint,
-            event_id,
-        });
+        self.pending.push(Pending { row, event_id });
         if self.pending.len() >= PENDING_ROWS {
             self.apply_pending()?;
         }

@@ -172,6 +172,62 @@ impl AcceptedRow<'_> {
     }
 }
 
+/// An accepted row copied out of the parser's buffers, to hand to another thread or keep
+/// for later: one allocation, holding the values kept, then the Activity ID.
+pub(crate) struct OwnedRow {
+    buf: Vec<u8>,
+    values_len: usize,
+    /// Where the ITSM number's bytes sit in the values kept.
+    itsm: std::ops::Range<usize>,
+    state: State,
+    updated_at: Option<i64>,
+    row: u64,
+    hint: Hint,
+}
+
+impl OwnedRow {
+    /// A copy of `row` keeping all its values.
+    pub(crate) fn of(row: &AcceptedRow<'_>) -> OwnedRow {
+        OwnedRow::keeping(row, row.values, row.itsm.clone())
+    }
+
+    /// A copy of `row` keeping only `values` (`itsm`: where its ITSM number sits in them).
+    pub(crate) fn keeping(
+        row: &AcceptedRow<'_>,
+        values: &[u8],
+        itsm: std::ops::Range<usize>,
+    ) -> OwnedRow {
+        let mut buf = Vec::with_capacity(values.len() + row.id.len());
+        buf.extend_from_slice(values);
+        buf.extend_from_slice(row.id.as_bytes());
+        OwnedRow {
+            buf,
+            values_len: values.len(),
+            itsm,
+            state: row.state,
+            updated_at: row.updated_at,
+            row: row.row,
+            hint: row.hint,
+        }
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        std::str::from_utf8(&self.buf[self.values_len..]).unwrap_or_default()
+    }
+
+    pub(crate) fn view(&self) -> AcceptedRow<'_> {
+        AcceptedRow::new(
+            self.id(),
+            self.state,
+            self.updated_at,
+            self.row,
+            &self.buf[..self.values_len],
+            self.itsm.clone(),
+            self.hint,
+        )
+    }
+}
+
 /// What a row that passed its checks turns into.
 enum Checked<'c> {
     /// The ledger side must see it: its values encoded for the ledger (none for a touch).
@@ -704,17 +760,7 @@ fn raw_row(cells: &[Cell<'_>]) -> String {
 enum Msg {
     /// An accepted row with its values already encoded for the ledger (the parsing thread
     /// does that work, so the ledger side only decides and writes).
-    /// `buf` holds the encoded values, then the ID (from `values_len` on); `itsm` is where
-    /// the ITSM number sits among the values. One allocation a row.
-    Accepted {
-        buf: Vec<u8>,
-        values_len: usize,
-        itsm: std::ops::Range<usize>,
-        state: State,
-        updated_at: Option<i64>,
-        row: u64,
-        hint: Hint,
-    },
+    Accepted(OwnedRow),
     /// Rows the triage settled since the last batch.
     Settled {
         unchanged: u64,
@@ -780,18 +826,7 @@ impl std::error::Error for Stopped {}
 
 impl RowHandler for Sender {
     fn accepted(&mut self, row: &AcceptedRow<'_>) -> Result<()> {
-        let mut buf = Vec::with_capacity(row.values.len() + row.id.len());
-        buf.extend_from_slice(row.values);
-        buf.extend_from_slice(row.id.as_bytes());
-        self.push(Msg::Accepted {
-            buf,
-            values_len: row.values.len(),
-            itsm: row.itsm.clone(),
-            state: row.state,
-            updated_at: row.updated_at,
-            row: row.row,
-            hint: row.hint,
-        })
+        self.push(Msg::Accepted(OwnedRow::of(row)))
     }
 
     fn settled(&mut self, unchanged: u64, stale: u64) -> Result<()> {
@@ -865,26 +900,7 @@ pub(crate) fn read<H: RowHandler>(
         'recv: for batch in rx.iter() {
             for msg in batch {
                 let step = match msg {
-                    Msg::Accepted {
-                        buf,
-                        values_len,
-                        itsm,
-                        state,
-                        updated_at,
-                        row,
-                        hint,
-                    } => {
-                        let accepted = AcceptedRow::new(
-                            std::str::from_utf8(&buf[values_len..]).unwrap_or_default(),
-                            state,
-                            updated_at,
-                            row,
-                            &buf[..values_len],
-                            itsm,
-                            hint,
-                        );
-                        handler.accepted(&accepted)
-                    }
+                    Msg::Accepted(row) => handler.accepted(&row.view()),
                     Msg::Settled { unchanged, stale } => handler.settled(unchanged, stale),
                     Msg::Rejected(r) => handler.rejected(r),
                     Msg::Warning(w) => {
