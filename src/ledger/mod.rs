@@ -488,63 +488,6 @@ impl Ledger {
         Ok(())
     }
 
-    /// Calls `f` for each event after `after`, in ledger order, at most `limit` of them;
-    /// returns the id of the last one seen. Nothing is copied: the view borrows the row.
-    pub(crate) fn for_each_event_after(
-        &self,
-        after: i64,
-        limit: usize,
-        mut f: impl FnMut(&EventView<'_>) -> Result<()>,
-    ) -> Result<Option<i64>> {
-        let mut stmt = self.conn.prepare_cached(EVENTS_AFTER)?;
-        let mut rows = stmt.query(params![after, limit as i64])?;
-        let mut columns_cache: Option<(i64, Columns)> = None;
-        let mut last = None;
-        while let Some(r) = rows.next()? {
-            let report_id: i64 = r.get(12)?;
-            if columns_cache
-                .as_ref()
-                .is_none_or(|(id, _)| *id != report_id)
-            {
-                let text = r.get_ref(11)?.as_str()?;
-                let cols: Columns =
-                    serde_json::from_str(text).context("ledger: bad report columns")?;
-                columns_cache = Some((report_id, cols));
-            }
-            let cols = &columns_cache.as_ref().expect("set above").1;
-            let json_values: Vec<String>;
-            let values: Vec<&str> = match r.get_ref(10)? {
-                rusqlite::types::ValueRef::Blob(b) => attrs::decode(b)?,
-                // Ledgers written before the compact encoding hold a JSON array.
-                rusqlite::types::ValueRef::Text(t) => {
-                    json_values =
-                        serde_json::from_slice(t).context("ledger: bad event attributes")?;
-                    json_values.iter().map(String::as_str).collect()
-                }
-                _ => Vec::new(),
-            };
-            let id: i64 = r.get(0)?;
-            let view = EventView {
-                id,
-                key: r.get_ref(1)?.as_str()?,
-                activity_id: r.get_ref(2)?.as_str()?,
-                previous_state: r.get::<_, Option<i64>>(3)?.and_then(State::from_code),
-                state: State::from_code(r.get(4)?).context("ledger: bad state code")?,
-                updated_at: r.get(5)?,
-                report: r.get_ref(6)?.as_str()?,
-                row: r.get::<_, i64>(7)? as u64,
-                itsm_number: r.get_ref(8)?.as_str()?,
-                kind: r.get_ref(9)?.as_str()?,
-                fields: &cols.fields,
-                extras: &cols.extras,
-                values,
-            };
-            f(&view)?;
-            last = Some(id);
-        }
-        Ok(last)
-    }
-
     /// Events after `after` in ledger order, at most `limit`, copied to hand to another
     /// thread (their values stay encoded: [`OwnedEvent::view`] decodes them there).
     /// `shared` keeps one copy of each report's name and columns.
@@ -603,12 +546,10 @@ impl Ledger {
 
     /// Events after `after` in ledger order, at most `limit`, as owned values.
     pub(crate) fn events_after(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
-        let mut out = Vec::new();
-        self.for_each_event_after(after, limit, |v| {
-            out.push(v.to_stored());
-            Ok(())
-        })?;
-        Ok(out)
+        self.owned_events_after(after, limit, &mut None)?
+            .iter()
+            .map(|e| Ok(e.view()?.to_stored()))
+            .collect()
     }
 
     pub(crate) fn count_events_after(&self, after: i64) -> Result<u64> {
@@ -626,7 +567,7 @@ const EVENTS_AFTER: &str =
      FROM events e JOIN reports r ON r.id = e.report_id
      WHERE e.id > ?1 ORDER BY e.id LIMIT ?2";
 
-/// An event borrowed from its ledger row.
+/// An event borrowed from an [`OwnedEvent`], its values decoded.
 pub(crate) struct EventView<'a> {
     pub(crate) id: i64,
     pub(crate) key: &'a str,
