@@ -9,13 +9,14 @@
 //! renamed); its events count as delivered only once the upload is complete.
 
 use std::borrow::Cow;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 
 use anyhow::{Context, Result};
 use indexmap::IndexMap;
 use serde_json::Value;
 
 use super::SinkSummary;
+use super::direct::DirectWriter;
 use crate::activity::{State, rfc3339};
 use crate::config::{FileFormat, FileSinkConfig};
 use crate::ledger::{EventView, Ledger, OwnedEvent, StoredEvent};
@@ -278,57 +279,6 @@ fn csv_header(sink: &FileSinkConfig, schema_fields: &[String]) -> Vec<String> {
     }
 }
 
-/// The open import file.
-/// Writes a file and starts its pages on their way to the disk every so many MiB, so the
-/// `fsync` that makes the import file durable finds little left to write: on a large file
-/// the disk works while events are still being rendered.
-struct Writeback<'f> {
-    file: &'f std::fs::File,
-    written: u64,
-    started: u64,
-}
-
-const WRITEBACK_EVERY: u64 = 16 << 20;
-
-impl<'f> Writeback<'f> {
-    fn new(file: &'f std::fs::File) -> Self {
-        Writeback {
-            file,
-            written: 0,
-            started: 0,
-        }
-    }
-}
-
-impl Write for Writeback<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = (&mut &*self.file).write(buf)?;
-        self.written += n as u64;
-        if self.written - self.started >= WRITEBACK_EVERY {
-            #[cfg(target_os = "linux")]
-            {
-                use std::os::fd::AsRawFd;
-                // SAFETY: a plain syscall on an open descriptor; it only schedules writeback
-                // of pages already written (failure is harmless: fsync still follows).
-                unsafe {
-                    libc::sync_file_range(
-                        self.file.as_raw_fd(),
-                        self.started as libc::off64_t,
-                        (self.written - self.started) as libc::off64_t,
-                        libc::SYNC_FILE_RANGE_WRITE,
-                    );
-                }
-            }
-            self.started = self.written;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 enum Out<W: Write> {
     Csv(Box<csv::Writer<W>>),
     Jsonl(W),
@@ -461,7 +411,7 @@ pub(crate) fn deliver(
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<OwnedEvent>>(4);
         let tmp_file = tmp.as_file();
         let writer = scope.spawn(move || -> Result<u64> {
-            let file = BufWriter::with_capacity(1 << 20, Writeback::new(tmp_file));
+            let file = DirectWriter::new(tmp_file);
             let header = csv_header(sink, schema_fields);
             let mut out = match sink.format {
                 FileFormat::Csv => {
@@ -488,10 +438,13 @@ pub(crate) fn deliver(
                     count += 1;
                 }
             }
-            match out {
-                Out::Csv(mut w) => w.flush()?,
-                Out::Jsonl(mut w) => w.flush()?,
-            }
+            let file = match out {
+                Out::Csv(w) => w
+                    .into_inner()
+                    .map_err(|e| anyhow::anyhow!("cannot write the import file: {}", e.error()))?,
+                Out::Jsonl(w) => w,
+            };
+            file.finish()?;
             Ok(count)
         });
         let mut shared = None;
