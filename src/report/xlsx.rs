@@ -60,7 +60,7 @@ fn to_cell<'a>(d: &'a DataRef<'_>) -> Cell<'a> {
 }
 
 /// Reads an XLSX report into `handler`: the schema's sheet if named and present, else the first.
-pub(crate) fn read<H: RowHandler>(
+pub(crate) fn read<H: RowHandler + Send>(
     path: &Path,
     schema: &Schema,
     ctx: DateContext,
@@ -104,42 +104,91 @@ pub(crate) fn read<H: RowHandler>(
             u64::from(dim.end.1) + 1
         ));
     }
-    let mut processor = RowProcessor::new(schema, ctx, triage, handler);
-    let mut row: Vec<DataRef<'_>> = Vec::new();
-    let mut current: Option<u32> = None;
+    // calamine (inflating and parsing the sheet's XML) runs on this thread, the row checks
+    // on a second one: calamine alone takes most of a core.
     let mut ignored_cells = 0u64;
-    loop {
-        let next = cells_reader
-            .next_cell()
-            .map_err(|e| anyhow::anyhow!("cannot read the sheet {sheet:?}: {e}"))?;
-        let Some(cell) = next else { break };
-        let (r, c) = cell.get_position();
-        if c >= MAX_COLUMNS || r >= MAX_ROWS {
-            ignored_cells += 1;
-            continue;
-        }
-        if current != Some(r) {
-            if let Some(done) = current {
-                let cells: Vec<Cell<'_>> = row.iter().map(to_cell).collect();
-                processor.row(u64::from(done) + 1, &cells)?;
+    let (parsed, checked) = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<SheetRows<'_>>(4);
+        let checker = std::thread::Builder::new()
+            .name("rows".into())
+            .spawn_scoped(scope, move || -> Result<(Layout, RowCounts)> {
+                let mut processor = RowProcessor::new(schema, ctx, triage, handler);
+                for batch in rx {
+                    let mut cells: Vec<Cell<'_>> = Vec::with_capacity(64);
+                    for &(number, ref range) in &batch.rows {
+                        cells.clear();
+                        cells.extend(batch.cells[range.clone()].iter().map(to_cell));
+                        processor.row(number, &cells)?;
+                    }
+                }
+                processor.finish()
+            });
+        let checker = match checker {
+            Ok(c) => c,
+            Err(e) => return (Err(e.into()), None),
+        };
+        let parsed = (|| -> Result<()> {
+            let mut batch = SheetRows::default();
+            let mut current: Option<u32> = None;
+            let mut row_start = 0;
+            loop {
+                let next = cells_reader
+                    .next_cell()
+                    .map_err(|e| anyhow::anyhow!("cannot read the sheet {sheet:?}: {e}"))?;
+                let Some(cell) = next else { break };
+                let (r, c) = cell.get_position();
+                if c >= MAX_COLUMNS || r >= MAX_ROWS {
+                    ignored_cells += 1;
+                    continue;
+                }
+                if current != Some(r) {
+                    if let Some(done) = current {
+                        batch.rows.push((u64::from(done) + 1, row_start..batch.cells.len()));
+                        if batch.cells.len() >= CELLS_PER_BATCH {
+                            let full = std::mem::take(&mut batch);
+                            if tx.send(full).is_err() {
+                                return Ok(()); // the checker stopped: its error is reported
+                            }
+                        }
+                    }
+                    row_start = batch.cells.len();
+                    current = Some(r);
+                }
+                let at = row_start + c as usize;
+                if batch.cells.len() <= at {
+                    batch.cells.resize(at + 1, DataRef::Empty);
+                }
+                batch.cells[at] = cell.get_value().clone();
             }
-            row.clear();
-            current = Some(r);
-        }
-        let c = c as usize;
-        if row.len() <= c {
-            row.resize(c + 1, DataRef::Empty);
-        }
-        row[c] = cell.get_value().clone();
-    }
-    if let Some(done) = current {
-        let cells: Vec<Cell<'_>> = row.iter().map(to_cell).collect();
-        processor.row(u64::from(done) + 1, &cells)?;
-    }
+            if let Some(done) = current {
+                batch.rows.push((u64::from(done) + 1, row_start..batch.cells.len()));
+            }
+            let _ = tx.send(batch);
+            Ok(())
+        })();
+        drop(tx);
+        let checked = checker
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the row checking thread panicked")));
+        (parsed, Some(checked))
+    });
+    // The sheet's own error first: it is why the rows stopped.
+    parsed?;
+    let checked = checked.context("no row checking thread")??;
     if ignored_cells > 0 {
         notes.push(format!(
             "{ignored_cells} cells beyond Excel's limits were ignored"
         ));
     }
-    processor.finish()
+    Ok(checked)
+}
+
+/// Cells handed to the row checks per batch.
+const CELLS_PER_BATCH: usize = 8192;
+
+/// Consecutive sheet rows: each row's number and its cells' range in `cells`.
+#[derive(Default)]
+struct SheetRows<'a> {
+    rows: Vec<(u64, std::ops::Range<usize>)>,
+    cells: Vec<DataRef<'a>>,
 }
