@@ -54,6 +54,9 @@ pub(crate) struct FieldMap {
     key: Option<(usize, usize)>,
     /// For each schema field not in [`CANONICAL`]: its index in the report's fields.
     positions: Vec<(usize, Option<usize>)>,
+    /// The report's fields that neither [`CANONICAL`] nor the schema names (an older
+    /// schema's fields): their indices.
+    kept: Vec<usize>,
 }
 
 impl FieldMap {
@@ -68,6 +71,14 @@ impl FieldMap {
             .enumerate()
             .filter(|(_, f)| !CANONICAL.contains(&f.as_str()))
             .map(|(i, f)| (i, report_fields.iter().position(|r| r == f)))
+            .collect();
+        self.kept = report_fields
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                !CANONICAL.contains(&r.as_str()) && !schema_fields.iter().any(|f| f == *r)
+            })
+            .map(|(i, _)| i)
             .collect();
     }
 }
@@ -106,10 +117,8 @@ impl<'a> Canonical<'a> {
             out.push((schema_fields[i].as_str(), Cow::Borrowed(v)));
         }
         // Fields an older schema had and the current one does not: kept, never dropped.
-        for (name, v) in fields {
-            if !CANONICAL.contains(name) && !schema_fields.iter().any(|f| f == name) {
-                out.push((name, Cow::Borrowed(v)));
-            }
+        for &(name, v) in map.kept.iter().filter_map(|&i| fields.get(i)) {
+            out.push((name, Cow::Borrowed(v)));
         }
         if kind != "change" {
             out.push(("kind", Cow::Borrowed(kind)));
@@ -284,16 +293,26 @@ enum Out<W: Write> {
     Jsonl(W),
 }
 
+/// Whether no byte of `b` needs a JSON escape: 32 bytes at a time, without branches inside
+/// a block (the compiler turns a block into a few vector instructions).
+fn needs_no_escape(b: &[u8]) -> bool {
+    let escapes = |acc: u8, &c: &u8| acc | u8::from((c < 0x20) | (c == b'"') | (c == b'\\'));
+    let mut blocks = b.chunks_exact(32);
+    for block in &mut blocks {
+        if block.iter().fold(0u8, escapes) != 0 {
+            return false;
+        }
+    }
+    blocks.remainder().iter().fold(0u8, escapes) == 0
+}
+
 /// Appends `s` as a JSON string, escaped exactly as `serde_json` does (the short escapes,
 /// `\u00XX` for other control characters, nothing else). Most values need no escaping:
 /// one pass without branches tells, and they are copied whole.
 fn json_str(out: &mut Vec<u8>, s: &str) {
     let b = s.as_bytes();
     out.push(b'"');
-    let plain = !b.iter().fold(false, |acc, &c| {
-        acc | (c < 0x20) | (c == b'"') | (c == b'\\')
-    });
-    if plain {
+    if needs_no_escape(b) {
         out.extend_from_slice(b);
     } else {
         const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -548,6 +567,21 @@ mod tests {
                 serde_json::to_string(s).unwrap(),
                 "{s:?}"
             );
+        }
+        // One character to escape at every position of strings around the block size.
+        for len in [1, 31, 32, 33, 64, 70] {
+            for at in 0..len {
+                for c in ['"', '\\', '\n', '\u{1}', '\u{1f}'] {
+                    let s: String = (0..len).map(|i| if i == at { c } else { 'a' }).collect();
+                    let mut ours = Vec::new();
+                    json_str(&mut ours, &s);
+                    assert_eq!(
+                        String::from_utf8(ours).unwrap(),
+                        serde_json::to_string(&s).unwrap(),
+                        "{s:?}"
+                    );
+                }
+            }
         }
     }
 }
