@@ -247,6 +247,8 @@ const PROGRESS_EVERY: u64 = 16_384;
 
 /// Changes and newer times the ledger side holds before completing them.
 const PENDING_ROWS: usize = 16_384;
+/// While the parser has no rows ready, buffers of at least this many rows are written.
+const IDLE_ROWS: usize = 4_096;
 
 /// The key of an event written before its sequence number is known; replaced in the
 /// same transaction (same length, so the row is rewritten in place).
@@ -626,6 +628,16 @@ impl RowHandler for Planner<'_, '_> {
 
     fn end(&mut self) -> Result<()> {
         self.apply_pending()
+    }
+
+    /// Buffered rows and new Activities are written while the parser is busy, so that
+    /// little is left for after the last row; below [`IDLE_ROWS`] they wait, to be
+    /// written in larger sorted runs.
+    fn idle(&mut self) -> Result<()> {
+        if self.pending.len() >= IDLE_ROWS {
+            self.apply_pending()?;
+        }
+        self.writer.flush_fresh_from(IDLE_ROWS)
     }
 
     fn rejected(&mut self, reject: Reject) -> Result<()> {

@@ -890,6 +890,14 @@ impl ReportWriter<'_> {
         Ok(())
     }
 
+    /// Writes the buffered new Activities if there are at least `min`.
+    pub(crate) fn flush_fresh_from(&self, min: usize) -> Result<()> {
+        if self.fresh.borrow().len() >= min {
+            self.flush_fresh()?;
+        }
+        Ok(())
+    }
+
     fn flush_fresh(&self) -> Result<()> {
         let mut fresh = std::mem::take(&mut *self.fresh.borrow_mut());
         if fresh.is_empty() {

@@ -115,6 +115,11 @@ pub(crate) trait RowHandler {
     fn end(&mut self) -> Result<()> {
         Ok(())
     }
+    /// No rows are ready yet: a moment for buffered work, which otherwise waits for a full
+    /// buffer or for the end of the report, after the parsing.
+    fn idle(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// An accepted row: its key fields, and its values normalised and encoded for the ledger
@@ -897,7 +902,21 @@ pub(crate) fn read<H: RowHandler>(
                 result.and_then(|r| flushed.map(|()| (r, notes, triage)))
             })?;
         let mut failure: Option<anyhow::Error> = None;
-        'recv: for batch in rx.iter() {
+        'recv: loop {
+            let batch = match rx.try_recv() {
+                Ok(batch) => batch,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    if let Err(e) = handler.idle() {
+                        failure = Some(e);
+                        break;
+                    }
+                    match rx.recv() {
+                        Ok(batch) => batch,
+                        Err(_) => break,
+                    }
+                }
+            };
             for msg in batch {
                 let step = match msg {
                     Msg::Accepted(row) => handler.accepted(&row.view()),
