@@ -608,6 +608,11 @@ impl OwnedEvent {
         self.id
     }
 
+    /// The names of its report's columns (shared by the report's events).
+    pub(crate) fn columns(&self) -> &std::sync::Arc<Columns> {
+        &self.columns
+    }
+
     pub(crate) fn view(&self) -> Result<EventView<'_>> {
         Ok(EventView {
             id: self.id,

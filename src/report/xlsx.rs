@@ -143,7 +143,9 @@ pub(crate) fn read<H: RowHandler + Send>(
                 }
                 if current != Some(r) {
                     if let Some(done) = current {
-                        batch.rows.push((u64::from(done) + 1, row_start..batch.cells.len()));
+                        batch
+                            .rows
+                            .push((u64::from(done) + 1, row_start..batch.cells.len()));
                         if batch.cells.len() >= CELLS_PER_BATCH {
                             let full = std::mem::take(&mut batch);
                             if tx.send(full).is_err() {
@@ -161,7 +163,9 @@ pub(crate) fn read<H: RowHandler + Send>(
                 batch.cells[at] = cell.get_value().clone();
             }
             if let Some(done) = current {
-                batch.rows.push((u64::from(done) + 1, row_start..batch.cells.len()));
+                batch
+                    .rows
+                    .push((u64::from(done) + 1, row_start..batch.cells.len()));
             }
             let _ = tx.send(batch);
             Ok(())

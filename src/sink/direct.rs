@@ -195,7 +195,9 @@ mod tests {
     fn pieces(total: usize, seed: u64) -> (Vec<u8>, Vec<usize>) {
         let mut x = seed;
         let mut next = move || {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (x >> 33) as usize
         };
         let data: Vec<u8> = (0..total).map(|_| next() as u8).collect();
@@ -242,7 +244,11 @@ mod tests {
                 write_through(&mut w, &data, &sizes);
                 w.finish().unwrap();
                 file.sync_all().unwrap();
-                assert_eq!(std::fs::read(&path).unwrap(), data, "{total} bytes, direct {direct}");
+                assert_eq!(
+                    std::fs::read(&path).unwrap(),
+                    data,
+                    "{total} bytes, direct {direct}"
+                );
             }
         }
     }
@@ -259,7 +265,10 @@ mod tests {
         let mut w = DirectWriter::new(&file);
         let was_direct = w.is_direct();
         write_through(&mut w, &data, &sizes);
-        assert!(!w.is_direct(), "the refused write switched to buffered mode");
+        assert!(
+            !w.is_direct(),
+            "the refused write switched to buffered mode"
+        );
         w.finish().unwrap();
         let mut want = b"header\n".to_vec();
         want.extend_from_slice(&data);

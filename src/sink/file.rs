@@ -19,7 +19,9 @@ use super::SinkSummary;
 use super::direct::DirectWriter;
 use crate::activity::{State, rfc3339};
 use crate::config::{FileFormat, FileSinkConfig};
-use crate::ledger::{EventView, Ledger, OwnedEvent, StoredEvent};
+use std::sync::Arc;
+
+use crate::ledger::{Columns, EventView, Ledger, OwnedEvent, StoredEvent};
 use crate::sftp::config::UploadConfig;
 
 /// Events read from the ledger per batch handed to the writing thread.
@@ -48,24 +50,29 @@ pub(crate) struct Canonical<'a> {
     pub(crate) extra: Vec<(&'a str, &'a str)>,
 }
 
-/// Where each schema field's value sits among a report's columns (cached per report).
+/// Where each schema field's value sits among a report's columns, and the JSON keys of the
+/// canonical event (cached per report: an event's columns are shared by its report's events).
 #[derive(Default)]
 pub(crate) struct FieldMap {
-    key: Option<(usize, usize)>,
+    /// The columns this map was built for (held, so they cannot be freed and another
+    /// report's take their place at the same address).
+    key: Option<Arc<Columns>>,
     /// For each schema field not in [`CANONICAL`]: its index in the report's fields.
     positions: Vec<(usize, Option<usize>)>,
     /// The report's fields that neither [`CANONICAL`] nor the schema names (an older
     /// schema's fields): their indices.
     kept: Vec<usize>,
+    /// `,"name":` for each of `positions`, then each of `kept`, then each extra column.
+    json_keys: Vec<Vec<u8>>,
 }
 
 impl FieldMap {
-    fn prepare(&mut self, report_fields: &[String], schema_fields: &[String]) {
-        let key = (report_fields.as_ptr() as usize, report_fields.len());
-        if self.key == Some(key) {
+    fn prepare(&mut self, columns: &Arc<Columns>, schema_fields: &[String]) {
+        if self.key.as_ref().is_some_and(|k| Arc::ptr_eq(k, columns)) {
             return;
         }
-        self.key = Some(key);
+        self.key = Some(columns.clone());
+        let report_fields = &columns.fields;
         self.positions = schema_fields
             .iter()
             .enumerate()
@@ -80,7 +87,63 @@ impl FieldMap {
             })
             .map(|(i, _)| i)
             .collect();
+        let key = |name: &str| {
+            let mut k = b",".to_vec();
+            json_str(&mut k, name);
+            k.push(b':');
+            k
+        };
+        self.json_keys = (self.positions.iter().map(|&(i, _)| &schema_fields[i]))
+            .chain(self.kept.iter().map(|&i| &report_fields[i]))
+            .chain(&columns.extras)
+            .map(|n| key(n))
+            .collect();
     }
+}
+
+/// Appends the canonical event (see [`Canonical`]) as one JSON object, straight from the
+/// stored values with the keys `map` rendered for the event's report.
+fn write_canonical_json(v: &EventView<'_>, map: &FieldMap, out: &mut Vec<u8>) {
+    let value = |i: usize| v.values.get(i).copied();
+    out.extend_from_slice(b"{\"event_id\":");
+    json_str(out, v.key);
+    out.extend_from_slice(b",\"activity_id\":");
+    json_str(out, v.activity_id);
+    out.extend_from_slice(b",\"previous_state\":");
+    json_str(out, v.previous_state.map_or("", State::as_str));
+    out.extend_from_slice(b",\"state\":");
+    json_str(out, v.state.as_str());
+    out.extend_from_slice(b",\"itsm_number\":");
+    json_str(out, v.itsm_number);
+    out.extend_from_slice(b",\"updated_at\":");
+    json_str(out, &rfc3339(v.updated_at));
+    out.extend_from_slice(b",\"report\":");
+    json_str(out, v.report);
+    out.extend_from_slice(b",\"row\":");
+    out.extend_from_slice(v.row.to_string().as_bytes());
+    let mut keys = map.json_keys.iter();
+    for (&(_, pos), k) in map.positions.iter().zip(&mut keys) {
+        out.extend_from_slice(k);
+        json_str(out, pos.and_then(value).unwrap_or(""));
+    }
+    for (&i, k) in map.kept.iter().zip(&mut keys) {
+        if let Some(x) = value(i) {
+            out.extend_from_slice(k);
+            json_str(out, x);
+        }
+    }
+    if v.kind != "change" {
+        out.extend_from_slice(b",\"kind\":");
+        json_str(out, v.kind);
+    }
+    out.extend_from_slice(b",\"extra\":{");
+    let n = v.fields.len();
+    for (j, k) in keys.enumerate() {
+        let Some(x) = value(n + j) else { break };
+        out.extend_from_slice(if j == 0 { &k[1..] } else { k });
+        json_str(out, x);
+    }
+    out.extend_from_slice(b"}}");
 }
 
 impl<'a> Canonical<'a> {
@@ -130,12 +193,12 @@ impl<'a> Canonical<'a> {
         }
     }
 
+    /// `map` must be prepared for the event's columns.
     pub(crate) fn of_view(
         v: &'a EventView<'a>,
-        map: &mut FieldMap,
+        map: &FieldMap,
         schema_fields: &'a [String],
     ) -> Canonical<'a> {
-        map.prepare(v.fields, schema_fields);
         let n = v.fields.len();
         let fields: Vec<(&str, &str)> = v
             .fields
@@ -171,9 +234,12 @@ impl<'a> Canonical<'a> {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let names: Vec<String> = fields.iter().map(|f| f.0.to_string()).collect();
+        let columns = Arc::new(Columns {
+            fields: fields.iter().map(|f| f.0.to_string()).collect(),
+            extras: Vec::new(),
+        });
         let mut map = FieldMap::default();
-        map.prepare(&names, schema_fields);
+        map.prepare(&columns, schema_fields);
         let extra = e
             .attrs
             .iter()
@@ -197,7 +263,9 @@ impl<'a> Canonical<'a> {
         )
     }
 
-    /// As one JSON object (one line of a JSONL file), appended to `out`.
+    /// As one JSON object, appended to `out`: the reference [`write_canonical_json`] is
+    /// checked against.
+    #[cfg(test)]
     pub(crate) fn write_json(&self, out: &mut Vec<u8>) -> Result<()> {
         out.push(b'{');
         for (i, (k, v)) in self.fields.iter().enumerate() {
@@ -346,7 +414,7 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
 
 /// Writes one event as a line (JSONL) or a record (CSV) of the sink's file.
 fn write_event<W: Write>(
-    v: &EventView<'_>,
+    e: &OwnedEvent,
     sink: &FileSinkConfig,
     schema_fields: &[String],
     map: &mut FieldMap,
@@ -354,6 +422,7 @@ fn write_event<W: Write>(
     line: &mut Vec<u8>,
     out: &mut Out<W>,
 ) -> Result<()> {
+    let v = &e.view()?;
     match (&sink.mapping, out) {
         (Some(m), out) => {
             let stored = v.to_stored();
@@ -373,12 +442,14 @@ fn write_event<W: Write>(
             }
         }
         (None, Out::Csv(w)) => {
+            map.prepare(e.columns(), schema_fields);
             let c = Canonical::of_view(v, map, schema_fields);
             w.write_record(header.iter().map(|h| c.csv_cell(h)))?;
         }
         (None, Out::Jsonl(w)) => {
+            map.prepare(e.columns(), schema_fields);
             line.clear();
-            Canonical::of_view(v, map, schema_fields).write_json(line)?;
+            write_canonical_json(v, map, line);
             line.push(b'\n');
             w.write_all(line)?;
         }
@@ -412,6 +483,7 @@ pub(crate) fn deliver(
         name: sink.name.clone(),
         ..SinkSummary::default()
     };
+    let started = std::time::Instant::now();
     if ledger.count_events_after(mark)? == 0 {
         return Ok(summary);
     }
@@ -426,6 +498,7 @@ pub(crate) fn deliver(
     let mut first = None;
     let mut last = mark;
     // This thread reads the events from the ledger; a second one renders and writes them.
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "events counted");
     let count = std::thread::scope(|scope| -> Result<u64> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<OwnedEvent>>(4);
         let tmp_file = tmp.as_file();
@@ -446,7 +519,7 @@ pub(crate) fn deliver(
             for batch in rx {
                 for e in &batch {
                     write_event(
-                        &e.view()?,
+                        e,
                         sink,
                         schema_fields,
                         &mut map,
@@ -497,6 +570,7 @@ pub(crate) fn deliver(
         tmp.as_file()
             .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     }
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "events written");
     tmp.as_file().sync_all()?;
     let ext = match sink.format {
         FileFormat::Jsonl => "jsonl",
@@ -583,5 +657,106 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_direct_json_line_equals_the_reference_rendering() {
+        let schema: Vec<String> = [
+            "activity_id",
+            "state",
+            "updated_at",
+            "device",
+            "line",
+            "user",
+        ]
+        .map(String::from)
+        .to_vec();
+        // Report columns: all the schema's, some missing, an older schema's field, extras.
+        let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+            (
+                vec![
+                    "activity_id",
+                    "state",
+                    "updated_at",
+                    "device",
+                    "line",
+                    "user",
+                ],
+                vec![],
+            ),
+            (
+                vec!["activity_id", "state", "user", "retired", "device"],
+                vec!["Cost Center", "x\"y"],
+            ),
+            (vec!["line"], vec!["only extra"]),
+            (vec![], vec![]),
+        ];
+        let odd = "tab\tquote\"back\\slash\u{1}Zoë €";
+        for (fields, extras) in &cases {
+            let columns = Arc::new(Columns {
+                fields: fields.iter().map(|s| s.to_string()).collect(),
+                extras: extras.iter().map(|s| s.to_string()).collect(),
+            });
+            let mut map = FieldMap::default();
+            map.prepare(&columns, &schema);
+            let all: Vec<String> = (0..fields.len() + extras.len())
+                .map(|i| {
+                    if i % 3 == 1 {
+                        odd.to_string()
+                    } else {
+                        format!("v{i}")
+                    }
+                })
+                .collect();
+            // Every number of stored values, from none to all (older or damaged rows).
+            for stored in 0..=all.len() {
+                for (kind, previous) in [("change", None), ("resend", Some(State::Ordered))] {
+                    let v = EventView {
+                        id: 7,
+                        key: "k-7",
+                        activity_id: "ACT\"1",
+                        previous_state: previous,
+                        state: State::Completed,
+                        updated_at: 1_790_000_000,
+                        report: "r_2026-10-31.csv",
+                        row: 12,
+                        itsm_number: "RITM1",
+                        kind,
+                        fields: &columns.fields,
+                        extras: &columns.extras,
+                        values: all[..stored].iter().map(String::as_str).collect(),
+                    };
+                    let mut direct = Vec::new();
+                    write_canonical_json(&v, &map, &mut direct);
+                    let mut reference = Vec::new();
+                    Canonical::of_view(&v, &map, &schema)
+                        .write_json(&mut reference)
+                        .unwrap();
+                    assert_eq!(
+                        String::from_utf8(direct).unwrap(),
+                        String::from_utf8(reference).unwrap(),
+                        "{fields:?} {extras:?} {stored} values, {kind}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_field_map_is_rebuilt_for_other_columns_of_the_same_length() {
+        let schema: Vec<String> = ["device", "line"].map(String::from).to_vec();
+        let mut map = FieldMap::default();
+        let a = Arc::new(Columns {
+            fields: vec!["device".into(), "line".into()],
+            extras: vec![],
+        });
+        map.prepare(&a, &schema);
+        assert_eq!(map.positions, vec![(0, Some(0)), (1, Some(1))]);
+        let b = Arc::new(Columns {
+            fields: vec!["line".into(), "device".into()],
+            extras: vec![],
+        });
+        map.prepare(&b, &schema);
+        assert_eq!(map.positions, vec![(0, Some(1)), (1, Some(0))]);
     }
 }
