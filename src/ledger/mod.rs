@@ -552,6 +552,15 @@ impl Ledger {
             .collect()
     }
 
+    /// Whether any event comes after `after` (without counting them: that reads them all).
+    pub(crate) fn any_event_after(&self, after: i64) -> Result<bool> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE id > ?1)",
+            [after],
+            |r| r.get::<_, bool>(0),
+        )?)
+    }
+
     pub(crate) fn count_events_after(&self, after: i64) -> Result<u64> {
         Ok(self
             .conn

@@ -484,7 +484,7 @@ pub(crate) fn deliver(
         ..SinkSummary::default()
     };
     let started = std::time::Instant::now();
-    if ledger.count_events_after(mark)? == 0 {
+    if !ledger.any_event_after(mark)? {
         return Ok(summary);
     }
     std::fs::create_dir_all(&sink.dir)
@@ -498,7 +498,7 @@ pub(crate) fn deliver(
     let mut first = None;
     let mut last = mark;
     // This thread reads the events from the ledger; a second one renders and writes them.
-    tracing::debug!(ms = started.elapsed().as_millis() as u64, "events counted");
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "events found");
     let count = std::thread::scope(|scope| -> Result<u64> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<OwnedEvent>>(4);
         let tmp_file = tmp.as_file();
