@@ -7,124 +7,199 @@
 //! gigabyte reached ~2 GB/s, and copying into the cache cost the writing thread more CPU
 //! than rendering the events.
 //!
-//! [`DirectWriter`] therefore collects output in an aligned buffer and writes it in whole
-//! blocks with `O_DIRECT`; the last partial block goes through the page cache (the caller's
-//! `fsync` follows). Where the file system refuses `O_DIRECT` (some network and FUSE file
+//! [`DirectWriter`] therefore collects output in aligned chunks and a second thread writes
+//! them in whole blocks with `O_DIRECT`, while the next chunk fills; the last partial block
+//! goes through the page cache (the caller's `fsync` follows). Where the file system refuses `O_DIRECT` (some network and FUSE file
 //! systems), or refuses one write, it goes on with buffered writes, starting writeback every
 //! [`WRITEBACK_EVERY`] bytes so the final `fsync` finds little left to do.
 
 use std::fs::File;
 use std::io::Write;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::thread::JoinHandle;
 
 /// Alignment of direct writes: a multiple of every common logical block size.
 const ALIGN: usize = 4096;
 /// Bytes collected before a write.
-const CHUNK: usize = 4 << 20;
+const CHUNK: usize = 2 << 20;
+/// Chunks in flight: one being filled while the others are written.
+const CHUNKS: usize = 3;
 /// In buffered mode, how often writeback of what was written is started.
 const WRITEBACK_EVERY: u64 = 16 << 20;
 
-/// A writer for a file opened at offset 0 that nobody else writes. Call
-/// [`DirectWriter::finish`] at the end: `flush` cannot write a partial block and does nothing.
-pub(crate) struct DirectWriter<'f> {
-    file: &'f File,
-    /// `CHUNK + ALIGN` bytes, never reallocated; the chunk starts at `start`.
-    buf: Vec<u8>,
+/// `CHUNK` bytes starting at an `ALIGN`ed address.
+struct Chunk {
+    mem: Vec<u8>,
     start: usize,
-    len: usize,
-    direct: bool,
-    written: u64,
-    writeback_from: u64,
 }
 
-impl<'f> DirectWriter<'f> {
+impl Chunk {
+    fn new() -> Self {
+        let mem = vec![0u8; CHUNK + ALIGN];
+        let start = mem.as_ptr().align_offset(ALIGN);
+        Chunk { mem, start }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.mem[self.start..self.start + CHUNK]
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.mem[self.start..self.start + CHUNK]
+    }
+}
+
+enum Job {
+    /// Write the chunk's first so many bytes (all of it: a multiple of `ALIGN`).
+    Write(Chunk, usize),
+    /// Write the chunk's first so many bytes, the end of the file.
+    Finish(Chunk, usize),
+}
+
+/// A writer for a file opened at offset 0 that nobody else writes. A second thread does the
+/// writing, so that rendering goes on while a chunk is on its way to the disk. Call
+/// [`DirectWriter::finish`] at the end: `flush` cannot write a partial block and does
+/// nothing, and dropping the writer unfinished leaves the file incomplete.
+pub(crate) struct DirectWriter {
+    chunk: Option<Chunk>,
+    len: usize,
+    made: usize,
+    jobs: Option<SyncSender<Job>>,
+    spare: Receiver<Chunk>,
+    io: Option<JoinHandle<std::io::Result<bool>>>,
+}
+
+impl DirectWriter {
     /// Writes `file` directly when the file system allows it, else through the page cache.
-    pub(crate) fn new(file: &'f File) -> Self {
-        let direct = set_direct(file, true);
+    pub(crate) fn new(file: &File) -> std::io::Result<Self> {
+        let file = file.try_clone()?;
+        let direct = set_direct(&file, true);
         Self::with_mode(file, direct)
     }
 
     /// Writes `file` through the page cache.
     #[cfg(test)]
-    pub(crate) fn buffered(file: &'f File) -> Self {
-        Self::with_mode(file, false)
+    pub(crate) fn buffered(file: &File) -> std::io::Result<Self> {
+        Self::with_mode(file.try_clone()?, false)
     }
 
-    fn with_mode(file: &'f File, direct: bool) -> Self {
-        let buf = vec![0u8; CHUNK + ALIGN];
-        let start = buf.as_ptr().align_offset(ALIGN);
-        DirectWriter {
-            file,
-            buf,
-            start,
-            len: 0,
-            direct,
-            written: 0,
-            writeback_from: 0,
-        }
-    }
-
-    /// Whether writes still bypass the page cache.
-    #[cfg(test)]
-    pub(crate) fn is_direct(&self) -> bool {
-        self.direct
-    }
-
-    /// Writes the first `n` collected bytes (a multiple of [`ALIGN`] unless buffered).
-    fn write_out(&mut self, n: usize) -> std::io::Result<()> {
-        let mut done = 0;
-        while done < n {
-            let part = &self.buf[self.start + done..self.start + n];
-            match (&mut &*self.file).write(part) {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(k) => done += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                // Refused (a file system without direct I/O for this file, or a short write
-                // that left the offset unaligned): the rest goes through the page cache.
-                Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
-                    set_direct(self.file, false);
-                    self.direct = false;
+    fn with_mode(file: File, direct: bool) -> std::io::Result<Self> {
+        let (jobs, todo) = std::sync::mpsc::sync_channel::<Job>(CHUNKS);
+        let (done, spare) = std::sync::mpsc::sync_channel::<Chunk>(CHUNKS);
+        let io = std::thread::Builder::new()
+            .name("write".into())
+            .spawn(move || {
+                let mut out = Output {
+                    file,
+                    direct,
+                    refused: false,
+                    written: 0,
+                    writeback_from: 0,
+                };
+                for job in todo {
+                    match job {
+                        Job::Write(chunk, n) => {
+                            out.write(&chunk.bytes()[..n])?;
+                            let _ = done.send(chunk);
+                        }
+                        Job::Finish(chunk, n) => {
+                            let bytes = &chunk.bytes()[..n];
+                            let whole = if out.direct { n / ALIGN * ALIGN } else { n };
+                            out.write(&bytes[..whole])?;
+                            if whole < n {
+                                // The last partial block, through the page cache.
+                                out.buffered();
+                                out.write(&bytes[whole..])?;
+                            }
+                            return Ok(direct && !out.refused);
+                        }
+                    }
                 }
-                Err(e) => return Err(e),
+                Ok(false) // dropped unfinished
+            })?;
+        Ok(DirectWriter {
+            chunk: Some(Chunk::new()),
+            len: 0,
+            made: 1,
+            jobs: Some(jobs),
+            spare,
+            io: Some(io),
+        })
+    }
+
+    /// The writing thread's error, once it stopped taking chunks.
+    fn failed(&mut self) -> std::io::Error {
+        self.jobs = None;
+        match self.io.take().map(JoinHandle::join) {
+            Some(Ok(Err(e))) => e,
+            Some(Err(_)) => std::io::Error::other("the import file writing thread panicked"),
+            _ => std::io::Error::other("the import file writing thread stopped"),
+        }
+    }
+
+    /// Hands the full chunk to the writing thread and takes an empty one.
+    fn hand_over(&mut self) -> std::io::Result<()> {
+        let chunk = self.chunk.take().expect("a chunk is always held");
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|j| j.send(Job::Write(chunk, CHUNK)).is_ok());
+        if !sent {
+            return Err(self.failed());
+        }
+        let next = if self.made < CHUNKS {
+            self.made += 1;
+            Chunk::new()
+        } else {
+            match self.spare.recv() {
+                Ok(c) => c,
+                Err(_) => return Err(self.failed()),
             }
-        }
-        self.buf
-            .copy_within(self.start + n..self.start + self.len, self.start);
-        self.len -= n;
-        self.written += n as u64;
-        if !self.direct && self.written - self.writeback_from >= WRITEBACK_EVERY {
-            start_writeback(self.file, self.writeback_from, self.written);
-            self.writeback_from = self.written;
-        }
+        };
+        self.chunk = Some(next);
+        self.len = 0;
         Ok(())
     }
 
-    /// Writes everything collected; the file then needs only its `fsync`.
-    pub(crate) fn finish(mut self) -> std::io::Result<()> {
-        if self.direct {
-            let whole = self.len / ALIGN * ALIGN;
-            if whole > 0 {
-                self.write_out(whole)?;
-            }
-            if self.len > 0 && self.direct {
-                set_direct(self.file, false);
-                self.direct = false;
-            }
+    /// Writes everything collected and waits for it; the file then needs only its
+    /// `fsync`. Tells whether every whole block went straight to the disk.
+    pub(crate) fn finish(mut self) -> std::io::Result<bool> {
+        let chunk = self.chunk.take().expect("a chunk is always held");
+        let sent = self
+            .jobs
+            .take()
+            .is_some_and(|j| j.send(Job::Finish(chunk, self.len)).is_ok());
+        match self.io.take().map(JoinHandle::join) {
+            Some(Ok(result)) if sent => result,
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => Err(std::io::Error::other(
+                "the import file writing thread panicked",
+            )),
+            _ => Err(std::io::Error::other(
+                "the import file writing thread stopped",
+            )),
         }
-        if self.len > 0 {
-            self.write_out(self.len)?;
-        }
-        Ok(())
     }
 }
 
-impl Write for DirectWriter<'_> {
+impl Drop for DirectWriter {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(io) = self.io.take() {
+            let _ = io.join();
+        }
+    }
+}
+
+impl Write for DirectWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         if self.len == CHUNK {
-            self.write_out(CHUNK)?;
+            self.hand_over()?;
         }
         let n = data.len().min(CHUNK - self.len);
-        let at = self.start + self.len;
-        self.buf[at..at + n].copy_from_slice(&data[..n]);
+        let at = self.len;
+        let chunk = self.chunk.as_mut().expect("a chunk is always held");
+        chunk.bytes_mut()[at..at + n].copy_from_slice(&data[..n]);
         self.len += n;
         Ok(n)
     }
@@ -139,6 +214,49 @@ impl Write for DirectWriter<'_> {
 
     /// Nothing: only [`DirectWriter::finish`] may write a partial block.
     fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The writing thread's side: the file and how it is written.
+struct Output {
+    file: File,
+    direct: bool,
+    /// A direct write was refused: the rest went through the page cache.
+    refused: bool,
+    written: u64,
+    writeback_from: u64,
+}
+
+impl Output {
+    fn buffered(&mut self) {
+        if self.direct {
+            set_direct(&self.file, false);
+            self.direct = false;
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut done = 0;
+        while done < bytes.len() {
+            match (&self.file).write(&bytes[done..]) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(k) => done += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // Refused (a file system without direct I/O for this file, or a short write
+                // that left the offset unaligned): the rest goes through the page cache.
+                Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.buffered();
+                    self.refused = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.written += bytes.len() as u64;
+        if !self.direct && self.written - self.writeback_from >= WRITEBACK_EVERY {
+            start_writeback(&self.file, self.writeback_from, self.written);
+            self.writeback_from = self.written;
+        }
         Ok(())
     }
 }
@@ -217,7 +335,7 @@ mod tests {
         (data, sizes)
     }
 
-    fn write_through(w: &mut DirectWriter<'_>, data: &[u8], sizes: &[usize]) {
+    fn write_through(w: &mut DirectWriter, data: &[u8], sizes: &[usize]) {
         let mut at = 0;
         for &n in sizes {
             w.write_all(&data[at..at + n]).unwrap();
@@ -228,21 +346,20 @@ mod tests {
     #[test]
     fn the_file_holds_exactly_what_was_written_in_either_mode() {
         let dir = tempfile::tempdir().unwrap();
-        for (i, total) in [0, 1, ALIGN, CHUNK, CHUNK + 1, 3 * CHUNK + 12_345]
-            .into_iter()
-            .enumerate()
-        {
+        let sizes = [0, 1, ALIGN, CHUNK, CHUNK + 1, 3 * CHUNK, 7 * CHUNK + 12_345];
+        for (i, total) in sizes.into_iter().enumerate() {
             let (data, sizes) = pieces(total, i as u64 + 1);
             for direct in [true, false] {
                 let path = dir.path().join(format!("f{i}{direct}"));
                 let file = File::create(&path).unwrap();
                 let mut w = if direct {
-                    DirectWriter::new(&file)
+                    DirectWriter::new(&file).unwrap()
                 } else {
-                    DirectWriter::buffered(&file)
+                    DirectWriter::buffered(&file).unwrap()
                 };
                 write_through(&mut w, &data, &sizes);
-                w.finish().unwrap();
+                let went_direct = w.finish().unwrap();
+                assert!(direct || !went_direct);
                 file.sync_all().unwrap();
                 assert_eq!(
                     std::fs::read(&path).unwrap(),
@@ -262,20 +379,35 @@ mod tests {
         let mut file = File::create(&path).unwrap();
         file.write_all(b"header\n").unwrap();
         let (data, sizes) = pieces(2 * CHUNK + 777, 9);
-        let mut w = DirectWriter::new(&file);
-        let was_direct = w.is_direct();
+        let mut w = DirectWriter::new(&file).unwrap();
         write_through(&mut w, &data, &sizes);
         assert!(
-            !w.is_direct(),
-            "the refused write switched to buffered mode"
+            !w.finish().unwrap(),
+            "the refused writes went through the page cache"
         );
-        w.finish().unwrap();
         let mut want = b"header\n".to_vec();
         want.extend_from_slice(&data);
         assert_eq!(std::fs::read(&path).unwrap(), want);
-        // Where the file system had direct I/O at all, the switch really was exercised.
-        if !was_direct {
-            eprintln!("no O_DIRECT on this file system: the fallback was the only mode");
+    }
+
+    #[test]
+    fn a_write_error_reaches_the_writer() {
+        // /dev/full fails every write with ENOSPC.
+        let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+            return;
+        };
+        let mut w = DirectWriter::buffered(&full).unwrap();
+        let mut failed = None;
+        for _ in 0..(CHUNKS + 2) * CHUNK / 4096 {
+            if let Err(e) = w.write_all(&[b'x'; 4096]) {
+                failed = Some(e);
+                break;
+            }
         }
+        let err = match failed {
+            Some(e) => e,
+            None => w.finish().unwrap_err(),
+        };
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
     }
 }

@@ -503,7 +503,7 @@ pub(crate) fn deliver(
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<OwnedEvent>>(4);
         let tmp_file = tmp.as_file();
         let writer = scope.spawn(move || -> Result<u64> {
-            let file = DirectWriter::new(tmp_file);
+            let file = DirectWriter::new(tmp_file)?;
             let header = csv_header(sink, schema_fields);
             let mut out = match sink.format {
                 FileFormat::Csv => {
@@ -536,7 +536,8 @@ pub(crate) fn deliver(
                     .map_err(|e| anyhow::anyhow!("cannot write the import file: {}", e.error()))?,
                 Out::Jsonl(w) => w,
             };
-            file.finish()?;
+            let direct = file.finish()?;
+            tracing::debug!(direct, "import file written");
             Ok(count)
         });
         let mut shared = None;
