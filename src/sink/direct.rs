@@ -7,11 +7,12 @@
 //! gigabyte reached ~2 GB/s, and copying into the cache cost the writing thread more CPU
 //! than rendering the events.
 //!
-//! [`DirectWriter`] therefore collects output in aligned chunks and a second thread writes
-//! them in whole blocks with `O_DIRECT`, while the next chunk fills; the last partial block
-//! goes through the page cache (the caller's `fsync` follows). Where the file system refuses `O_DIRECT` (some network and FUSE file
-//! systems), or refuses one write, it goes on with buffered writes, starting writeback every
-//! [`WRITEBACK_EVERY`] bytes so the final `fsync` finds little left to do.
+//! [`DirectWriter`] therefore collects output in aligned chunks, and a second thread writes
+//! them in whole blocks with `O_DIRECT` while the next chunk fills; the last partial block
+//! goes through the page cache (the caller's `fsync` follows). Where the file system
+//! refuses `O_DIRECT` (some network and FUSE file systems), or refuses one write, the rest
+//! is written through the page cache, with writeback started every [`WRITEBACK_EVERY`]
+//! bytes so that the final `fsync` finds little left to do.
 
 use std::fs::File;
 use std::io::Write;
