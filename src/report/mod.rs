@@ -778,6 +778,10 @@ enum Msg {
 
 /// Messages, or rows in all, a batch holds before it is sent.
 const BATCH: usize = 2048;
+/// Rows settled by the triage that a batch may stand for (they cost the batch nothing):
+/// the channel then holds enough rows for the parser to go on while the ledger side
+/// writes a batch of changes.
+const SETTLED_BATCH: u64 = 32_768;
 
 /// The parsing thread's handler: batches what the rows became and sends it on.
 struct Sender {
@@ -794,7 +798,7 @@ impl Sender {
     }
 
     fn flush_when_full(&mut self) -> Result<()> {
-        if self.batch.len() as u64 + self.unchanged + self.stale >= BATCH as u64 {
+        if self.batch.len() >= BATCH || self.unchanged + self.stale >= SETTLED_BATCH {
             self.flush()?;
         }
         Ok(())
