@@ -140,6 +140,12 @@ impl Triage {
         updated_at.unwrap_or(self.report_time)
     }
 
+    /// Starts loading the index entry of `id` into the CPU cache (see
+    /// [`ActivityIndex::prefetch`]): a hint for its row's [`Triage::verdict`] soon after.
+    pub(crate) fn prefetch(&self, id: &str) {
+        self.index.prefetch(id);
+    }
+
     /// The verdict on a row, and the index entry it was based on (for [`Triage::record`]).
     pub(crate) fn verdict(&self, id: &str, state: State, at: i64) -> (Verdict, Indexed) {
         let found = self.index.find(id);

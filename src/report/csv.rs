@@ -275,6 +275,9 @@ fn fields_on_char_boundaries(text: &str, record: &::csv::ByteRecord) -> bool {
 }
 
 /// Parses and checks every row of a CSV report into `handler`.
+/// Records read ahead of the one being checked (see `read`).
+const AHEAD: usize = 16;
+
 pub(crate) fn read<H: RowHandler>(
     path: &Path,
     schema: &Schema,
@@ -327,32 +330,58 @@ pub(crate) fn read<H: RowHandler>(
         .buffer_capacity(256 * 1024)
         .from_reader(buffered);
     let mut processor = RowProcessor::new(schema, ctx, triage, handler);
-    let mut record = ::csv::ByteRecord::new();
+    // Records are read AHEAD rows before they are checked: as each is read, the index slot
+    // of its Activity starts loading into the CPU cache, and is there when its turn comes
+    // (the index is far larger than the caches and its look-ups are random).
+    let mut ring: Vec<(::csv::ByteRecord, u64)> =
+        (0..AHEAD).map(|_| (::csv::ByteRecord::new(), 0)).collect();
+    let (mut head, mut filled) = (0usize, 0usize);
+    let mut read_error = None;
     let mut spare: Vec<Cell<'static>> = Vec::new();
     let mut prev_end = 0u64;
     loop {
-        let more = reader.read_byte_record(&mut record).map_err(|e| {
-            let where_ = match e.position() {
-                Some(p) => format!(" at line {}", p.line()),
-                None => String::new(),
-            };
-            anyhow::anyhow!("cannot read the CSV{where_}: {e}")
-        })?;
-        if !more {
+        while read_error.is_none() && filled < AHEAD {
+            let (record, end) = &mut ring[(head + filled) % AHEAD];
+            match reader.read_byte_record(record) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    let where_ = match e.position() {
+                        Some(p) => format!(" at line {}", p.line()),
+                        None => String::new(),
+                    };
+                    read_error = Some(anyhow::anyhow!("cannot read the CSV{where_}: {e}"));
+                    break;
+                }
+            }
+            // The record's last byte is just before the reader's position (a `\n` there is
+            // its terminator); it starts as many lines earlier as its cells hold line
+            // breaks, counted when it is checked.
+            let end_byte = reader.position().byte();
+            *end = 1 + breaks.borrow_mut().before(end_byte.saturating_sub(1));
+            if let Some(id) = processor
+                .id_column()
+                .and_then(|c| record.get(c))
+                .and_then(|b| std::str::from_utf8(b).ok())
+            {
+                processor.prefetch(id);
+            }
+            filled += 1;
+        }
+        if filled == 0 {
             break;
         }
-        // The record's last byte is just before the reader's position (a `\n` there is its
-        // terminator); it starts as many lines earlier as its cells hold line breaks. Lines
-        // skipped in between were blank.
-        let end_byte = reader.position().byte();
-        let end = 1 + breaks.borrow_mut().before(end_byte.saturating_sub(1));
+        let (record, end) = &ring[head];
+        let end = *end;
+        head = (head + 1) % AHEAD;
+        filled -= 1;
         // One UTF-8 check for the whole record (its fields one after another), then one
         // that every field starts and ends on a character: together, every field is valid.
         // (Joined, the end of one field and the start of the next can make a character
         // neither holds, e.g. Windows-1252 "É" then "€".)
         let text = std::str::from_utf8(record.as_slice())
             .ok()
-            .filter(|t| fields_on_char_boundaries(t, &record));
+            .filter(|t| fields_on_char_boundaries(t, record));
         let Some(text) = text else {
             if utf8 {
                 return Err(anyhow::Error::new(NotUtf8));
@@ -373,10 +402,13 @@ pub(crate) fn read<H: RowHandler>(
         if blank > 0 {
             processor.blank_lines(blank);
         }
-        let mut cells = cells_of(text, &record, std::mem::take(&mut spare));
+        let mut cells = cells_of(text, record, std::mem::take(&mut spare));
         processor.row(line, &cells)?;
         cells.clear();
         spare = cells.into_iter().map(|_| Cell::Empty).collect();
+    }
+    if let Some(e) = read_error {
+        return Err(e);
     }
     processor.finish()
 }

@@ -372,6 +372,18 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
         }
     }
 
+    /// The column of the Activity ID, once the header is found.
+    pub(crate) fn id_column(&self) -> Option<usize> {
+        let layout = self.layout.as_ref()?;
+        layout.field_columns[layout.id_field]
+    }
+
+    /// Starts loading the index entry of the Activity whose raw ID cell is `raw`, for a
+    /// row that comes soon (see [`crate::plan::Triage::prefetch`]).
+    pub(crate) fn prefetch(&self, raw: &str) {
+        self.triage.prefetch(crate::activity::trim_cell(raw));
+    }
+
     /// Feeds one row. `number` is the row as a person sees it (spreadsheet row, CSV line).
     pub(crate) fn row(&mut self, number: u64, cells: &[Cell<'_>]) -> Result<()> {
         if self.layout.is_none() {
