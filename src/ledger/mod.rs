@@ -497,9 +497,28 @@ impl Ledger {
         limit: usize,
         shared: &mut Option<(i64, std::sync::Arc<str>, std::sync::Arc<Columns>)>,
     ) -> Result<Vec<OwnedEvent>> {
+        let mut out = Vec::new();
+        self.owned_events_after_into(after, limit, shared, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Ledger::owned_events_after`] into `out`, reusing the buffers of the events it
+    /// holds (a batch handed back by the thread that used it).
+    pub(crate) fn owned_events_after_into(
+        &self,
+        after: i64,
+        limit: usize,
+        shared: &mut Option<(i64, std::sync::Arc<str>, std::sync::Arc<Columns>)>,
+        out: &mut Vec<OwnedEvent>,
+    ) -> Result<()> {
+        fn set(to: &mut String, from: rusqlite::types::ValueRef<'_>) -> Result<()> {
+            to.clear();
+            to.push_str(from.as_str()?);
+            Ok(())
+        }
         let mut stmt = self.conn.prepare_cached(EVENTS_AFTER)?;
         let mut rows = stmt.query(params![after, limit as i64])?;
-        let mut out = Vec::with_capacity(limit.min(4096));
+        let mut n = 0;
         while let Some(r) = rows.next()? {
             let report_id: i64 = r.get(12)?;
             if shared.as_ref().is_none_or(|(id, _, _)| *id != report_id) {
@@ -512,36 +531,55 @@ impl Ledger {
                 ));
             }
             let (_, report, columns) = shared.as_ref().expect("set above");
-            let values = match r.get_ref(10)? {
-                rusqlite::types::ValueRef::Blob(b) => b.to_vec(),
+            if n == out.len() {
+                out.push(OwnedEvent {
+                    id: 0,
+                    key: String::new(),
+                    activity_id: String::new(),
+                    previous_state: None,
+                    state: State::Ordered,
+                    updated_at: 0,
+                    report: report.clone(),
+                    row: 0,
+                    itsm_number: String::new(),
+                    kind: String::new(),
+                    columns: columns.clone(),
+                    values: Vec::new(),
+                });
+            }
+            let e = &mut out[n];
+            n += 1;
+            e.id = r.get(0)?;
+            set(&mut e.key, r.get_ref(1)?)?;
+            set(&mut e.activity_id, r.get_ref(2)?)?;
+            e.previous_state = r.get::<_, Option<i64>>(3)?.and_then(State::from_code);
+            e.state = State::from_code(r.get(4)?).context("ledger: bad state code")?;
+            e.updated_at = r.get(5)?;
+            if !std::sync::Arc::ptr_eq(&e.report, report) {
+                e.report = report.clone();
+            }
+            e.row = r.get::<_, i64>(7)? as u64;
+            set(&mut e.itsm_number, r.get_ref(8)?)?;
+            set(&mut e.kind, r.get_ref(9)?)?;
+            if !std::sync::Arc::ptr_eq(&e.columns, columns) {
+                e.columns = columns.clone();
+            }
+            e.values.clear();
+            match r.get_ref(10)? {
+                rusqlite::types::ValueRef::Blob(b) => e.values.extend_from_slice(b),
                 // Ledgers written before the compact encoding hold a JSON array.
                 rusqlite::types::ValueRef::Text(t) => {
                     let json: Vec<String> =
                         serde_json::from_slice(t).context("ledger: bad event attributes")?;
-                    let mut v = Vec::with_capacity(512);
                     for x in &json {
-                        attrs::push(&mut v, x);
+                        attrs::push(&mut e.values, x);
                     }
-                    v
                 }
-                _ => Vec::new(),
-            };
-            out.push(OwnedEvent {
-                id: r.get(0)?,
-                key: r.get(1)?,
-                activity_id: r.get(2)?,
-                previous_state: r.get::<_, Option<i64>>(3)?.and_then(State::from_code),
-                state: State::from_code(r.get(4)?).context("ledger: bad state code")?,
-                updated_at: r.get(5)?,
-                report: report.clone(),
-                row: r.get::<_, i64>(7)? as u64,
-                itsm_number: r.get(8)?,
-                kind: r.get(9)?,
-                columns: columns.clone(),
-                values,
-            });
+                _ => {}
+            }
         }
-        Ok(out)
+        out.truncate(n);
+        Ok(())
     }
 
     /// Events after `after` in ledger order, at most `limit`, as owned values.

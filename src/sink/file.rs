@@ -501,6 +501,8 @@ pub(crate) fn deliver(
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "events found");
     let count = std::thread::scope(|scope| -> Result<u64> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<OwnedEvent>>(4);
+        // Rendered batches go back to be refilled: no allocation per event or batch.
+        let (used_tx, used_rx) = std::sync::mpsc::sync_channel::<Vec<OwnedEvent>>(6);
         let tmp_file = tmp.as_file();
         let writer = scope.spawn(move || -> Result<u64> {
             let file = DirectWriter::new(tmp_file)?;
@@ -529,6 +531,7 @@ pub(crate) fn deliver(
                     )?;
                     count += 1;
                 }
+                let _ = used_tx.try_send(batch);
             }
             let file = match out {
                 Out::Csv(w) => w
@@ -543,7 +546,9 @@ pub(crate) fn deliver(
         let mut shared = None;
         let read = (|| -> Result<()> {
             loop {
-                let batch = ledger.owned_events_after(last, BATCH, &mut shared)?;
+                // A batch the writer is done with, refilled in place.
+                let mut batch = used_rx.try_recv().unwrap_or_default();
+                ledger.owned_events_after_into(last, BATCH, &mut shared, &mut batch)?;
                 match (batch.first(), batch.last()) {
                     (Some(f), Some(l)) => {
                         first.get_or_insert(f.id());
