@@ -1050,9 +1050,13 @@ impl ReportWriter<'_> {
             ActivityIndex::invalidate(self.conn)?;
             *self.index.borrow_mut() = None;
         } else if let Some(idx) = self.index.borrow_mut().as_mut() {
+            let started = std::time::Instant::now();
             idx.save(self.conn)?;
+            tracing::debug!(ms = started.elapsed().as_millis() as u64, "index blocks written");
         }
+        let started = std::time::Instant::now();
         self.conn.execute_batch("COMMIT")?;
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "transaction committed");
         self.done = true;
         self.restore_autocheckpoint();
         Ok(())
