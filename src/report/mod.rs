@@ -824,7 +824,7 @@ impl Sender {
             });
         }
         if !self.batch.is_empty() {
-            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH + 1));
             self.tx
                 .send(batch)
                 .map_err(|_| anyhow::Error::new(Stopped))?;
@@ -894,7 +894,7 @@ pub(crate) fn read<H: RowHandler>(
             .spawn_scoped(scope, move || {
                 let mut sender = Sender {
                     tx,
-                    batch: Vec::with_capacity(BATCH),
+                    batch: Vec::with_capacity(BATCH + 1),
                     unchanged: 0,
                     stale: 0,
                 };
