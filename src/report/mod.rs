@@ -788,7 +788,7 @@ enum Msg {
     Skipped(Skip, u64),
 }
 
-/// Messages, or rows in all, a batch holds before it is sent.
+/// Messages a batch holds before it is sent (settled rows are counts, not messages).
 const BATCH: usize = 2048;
 /// Rows settled by the triage that a batch may stand for (they cost the batch nothing):
 /// the channel then holds enough rows for the parser to go on while the ledger side
