@@ -1052,11 +1052,17 @@ impl ReportWriter<'_> {
         } else if let Some(idx) = self.index.borrow_mut().as_mut() {
             let started = std::time::Instant::now();
             idx.save(self.conn)?;
-            tracing::debug!(ms = started.elapsed().as_millis() as u64, "index blocks written");
+            tracing::debug!(
+                ms = started.elapsed().as_millis() as u64,
+                "index blocks written"
+            );
         }
         let started = std::time::Instant::now();
         self.conn.execute_batch("COMMIT")?;
-        tracing::debug!(ms = started.elapsed().as_millis() as u64, "transaction committed");
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "transaction committed"
+        );
         self.done = true;
         self.restore_autocheckpoint();
         Ok(())
