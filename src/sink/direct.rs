@@ -62,7 +62,11 @@ enum Job {
 /// [`DirectWriter::finish`] at the end: `flush` cannot write a partial block and does
 /// nothing, and dropping the writer unfinished leaves the file incomplete.
 pub(crate) struct DirectWriter {
+    /// None only once writing failed (see `broken`).
     chunk: Option<Chunk>,
+    /// The error writing failed with: every later call returns it again (a CSV writer
+    /// flushes once more when dropped after an error).
+    broken: Option<(std::io::ErrorKind, String)>,
     len: usize,
     made: usize,
     jobs: Option<SyncSender<Job>>,
@@ -107,11 +111,10 @@ impl DirectWriter {
                             let bytes = &chunk.bytes()[..n];
                             let whole = if out.direct { n / ALIGN * ALIGN } else { n };
                             out.write(&bytes[..whole])?;
-                            if whole < n {
-                                // The last partial block, through the page cache.
-                                out.buffered();
-                                out.write(&bytes[whole..])?;
-                            }
+                            // The last partial block goes through the page cache; and the
+                            // descriptor, shared with the caller's, is left as it was.
+                            out.buffered();
+                            out.write(&bytes[whole..])?;
                             return Ok(direct && !out.refused);
                         }
                     }
@@ -120,6 +123,7 @@ impl DirectWriter {
             })?;
         Ok(DirectWriter {
             chunk: Some(Chunk::new()),
+            broken: None,
             len: 0,
             made: 1,
             jobs: Some(jobs),
@@ -128,25 +132,36 @@ impl DirectWriter {
         })
     }
 
-    /// The writing thread's error, once it stopped taking chunks.
-    fn failed(&mut self) -> std::io::Error {
+    /// Stops the writing thread and keeps its error (or why it stopped) for every later
+    /// call.
+    fn fail(&mut self) -> std::io::Error {
         self.jobs = None;
-        match self.io.take().map(JoinHandle::join) {
+        self.chunk = None;
+        let e = match self.io.take().map(JoinHandle::join) {
             Some(Ok(Err(e))) => e,
             Some(Err(_)) => std::io::Error::other("the import file writing thread panicked"),
             _ => std::io::Error::other("the import file writing thread stopped"),
+        };
+        self.broken = Some((e.kind(), e.to_string()));
+        e
+    }
+
+    /// The error writing failed with, again.
+    fn check(&self) -> std::io::Result<()> {
+        match &self.broken {
+            Some((kind, message)) => Err(std::io::Error::new(*kind, message.clone())),
+            None => Ok(()),
         }
     }
 
     /// Hands the full chunk to the writing thread and takes an empty one.
     fn hand_over(&mut self) -> std::io::Result<()> {
-        let chunk = self.chunk.take().expect("a chunk is always held");
-        let sent = self
-            .jobs
-            .as_ref()
-            .is_some_and(|j| j.send(Job::Write(chunk, CHUNK)).is_ok());
-        if !sent {
-            return Err(self.failed());
+        self.check()?;
+        let (Some(chunk), Some(jobs)) = (self.chunk.take(), self.jobs.as_ref()) else {
+            return Err(self.fail());
+        };
+        if jobs.send(Job::Write(chunk, CHUNK)).is_err() {
+            return Err(self.fail());
         }
         let next = if self.made < CHUNKS {
             self.made += 1;
@@ -154,7 +169,7 @@ impl DirectWriter {
         } else {
             match self.spare.recv() {
                 Ok(c) => c,
-                Err(_) => return Err(self.failed()),
+                Err(_) => return Err(self.fail()),
             }
         };
         self.chunk = Some(next);
@@ -165,11 +180,12 @@ impl DirectWriter {
     /// Writes everything collected and waits for it; the file then needs only its
     /// `fsync`. Tells whether every whole block went straight to the disk.
     pub(crate) fn finish(mut self) -> std::io::Result<bool> {
-        let chunk = self.chunk.take().expect("a chunk is always held");
-        let sent = self
-            .jobs
-            .take()
-            .is_some_and(|j| j.send(Job::Finish(chunk, self.len)).is_ok());
+        self.check()?;
+        let (Some(chunk), Some(jobs)) = (self.chunk.take(), self.jobs.take()) else {
+            return Err(self.fail());
+        };
+        let sent = jobs.send(Job::Finish(chunk, self.len)).is_ok();
+        drop(jobs);
         match self.io.take().map(JoinHandle::join) {
             Some(Ok(result)) if sent => result,
             Some(Ok(Err(e))) => Err(e),
@@ -197,9 +213,12 @@ impl Write for DirectWriter {
         if self.len == CHUNK {
             self.hand_over()?;
         }
+        self.check()?;
         let n = data.len().min(CHUNK - self.len);
         let at = self.len;
-        let chunk = self.chunk.as_mut().expect("a chunk is always held");
+        let Some(chunk) = self.chunk.as_mut() else {
+            return Err(self.fail());
+        };
         chunk.bytes_mut()[at..at + n].copy_from_slice(&data[..n]);
         self.len += n;
         Ok(n)
@@ -361,6 +380,13 @@ mod tests {
                 write_through(&mut w, &data, &sizes);
                 let went_direct = w.finish().unwrap();
                 assert!(direct || !went_direct);
+                #[cfg(target_os = "linux")]
+                {
+                    use std::os::fd::AsRawFd;
+                    // SAFETY: reads the flags of a descriptor `file` keeps open.
+                    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+                    assert_eq!(flags & libc::O_DIRECT, 0, "the descriptor is left buffered");
+                }
                 file.sync_all().unwrap();
                 assert_eq!(
                     std::fs::read(&path).unwrap(),
@@ -389,6 +415,24 @@ mod tests {
         let mut want = b"header\n".to_vec();
         want.extend_from_slice(&data);
         assert_eq!(std::fs::read(&path).unwrap(), want);
+    }
+
+    #[test]
+    fn writes_after_an_error_fail_with_it_again() {
+        // A CSV writer flushes once more when it is dropped after an error.
+        let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+            return;
+        };
+        let w = DirectWriter::buffered(&full).unwrap();
+        let mut csv = csv::Writer::from_writer(w);
+        let record = ["x".repeat(1000)];
+        let err = (0..(CHUNKS + 2) * CHUNK / 1000)
+            .find_map(|_| csv.write_record(&record).err())
+            .expect("the disk is full");
+        assert!(err.to_string().contains("No space left"), "{err}");
+        let again = csv.flush().unwrap_err();
+        assert_eq!(again.kind(), std::io::ErrorKind::StorageFull, "{again}");
+        drop(csv); // flushes again: no panic
     }
 
     #[test]
