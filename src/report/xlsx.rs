@@ -108,12 +108,16 @@ pub(crate) fn read<H: RowHandler + Send>(
     // on a second one: calamine alone takes most of a core.
     let mut ignored_cells = 0u64;
     let (parsed, checked) = std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<SheetRows<'_>>(4);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Sheet<'_>>(4);
         let checker = std::thread::Builder::new()
             .name("rows".into())
-            .spawn_scoped(scope, move || -> Result<(Layout, RowCounts)> {
+            .spawn_scoped(scope, move || -> Result<Option<(Layout, RowCounts)>> {
                 let mut processor = RowProcessor::new(schema, ctx, triage, handler);
-                for batch in rx {
+                for msg in rx {
+                    let batch = match msg {
+                        Sheet::Rows(batch) => batch,
+                        Sheet::End => return processor.finish().map(Some),
+                    };
                     let mut cells: Vec<Cell<'_>> = Vec::with_capacity(64);
                     for &(number, ref range) in &batch.rows {
                         cells.clear();
@@ -121,14 +125,19 @@ pub(crate) fn read<H: RowHandler + Send>(
                         processor.row(number, &cells)?;
                     }
                 }
-                processor.finish()
+                Ok(None) // the sheet could not be read to its end
             });
         let checker = match checker {
             Ok(c) => c,
-            Err(e) => return (Err(e.into()), None),
+            Err(e) => {
+                return (
+                    Err(e.into()),
+                    Err(anyhow::anyhow!("no row checking thread")),
+                );
+            }
         };
+        let mut batch = SheetRows::default();
         let parsed = (|| -> Result<()> {
-            let mut batch = SheetRows::default();
             let mut current: Option<u32> = None;
             let mut row_start = 0;
             loop {
@@ -148,7 +157,7 @@ pub(crate) fn read<H: RowHandler + Send>(
                             .push((u64::from(done) + 1, row_start..batch.cells.len()));
                         if batch.cells.len() >= CELLS_PER_BATCH {
                             let full = std::mem::take(&mut batch);
-                            if tx.send(full).is_err() {
+                            if tx.send(Sheet::Rows(full)).is_err() {
                                 return Ok(()); // the checker stopped: its error is reported
                             }
                         }
@@ -167,18 +176,28 @@ pub(crate) fn read<H: RowHandler + Send>(
                     .rows
                     .push((u64::from(done) + 1, row_start..batch.cells.len()));
             }
-            let _ = tx.send(batch);
+            let _ = tx.send(Sheet::Rows(std::mem::take(&mut batch)));
+            let _ = tx.send(Sheet::End);
             Ok(())
         })();
+        if parsed.is_err() {
+            // The rows completed before the sheet failed are checked (the row it failed in
+            // is not), as when the two ran one after the other.
+            let _ = tx.send(Sheet::Rows(batch));
+        }
         drop(tx);
         let checked = checker
             .join()
             .unwrap_or_else(|_| Err(anyhow::anyhow!("the row checking thread panicked")));
-        (parsed, Some(checked))
+        (parsed, checked)
     });
-    // The sheet's own error first: it is why the rows stopped.
-    parsed?;
-    let checked = checked.context("no row checking thread")??;
+    // Every row read before a sheet error was checked, in order: an error from the checks
+    // concerns an earlier row, and is the one to report.
+    let checked = match (parsed, checked) {
+        (_, Err(e)) | (Err(e), Ok(_)) => return Err(e),
+        (Ok(()), Ok(Some(checked))) => checked,
+        (Ok(()), Ok(None)) => anyhow::bail!("the rows of the sheet {sheet:?} ended early"),
+    };
     if ignored_cells > 0 {
         notes.push(format!(
             "{ignored_cells} cells beyond Excel's limits were ignored"
@@ -189,6 +208,13 @@ pub(crate) fn read<H: RowHandler + Send>(
 
 /// Cells handed to the row checks per batch.
 const CELLS_PER_BATCH: usize = 8192;
+
+/// What the row checks receive.
+enum Sheet<'a> {
+    Rows(SheetRows<'a>),
+    /// The sheet was read to its end.
+    End,
+}
 
 /// Consecutive sheet rows: each row's number and its cells' range in `cells`.
 #[derive(Default)]

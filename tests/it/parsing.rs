@@ -179,6 +179,27 @@ fn empty_and_truncated_files_fail_clearly_and_alone() {
     assert_eq!(w.events().len(), 1);
 }
 
+#[test]
+fn an_xlsx_without_a_header_says_so_even_when_its_sheet_breaks_further_down() {
+    // The rows are checked on one thread while calamine reads on another: the first error
+    // in row order is the one reported, as when both ran one after the other.
+    let w = Workdir::new();
+    let path = w.path().join("drop/noheader_2026-11-01.xlsx");
+    let rows: Vec<Vec<X>> = (0..80).map(|_| vec![X::S("junk"), X::N(1.0)]).collect();
+    write_xlsx(&path, "Sheet1", &rows);
+    patch_zip(&path, "xl/worksheets/sheet1.xml", |xml| {
+        assert!(xml.contains("<c r=\"A80\" t=\"s\">"), "{xml}");
+        xml.replace("<c r=\"A80\" t=\"s\">", "<c r=\"A80\" t=\"zz\">")
+    });
+    w.run_ok(&["run", "--summary-json", "s.json"], 2);
+    let s = w.summary("s.json");
+    let r = &s["reports"][0];
+    assert_eq!(r["status"], "failed", "{s}");
+    let err = r["error"].as_str().unwrap();
+    assert!(err.contains("missing required column"), "{err}");
+    assert!(!err.contains("cannot read the sheet"), "{err}");
+}
+
 fn sample_rows() -> (String, Vec<Vec<X>>) {
     let csv = format!(
         "Activity Report\n{HEADER}\n\
