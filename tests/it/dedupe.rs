@@ -1,10 +1,6 @@
 //! The five dedupe rules, seen from the outside: import files and the ledger.
 
-use crate::support::Workdir;
-
-fn t(a: &str, p: &str, s: &str) -> (String, String, String) {
-    (a.to_string(), p.to_string(), s.to_string())
-}
+use crate::support::{Workdir, t};
 
 #[test]
 fn new_activity_emits_none_to_state() {

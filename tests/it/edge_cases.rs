@@ -1,11 +1,7 @@
 //! Edge cases found in review: resend folding, ITSM fallback, far-future times, CR line
 //! ends, DST gaps, a BOM on a Windows-1252 file.
 
-use crate::support::{HEADER, Workdir};
-
-fn t(a: &str, p: &str, s: &str) -> (String, String, String) {
-    (a.to_string(), p.to_string(), s.to_string())
-}
+use crate::support::{HEADER, Workdir, t};
 
 fn reject_rows(w: &Workdir) -> Vec<i64> {
     let c = w.ledger();

@@ -202,6 +202,11 @@ pub enum X {
     Blank,
 }
 
+/// A transition as [`Workdir::transitions`] lists it: (activity_id, previous_state, state).
+pub fn t(a: &str, p: &str, s: &str) -> (String, String, String) {
+    (a.to_string(), p.to_string(), s.to_string())
+}
+
 /// Writes an XLSX workbook with one sheet named `sheet` holding `rows`.
 pub fn write_xlsx(path: &Path, sheet: &str, rows: &[Vec<X>]) {
     use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
