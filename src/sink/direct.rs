@@ -132,15 +132,27 @@ impl DirectWriter {
         })
     }
 
+    /// Waits for the writing thread: what it returned, or why it returned nothing.
+    fn join(&mut self) -> std::io::Result<bool> {
+        self.jobs = None;
+        match self.io.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(std::io::Error::other(
+                "the import file writing thread panicked",
+            )),
+            None => Err(std::io::Error::other(
+                "the import file writing thread stopped",
+            )),
+        }
+    }
+
     /// Stops the writing thread and keeps its error (or why it stopped) for every later
     /// call.
     fn fail(&mut self) -> std::io::Error {
-        self.jobs = None;
         self.chunk = None;
-        let e = match self.io.take().map(JoinHandle::join) {
-            Some(Ok(Err(e))) => e,
-            Some(Err(_)) => std::io::Error::other("the import file writing thread panicked"),
-            _ => std::io::Error::other("the import file writing thread stopped"),
+        let e = match self.join() {
+            Err(e) => e,
+            Ok(_) => std::io::Error::other("the import file writing thread stopped"),
         };
         self.broken = Some((e.kind(), e.to_string()));
         e
@@ -181,21 +193,13 @@ impl DirectWriter {
     /// `fsync`. Tells whether every whole block went straight to the disk.
     pub(crate) fn finish(mut self) -> std::io::Result<bool> {
         self.check()?;
-        let (Some(chunk), Some(jobs)) = (self.chunk.take(), self.jobs.take()) else {
+        let (Some(chunk), Some(jobs)) = (self.chunk.take(), self.jobs.as_ref()) else {
             return Err(self.fail());
         };
-        let sent = jobs.send(Job::Finish(chunk, self.len)).is_ok();
-        drop(jobs);
-        match self.io.take().map(JoinHandle::join) {
-            Some(Ok(result)) if sent => result,
-            Some(Ok(Err(e))) => Err(e),
-            Some(Err(_)) => Err(std::io::Error::other(
-                "the import file writing thread panicked",
-            )),
-            _ => Err(std::io::Error::other(
-                "the import file writing thread stopped",
-            )),
+        if jobs.send(Job::Finish(chunk, self.len)).is_err() {
+            return Err(self.fail());
         }
+        self.join()
     }
 }
 

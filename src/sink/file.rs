@@ -497,14 +497,14 @@ pub(crate) fn deliver(
         .with_context(|| format!("cannot write in the output folder {}", sink.dir.display()))?;
     let mut first = None;
     let mut last = mark;
-    // This thread reads the events from the ledger; a second one renders and writes them.
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "events found");
-    let count = std::thread::scope(|scope| -> Result<u64> {
+    // This thread reads the events from the ledger; a second one renders and writes them.
+    let (count, direct) = std::thread::scope(|scope| -> Result<(u64, bool)> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<OwnedEvent>>(4);
         // Rendered batches go back to be refilled: no allocation per event or batch.
         let (used_tx, used_rx) = std::sync::mpsc::sync_channel::<Vec<OwnedEvent>>(6);
         let tmp_file = tmp.as_file();
-        let writer = scope.spawn(move || -> Result<u64> {
+        let writer = scope.spawn(move || -> Result<(u64, bool)> {
             let file = DirectWriter::new(tmp_file)?;
             let header = csv_header(sink, schema_fields);
             let mut out = match sink.format {
@@ -539,9 +539,7 @@ pub(crate) fn deliver(
                     .map_err(|e| anyhow::anyhow!("cannot write the import file: {}", e.error()))?,
                 Out::Jsonl(w) => w,
             };
-            let direct = file.finish()?;
-            tracing::debug!(direct, "import file written");
-            Ok(count)
+            Ok((count, file.finish()?))
         });
         let mut shared = None;
         let read = (|| -> Result<()> {
@@ -576,7 +574,11 @@ pub(crate) fn deliver(
         tmp.as_file()
             .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     }
-    tracing::debug!(ms = started.elapsed().as_millis() as u64, "events written");
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        direct,
+        "events written"
+    );
     tmp.as_file().sync_all()?;
     let ext = match sink.format {
         FileFormat::Jsonl => "jsonl",
