@@ -9,10 +9,13 @@
 //! stays the source of truth. While a report is read, the index belongs to the parsing
 //! thread (`plan::Triage`), which keeps it in step row by row.
 //!
-//! The index is persisted inside the ledger, in blocks of slots (`activity_index`), and the
-//! blocks a report changes are written in that report's transaction: it is never out of
-//! step with `activities`. A ledger without it (or with a damaged one) gets it rebuilt from
-//! `activities`.
+//! The index is persisted inside the ledger, in that report's transaction, so it is never
+//! out of step with `activities`: as blocks of slots (`activity_index`), and after them a
+//! log of the slots later reports changed (`activity_index_delta`). A report that changes
+//! 100,000 Activities scattered over a large index logs 2 MB of slots instead of rewriting
+//! every block; once the log holds more entries than a quarter of the slots, the changed
+//! blocks are rewritten and the log emptied. A ledger without an index (or with a damaged
+//! one) gets it rebuilt from `activities`.
 //!
 //! Hash collisions: a look-up matches only when both the 64-bit key and the 17-bit check
 //! agree (81 bits). "Unchanged", "stale" and "new" are taken on the index's word (a key the
@@ -28,6 +31,10 @@ use crate::activity::State;
 const MIN_BITS: u32 = 10;
 /// Slots a persisted block holds (8 KiB: a block fits in one 16 KiB ledger page).
 const BLOCK: usize = 512;
+/// Bytes of one logged slot: its position (u32), key and word (u64 each), little-endian.
+const DELTA_ENTRY: usize = 20;
+/// Logged slots per `activity_index_delta` row.
+const DELTA_ROW: usize = 4096;
 const TS_BIAS: i64 = 1 << 35;
 const TS_MASK: u64 = (1 << 36) - 1;
 
@@ -94,7 +101,13 @@ fn check_of(v: u64) -> u64 {
 pub(crate) struct ActivityIndex {
     bits: u32,
     slots: Vec<(u64, u64)>,
+    /// Per block: it differs from the block persisted (the log holds the difference).
     dirty: Vec<bool>,
+    /// Slots changed since the last save, each once (`changed_bits` marks them).
+    changed: Vec<u32>,
+    changed_bits: Vec<u64>,
+    /// Entries in the persisted log.
+    logged: usize,
     /// The layout changed: every block is rewritten on save.
     relaid: bool,
     len: usize,
@@ -113,6 +126,9 @@ impl ActivityIndex {
             bits,
             slots,
             dirty: vec![false; n.div_ceil(BLOCK)],
+            changed: Vec::new(),
+            changed_bits: vec![0; n.div_ceil(64)],
+            logged: 0,
             relaid: false,
             len: 0,
         }
@@ -190,12 +206,44 @@ impl ActivityIndex {
                     }
                 }
             }
+            drop(rows);
+            if ok {
+                ok = idx.replay_log(conn)?;
+            }
             if ok && idx.len as i64 == stored_len {
                 return Ok(idx);
             }
             tracing::warn!("the ledger's Activity index does not match: rebuilding it");
         }
         Self::rebuild(conn)
+    }
+
+    /// Applies the persisted log of changed slots over the loaded blocks; false when an
+    /// entry does not fit this table (the index is then rebuilt).
+    fn replay_log(&mut self, conn: &Connection) -> Result<bool> {
+        let mut stmt = conn.prepare("SELECT slots FROM activity_index_delta ORDER BY seq")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let blob = r.get_ref(0)?.as_blob()?;
+            if blob.len() % DELTA_ENTRY != 0 {
+                return Ok(false);
+            }
+            for e in blob.chunks_exact(DELTA_ENTRY) {
+                let pos = u32::from_le_bytes(e[..4].try_into().expect("4 bytes")) as usize;
+                let k = u64::from_le_bytes(e[4..12].try_into().expect("8 bytes"));
+                let v = u64::from_le_bytes(e[12..].try_into().expect("8 bytes"));
+                if pos >= self.slots.len() || k == 0 {
+                    return Ok(false);
+                }
+                if self.slots[pos].0 == 0 {
+                    self.len += 1;
+                }
+                self.slots[pos] = (k, v);
+                self.dirty[pos / BLOCK] = true;
+                self.logged += 1;
+            }
+        }
+        Ok(true)
     }
 
     /// Builds the index from `activities` (marked for a full rewrite on save).
@@ -269,6 +317,11 @@ impl ActivityIndex {
         }
         self.slots[i] = (key, pack(e, check));
         self.dirty[i / BLOCK] = true;
+        let (word, bit) = (i / 64, 1u64 << (i % 64));
+        if self.changed_bits[word] & bit == 0 {
+            self.changed_bits[word] |= bit;
+            self.changed.push(i as u32);
+        }
         if self.len * 5 > self.slots.len() * 4 {
             self.grow();
         }
@@ -298,11 +351,33 @@ impl ActivityIndex {
         Ok(())
     }
 
-    /// Writes the changed blocks (inside the caller's transaction).
+    /// Persists what changed (inside the caller's transaction): the changed slots go to
+    /// the log, or, when the layout changed or the log would grow past a quarter of the
+    /// slots, the changed blocks are rewritten and the log emptied.
     pub(crate) fn save(&mut self, conn: &Connection) -> Result<()> {
+        let rewrite = self.relaid || (self.logged + self.changed.len()) * 4 > self.slots.len();
+        if rewrite {
+            self.write_blocks(conn)?;
+        } else {
+            self.write_log(conn)?;
+        }
+        for &i in &self.changed {
+            self.changed_bits[i as usize / 64] = 0;
+        }
+        self.changed.clear();
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('index_bits', ?1), ('index_len', ?2)",
+            params![self.bits as i64, self.len as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Rewrites every block that differs from the persisted one, and empties the log.
+    fn write_blocks(&mut self, conn: &Connection) -> Result<()> {
         if self.relaid {
             conn.execute("DELETE FROM activity_index", [])?;
         }
+        conn.execute("DELETE FROM activity_index_delta", [])?;
         let mut stmt = conn.prepare_cached(
             "INSERT OR REPLACE INTO activity_index (block, slots) VALUES (?1, ?2)",
         )?;
@@ -320,17 +395,33 @@ impl ActivityIndex {
             stmt.execute(params![b as i64, blob])?;
             self.dirty[b] = false;
         }
-        conn.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('index_bits', ?1), ('index_len', ?2)",
-            params![self.bits as i64, self.len as i64],
-        )?;
         self.relaid = false;
+        self.logged = 0;
+        Ok(())
+    }
+
+    /// Appends the slots changed since the last save to the log.
+    fn write_log(&mut self, conn: &Connection) -> Result<()> {
+        let mut stmt =
+            conn.prepare_cached("INSERT INTO activity_index_delta (slots) VALUES (?1)")?;
+        let mut blob = Vec::with_capacity(DELTA_ROW * DELTA_ENTRY);
+        for rows in self.changed.chunks(DELTA_ROW) {
+            blob.clear();
+            for &i in rows {
+                let (k, v) = self.slots[i as usize];
+                blob.extend_from_slice(&i.to_le_bytes());
+                blob.extend_from_slice(&k.to_le_bytes());
+                blob.extend_from_slice(&v.to_le_bytes());
+            }
+            stmt.execute(params![blob])?;
+        }
+        self.logged += self.changed.len();
         Ok(())
     }
 
     #[cfg(test)]
     pub(crate) fn is_dirty(&self) -> bool {
-        self.relaid || self.dirty.iter().any(|d| *d)
+        self.relaid || !self.changed.is_empty()
     }
 }
 
@@ -391,6 +482,7 @@ mod tests {
         conn.execute_batch(
             "CREATE TABLE activities (activity_id TEXT PRIMARY KEY, state INTEGER, updated_at INTEGER);
              CREATE TABLE activity_index (block INTEGER PRIMARY KEY, slots BLOB NOT NULL);
+             CREATE TABLE activity_index_delta (seq INTEGER PRIMARY KEY, slots BLOB NOT NULL);
              CREATE TABLE meta (key TEXT PRIMARY KEY, value);",
         )
         .unwrap();
@@ -424,5 +516,144 @@ mod tests {
         assert_eq!(again.get("ACT-7").unwrap().state, State::Completed);
         assert_eq!(again.get("ACT-123").unwrap().updated_at, 123);
         assert!(!again.is_dirty());
+    }
+
+    fn ledger() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE activities (activity_id TEXT PRIMARY KEY, state INTEGER, updated_at INTEGER);
+             CREATE TABLE activity_index (block INTEGER PRIMARY KEY, slots BLOB NOT NULL);
+             CREATE TABLE activity_index_delta (seq INTEGER PRIMARY KEY, slots BLOB NOT NULL);
+             CREATE TABLE meta (key TEXT PRIMARY KEY, value);",
+        )
+        .unwrap();
+        conn
+    }
+
+    fn entry(state: State, updated_at: i64, generation: u8) -> Entry {
+        Entry {
+            state,
+            updated_at,
+            generation,
+        }
+    }
+
+    fn count(conn: &Connection, table: &str) -> i64 {
+        conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// The blob of every persisted block, by block number.
+    fn blocks(conn: &Connection) -> Vec<(i64, Vec<u8>)> {
+        let mut stmt = conn
+            .prepare("SELECT block, slots FROM activity_index ORDER BY block")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn later_changes_are_logged_replayed_and_folded_into_the_blocks() {
+        let conn = ledger();
+        let mut idx = ActivityIndex::load(&conn).unwrap();
+        for i in 0..20_000 {
+            idx.put(&format!("ACT-{i}"), entry(State::Ordered, i, 1));
+        }
+        idx.save(&conn).unwrap();
+        let base = blocks(&conn);
+        assert!(!base.is_empty());
+        assert_eq!(
+            count(&conn, "activity_index_delta"),
+            0,
+            "a new layout writes blocks"
+        );
+
+        // A report that changes some Activities and adds others: logged, blocks untouched.
+        let mut idx = ActivityIndex::load(&conn).unwrap();
+        for i in (0..20_000).step_by(10) {
+            idx.put(&format!("ACT-{i}"), entry(State::Completed, i + 7, 2));
+        }
+        for i in 20_000..20_500 {
+            idx.put(&format!("ACT-{i}"), entry(State::Cancelled, i, 2));
+        }
+        assert_eq!(
+            idx.bits,
+            ActivityIndex::load(&conn).unwrap().bits,
+            "no growth"
+        );
+        idx.save(&conn).unwrap();
+        assert!(!idx.is_dirty());
+        assert_eq!(blocks(&conn), base, "blocks are not rewritten");
+        assert!(count(&conn, "activity_index_delta") > 0);
+
+        // The next load sees blocks and log together, exactly as the table was.
+        let mut again = ActivityIndex::load(&conn).unwrap();
+        assert!(!again.relaid, "loaded, not rebuilt");
+        assert_eq!(again.len(), 20_500);
+        assert_eq!(again.slots, idx.slots);
+        assert_eq!(again.get("ACT-30"), Some(entry(State::Completed, 37, 2)));
+        assert_eq!(again.get("ACT-31"), Some(entry(State::Ordered, 31, 1)));
+        assert_eq!(
+            again.get("ACT-20499"),
+            Some(entry(State::Cancelled, 20_499, 2))
+        );
+
+        // Later reports log on until the log passes a quarter of the slots; then the changed
+        // blocks are rewritten and the log emptied.
+        let quarter = again.slots.len() / 4;
+        let mut generation = 3;
+        while count(&conn, "activity_index_delta") > 0 {
+            for i in 0..2_000 {
+                let id = format!("ACT-{}", (i * 7 + usize::from(generation) * 13) % 20_000);
+                again.put(&id, entry(State::OnBackOrder, 100 + i as i64, generation));
+            }
+            again.save(&conn).unwrap();
+            assert!(again.logged <= quarter, "{} > {quarter}", again.logged);
+            generation += 1;
+            assert!(generation < 100, "the log was never folded into the blocks");
+        }
+        assert_eq!(again.logged, 0);
+        assert_ne!(blocks(&conn), base, "changed blocks were rewritten");
+        let folded = ActivityIndex::load(&conn).unwrap();
+        assert_eq!(folded.slots, again.slots);
+        assert!(folded.dirty.iter().all(|d| !d));
+    }
+
+    #[test]
+    fn a_damaged_log_rebuilds_the_index_from_activities() {
+        let conn = ledger();
+        let mut idx = ActivityIndex::load(&conn).unwrap();
+        for i in 0..100 {
+            conn.execute(
+                "INSERT INTO activities VALUES (?1, ?2, ?3)",
+                params![format!("ACT-{i}"), State::Ordered.code(), i],
+            )
+            .unwrap();
+            idx.put(&format!("ACT-{i}"), entry(State::Ordered, i, 0));
+        }
+        idx.save(&conn).unwrap();
+        idx.put("ACT-5", entry(State::Completed, 5, 1));
+        idx.save(&conn).unwrap();
+        assert_eq!(count(&conn, "activity_index_delta"), 1);
+        // An entry whose slot lies beyond the table.
+        let mut bad = Vec::new();
+        bad.extend_from_slice(&u32::MAX.to_le_bytes());
+        bad.extend_from_slice(&[1; 16]);
+        conn.execute(
+            "INSERT INTO activity_index_delta (slots) VALUES (?1)",
+            [bad],
+        )
+        .unwrap();
+        let mut rebuilt = ActivityIndex::load(&conn).unwrap();
+        assert!(rebuilt.relaid, "rebuilt from activities");
+        assert_eq!(rebuilt.get("ACT-5"), Some(entry(State::Ordered, 5, 0)));
+        rebuilt.save(&conn).unwrap();
+        assert_eq!(
+            count(&conn, "activity_index_delta"),
+            0,
+            "the rebuild empties the log"
+        );
     }
 }

@@ -126,6 +126,13 @@ const STEPS: &[&str] = &[
         value
     ) WITHOUT ROWID;
     "#,
+    // 4: the log of index slots changed since the blocks were written (ledger/index.rs).
+    r#"
+    CREATE TABLE activity_index_delta (
+        seq   INTEGER PRIMARY KEY,
+        slots BLOB NOT NULL
+    );
+    "#,
 ];
 
 /// The version this build writes.
