@@ -122,76 +122,64 @@ pub(crate) fn sniff_delimiter(sample: &[u8]) -> u8 {
     best.0
 }
 
-/// Keeps what is read through it until the parser has passed it, so records can be given
-/// the line a person sees in an editor (the csv crate's own line count knows only `\n`; a
-/// lone CR, from old Mac files or inside a cell, is a line break too).
+/// Notes where the line breaks are in what is read through it, so records can be given the
+/// line a person sees in an editor (the csv crate's own line count knows only `\n`; a lone
+/// CR, from old Mac files or inside a cell, is a line break too).
 struct LineTracker<R> {
     inner: R,
     breaks: std::rc::Rc<std::cell::RefCell<LineBreaks>>,
 }
 
-/// The bytes read but not yet passed, and the line breaks counted before them.
+/// The line breaks read but not yet passed by the parser.
 #[derive(Default)]
 struct LineBreaks {
-    /// Bytes from offset `base` on, of which `window[start..]` are not yet passed.
-    window: Vec<u8>,
-    start: usize,
-    base: u64,
-    /// Line breaks before offset `base + start`.
+    /// Offsets of the breaks not yet passed, in order.
+    pending: std::collections::VecDeque<u64>,
+    /// Breaks passed (before the first pending one).
     passed: u64,
-    /// The input is exhausted: a CR at the very end is a line break.
-    eof: bool,
+    /// Bytes read so far.
+    read: u64,
+    /// The last byte read is a CR: a break unless the next byte is `\n`.
+    trailing_cr: Option<u64>,
 }
 
 impl LineBreaks {
     /// How many line breaks lie strictly before byte `at` (which never moves backwards).
     fn before(&mut self, at: u64) -> u64 {
-        let upto = (at.saturating_sub(self.base) as usize).clamp(self.start, self.window.len());
-        self.pass(upto);
+        while self.pending.front().is_some_and(|&b| b < at) {
+            self.pending.pop_front();
+            self.passed += 1;
+        }
         self.passed
     }
 
-    /// Counts the breaks in `window[start..upto]` and moves past them.
-    fn pass(&mut self, upto: usize) {
-        let seg = &self.window[self.start..upto];
-        let next = self.window.get(upto).copied();
-        self.passed += count_breaks(seg, next, self.eof);
-        self.start = upto;
-    }
-
+    /// Notes the breaks in the next bytes read; an empty `chunk` is the end of the input,
+    /// where a final CR is a break.
     fn append(&mut self, chunk: &[u8]) {
-        // Forget what is passed once it is the larger part (amortised: each byte moves once).
-        if self.start > 0 && self.start >= self.window.len() / 2 {
-            self.window.drain(..self.start);
-            self.base += self.start as u64;
-            self.start = 0;
+        let base = self.read;
+        if let Some(cr) = self.trailing_cr.take()
+            && chunk.first() != Some(&b'\n')
+        {
+            self.pending.push_back(cr);
         }
-        self.window.extend_from_slice(chunk);
-        // The parser never sits further back than its buffers hold: older bytes are counted
-        // and forgotten, so a flood of blank lines (no records, so no `before` calls)
-        // cannot grow the window.
-        if self.window.len() - self.start > 2 * FOLD_BEHIND {
-            self.pass(self.window.len() - FOLD_BEHIND);
+        for i in memchr::memchr2_iter(b'\n', b'\r', chunk) {
+            if chunk[i] == b'\n' {
+                self.pending.push_back(base + i as u64);
+            } else {
+                match chunk.get(i + 1) {
+                    Some(b'\n') => {} // CRLF: the LF is the break
+                    Some(_) => self.pending.push_back(base + i as u64),
+                    None => self.trailing_cr = Some(base + i as u64),
+                }
+            }
         }
+        self.read += chunk.len() as u64;
+        // The parser never sits further back than its buffers hold: older breaks are
+        // counted and forgotten, so a flood of blank lines (no records, so no `before`
+        // calls) cannot grow the queue.
+        let horizon = self.read.saturating_sub(FOLD_BEHIND as u64);
+        self.before(horizon);
     }
-}
-
-/// Line breaks in `seg`: each `\n`, and each CR not followed by `\n` (`next` is the byte
-/// after `seg`, if known; with none, a final CR counts only at the end of the input).
-fn count_breaks(seg: &[u8], next: Option<u8>, eof: bool) -> u64 {
-    let lf = count_byte(seg, b'\n');
-    if memchr::memchr(b'\r', seg).is_none() {
-        return lf;
-    }
-    let mut lone = 0;
-    for i in memchr::memchr_iter(b'\r', seg) {
-        match seg.get(i + 1).copied().or(next) {
-            Some(b'\n') => {}
-            Some(_) => lone += 1,
-            None => lone += u64::from(eof),
-        }
-    }
-    lf + lone
 }
 
 /// How many bytes of `hay` equal `needle`, eight at a time.
@@ -212,9 +200,7 @@ fn count_byte(hay: &[u8], needle: u8) -> u64 {
 impl<R: Read> Read for LineTracker<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let mut b = self.breaks.borrow_mut();
-        b.eof |= n == 0;
-        b.append(&buf[..n]);
+        self.breaks.borrow_mut().append(&buf[..n]);
         Ok(n)
     }
 }
@@ -224,7 +210,10 @@ const FOLD_BEHIND: usize = 1 << 20;
 
 /// Line breaks inside a cell: `\r\n`, `\n` or a lone `\r` each count once.
 fn count_line_breaks(b: &[u8]) -> u64 {
-    count_breaks(b, None, true)
+    let lone_cr = memchr::memchr_iter(b'\r', b)
+        .filter(|&i| b.get(i + 1) != Some(&b'\n'))
+        .count();
+    count_byte(b, b'\n') + lone_cr as u64
 }
 
 /// The file is not valid UTF-8: the caller reads it again as Windows-1252.
@@ -274,10 +263,100 @@ fn fields_on_char_boundaries(text: &str, record: &::csv::ByteRecord) -> bool {
     })
 }
 
-/// Parses and checks every row of a CSV report into `handler`.
 /// Records read ahead of the one being checked (see `read`).
 const AHEAD: usize = 16;
+/// Records per batch from the reading thread to the checking one.
+const BATCH: usize = 512;
 
+/// Records read by the `csv` thread, each with the line it ends on.
+type Records = Vec<(::csv::ByteRecord, u64)>;
+
+/// What the `csv` thread sends: records in file order, then, if reading failed, why.
+enum Chunk {
+    Records(Records, usize),
+    Failed(anyhow::Error),
+}
+
+/// The `csv` thread: splits the stream into records (the csv crate), numbers their lines,
+/// and sends them on in batches; `empty` brings batches back for reuse. Stops at the end
+/// of the input, at a read error (sent last), or when the receiver is gone.
+fn split_records(
+    stream: Box<dyn Read + Send>,
+    delimiter: Option<u8>,
+    tx: std::sync::mpsc::SyncSender<Chunk>,
+    empty: std::sync::mpsc::Receiver<Records>,
+) {
+    let breaks = std::rc::Rc::new(std::cell::RefCell::new(LineBreaks::default()));
+    let tracked = LineTracker {
+        inner: stream,
+        breaks: breaks.clone(),
+    };
+    let mut buffered = BufReader::with_capacity(SNIFF_BYTES, tracked);
+    let delimiter = match delimiter {
+        Some(d) => d,
+        None => match buffered.fill_buf() {
+            Ok(sample) => excel_separator_hint(sample).unwrap_or_else(|| sniff_delimiter(sample)),
+            Err(e) => {
+                let _ = tx.send(Chunk::Failed(
+                    anyhow::Error::new(e).context("cannot read the CSV"),
+                ));
+                return;
+            }
+        },
+    };
+    let mut reader = ::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(delimiter)
+        .buffer_capacity(256 * 1024)
+        .from_reader(buffered);
+    loop {
+        let mut batch = empty
+            .try_recv()
+            .unwrap_or_else(|_| (0..BATCH).map(|_| (::csv::ByteRecord::new(), 0)).collect());
+        let mut n = 0;
+        let mut failed = None;
+        while n < batch.len() {
+            let (record, end) = &mut batch[n];
+            match reader.read_byte_record(record) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    let where_ = match e.position() {
+                        Some(p) => format!(" at line {}", p.line()),
+                        None => String::new(),
+                    };
+                    failed = Some(anyhow::anyhow!("cannot read the CSV{where_}: {e}"));
+                    break;
+                }
+            }
+            // The record's last byte is just before the reader's position (a `\n` there is
+            // its terminator); it starts as many lines earlier as its cells hold line
+            // breaks, counted when it is checked.
+            let end_byte = reader.position().byte();
+            *end = 1 + breaks.borrow_mut().before(end_byte.saturating_sub(1));
+            n += 1;
+        }
+        let full = n == batch.len();
+        if n > 0 && tx.send(Chunk::Records(batch, n)).is_err() {
+            return; // the checking side stopped
+        }
+        if let Some(e) = failed {
+            let _ = tx.send(Chunk::Failed(e));
+            return;
+        }
+        if !full {
+            return;
+        }
+    }
+}
+
+/// Parses and checks every row of a CSV report into `handler`.
+///
+/// Two threads: a `csv` thread splits the file into records, this one checks them. The
+/// checker prefetches the index slot of the Activity AHEAD records on, so that its
+/// look-up finds it in the CPU cache (the index is far larger than the caches and its
+/// look-ups are random).
 pub(crate) fn read<H: RowHandler>(
     path: &Path,
     schema: &Schema,
@@ -296,7 +375,7 @@ pub(crate) fn read<H: RowHandler>(
         [0xfe, 0xff] => Some(encoding_rs::UTF_16BE),
         _ => None,
     };
-    let stream: Box<dyn Read> = match (utf16, utf8) {
+    let stream: Box<dyn Read + Send> = match (utf16, utf8) {
         (Some(enc), _) => {
             notes.push(format!("read as {} (Excel's \"Unicode Text\")", enc.name()));
             Box::new(Decoding::new(file, enc))
@@ -310,105 +389,88 @@ pub(crate) fn read<H: RowHandler>(
             Box::new(Decoding::new(file, encoding_rs::WINDOWS_1252))
         }
     };
-    let breaks = std::rc::Rc::new(std::cell::RefCell::new(LineBreaks::default()));
-    let tracked = LineTracker {
-        inner: stream,
-        breaks: breaks.clone(),
-    };
-    let mut buffered = BufReader::with_capacity(SNIFF_BYTES, tracked);
-    let delimiter = match schema.delimiter {
-        Some(d) => d,
-        None => {
-            let sample = buffered.fill_buf()?;
-            excel_separator_hint(sample).unwrap_or_else(|| sniff_delimiter(sample))
-        }
-    };
-    let mut reader = ::csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .delimiter(delimiter)
-        .buffer_capacity(256 * 1024)
-        .from_reader(buffered);
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(4);
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Records>();
+        std::thread::Builder::new()
+            .name("csv".into())
+            .spawn_scoped(scope, move || {
+                split_records(stream, schema.delimiter, tx, empty_rx);
+            })?;
+        // Returning drops `rx`: the `csv` thread then stops at its next send.
+        check_records(schema, ctx, triage, handler, utf8, &rx, &empty_tx)
+    })
+}
+
+/// The checking half of [`read`]: takes the `csv` thread's records in order.
+fn check_records<H: RowHandler>(
+    schema: &Schema,
+    ctx: DateContext,
+    triage: &mut Triage,
+    handler: &mut H,
+    utf8: bool,
+    rx: &std::sync::mpsc::Receiver<Chunk>,
+    empty: &std::sync::mpsc::Sender<Records>,
+) -> Result<(Layout, RowCounts)> {
     let mut processor = RowProcessor::new(schema, ctx, triage, handler);
-    // Records are read AHEAD rows before they are checked: as each is read, the index slot
-    // of its Activity starts loading into the CPU cache, and is there when its turn comes
-    // (the index is far larger than the caches and its look-ups are random).
-    let mut ring: Vec<(::csv::ByteRecord, u64)> =
-        (0..AHEAD).map(|_| (::csv::ByteRecord::new(), 0)).collect();
-    let (mut head, mut filled) = (0usize, 0usize);
-    let mut read_error = None;
     let mut spare: Vec<Cell<'static>> = Vec::new();
     let mut prev_end = 0u64;
-    loop {
-        while read_error.is_none() && filled < AHEAD {
-            let (record, end) = &mut ring[(head + filled) % AHEAD];
-            match reader.read_byte_record(record) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => {
-                    let where_ = match e.position() {
-                        Some(p) => format!(" at line {}", p.line()),
-                        None => String::new(),
-                    };
-                    read_error = Some(anyhow::anyhow!("cannot read the CSV{where_}: {e}"));
-                    break;
+    let prefetch = |processor: &RowProcessor<'_, H>, record: &::csv::ByteRecord| {
+        if let Some(id) = processor
+            .id_column()
+            .and_then(|c| record.get(c))
+            .and_then(|b| std::str::from_utf8(b).ok())
+        {
+            processor.prefetch(id);
+        }
+    };
+    for chunk in rx {
+        let (batch, n) = match chunk {
+            Chunk::Records(batch, n) => (batch, n),
+            Chunk::Failed(e) => return Err(e),
+        };
+        for (record, _) in &batch[..n.min(AHEAD)] {
+            prefetch(&processor, record);
+        }
+        for i in 0..n {
+            if i + AHEAD < n {
+                prefetch(&processor, &batch[i + AHEAD].0);
+            }
+            let (record, end) = &batch[i];
+            let end = *end;
+            // One UTF-8 check for the whole record (its fields one after another), then one
+            // that every field starts and ends on a character: together, every field is
+            // valid. (Joined, the end of one field and the start of the next can make a
+            // character neither holds, e.g. Windows-1252 "É" then "€".)
+            let text = std::str::from_utf8(record.as_slice())
+                .ok()
+                .filter(|t| fields_on_char_boundaries(t, record));
+            let Some(text) = text else {
+                if utf8 {
+                    return Err(anyhow::Error::new(NotUtf8));
                 }
+                anyhow::bail!("cannot read the CSV at line {end}: not valid text after decoding");
+            };
+            // Without a CR, the cells' line breaks are the record's `\n`s (a CR at the end of
+            // one cell and a LF at the start of the next must not count as one).
+            let bytes = text.as_bytes();
+            let breaks: u64 = if memchr::memchr(b'\r', bytes).is_none() {
+                count_byte(bytes, b'\n')
+            } else {
+                record.iter().map(count_line_breaks).sum()
+            };
+            let line = end.saturating_sub(breaks);
+            let blank = line.saturating_sub(prev_end + 1);
+            prev_end = end;
+            if blank > 0 {
+                processor.blank_lines(blank);
             }
-            // The record's last byte is just before the reader's position (a `\n` there is
-            // its terminator); it starts as many lines earlier as its cells hold line
-            // breaks, counted when it is checked.
-            let end_byte = reader.position().byte();
-            *end = 1 + breaks.borrow_mut().before(end_byte.saturating_sub(1));
-            if let Some(id) = processor
-                .id_column()
-                .and_then(|c| record.get(c))
-                .and_then(|b| std::str::from_utf8(b).ok())
-            {
-                processor.prefetch(id);
-            }
-            filled += 1;
+            let mut cells = cells_of(text, record, std::mem::take(&mut spare));
+            processor.row(line, &cells)?;
+            cells.clear();
+            spare = cells.into_iter().map(|_| Cell::Empty).collect();
         }
-        if filled == 0 {
-            break;
-        }
-        let (record, end) = &ring[head];
-        let end = *end;
-        head = (head + 1) % AHEAD;
-        filled -= 1;
-        // One UTF-8 check for the whole record (its fields one after another), then one
-        // that every field starts and ends on a character: together, every field is valid.
-        // (Joined, the end of one field and the start of the next can make a character
-        // neither holds, e.g. Windows-1252 "É" then "€".)
-        let text = std::str::from_utf8(record.as_slice())
-            .ok()
-            .filter(|t| fields_on_char_boundaries(t, record));
-        let Some(text) = text else {
-            if utf8 {
-                return Err(anyhow::Error::new(NotUtf8));
-            }
-            anyhow::bail!("cannot read the CSV at line {end}: not valid text after decoding");
-        };
-        // Without a CR, the cells' line breaks are the record's `\n`s (a CR at the end of
-        // one cell and a LF at the start of the next must not count as one).
-        let bytes = text.as_bytes();
-        let breaks: u64 = if memchr::memchr(b'\r', bytes).is_none() {
-            count_byte(bytes, b'\n')
-        } else {
-            record.iter().map(count_line_breaks).sum()
-        };
-        let line = end.saturating_sub(breaks);
-        let blank = line.saturating_sub(prev_end + 1);
-        prev_end = end;
-        if blank > 0 {
-            processor.blank_lines(blank);
-        }
-        let mut cells = cells_of(text, record, std::mem::take(&mut spare));
-        processor.row(line, &cells)?;
-        cells.clear();
-        spare = cells.into_iter().map(|_| Cell::Empty).collect();
-    }
-    if let Some(e) = read_error {
-        return Err(e);
+        let _ = empty.send(batch);
     }
     processor.finish()
 }
@@ -435,7 +497,7 @@ mod tests {
         };
         std::io::copy(&mut t, &mut std::io::sink()).unwrap();
         let mut b = breaks.borrow_mut();
-        assert!(b.window.len() <= 4 * FOLD_BEHIND, "{}", b.window.len());
+        assert!(b.pending.len() <= FOLD_BEHIND, "{}", b.pending.len());
         assert_eq!(b.before(8 << 20), 8 << 20);
     }
 
@@ -467,9 +529,6 @@ mod tests {
             assert_eq!(b.before(7), 3, "chunk {chunk}");
             assert_eq!(b.before(data.len() as u64), 5, "chunk {chunk}");
         }
-        assert_eq!(count_breaks(b"x\r", Some(b'\n'), false), 0);
-        assert_eq!(count_breaks(b"x\r", None, false), 0);
-        assert_eq!(count_breaks(b"x\r", None, true), 1);
     }
 
     #[test]
@@ -485,6 +544,8 @@ mod tests {
     fn line_breaks_in_cells() {
         assert_eq!(count_line_breaks(b"a\nb\r\nc\rd"), 3);
         assert_eq!(count_line_breaks(b"plain"), 0);
+        assert_eq!(count_line_breaks(b"x\r"), 1);
+        assert_eq!(count_line_breaks(b"x\r\n\r"), 2);
     }
 
     #[test]

@@ -465,3 +465,65 @@ fn a_reject_names_the_first_bad_column_in_schema_order() {
         ]
     );
 }
+
+/// A long report, read in many batches: CRLF, LF and lone-CR line ends, multi-line cells
+/// with every kind of break, blank lines, and one Windows-1252 byte near the end (so the
+/// file is read again as Windows-1252 after most of it was read as UTF-8). Every rejected
+/// row is named by the line an editor shows.
+#[test]
+fn a_long_report_with_every_line_end_keeps_exact_line_numbers() {
+    let w = Workdir::new();
+    let mut bytes = format!("{HEADER}\r\n").into_bytes();
+    let mut line = 2u64; // the line the next record starts on
+    let mut bad_lines = Vec::new();
+    let rows = 12_000;
+    for i in 0..rows {
+        let end: &[u8] = match i % 3 {
+            0 => b"\r\n",
+            1 => b"\n",
+            _ => b"\r",
+        };
+        let (cell, cell_breaks): (&str, u64) = match i % 5 {
+            0 => ("\"1 Main St\r\nApt 2\rSpringfield\nUSA\"", 3),
+            1 => ("\"one line\"", 0),
+            _ => ("Here", 0),
+        };
+        if i % 997 == 5 {
+            bytes.extend_from_slice(format!("B{i},Shipped?,,,,,{cell},").as_bytes());
+            bad_lines.push(line);
+        } else {
+            bytes.extend_from_slice(format!("A{i},Ordered,,,,,{cell},").as_bytes());
+        }
+        if i == rows - 100 {
+            bytes.extend_from_slice(b"Caf\xe9"); // Windows-1252 "é"
+        }
+        bytes.extend_from_slice(end);
+        line += 1 + cell_breaks;
+        if i % 1500 == 7 {
+            bytes.extend_from_slice(b"\r\n\n"); // two blank lines
+            line += 2;
+        }
+    }
+    w.write("drop/r_2026-11-01.csv", bytes);
+    w.run_ok(&["run", "--summary-json", "s.json"], 2);
+    let s = w.summary("s.json");
+    let notes = s["reports"][0]["notes"].to_string();
+    assert!(notes.contains("Windows-1252"), "{notes}");
+    let ledger = w.ledger();
+    let mut stmt = ledger
+        .prepare("SELECT row FROM rejects ORDER BY row")
+        .unwrap();
+    let got: Vec<u64> = stmt
+        .query_map([], |r| r.get::<_, i64>(0))
+        .unwrap()
+        .map(|r| r.unwrap() as u64)
+        .collect();
+    assert_eq!(got, bad_lines);
+    let ev = w.events();
+    assert_eq!(ev.len(), rows - bad_lines.len());
+    let cafe = ev
+        .iter()
+        .find(|e| e["activity_id"] == format!("A{}", rows - 100))
+        .unwrap();
+    assert_eq!(cafe["extra"]["Cost Center"], "Café");
+}
