@@ -246,6 +246,8 @@ pub(crate) struct Planner<'w, 'c> {
     rows_seen: u64,
     /// Rows waiting for `activities`, applied a batch at a time in Activity-ID order.
     pending: Vec<Pending>,
+    /// The events of the batch being applied (reused).
+    completions: Vec<Completion>,
     pub(crate) outcome: ReportOutcome,
 }
 
@@ -256,16 +258,24 @@ const PENDING_ROWS: usize = 16_384;
 /// While the parser has no rows ready, at least this many new Activities are written.
 const IDLE_ROWS: usize = 4_096;
 
-/// The key of an event written before its sequence number is known; replaced in the
-/// same transaction (same length, so the row is rewritten in place).
-const UNSET_KEY: &str = "00000000000000000000000000000000";
-
-/// A change already written, or a newer time, waiting for `activities`.
+/// A change, or a newer time, waiting for `activities`.
 struct Pending {
-    /// The row, keeping only its ITSM number (a change) or no value (a touch).
+    /// The row, with its values (a change) or none (a touch).
     row: OwnedRow,
-    /// The event already written for a [`Hint::Change`].
+    /// The id taken, in row order, for a [`Hint::Change`]'s event.
     event_id: i64,
+}
+
+/// What `activities` adds to a waiting change's event: written once the batch's look-ups
+/// are done, in event order.
+struct Completion {
+    /// Index into the batch of waiting rows.
+    at: usize,
+    event_id: i64,
+    key: String,
+    prev_event_id: Option<i64>,
+    /// The Activity's ITSM number, for a row without one.
+    itsm_fallback: Option<String>,
 }
 
 impl<'w, 'c> Planner<'w, 'c> {
@@ -284,6 +294,7 @@ impl<'w, 'c> Planner<'w, 'c> {
             progress: None,
             rows_seen: 0,
             pending: Vec::new(),
+            completions: Vec::new(),
             outcome: ReportOutcome::default(),
         }
     }
@@ -318,19 +329,30 @@ impl<'w, 'c> Planner<'w, 'c> {
     /// instead of jumping about it. Each waiting row is the first of its Activity to reach
     /// the ledger side in this report, or a newer time before it; any later row of the
     /// same Activity is a [`Hint::Ask`], applied only after the rows waiting before it. So
-    /// the order changes no outcome, and events keep the order of the report's rows.
+    /// the order changes no outcome. The changes' events, whose ids were taken in row
+    /// order, are then written in id order: appended, each written once.
     fn apply_pending(&mut self) -> Result<()> {
         let mut pending = std::mem::take(&mut self.pending);
+        let mut completions = std::mem::take(&mut self.completions);
         pending.sort_by(|a, b| a.row.id().cmp(b.row.id()));
-        for p in &pending {
+        for (at, p) in pending.iter().enumerate() {
             let row = p.row.view();
             match row.hint {
-                Hint::Change { from } => self.complete_early(&row, p.event_id, from)?,
+                Hint::Change { from } => {
+                    if let Some(c) = self.complete_early(&row, at, p.event_id, from)? {
+                        completions.push(c);
+                    }
+                }
                 _ => self.apply(&row)?,
             }
         }
+        completions.sort_unstable_by_key(|c| c.event_id);
+        for c in completions.drain(..) {
+            self.write_early(&pending[c.at].row.view(), c)?;
+        }
         pending.clear();
         self.pending = pending;
+        self.completions = completions;
         Ok(())
     }
 
@@ -435,14 +457,80 @@ impl<'w, 'c> Planner<'w, 'c> {
         Ok(())
     }
 
-    /// Rule 2 for a [`Hint::Change`]: writes the event in row order, without its key and
-    /// link to the Activity's previous event (see [`Planner::complete_early`]).
-    fn emit_early(&mut self, row: &AcceptedRow<'_>, at: i64, from: State) -> Result<i64> {
+    /// Rule 2 for a [`Hint::Change`]: takes the event's id now, in row order; the event
+    /// is written with its batch (see [`Planner::complete_early`]).
+    fn reserve_early(&mut self, row: &AcceptedRow<'_>, from: State) -> i64 {
+        self.transition(Some(from), row.state, 1);
+        self.writer.reserve_event_id()
+    }
+
+    /// Looks up the Activity of a change [`Planner::reserve_early`] took an id for, and
+    /// moves it on: the event's sequence number, key, link and fallback ITSM number come
+    /// from `activities`. None when the index was wrong about the Activity: the row is
+    /// then decided again from `activities` (its id stays unused).
+    fn complete_early(
+        &mut self,
+        p: &AcceptedRow<'_>,
+        at_batch: usize,
+        event_id: i64,
+        from: State,
+    ) -> Result<Option<Completion>> {
         let w = self.writer;
-        let itsm = self.attrs(row);
-        let id = w.insert_event(
+        let id = p.id;
+        let at = p.updated_at.unwrap_or(self.report_time);
+        let row_itsm = std::str::from_utf8(&p.values()[p.itsm_range()]).unwrap_or_default();
+        let known = w.lookup(id)?;
+        let Some(known) = known.filter(|k| k.state == from && at >= k.updated_at) else {
+            // The index did not match `activities` (edited by hand?): decide the row
+            // again from `activities`.
+            tracing::warn!(activity = %id, "the Activity index was out of step with the ledger");
+            w.distrust_index();
+            self.transition(Some(from), p.state, -1);
+            let row = AcceptedRow::new(
+                id,
+                p.state,
+                p.updated_at,
+                p.row,
+                p.values(),
+                p.itsm_range(),
+                Hint::Ask,
+            );
+            self.apply(&row)?;
+            return Ok(None);
+        };
+        let seq = known.events + 1;
+        let key = event_key(id, seq, Some(from), p.state, at);
+        let itsm_fallback = if row_itsm.is_empty() {
+            known.itsm_number.clone()
+        } else {
+            None
+        };
+        let itsm_opt = (!row_itsm.is_empty()).then_some(row_itsm);
+        w.put_activity(id, p.state, at, Some(event_id), seq, itsm_opt)?;
+        Ok(Some(Completion {
+            at: at_batch,
+            event_id,
+            key,
+            prev_event_id: known.event_id,
+            itsm_fallback,
+        }))
+    }
+
+    /// Writes the event of a change [`Planner::complete_early`] completed.
+    fn write_early(&mut self, row: &AcceptedRow<'_>, c: Completion) -> Result<()> {
+        let Hint::Change { from } = row.hint else {
+            unreachable!("only changes take an id early")
+        };
+        let at = row.updated_at.unwrap_or(self.report_time);
+        let mut itsm = self.attrs(row);
+        if itsm.is_empty() {
+            itsm = c.itsm_fallback.unwrap_or_default();
+        }
+        let w = self.writer;
+        w.insert_event_as(
+            c.event_id,
             &NewEvent {
-                key: UNSET_KEY,
+                key: &c.key,
                 activity_id: row.id,
                 previous_state: Some(from),
                 state: row.state,
@@ -450,50 +538,11 @@ impl<'w, 'c> Planner<'w, 'c> {
                 row: row.row,
                 itsm_number: &itsm,
                 attrs: &self.buf,
-                prev_event_id: None,
+                prev_event_id: c.prev_event_id,
                 kind: "change",
             },
             w.report_id,
-        )?;
-        self.transition(Some(from), row.state, 1);
-        Ok(id)
-    }
-
-    /// Completes an event [`Planner::emit_early`] wrote: its sequence number, key, link
-    /// and fallback ITSM number come from `activities`, which it then moves on.
-    fn complete_early(&mut self, p: &AcceptedRow<'_>, event_id: i64, from: State) -> Result<()> {
-        let w = self.writer;
-        let id = p.id;
-        let at = p.updated_at.unwrap_or(self.report_time);
-        // The values kept for a change are its ITSM number alone.
-        let row_itsm = std::str::from_utf8(p.values()).unwrap_or_default();
-        let known = w.lookup(id)?;
-        let Some(known) = known.filter(|k| k.state == from && at >= k.updated_at) else {
-            // The index did not match `activities` (edited by hand?): take the event back
-            // and decide the row again from `activities`.
-            tracing::warn!(activity = %id, "the Activity index was out of step with the ledger");
-            w.distrust_index();
-            let (attrs, _, row, _) = w.event_payload(event_id)?;
-            w.delete_event(event_id)?;
-            self.transition(Some(from), p.state, -1);
-            // The row's ITSM number: any bytes of the values equal to it will do.
-            let itsm = match memchr::memmem::find(&attrs, row_itsm.as_bytes()) {
-                Some(at) if !row_itsm.is_empty() => at..at + row_itsm.len(),
-                _ => 0..0,
-            };
-            let row = AcceptedRow::new(id, p.state, p.updated_at, row, &attrs, itsm, Hint::Ask);
-            return self.apply(&row);
-        };
-        let seq = known.events + 1;
-        let key = event_key(id, seq, Some(from), p.state, at);
-        let fallback = if row_itsm.is_empty() {
-            known.itsm_number.as_deref()
-        } else {
-            None
-        };
-        w.complete_event(event_id, &key, known.event_id, fallback)?;
-        let itsm_opt = (!row_itsm.is_empty()).then_some(row_itsm);
-        w.put_activity(id, p.state, at, Some(event_id), seq, itsm_opt)
+        )
     }
 
     /// Rules 1 and 2: a new event `(known state or none → row state)`.
@@ -602,8 +651,8 @@ impl RowHandler for Planner<'_, '_> {
             // Absent from the index: neither the ledger nor an earlier row of this report
             // knows the Activity, so nothing can come before it.
             Hint::New => return self.emit(row, at, None),
-            // The event is written now, in row order; its key and links wait for the batch.
-            Hint::Change { from } => event_id = self.emit_early(row, at, from)?,
+            // The event's id is taken now, in row order; the event waits for the batch.
+            Hint::Change { from } => event_id = self.reserve_early(row, from),
             // A later row of an Activity this report moved, a collision, a resend: applied
             // at once, in row order, once the rows waiting before it are.
             Hint::Ask => {
@@ -612,10 +661,9 @@ impl RowHandler for Planner<'_, '_> {
             }
             Hint::Touch => {}
         }
-        // A change keeps its ITSM number; a touch needs no values.
+        // A change keeps its values for its event; a touch needs none.
         let row = if event_id != 0 {
-            let itsm = &row.values()[row.itsm_range()];
-            OwnedRow::keeping(row, itsm, 0..itsm.len())
+            OwnedRow::of(row)
         } else {
             OwnedRow::keeping(row, &[], 0..0)
         };

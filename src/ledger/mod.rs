@@ -438,6 +438,7 @@ impl Ledger {
             first_event: 0,
             run_first_event,
             run_id,
+            next_event: std::cell::Cell::new(0),
             done: false,
         };
         // A report's commit does not checkpoint: `checkpoint_in_background` does, after it.
@@ -454,6 +455,7 @@ impl Ledger {
         )?;
         writer.report_id = self.conn.last_insert_rowid();
         writer.first_event = self.max_event_id()? + 1;
+        writer.next_event.set(writer.first_event);
         Ok(writer)
     }
 
@@ -753,6 +755,8 @@ pub(crate) struct ReportWriter<'c> {
     /// Events with ids from here on were created by this run.
     pub(crate) run_first_event: i64,
     run_id: i64,
+    /// The id the next event of this report takes.
+    next_event: std::cell::Cell<i64>,
     done: bool,
 }
 
@@ -838,17 +842,34 @@ impl ReportWriter<'_> {
         })?)
     }
 
+    /// Takes the next event id (ids follow the report's rows; an id taken for an event
+    /// that is then not written stays unused).
+    pub(crate) fn reserve_event_id(&self) -> i64 {
+        let id = self.next_event.get();
+        self.next_event.set(id + 1);
+        id
+    }
+
+    /// Writes an event under the next id.
     pub(crate) fn insert_event(&self, e: &NewEvent<'_>, report_id: i64) -> Result<i64> {
+        let id = self.reserve_event_id();
+        self.insert_event_as(id, e, report_id)?;
+        Ok(id)
+    }
+
+    /// Writes an event under an id taken with [`ReportWriter::reserve_event_id`].
+    pub(crate) fn insert_event_as(&self, id: i64, e: &NewEvent<'_>, report_id: i64) -> Result<()> {
         let mut slot = self.insert_event_stmt.borrow_mut();
         if slot.is_none() {
             *slot = Some(self.conn.prepare(
-                "INSERT INTO events (event_key, activity_id, previous_state, state, updated_at, report_id, row,
+                "INSERT INTO events (id, event_key, activity_id, previous_state, state, updated_at, report_id, row,
                                      itsm_number, attrs, prev_event_id, kind, run_id, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?);
         }
         let stmt = slot.as_mut().expect("prepared above");
         stmt.execute(params![
+            id,
             e.key,
             e.activity_id,
             e.previous_state.map(State::code),
@@ -863,7 +884,7 @@ impl ReportWriter<'_> {
             self.run_id,
             self.now
         ])?;
-        Ok(self.conn.last_insert_rowid())
+        Ok(())
     }
 
     /// Rewrites an event this report created, for a later row of the same Activity.
@@ -885,25 +906,6 @@ impl ReportWriter<'_> {
                  WHERE id = ?1",
             )?
             .execute(params![id, key, state.code(), updated_at, row as i64, itsm, attrs, self.report_id])?;
-        Ok(())
-    }
-
-    /// Gives an event written ahead of its look-up its key, its link to the Activity's
-    /// previous event and, when the row had none, the Activity's ITSM number.
-    pub(crate) fn complete_event(
-        &self,
-        id: i64,
-        key: &str,
-        prev_event_id: Option<i64>,
-        itsm_fallback: Option<&str>,
-    ) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "UPDATE events SET event_key = ?2, prev_event_id = ?3,
-                    itsm_number = COALESCE(?4, itsm_number)
-                 WHERE id = ?1",
-            )?
-            .execute(params![id, key, prev_event_id, itsm_fallback])?;
         Ok(())
     }
 

@@ -270,14 +270,15 @@ fn a_hand_edited_ledger_is_decided_from_activities() {
         &[
             "A1,Ordered,,2026-11-01T10:00:00Z,,,,",
             "A2,Ordered,,2026-11-01T10:00:00Z,,,,",
+            "A3,Ordered,RITM3,2026-11-01T10:00:00Z,,,,",
         ],
     );
     w.run_ok(&["run"], 0);
-    // Completed (3) behind the index's back.
+    // Completed (3), and on back order (2), behind the index's back.
     w.ledger()
-        .execute(
-            "UPDATE activities SET state = 3 WHERE activity_id = 'A1'",
-            [],
+        .execute_batch(
+            "UPDATE activities SET state = 3 WHERE activity_id = 'A1';
+             UPDATE activities SET state = 2 WHERE activity_id = 'A3';",
         )
         .unwrap();
     w.report(
@@ -285,6 +286,7 @@ fn a_hand_edited_ledger_is_decided_from_activities() {
         &[
             "A1,Completed,RITM1,2026-11-02T10:00:00Z,,,,",
             "A2,Completed,RITM2,2026-11-02T10:00:00Z,,,,",
+            "A3,Completed,,2026-11-02T10:00:00Z,555 0100,Pixel 9,\"1 Main St\nApt 2\",CC-3",
         ],
     );
     let out = w.run_ok(&["run"], 0);
@@ -294,10 +296,19 @@ fn a_hand_edited_ledger_is_decided_from_activities() {
         vec![
             t("A1", "", "ordered"),
             t("A2", "", "ordered"),
-            t("A2", "ordered", "completed")
+            t("A3", "", "ordered"),
+            t("A2", "ordered", "completed"),
+            t("A3", "on_back_order", "completed"),
         ]
     );
-    assert_eq!(w.events()[2]["itsm_number"], "RITM2");
+    let ev = w.events();
+    assert_eq!(ev[3]["itsm_number"], "RITM2");
+    // A3's change, decided again from `activities`, still carries the row's values and
+    // the Activity's ITSM number.
+    assert_eq!(ev[4]["itsm_number"], "RITM3");
+    assert_eq!(ev[4]["device"], "Pixel 9");
+    assert_eq!(ev[4]["shipping_address"], "1 Main St\nApt 2");
+    assert_eq!(ev[4]["extra"]["Cost Center"], "CC-3");
     // The ledger now also moves A2 far into the future behind the index's back: a stale
     // row must not leave the index believing it, or a later real change would be missed.
     w.ledger()
