@@ -2,7 +2,8 @@
 //! a `,` `;` tab or `|` delimiter (sniffed unless the schema sets one), UTF-8 or, for files
 //! that are not valid UTF-8, Windows-1252 (what Excel's "CSV (Comma delimited)" writes).
 //!
-//! The file is streamed: one record buffer is reused, nothing is held whole in memory.
+//! The file is streamed: a `csv` thread splits it into records, handed on in batches whose
+//! buffers come back for reuse; nothing is held whole in memory.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek};

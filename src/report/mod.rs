@@ -873,9 +873,9 @@ impl RowHandler for Sender {
 /// Reads a whole report into `handler`; returns the layout, the row counts and the triage
 /// (whose index now includes the report's rows).
 ///
-/// A second thread parses and checks the rows, settles what the Activity index can (see
-/// [`Triage`]) and encodes the values of the other accepted rows, while this one hands
-/// those to `handler`, the ledger side, in row order: both cores work.
+/// A second thread parses and checks the rows (a CSV file is split into records by a third),
+/// settles what the Activity index can (see [`Triage`]) and encodes the values of the other
+/// accepted rows, while this one hands those to `handler`, the ledger side, in row order.
 /// A CSV file that turns out not to be UTF-8 fails with [`csv::NotUtf8`] when `utf8` is
 /// set: the caller reads it again as Windows-1252.
 pub(crate) fn read<H: RowHandler>(
