@@ -330,7 +330,7 @@ impl<'w, 'c> Planner<'w, 'c> {
     /// the ledger side in this report, or a newer time before it; any later row of the
     /// same Activity is a [`Hint::Ask`], applied only after the rows waiting before it. So
     /// the order changes no outcome. The changes' events, whose ids were taken in row
-    /// order, are then written in id order: appended, each written once.
+    /// order, are then written in id order, each once.
     fn apply_pending(&mut self) -> Result<()> {
         let mut pending = std::mem::take(&mut self.pending);
         let mut completions = std::mem::take(&mut self.completions);

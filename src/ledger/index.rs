@@ -13,9 +13,9 @@
 //! out of step with `activities`: as blocks of slots (`activity_index`), and after them a
 //! log of the slots later reports changed (`activity_index_delta`). A report that changes
 //! 100,000 Activities scattered over a large index logs 2 MB of slots instead of rewriting
-//! every block; once the log holds more entries than a quarter of the slots, the changed
-//! blocks are rewritten and the log emptied. A ledger without an index (or with a damaged
-//! one) gets it rebuilt from `activities`.
+//! every block; a save that would take the log past a quarter of the slots rewrites every
+//! block that differs from its stored copy instead, and empties the log. A ledger without
+//! an index (or with a damaged one) gets it rebuilt from `activities`.
 //!
 //! Hash collisions: a look-up matches only when both the 64-bit key and the 17-bit check
 //! agree (81 bits). "Unchanged", "stale" and "new" are taken on the index's word (a key the
@@ -318,7 +318,8 @@ impl ActivityIndex {
         self.slots[i] = (key, pack(e, check));
         self.dirty[i / BLOCK] = true;
         let (word, bit) = (i / 64, 1u64 << (i % 64));
-        if self.changed_bits[word] & bit == 0 {
+        // A relaid table is written whole: no need to remember which slots changed.
+        if !self.relaid && self.changed_bits[word] & bit == 0 {
             self.changed_bits[word] |= bit;
             self.changed.push(i as u32);
         }

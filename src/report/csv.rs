@@ -272,9 +272,11 @@ const BATCH: usize = 512;
 /// Records read by the `csv` thread, each with the line it ends on.
 type Records = Vec<(::csv::ByteRecord, u64)>;
 
-/// What the `csv` thread sends: records in file order, then, if reading failed, why.
+/// What the `csv` thread sends: records in file order, then the end of the file or, if
+/// reading failed, why.
 enum Chunk {
     Records(Records, usize),
+    End,
     Failed(anyhow::Error),
 }
 
@@ -347,6 +349,7 @@ fn split_records(
             return;
         }
         if !full {
+            let _ = tx.send(Chunk::End);
             return;
         }
     }
@@ -425,17 +428,40 @@ fn check_records<H: RowHandler>(
             processor.prefetch(id);
         }
     };
-    for chunk in rx {
+    // Records of the batch in hand whose slots were prefetched while the previous batch
+    // ended, and the next batch if it was already there.
+    let mut prefetched = 0;
+    let mut next: Option<Chunk> = None;
+    loop {
+        let chunk = match next.take() {
+            Some(chunk) => chunk,
+            None => rx
+                .recv()
+                .map_err(|_| anyhow::anyhow!("the CSV reading thread stopped before the end"))?,
+        };
         let (batch, n) = match chunk {
             Chunk::Records(batch, n) => (batch, n),
+            Chunk::End => break,
             Chunk::Failed(e) => return Err(e),
         };
-        for (record, _) in &batch[..n.min(AHEAD)] {
+        for (record, _) in batch[..n.min(AHEAD)].iter().skip(prefetched) {
             prefetch(&processor, record);
         }
+        prefetched = 0;
         for i in 0..n {
             if i + AHEAD < n {
                 prefetch(&processor, &batch[i + AHEAD].0);
+            } else {
+                // The record AHEAD on is in the next batch, if it has come.
+                if next.is_none() {
+                    next = rx.try_recv().ok();
+                }
+                if let Some(Chunk::Records(following, m)) = &next
+                    && i + AHEAD - n < *m
+                {
+                    prefetch(&processor, &following[i + AHEAD - n].0);
+                    prefetched = i + AHEAD - n + 1;
+                }
             }
             let (record, end) = &batch[i];
             let end = *end;
