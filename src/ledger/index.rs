@@ -479,14 +479,7 @@ mod tests {
 
     #[test]
     fn put_get_relay_and_persist() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(
-            "CREATE TABLE activities (activity_id TEXT PRIMARY KEY, state INTEGER, updated_at INTEGER);
-             CREATE TABLE activity_index (block INTEGER PRIMARY KEY, slots BLOB NOT NULL);
-             CREATE TABLE activity_index_delta (seq INTEGER PRIMARY KEY, slots BLOB NOT NULL);
-             CREATE TABLE meta (key TEXT PRIMARY KEY, value);",
-        )
-        .unwrap();
+        let conn = ledger();
         let mut idx = ActivityIndex::load(&conn).unwrap();
         for i in 0..100_000 {
             idx.put(
