@@ -272,6 +272,8 @@ struct Completion {
     /// Index into the batch of waiting rows.
     at: usize,
     event_id: i64,
+    /// The state the Activity moves from.
+    from: State,
     key: String,
     prev_event_id: Option<i64>,
     /// The Activity's ITSM number, for a row without one.
@@ -510,6 +512,7 @@ impl<'w, 'c> Planner<'w, 'c> {
         Ok(Some(Completion {
             at: at_batch,
             event_id,
+            from,
             key,
             prev_event_id: known.event_id,
             itsm_fallback,
@@ -518,9 +521,6 @@ impl<'w, 'c> Planner<'w, 'c> {
 
     /// Writes the event of a change [`Planner::complete_early`] completed.
     fn write_early(&mut self, row: &AcceptedRow<'_>, c: Completion) -> Result<()> {
-        let Hint::Change { from } = row.hint else {
-            unreachable!("only changes take an id early")
-        };
         let at = row.updated_at.unwrap_or(self.report_time);
         let mut itsm = self.attrs(row);
         if itsm.is_empty() {
@@ -532,7 +532,7 @@ impl<'w, 'c> Planner<'w, 'c> {
             &NewEvent {
                 key: &c.key,
                 activity_id: row.id,
-                previous_state: Some(from),
+                previous_state: Some(c.from),
                 state: row.state,
                 updated_at: at,
                 row: row.row,

@@ -1054,10 +1054,7 @@ impl ReportWriter<'_> {
         } else if let Some(idx) = self.index.borrow_mut().as_mut() {
             let started = std::time::Instant::now();
             idx.save(self.conn)?;
-            tracing::debug!(
-                ms = started.elapsed().as_millis() as u64,
-                "index blocks written"
-            );
+            tracing::debug!(ms = started.elapsed().as_millis() as u64, "index saved");
         }
         let started = std::time::Instant::now();
         self.conn.execute_batch("COMMIT")?;
@@ -1069,9 +1066,7 @@ impl ReportWriter<'_> {
         self.restore_autocheckpoint();
         Ok(())
     }
-}
 
-impl ReportWriter<'_> {
     fn restore_autocheckpoint(&self) {
         let _ = self.conn.execute_batch(&format!(
             "PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES};"

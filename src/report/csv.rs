@@ -428,8 +428,8 @@ fn check_records<H: RowHandler>(
             processor.prefetch(id);
         }
     };
-    // Records of the batch in hand whose slots were prefetched while the previous batch
-    // ended, and the next batch if it was already there.
+    // How many records, from the start of the batch in hand, had their slots prefetched
+    // while the previous batch ended; and the next batch, if it was already there.
     let mut prefetched = 0;
     let mut next: Option<Chunk> = None;
     loop {
@@ -456,11 +456,12 @@ fn check_records<H: RowHandler>(
                 if next.is_none() {
                     next = rx.try_recv().ok();
                 }
-                if let Some(Chunk::Records(following, m)) = &next
-                    && i + AHEAD - n < *m
-                {
-                    prefetch(&processor, &following[i + AHEAD - n].0);
-                    prefetched = i + AHEAD - n + 1;
+                if let Some(Chunk::Records(following, m)) = &next {
+                    // Up to the record AHEAD on, catching up if the batch came late.
+                    while prefetched <= i + AHEAD - n && prefetched < *m {
+                        prefetch(&processor, &following[prefetched].0);
+                        prefetched += 1;
+                    }
                 }
             }
             let (record, end) = &batch[i];
