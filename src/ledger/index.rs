@@ -176,6 +176,15 @@ impl ActivityIndex {
     /// Loads the index from the ledger, rebuilding it from `activities` when it is missing
     /// or does not match.
     pub(crate) fn load(conn: &Connection) -> Result<ActivityIndex> {
+        // The blocks are read once: they would only fill the page cache.
+        let cache: i64 = conn.pragma_query_value(None, "cache_size", |r| r.get(0))?;
+        conn.pragma_update(None, "cache_size", 16)?;
+        let loaded = Self::load_blocks(conn);
+        conn.pragma_update(None, "cache_size", cache)?;
+        loaded
+    }
+
+    fn load_blocks(conn: &Connection) -> Result<ActivityIndex> {
         let meta = |key: &str| -> Result<Option<i64>> {
             Ok(conn
                 .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
