@@ -136,6 +136,9 @@ impl Drop for Checkpointer {
 /// SQLite's default: a commit that leaves more WAL pages than this checkpoints.
 const AUTOCHECKPOINT_PAGES: u32 = 1000;
 
+/// SQLite's page cache is 8 MiB: what a report touches at random (`activities`) is far larger
+/// than any cache worth its memory, and a page missed is read from the OS page cache. 32 MiB
+/// and 4 MiB measured the same speed on reports of 1M and 3M rows; each MiB is peak RSS.
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.execute_batch(
@@ -143,7 +146,7 @@ fn configure(conn: &Connection) -> Result<()> {
          PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
          PRAGMA foreign_keys = OFF;
-         PRAGMA cache_size = -32768;
+         PRAGMA cache_size = -8192;
          PRAGMA temp_store = FILE;",
     )?;
     Ok(())

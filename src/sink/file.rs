@@ -25,7 +25,7 @@ use crate::ledger::{Columns, EventView, Ledger, OwnedEvent, StoredEvent};
 use crate::sftp::config::UploadConfig;
 
 /// Events read from the ledger per batch handed to the writing thread.
-const BATCH: usize = 2_048;
+const BATCH: usize = 512;
 
 /// The top-level fields of the canonical event, before the attributes.
 const CANONICAL: [&str; 8] = [
