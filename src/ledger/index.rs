@@ -659,4 +659,73 @@ mod tests {
             "the rebuild empties the log"
         );
     }
+
+    /// Bytes SQLite's page cache holds for this connection.
+    fn cache_used(conn: &Connection) -> i64 {
+        let (mut cur, mut high) = (0, 0);
+        // SAFETY: the handle is this open connection's; the out-pointers are valid.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_db_status(
+                conn.handle(),
+                rusqlite::ffi::SQLITE_DBSTATUS_CACHE_USED,
+                &mut cur,
+                &mut high,
+                0,
+            )
+        };
+        assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
+        i64::from(cur)
+    }
+
+    #[test]
+    fn loading_reads_the_blocks_past_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        let open = || {
+            let conn = Connection::open(&path).unwrap();
+            super::super::configure(&conn).unwrap();
+            conn
+        };
+        let conn = open();
+        conn.execute_batch(
+            "CREATE TABLE activities (activity_id TEXT PRIMARY KEY, state INTEGER, updated_at INTEGER);
+             CREATE TABLE activity_index (block INTEGER PRIMARY KEY, slots BLOB NOT NULL);
+             CREATE TABLE activity_index_delta (seq INTEGER PRIMARY KEY, slots BLOB NOT NULL);
+             CREATE TABLE meta (key TEXT PRIMARY KEY, value);",
+        )
+        .unwrap();
+        let mut idx = ActivityIndex::load(&conn).unwrap();
+        for i in 0..300_000 {
+            idx.put(&format!("ACT-{i}"), entry(State::Ordered, i, 0));
+        }
+        idx.save(&conn).unwrap();
+        let stored = idx.slots.len() * 16;
+        drop(conn);
+
+        let conn = open();
+        let cache_size: i64 = conn
+            .pragma_query_value(None, "cache_size", |r| r.get(0))
+            .unwrap();
+        let mut loaded = ActivityIndex::load(&conn).unwrap();
+        assert_eq!(loaded.len, 300_000);
+        assert_eq!(
+            loaded.get("ACT-299999"),
+            Some(entry(State::Ordered, 299_999, 0))
+        );
+        assert!(
+            stored > 4 << 20,
+            "the index is larger than the cache would keep"
+        );
+        let used = cache_used(&conn);
+        assert!(
+            used < 1 << 20,
+            "the page cache kept {used} bytes of the {stored}-byte index"
+        );
+        assert_eq!(
+            conn.pragma_query_value(None, "cache_size", |r| r.get::<_, i64>(0))
+                .unwrap(),
+            cache_size,
+            "the connection's cache size is restored"
+        );
+    }
 }
