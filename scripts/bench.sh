@@ -2,7 +2,7 @@
 # Ingest benchmark: the cases of the performance issue, each with its floor measured in the
 # same run (the machines are noisy: read the ratios, not only the absolute figures).
 #
-#   scripts/bench.sh            # 100k, 1M and 3M rows, XLSX, pandas peer (~8 min, ~9 GB disk)
+#   scripts/bench.sh            # 100k, 1M and 3M rows, XLSX, pandas peer (~4 min, ~9 GB disk)
 #   scripts/bench.sh --quick    # 100k and 1M only, no peer
 #
 # Each of our cases runs REPS times (default 3), each time from the same starting state, and
