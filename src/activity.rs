@@ -86,6 +86,11 @@ pub(crate) struct DateContext {
     datetime_formats: Vec<Vec<Item<'static>>>,
 }
 
+/// A year a report can mean: written with four digits.
+pub(crate) fn four_digit_year(year: i32) -> bool {
+    (1000..=9999).contains(&year)
+}
+
 impl DateContext {
     pub(crate) fn new(schema: &Schema, tz: Tz) -> Result<DateContext> {
         let compile = |fmts: &[String]| -> Result<Vec<Vec<Item<'static>>>> {
@@ -122,13 +127,18 @@ impl DateContext {
         if let Some(t) = parse_iso(s, self) {
             return Some(t);
         }
+        // A format's `%Y` takes any number of digits: "11/02/26" must not be read as the
+        // year 26 by `%m/%d/%Y` (it is left to a `%y` format, or rejected).
         for items in &self.datetime_formats {
             let mut p = Parsed::new();
             if chrono::format::parse(&mut p, s, items.iter()).is_ok() {
                 if let Ok(dt) = p.to_datetime() {
-                    return Some(Temporal::DateTime(dt.with_timezone(&Utc)));
-                }
-                if let Ok(n) = p.to_naive_datetime_with_offset(0) {
+                    if four_digit_year(dt.year()) {
+                        return Some(Temporal::DateTime(dt.with_timezone(&Utc)));
+                    }
+                } else if let Ok(n) = p.to_naive_datetime_with_offset(0)
+                    && four_digit_year(n.year())
+                {
                     return Some(Temporal::DateTime(self.local(n)));
                 }
             }
@@ -137,6 +147,7 @@ impl DateContext {
             let mut p = Parsed::new();
             if chrono::format::parse(&mut p, s, items.iter()).is_ok()
                 && let Ok(d) = p.to_naive_date()
+                && four_digit_year(d.year())
             {
                 return Some(Temporal::Date(d));
             }
@@ -415,6 +426,10 @@ pub(crate) fn normalize_cell<'a>(
             temporal: None,
             warning: Some(format!("the spreadsheet error value {e} was read as empty")),
         },
+        Cell::Bool(b) if kind.is_temporal() => CellValue::Invalid(format!(
+            "{} is not a date",
+            if b { "TRUE" } else { "FALSE" }
+        )),
         Cell::Bool(b) => ok(Cow::Borrowed(if b { "TRUE" } else { "FALSE" })),
         Cell::Number(f) | Cell::DateSerial(f) if kind.is_temporal() => match ctx.serial(f) {
             Some(t) => CellValue::Ok {
@@ -560,6 +575,26 @@ mod tests {
     }
 
     #[test]
+    fn two_digit_years_are_this_century_never_year_26() {
+        // `%m/%d/%Y` comes first in the bundled formats and chrono's `%Y` takes "26".
+        assert_eq!(
+            text(Cell::Text("11/02/26 9:15 AM"), FieldType::Datetime),
+            "2026-11-02T14:15:00Z"
+        );
+        assert_eq!(text(Cell::Text("11/02/26"), FieldType::Date), "2026-11-02");
+        // A year no format reads with four digits is not guessed.
+        for bad in ["11-02-26", "11/02/202"] {
+            assert!(
+                matches!(
+                    normalize_cell(Cell::Text(bad), FieldType::Datetime, &ctx(), true),
+                    CellValue::Invalid(_)
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn unparseable_dates_are_invalid_not_guessed() {
         for bad in ["31/12/2026", "2026-13-01", "yesterday", "12/31/2026 25:00"] {
             assert!(
@@ -570,6 +605,14 @@ mod tests {
                 "{bad}"
             );
         }
+        // A spreadsheet's TRUE in a date column is not an empty date.
+        for kind in [FieldType::Datetime, FieldType::Date] {
+            assert!(matches!(
+                normalize_cell(Cell::Bool(true), kind, &ctx(), true),
+                CellValue::Invalid(_)
+            ));
+        }
+        assert_eq!(text(Cell::Bool(true), FieldType::Text), "TRUE");
     }
 
     #[test]

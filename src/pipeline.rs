@@ -281,7 +281,9 @@ fn report_date(cfg: &Config, l: &Listed) -> NaiveDate {
             .or_else(|| caps.get(0))
             .map_or("", |m| m.as_str());
         for fmt in ["%Y-%m-%d", "%Y%m%d", "%Y_%m_%d", "%m-%d-%Y", "%m%d%Y"] {
-            if let Ok(d) = NaiveDate::parse_from_str(text, fmt) {
+            if let Ok(d) = NaiveDate::parse_from_str(text, fmt)
+                && crate::activity::four_digit_year(chrono::Datelike::year(&d))
+            {
                 return d;
             }
         }
