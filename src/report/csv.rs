@@ -275,6 +275,8 @@ type Records = Vec<(::csv::ByteRecord, u64)>;
 /// What the `csv` thread sends: records in file order, then the end of the file or, if
 /// reading failed, why.
 enum Chunk {
+    /// The delimiter, first of all.
+    Delimiter(u8),
     Records(Records, usize),
     End,
     Failed(anyhow::Error),
@@ -307,6 +309,9 @@ fn split_records(
             }
         },
     };
+    if tx.send(Chunk::Delimiter(delimiter)).is_err() {
+        return;
+    }
     let mut reader = ::csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -416,7 +421,7 @@ fn check_records<H: RowHandler>(
     rx: &std::sync::mpsc::Receiver<Chunk>,
     empty: &std::sync::mpsc::Sender<Records>,
 ) -> Result<(Layout, RowCounts)> {
-    let mut processor = RowProcessor::new(schema, ctx, triage, handler);
+    let mut processor = RowProcessor::new(schema, ctx, triage, handler).with_width_checked();
     let mut spare: Vec<Cell<'static>> = Vec::new();
     let mut prev_end = 0u64;
     let prefetch = |processor: &RowProcessor<'_, H>, record: &::csv::ByteRecord| {
@@ -440,6 +445,10 @@ fn check_records<H: RowHandler>(
                 .map_err(|_| anyhow::anyhow!("the CSV reading thread stopped before the end"))?,
         };
         let (batch, n) = match chunk {
+            Chunk::Delimiter(d) => {
+                processor.set_delimiter(d);
+                continue;
+            }
             Chunk::Records(batch, n) => (batch, n),
             Chunk::End => break,
             Chunk::Failed(e) => return Err(e),
@@ -494,6 +503,7 @@ fn check_records<H: RowHandler>(
                 processor.blank_lines(blank);
             }
             let mut cells = cells_of(text, record, std::mem::take(&mut spare));
+            processor.multiline = breaks > 0;
             processor.row(line, &cells)?;
             cells.clear();
             spare = cells.into_iter().map(|_| Cell::Empty).collect();

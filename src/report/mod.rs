@@ -290,6 +290,12 @@ pub(crate) struct RowProcessor<'h, H: RowHandler> {
     rows_before_header: usize,
     state_memo: HashMap<String, Option<StateValue>>,
     pub(crate) counts: RowCounts,
+    /// Rows must line up with the header (CSV; a sheet's rows end at their last value).
+    width_checked: bool,
+    /// The CSV delimiter, once known: a cell's inner lines are checked for swallowed rows.
+    delimiter: Option<u8>,
+    /// The row about to be checked spans more than one line (set by the CSV reader).
+    pub(crate) multiline: bool,
 }
 
 impl<'h, H: RowHandler> RowProcessor<'h, H> {
@@ -309,6 +315,9 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
             rows_before_header: 0,
             state_memo: HashMap::new(),
             counts: RowCounts::default(),
+            width_checked: false,
+            delimiter: None,
+            multiline: false,
         }
     }
 
@@ -385,6 +394,21 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
     }
 
     /// Feeds one row. `number` is the row as a person sees it (spreadsheet row, CSV line).
+    /// Rejects rows with fewer cells than the header or with values past it: in a CSV file
+    /// every row has the header's cells, so another count means a truncated file, a stray
+    /// delimiter or a quote left open.
+    pub(crate) fn with_width_checked(mut self) -> Self {
+        self.width_checked = true;
+        self
+    }
+
+    /// The CSV delimiter: a multi-line cell with a line that reads as a row of its own (an
+    /// Activity ID, then a known state in the state column) is a quote left open, and its
+    /// row is rejected instead of swallowing the rows after it.
+    pub(crate) fn set_delimiter(&mut self, delimiter: u8) {
+        self.delimiter = Some(delimiter);
+    }
+
     pub(crate) fn row(&mut self, number: u64, cells: &[Cell<'_>]) -> Result<()> {
         if self.layout.is_none() {
             return self.look_for_header(number, cells);
@@ -458,6 +482,57 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
         let get = |col: usize| cells.get(col).copied().unwrap_or(Cell::Empty);
 
         let id_col = layout.field_columns[layout.id_field].expect("required column");
+        let state_col = layout.field_columns[layout.state_field].expect("required column");
+        if self.multiline
+            && let Some(d) = self.delimiter
+        {
+            for (col, cell) in cells.iter().enumerate() {
+                let Cell::Text(t) = cell else { continue };
+                for line in t.split(['\n', '\r']).skip(1) {
+                    let parts: Vec<&str> = line.split(char::from(d)).collect();
+                    let reads_as_row = parts.len() > id_col.max(state_col)
+                        && !parts[id_col].trim().is_empty()
+                        && self
+                            .schema
+                            .state(parts[state_col].trim().trim_matches('"'))
+                            .is_some();
+                    if reads_as_row {
+                        let shown: String = line.chars().take(60).collect();
+                        return Err((
+                            header(col),
+                            format!(
+                                "a line inside this cell reads as a row of its own ({shown:?}): \
+                                 a quote left open takes the rows after it into one cell"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        // A row that does not line up with the header is not guessed at: cut short (a
+        // truncated file), or with values past the last column (a stray delimiter, or a
+        // quote left open that took the following lines into one cell).
+        if self.width_checked {
+            let width = layout.headers.len();
+            if let Some(col) = (cells.len()..width).find(|&c| !layout.headers[c].is_empty()) {
+                return Err((
+                    header(col),
+                    format!(
+                        "the row has {} cells where the header has {width}: cut short, or a quote left open",
+                        cells.len()
+                    ),
+                ));
+            }
+            if let Some(col) = (width..cells.len()).find(|&c| !cell_is_empty(&cells[c])) {
+                return Err((
+                    format!("column {}", col + 1),
+                    format!(
+                        "the row has a value past the header's {width} columns: a stray delimiter, or a quote left open"
+                    ),
+                ));
+            }
+        }
+
         let id = match normalize_cell(get(id_col), FieldType::Text, &self.ctx, true) {
             CellValue::Ok { text, .. } => text,
             CellValue::Invalid(e) => return Err((header(id_col), e)),
@@ -465,7 +540,6 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
         if id.is_empty() {
             return Err((header(id_col), "empty activity_id".to_string()));
         }
-        let state_col = layout.field_columns[layout.state_field].expect("required column");
         let state = match get(state_col) {
             Cell::Text(t) if !t.trim().is_empty() => {
                 match state_of(&mut self.state_memo, self.schema, t) {
@@ -621,13 +695,16 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
         let mut field_columns = vec![None; self.schema.fields.len()];
         let mut extras = Vec::new();
         let mut matched = 0;
+        // Columns that name a field another column already named: (field, first, second).
+        let mut ambiguous = Vec::new();
         for (col, norm) in normalized.iter().enumerate() {
             match self.schema.field_for_header(norm) {
                 Some(f) if field_columns[f].is_none() => {
                     field_columns[f] = Some(col);
                     matched += 1;
                 }
-                _ => {
+                Some(f) => ambiguous.push((f, field_columns[f].unwrap_or(col), col)),
+                None => {
                     if !norm.is_empty() || !headers[col].trim().is_empty() {
                         extras.push((col, headers[col].trim().to_string()));
                     }
@@ -640,6 +717,18 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
             .iter()
             .zip(&field_columns)
             .all(|(f, c)| !f.required || c.is_some());
+        if has_required && let Some(&(f, first, second)) = ambiguous.first() {
+            anyhow::bail!(
+                "the columns {:?} (column {}) and {:?} (column {}) both name the field {}: \
+                 which one holds it is not guessed; make the schema's aliases for {} name only one",
+                headers[first].trim(),
+                first + 1,
+                headers[second].trim(),
+                second + 1,
+                self.schema.fields[f].name,
+                self.schema.fields[f].name,
+            );
+        }
         if has_required {
             // Name extras uniquely: a duplicate header gets " (2)", an empty one "column N".
             let mut seen: Vec<String> = self.schema.fields.iter().map(|f| f.name.clone()).collect();

@@ -54,6 +54,96 @@ fn report_missing_a_required_column_fails_alone() {
 }
 
 #[test]
+fn rows_that_do_not_line_up_with_the_header_are_rejected_not_guessed() {
+    let w = Workdir::new();
+    // Line 2 opens a quote it never closes: the next quote (line 3's) ends the cell, so A2
+    // would be swallowed into A1's address and A2's Cost Center taken as A1's. Line 4 has a
+    // value past the header; line 5 only empty ones (trailing delimiters are fine); lines
+    // 6-7 are a real two-line address with commas; line 8 is cut short (a truncated file).
+    let csv = format!(
+        "{HEADER}\n\
+         A1,Ordered,RITM1,2026-11-01T10:00:00Z,5551234567,Pixel 9,\"1 Main St, Apt 4,CC-1\n\
+         A2,Ordered,RITM2,2026-11-01T10:00:00Z,,,\"2 Elm St\",CC-2\n\
+         A3,Completed,RITM3,2026-11-01T11:00:00Z,,,,CC-3,stray\n\
+         A4,Ordered,RITM4,2026-11-01T10:00:00Z,,,,CC-4,,\n\
+         A5,Completed,RITM5,2026-11-01T12:00:00Z,,,\"5 Oak St\nSpringfield, IL, 62701\",CC-5\n\
+         A6,Ordered,RIT"
+    );
+    w.write("drop/r_2026-11-01.csv", csv);
+    w.run_ok(&["run", "--summary-json", "s.json"], 2);
+    let r = &w.summary("s.json")["reports"][0];
+    assert_eq!(r["status"], "processed");
+    assert_eq!(
+        (r["accepted"].as_i64(), r["rejected"].as_i64()),
+        (Some(2), Some(3)),
+        "{r}"
+    );
+    let rejects: Vec<(i64, String, String)> = w
+        .ledger()
+        .prepare("SELECT row, col, reason FROM rejects ORDER BY row")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        (rejects[0].0, rejects[0].1.as_str()),
+        (2, "Shipping Address")
+    );
+    assert!(
+        rejects[0].2.contains("reads as a row of its own")
+            && rejects[0].2.contains("A2,Ordered,RITM2"),
+        "{rejects:?}"
+    );
+    assert_eq!((rejects[1].0, rejects[1].1.as_str()), (4, "column 9"));
+    assert!(
+        rejects[1].2.contains("past the header's 8 columns"),
+        "{rejects:?}"
+    );
+    assert_eq!((rejects[2].0, rejects[2].1.as_str()), (8, "Last Updated"));
+    assert!(
+        rejects[2].2.contains("3 cells where the header has 8"),
+        "{rejects:?}"
+    );
+    let ev = w.events();
+    let ids: Vec<&str> = ev
+        .iter()
+        .map(|e| e["activity_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["A4", "A5"]);
+    assert_eq!(
+        ev[1]["shipping_address"],
+        "5 Oak St\nSpringfield, IL, 62701"
+    );
+    assert_eq!(ev[1]["extra"]["Cost Center"], "CC-5");
+}
+
+#[test]
+fn two_columns_naming_one_field_fail_the_report_instead_of_a_guess() {
+    let w = Workdir::new();
+    // "Ticket Number" and "Activity ID" are both aliases of activity_id.
+    w.write(
+        "drop/a_2026-11-01.csv",
+        "Ticket Number,Activity ID,Status,Last Updated\nRITM1,A1,Ordered,2026-11-01T10:00:00Z\n",
+    );
+    w.report(
+        "b_2026-11-01.csv",
+        &["B1,Ordered,,2026-11-01T10:00:00Z,,,,"],
+    );
+    w.run_ok(&["run", "--summary-json", "s.json"], 2);
+    let s = w.summary("s.json");
+    let a = &s["reports"][0];
+    assert_eq!(a["status"], "failed");
+    let err = a["error"].as_str().unwrap();
+    assert!(
+        err.contains("\"Ticket Number\" (column 1) and \"Activity ID\" (column 2) both name the field activity_id"),
+        "{err}"
+    );
+    assert_eq!(s["reports"][1]["status"], "processed");
+    assert_eq!(w.transitions().len(), 1, "only B1");
+}
+
+#[test]
 fn bad_rows_are_rejected_with_their_line_and_column_while_good_rows_go_through() {
     let w = Workdir::new();
     let csv = format!(
