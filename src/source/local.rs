@@ -34,7 +34,20 @@ impl Source for LocalSource {
             if name.starts_with('.') || !self.patterns.is_match(&name) {
                 continue;
             }
-            let meta = std::fs::metadata(entry.path())?;
+            // One unreadable entry (a link to a missing file, a file moved away since the
+            // folder was read) is skipped by name; the other reports go on.
+            let meta = match std::fs::metadata(entry.path()) {
+                Ok(meta) => meta,
+                Err(e) => {
+                    let why = if entry.path().is_symlink() {
+                        "a link to a file that cannot be read"
+                    } else {
+                        "it cannot be read"
+                    };
+                    tracing::warn!(file = %name, error = %e, "skipped: {why}");
+                    continue;
+                }
+            };
             if !meta.is_file() {
                 continue;
             }

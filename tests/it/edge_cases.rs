@@ -333,3 +333,25 @@ fn a_hand_edited_ledger_is_decided_from_activities() {
         "the change after the hand edit was missed"
     );
 }
+
+#[test]
+fn an_unreadable_entry_in_the_drop_folder_is_skipped_by_name_and_the_run_goes_on() {
+    let w = Workdir::new();
+    w.report(
+        "b_2026-11-01.csv",
+        &["B1,Ordered,,2026-11-01T10:00:00Z,,,,"],
+    );
+    std::os::unix::fs::symlink(
+        w.path().join("nowhere/a.csv"),
+        w.path().join("drop/a_2026-11-01.csv"),
+    )
+    .unwrap();
+    let out = w.run(&["run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("a_2026-11-01.csv") && stderr.contains("skipped: a link to a file"),
+        "{stderr}"
+    );
+    assert_eq!(w.transitions(), vec![t("B1", "", "ordered")]);
+}
