@@ -1,6 +1,7 @@
 //! CSV reports: RFC 4180 with quoted multi-line cells, CRLF or LF, an optional UTF-8 BOM,
-//! a `,` `;` tab or `|` delimiter (sniffed unless the schema sets one), UTF-8 or, for files
-//! that are not valid UTF-8, Windows-1252 (what Excel's "CSV (Comma delimited)" writes).
+//! a `,` `;` tab or `|` delimiter (sniffed unless the schema sets one), UTF-8, UTF-16 (by its
+//! BOM or, without one, by its zero bytes) or, for files that are not valid UTF-8,
+//! Windows-1252 (what Excel's "CSV (Comma delimited)" writes).
 //!
 //! The file is streamed: a `csv` thread splits it into records, handed on in batches whose
 //! buffers come back for reuse; nothing is held whole in memory.
@@ -362,6 +363,29 @@ fn split_records(
 
 /// Parses and checks every row of a CSV report into `handler`.
 ///
+/// UTF-16 written without a BOM, told by its NUL bytes: text in a Latin script has a zero
+/// byte in every other position (after each character in little-endian, before it in
+/// big-endian). UTF-8 and Windows-1252 text has none.
+fn utf16_without_bom(head: &[u8]) -> Option<&'static encoding_rs::Encoding> {
+    let pairs = head.len() / 2;
+    if pairs < 8 {
+        return None;
+    }
+    let zeros_at = |parity: usize| {
+        head.chunks_exact(2)
+            .filter(|pair| pair[parity] == 0)
+            .count()
+    };
+    let (even, odd) = (zeros_at(0), zeros_at(1));
+    if odd * 10 >= pairs * 9 && even == 0 {
+        Some(encoding_rs::UTF_16LE)
+    } else if even * 10 >= pairs * 9 && odd == 0 {
+        Some(encoding_rs::UTF_16BE)
+    } else {
+        None
+    }
+}
+
 /// Two threads: a `csv` thread splits the file into records, this one checks them. The
 /// checker prefetches the index slot of the Activity AHEAD records on, so that its
 /// look-up finds it in the CPU cache (the index is far larger than the caches and its
@@ -376,13 +400,13 @@ pub(crate) fn read<H: RowHandler>(
     utf8: bool,
 ) -> Result<(Layout, RowCounts)> {
     let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut bom = [0u8; 2];
-    let got = file.read(&mut bom)?;
+    let mut head = Vec::with_capacity(4096);
+    (&mut file).take(4096).read_to_end(&mut head)?;
     file.rewind()?;
-    let utf16 = match &bom[..got] {
+    let utf16 = match &head[..head.len().min(2)] {
         [0xff, 0xfe] => Some(encoding_rs::UTF_16LE),
         [0xfe, 0xff] => Some(encoding_rs::UTF_16BE),
-        _ => None,
+        _ => utf16_without_bom(&head),
     };
     let stream: Box<dyn Read + Send> = match (utf16, utf8) {
         (Some(enc), _) => {

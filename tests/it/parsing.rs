@@ -497,6 +497,41 @@ fn excel_unicode_text_utf16_with_tabs_is_read() {
 }
 
 #[test]
+fn utf16_without_a_bom_is_told_by_its_zero_bytes() {
+    let w = Workdir::new();
+    let text =
+        "Activity ID\tStatus\tUser Name\r\nA1\tOrdered\tZoë Müller\r\nA2\tCompleted\tLi Lei\r\n";
+    w.write(
+        "drop/le_2026-11-01.txt",
+        text.encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect::<Vec<u8>>(),
+    );
+    w.write(
+        "drop/be_2026-11-02.txt",
+        text.replace("A2\tCompleted", "A2\tCancelled")
+            .encode_utf16()
+            .flat_map(u16::to_be_bytes)
+            .collect::<Vec<u8>>(),
+    );
+    w.config(&Workdir::config_with("").replace(
+        "patterns = [\"*.csv\", \"*.xlsx\"]",
+        "patterns = [\"*.txt\"]",
+    ));
+    w.run_ok(&["run", "--summary-json", "s.json"], 0);
+    let ev = w.events();
+    assert_eq!(ev.len(), 3, "{ev:?}");
+    assert_eq!(ev[0]["user_name"], "Zoë Müller");
+    assert_eq!(
+        (ev[2]["activity_id"].as_str(), ev[2]["state"].as_str()),
+        (Some("A2"), Some("cancelled"))
+    );
+    let s = w.summary("s.json");
+    assert!(s["reports"][0]["notes"].to_string().contains("UTF-16LE"));
+    assert!(s["reports"][1]["notes"].to_string().contains("UTF-16BE"));
+}
+
+#[test]
 fn excel_sep_line_names_the_delimiter() {
     let w = Workdir::new();
     // Commas inside values would fool a guess; Excel's `sep=` line settles it.
