@@ -152,6 +152,42 @@ fn configure(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+const SCRATCH_PREFIX: &str = "tangoe-ingest-dry-";
+
+/// Removes the scratch copies of dry runs that ended without removing them (killed, or
+/// interrupted with Ctrl-C): those whose process is gone, and those without a process
+/// noted a day after they were made.
+fn sweep_stale_scratch(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(SCRATCH_PREFIX) {
+            continue;
+        }
+        let dir = entry.path();
+        let stale = match std::fs::read_to_string(dir.join("pid")) {
+            Ok(pid) => {
+                Path::new("/proc/self").exists()
+                    && pid
+                        .trim()
+                        .parse::<u32>()
+                        .is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+            }
+            Err(_) => entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(86_400)),
+        };
+        if stale && std::fs::remove_dir_all(&dir).is_ok() {
+            tracing::info!(dir = %dir.display(), "removed the ledger copy of a dry run that was interrupted");
+        }
+    }
+}
+
 pub(crate) fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
@@ -218,9 +254,11 @@ impl Ledger {
     /// A private scratch copy of the ledger for a dry run: the run does everything a real
     /// run would, against the copy, and the copy is thrown away. The real ledger is only read.
     pub(crate) fn scratch_copy(path: &Path) -> Result<Ledger> {
-        let dir = tempfile::Builder::new()
-            .prefix("tangoe-ingest-dry-")
-            .tempdir()?;
+        sweep_stale_scratch(&std::env::temp_dir());
+        let dir = tempfile::Builder::new().prefix(SCRATCH_PREFIX).tempdir()?;
+        // Whose copy this is: a dry run killed before it could remove its copy leaves it
+        // behind, and the next dry run removes it (see `sweep_stale_scratch`).
+        std::fs::write(dir.path().join("pid"), std::process::id().to_string())?;
         let copy = dir.path().join("ledger.sqlite");
         if path.exists() {
             let wal = PathBuf::from(format!("{}-wal", path.display()));
@@ -1085,5 +1123,37 @@ impl Drop for ReportWriter<'_> {
             // The in-memory index holds the rolled-back changes: reload it next time.
             *self.index.borrow_mut() = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_left_by_interrupted_dry_runs_are_swept_and_live_ones_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let make = |name: &str, pid: Option<u32>| {
+            let d = tmp.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("ledger.sqlite"), b"copy").unwrap();
+            if let Some(pid) = pid {
+                std::fs::write(d.join("pid"), pid.to_string()).unwrap();
+            }
+            d
+        };
+        // A process that has ended.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let dead = make("tangoe-ingest-dry-dead", Some(gone));
+        let live = make("tangoe-ingest-dry-live", Some(std::process::id()));
+        let young = make("tangoe-ingest-dry-young", None);
+        let other = make("someone-else", Some(gone));
+        sweep_stale_scratch(tmp.path());
+        assert!(!dead.exists(), "the copy of a process that is gone");
+        assert!(live.exists(), "a dry run still running");
+        assert!(young.exists(), "no pid yet, and less than a day old");
+        assert!(other.exists(), "not ours");
     }
 }
