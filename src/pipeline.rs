@@ -320,12 +320,28 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
         Mode::Backfill { .. } => "backfill",
     };
     let run_id = ledger.start_run(mode_name)?;
+    let result = run_started(cfg, opts, &ledger, run_id, mode_name);
+    if result.is_err() && !opts.dry_run {
+        // The run failed as a whole (exit 1): the ledger says so, rather than "unfinished".
+        let _ = ledger.finish_run(run_id, 0, 0, 0, 0, 0, 0, EXIT_FAILED);
+    }
+    result
+}
+
+/// [`run`] once its row in `runs` is written.
+fn run_started(
+    cfg: &Config,
+    opts: &Options,
+    ledger: &Ledger,
+    run_id: i64,
+    mode_name: &str,
+) -> Result<Summary> {
     let schema_fields: Vec<String> = cfg.schema.fields.iter().map(|f| f.name.clone()).collect();
-    let mut summary = Summary::start(mode_name, opts.dry_run, cfg, &ledger)?;
+    let mut summary = Summary::start(mode_name, opts.dry_run, cfg, ledger)?;
 
     // Events a crashed or failed run left behind go out first, oldest first.
     if !opts.dry_run {
-        deliver_all(&ledger, cfg, &schema_fields, &mut summary);
+        deliver_all(ledger, cfg, &schema_fields, &mut summary);
     }
 
     // list
@@ -357,7 +373,7 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
     for (date, l) in &dated {
         let rs = process_report(
             cfg,
-            &ledger,
+            ledger,
             source.as_mut(),
             opts,
             run_id,
@@ -385,11 +401,11 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
     // deliver
     if opts.dry_run {
         for (s, cfg_sink) in summary.sinks.iter_mut().zip(&cfg.sinks) {
-            s.pending = sink::pending(&ledger, cfg_sink)?;
-            s.previews = sink::preview(&ledger, cfg_sink, &schema_fields)?;
+            s.pending = sink::pending(ledger, cfg_sink)?;
+            s.previews = sink::preview(ledger, cfg_sink, &schema_fields)?;
         }
     } else {
-        deliver_all(&ledger, cfg, &schema_fields, &mut summary);
+        deliver_all(ledger, cfg, &schema_fields, &mut summary);
     }
 
     // after: remote clean-up, only once the ledger holds the report; a failure is a warning.
@@ -419,17 +435,19 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
         EXIT_OK
     };
     if !opts.dry_run {
-        ledger.finish_run(
-            run_id,
-            summary.reports.len() as u64,
-            summary.rows,
-            summary.rejected,
-            summary.events,
-            summary.delivered,
-            summary.pending,
-            summary.exit_code,
-        )?;
-        ledger.checkpoint()?;
+        ledger
+            .finish_run(
+                run_id,
+                summary.reports.len() as u64,
+                summary.rows,
+                summary.rejected,
+                summary.events,
+                summary.delivered,
+                summary.pending,
+                summary.exit_code,
+            )
+            .and_then(|()| ledger.checkpoint())
+            .map_err(|e| ledger.name_in(e))?;
     }
     Ok(summary)
 }
@@ -546,6 +564,7 @@ fn process_report(
             rs
         }
         Err(e) => {
+            let e = ledger.name_in(e);
             let msg = format!("{e:#}");
             if let Err(e2) = ledger.record_failed_report(&meta, mode_name, run_id, &msg) {
                 tracing::error!("cannot record the failed report: {e2:#}");
@@ -743,17 +762,19 @@ pub fn deliver(cfg: &Config, dry_run: bool) -> Result<Summary> {
         EXIT_OK
     };
     if !dry_run {
-        ledger.finish_run(
-            run_id,
-            0,
-            0,
-            0,
-            0,
-            summary.delivered,
-            summary.pending,
-            summary.exit_code,
-        )?;
-        ledger.checkpoint()?;
+        ledger
+            .finish_run(
+                run_id,
+                0,
+                0,
+                0,
+                0,
+                summary.delivered,
+                summary.pending,
+                summary.exit_code,
+            )
+            .and_then(|()| ledger.checkpoint())
+            .map_err(|e| ledger.name_in(e))?;
     }
     Ok(summary)
 }

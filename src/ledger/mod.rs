@@ -230,6 +230,18 @@ fn open_read_only(path: &Path) -> Result<Connection> {
 }
 
 impl Ledger {
+    /// An error from SQLite, with the ledger's file named (as "disk is full" alone does not
+    /// say which disk); other errors as they are.
+    pub(crate) fn name_in(&self, e: anyhow::Error) -> anyhow::Error {
+        let from_sqlite = e
+            .chain()
+            .any(|c| c.downcast_ref::<rusqlite::Error>().is_some());
+        match &self.path {
+            Some(p) if from_sqlite => e.context(format!("the ledger {}", p.display())),
+            _ => e,
+        }
+    }
+
     /// Opens (creating if needed) the ledger for a real run, migrated to this build's schema.
     pub(crate) fn open(path: &Path) -> Result<Ledger> {
         if let Some(dir) = path.parent()

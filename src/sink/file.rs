@@ -565,7 +565,8 @@ pub(crate) fn deliver(
             .map_err(|_| anyhow::anyhow!("the import file writer panicked"))?;
         read?;
         written
-    })?;
+    })
+    .with_context(|| format!("cannot write the import file in {}", sink.dir.display()))?;
     let first = first.unwrap_or(last);
     // Readable by the ITSM's collector like any file this user writes (not 0600).
     #[cfg(unix)]
@@ -579,7 +580,9 @@ pub(crate) fn deliver(
         direct,
         "events written"
     );
-    tmp.as_file().sync_all()?;
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("cannot write the import file in {}", sink.dir.display()))?;
     let ext = match sink.format {
         FileFormat::Jsonl => "jsonl",
         FileFormat::Csv => "csv",

@@ -506,3 +506,21 @@ fn temporary_files_a_killed_run_left_are_removed() {
     assert!(!w.path().join("out/.tangoe-ingest-abc123.part").exists());
     assert_eq!(w.events().len(), 1);
 }
+
+#[test]
+fn a_run_that_fails_as_a_whole_is_recorded_with_exit_1_not_left_unfinished() {
+    let w = Workdir::new();
+    w.config(&Workdir::config_with("").replace("dir = \"drop\"", "dir = \"no-such-folder\""));
+    let out = w.run(&["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no-such-folder"), "{stderr}");
+    let (ended, code): (Option<String>, Option<i64>) = w
+        .ledger()
+        .query_row("SELECT ended_at, exit_code FROM runs", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert!(ended.is_some(), "the run has ended");
+    assert_eq!(code, Some(1));
+}
