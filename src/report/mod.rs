@@ -814,6 +814,10 @@ fn is_footer(cells: &[Cell<'_>]) -> bool {
     let Some(Cell::Text(first)) = cells.iter().find(|c| !cell_is_empty(c)) else {
         return false;
     };
+    // A BOM inside the file: another export appended to this one begins here (its title).
+    if first.starts_with('\u{feff}') {
+        return true;
+    }
     let lower = first.trim().to_lowercase();
     FOOTER_PREFIXES.iter().any(|p| lower.starts_with(p))
 }

@@ -532,6 +532,27 @@ fn utf16_without_a_bom_is_told_by_its_zero_bytes() {
 }
 
 #[test]
+fn two_exports_joined_into_one_file_are_read_as_one() {
+    let w = Workdir::new();
+    let part = |rows: &str| {
+        format!(
+            "\u{feff}Tangoe Mobile - Activity Report\r\nRun date: 11/01/2026\r\n\r\n{HEADER}\r\n{rows}"
+        )
+    };
+    let csv = part("A1,Ordered,,2026-11-01T10:00:00Z,,,,\r\n")
+        + &part("A2,Completed,,2026-11-01T11:00:00Z,,,,\r\n");
+    w.write("drop/r_2026-11-01.csv", csv);
+    w.run_ok(&["run", "--summary-json", "s.json"], 0);
+    let r = &w.summary("s.json")["reports"][0];
+    assert_eq!(
+        (r["accepted"].as_i64(), r["rejected"].as_i64()),
+        (Some(2), Some(0)),
+        "{r}"
+    );
+    assert_eq!(w.transitions().len(), 2);
+}
+
+#[test]
 fn excel_sep_line_names_the_delimiter() {
     let w = Workdir::new();
     // Commas inside values would fool a guess; Excel's `sep=` line settles it.
