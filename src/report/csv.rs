@@ -446,6 +446,7 @@ fn check_records<H: RowHandler>(
     empty: &std::sync::mpsc::Sender<Records>,
 ) -> Result<(Layout, RowCounts)> {
     let mut processor = RowProcessor::new(schema, ctx, triage, handler).with_width_checked();
+    let mut delimiter = b',';
     let mut spare: Vec<Cell<'static>> = Vec::new();
     let mut prev_end = 0u64;
     let prefetch = |processor: &RowProcessor<'_, H>, record: &::csv::ByteRecord| {
@@ -471,6 +472,7 @@ fn check_records<H: RowHandler>(
         let (batch, n) = match chunk {
             Chunk::Delimiter(d) => {
                 processor.set_delimiter(d);
+                delimiter = d;
                 continue;
             }
             Chunk::Records(batch, n) => (batch, n),
@@ -527,7 +529,11 @@ fn check_records<H: RowHandler>(
                 processor.blank_lines(blank);
             }
             let mut cells = cells_of(text, record, std::mem::take(&mut spare));
-            processor.multiline = breaks > 0;
+            processor.delimiters_inside = if breaks > 0 {
+                memchr::memchr_iter(delimiter, bytes).count()
+            } else {
+                0
+            };
             processor.row(line, &cells)?;
             cells.clear();
             spare = cells.into_iter().map(|_| Cell::Empty).collect();

@@ -294,8 +294,9 @@ pub(crate) struct RowProcessor<'h, H: RowHandler> {
     width_checked: bool,
     /// The CSV delimiter, once known: a cell's inner lines are checked for swallowed rows.
     delimiter: Option<u8>,
-    /// The row about to be checked spans more than one line (set by the CSV reader).
-    pub(crate) multiline: bool,
+    /// Of the row about to be checked, set by the CSV reader: the delimiters its cells hold
+    /// when it spans more than one line, else 0.
+    pub(crate) delimiters_inside: usize,
 }
 
 impl<'h, H: RowHandler> RowProcessor<'h, H> {
@@ -317,7 +318,7 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
             counts: RowCounts::default(),
             width_checked: false,
             delimiter: None,
-            multiline: false,
+            delimiters_inside: 0,
         }
     }
 
@@ -483,12 +484,22 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
 
         let id_col = layout.field_columns[layout.id_field].expect("required column");
         let state_col = layout.field_columns[layout.state_field].expect("required column");
-        if self.multiline
+        // A swallowed row brings most of a row's delimiters; a multi-line address a few.
+        let enough = (layout.headers.len().saturating_sub(1) / 2).max(1);
+        if self.delimiters_inside >= enough
             && let Some(d) = self.delimiter
         {
             for (col, cell) in cells.iter().enumerate() {
                 let Cell::Text(t) = cell else { continue };
+                if memchr::memchr2(b'\n', b'\r', t.as_bytes()).is_none()
+                    || memchr::memchr_iter(d, t.as_bytes()).count() < enough
+                {
+                    continue;
+                }
                 for line in t.split(['\n', '\r']).skip(1) {
+                    if memchr::memchr_iter(d, line.as_bytes()).count() < enough {
+                        continue;
+                    }
                     let parts: Vec<&str> = line.split(char::from(d)).collect();
                     let reads_as_row = parts.len() > id_col.max(state_col)
                         && !parts[id_col].trim().is_empty()
