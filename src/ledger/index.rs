@@ -521,15 +521,16 @@ mod tests {
         assert!(!again.is_dirty());
     }
 
+    /// The tables the index reads and writes.
+    const TABLES: &str =
+        "CREATE TABLE activities (activity_id TEXT PRIMARY KEY, state INTEGER, updated_at INTEGER);
+         CREATE TABLE activity_index (block INTEGER PRIMARY KEY, slots BLOB NOT NULL);
+         CREATE TABLE activity_index_delta (seq INTEGER PRIMARY KEY, slots BLOB NOT NULL);
+         CREATE TABLE meta (key TEXT PRIMARY KEY, value);";
+
     fn ledger() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(
-            "CREATE TABLE activities (activity_id TEXT PRIMARY KEY, state INTEGER, updated_at INTEGER);
-             CREATE TABLE activity_index (block INTEGER PRIMARY KEY, slots BLOB NOT NULL);
-             CREATE TABLE activity_index_delta (seq INTEGER PRIMARY KEY, slots BLOB NOT NULL);
-             CREATE TABLE meta (key TEXT PRIMARY KEY, value);",
-        )
-        .unwrap();
+        conn.execute_batch(TABLES).unwrap();
         conn
     }
 
@@ -687,13 +688,7 @@ mod tests {
             conn
         };
         let conn = open();
-        conn.execute_batch(
-            "CREATE TABLE activities (activity_id TEXT PRIMARY KEY, state INTEGER, updated_at INTEGER);
-             CREATE TABLE activity_index (block INTEGER PRIMARY KEY, slots BLOB NOT NULL);
-             CREATE TABLE activity_index_delta (seq INTEGER PRIMARY KEY, slots BLOB NOT NULL);
-             CREATE TABLE meta (key TEXT PRIMARY KEY, value);",
-        )
-        .unwrap();
+        conn.execute_batch(TABLES).unwrap();
         let mut idx = ActivityIndex::load(&conn).unwrap();
         for i in 0..300_000 {
             idx.put(&format!("ACT-{i}"), entry(State::Ordered, i, 0));
