@@ -456,9 +456,15 @@ fn table_server() -> Server {
         ("GET", TABLE_PATH) => {
             let q = r.query("sysparm_query").unwrap_or_default();
             match q.strip_prefix("number=") {
-                Some(n) if n.starts_with("RITM") && n != "RITM404" => {
-                    Reply::json(200, json!({"result": [{"sys_id": format!("sys-{n}")}]}))
-                }
+                // A server that ignores the query's conditions answers with another record.
+                Some("RITM77") => Reply::json(
+                    200,
+                    json!({"result": [{"sys_id": "sys-RITM1", "number": "RITM1"}]}),
+                ),
+                Some(n) if n.starts_with("RITM") && n != "RITM404" => Reply::json(
+                    200,
+                    json!({"result": [{"sys_id": format!("sys-{n}"), "number": n}]}),
+                ),
                 _ => Reply::json(200, json!({"result": []})),
             }
         }
@@ -508,7 +514,10 @@ fn table_api_looks_up_the_sys_id_once_per_run_then_patches() {
         reqs[0].query("sysparm_query").as_deref(),
         Some("number=RITM1")
     );
-    assert_eq!(reqs[0].query("sysparm_fields").as_deref(), Some("sys_id"));
+    assert_eq!(
+        reqs[0].query("sysparm_fields").as_deref(),
+        Some("sys_id,number")
+    );
     assert_eq!(reqs[4].json()["state"], "3");
     let ids = event_ids(&w);
     assert_eq!(
@@ -554,6 +563,57 @@ fn table_api_unknown_number_is_a_permanent_failure() {
     assert_eq!(error, "no RITM404 in sc_req_item");
     run(&w, &["run"], 0);
     assert_eq!(server.requests().len(), 1);
+}
+
+#[test]
+fn table_api_numbers_that_could_change_the_query_or_find_another_ticket_update_nothing() {
+    let server = table_server();
+    let w = workdir(&sink(&server, "servicenow_table", TABLE_PATH, BASIC));
+    // `^` joins conditions in a ServiceNow encoded query: this number would match any ticket.
+    w.report(
+        "r_2026-11-01.csv",
+        &[
+            "A1,Ordered,RITM1^ORnumberISNOTEMPTY,2026-11-01T10:00:00Z,,,,",
+            "A2,Ordered,RITM77,2026-11-01T10:00:00Z,,,,",
+            "A3,Ordered,RITM3,2026-11-01T10:00:00Z,,,,",
+        ],
+    );
+    run(&w, &["run"], 2);
+    let seen: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r.method,
+                r.path(),
+                r.query("sysparm_query").unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            format!("GET {TABLE_PATH} number=RITM77"),
+            format!("GET {TABLE_PATH} number=RITM3"),
+            format!("PATCH {TABLE_PATH}/sys-RITM3 "),
+        ],
+        "no lookup for the number with `^`, no PATCH of the record another lookup returned"
+    );
+    let errors: Vec<String> = w
+        .ledger()
+        .prepare("SELECT error FROM deliveries WHERE status = 'failed' ORDER BY event_id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].contains("is not a ticket number"), "{errors:?}");
+    assert_eq!(
+        errors[1],
+        "the lookup of RITM77 in sc_req_item returned RITM1"
+    );
 }
 
 const MIRROR_MAPPING: &str = r#"

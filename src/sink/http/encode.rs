@@ -67,14 +67,26 @@ pub(crate) fn send_request(
     })
 }
 
-/// `GET {table}?sysparm_query=number=...&sysparm_fields=sys_id`.
+/// Whether `s` can stand in a Table API query or URL as it is: a ticket number
+/// (`RITM0001234`) or a sys_id (32 hex digits) has letters, digits, `-`, `_` and `.` only.
+/// Anything else (`^`, `=`, spaces) would change the query ServiceNow runs (an encoded query
+/// joins conditions with `^`), or the path the update goes to.
+pub(crate) fn plain_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// `GET {table}?sysparm_query=number=...&sysparm_fields=sys_id,number` (`number` must be a
+/// [`plain_token`]).
 pub(crate) fn lookup_request(cfg: &HttpSinkConfig, number: &str, key: &str) -> Request {
     Request {
         method: Method::Get,
         url: cfg.url.clone(),
         query: vec![
             ("sysparm_query".into(), format!("number={number}")),
-            ("sysparm_fields".into(), "sys_id".into()),
+            ("sysparm_fields".into(), "sys_id,number".into()),
             ("sysparm_limit".into(), "1".into()),
         ],
         body: None,
@@ -183,8 +195,16 @@ pub(crate) fn import_set_outcome(body: &str) -> RowOutcome {
     }
 }
 
-/// The sys_id in a Table API lookup's answer, if the record exists.
-pub(crate) fn lookup_sys_id(body: &str) -> Result<Option<String>> {
+/// What a Table API lookup found: the record's sys_id, and its number when the answer
+/// gives it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Found {
+    pub(crate) sys_id: String,
+    pub(crate) number: Option<String>,
+}
+
+/// The record in a Table API lookup's answer, if it exists.
+pub(crate) fn lookup_sys_id(body: &str) -> Result<Option<Found>> {
     let v: Value = serde_json::from_str(body).context("the lookup's answer is not JSON")?;
     let result = v
         .get("result")
@@ -194,10 +214,13 @@ pub(crate) fn lookup_sys_id(body: &str) -> Result<Option<String>> {
         Value::Object(_) => Some(result),
         _ => None,
     };
-    Ok(first
-        .and_then(|r| r["sys_id"].as_str())
-        .filter(|s| !s.is_empty())
-        .map(str::to_string))
+    Ok(first.and_then(|r| {
+        let sys_id = r["sys_id"].as_str().filter(|s| !s.is_empty())?;
+        Some(Found {
+            sys_id: sys_id.to_string(),
+            number: r["number"].as_str().map(str::to_string),
+        })
+    }))
 }
 
 /// The number and sys_id of a record the Table API created.
@@ -253,9 +276,29 @@ mod tests {
     #[test]
     fn lookups_and_creates() {
         assert_eq!(
-            lookup_sys_id(r#"{"result":[{"sys_id":"a1"}]}"#).unwrap(),
-            Some("a1".into())
+            lookup_sys_id(r#"{"result":[{"sys_id":"a1","number":"RITM1"}]}"#).unwrap(),
+            Some(Found {
+                sys_id: "a1".into(),
+                number: Some("RITM1".into())
+            })
         );
+        for ok in [
+            "RITM0001234",
+            "a1b2c3d4e5f60718293a4b5c6d7e8f90",
+            "INC-1.2_3",
+        ] {
+            assert!(plain_token(ok), "{ok}");
+        }
+        for bad in [
+            "RITM1^ORnumberISNOTEMPTY",
+            "RITM1 2",
+            "a/b",
+            "",
+            "x=y",
+            "sys#1",
+        ] {
+            assert!(!plain_token(bad), "{bad}");
+        }
         assert_eq!(lookup_sys_id(r#"{"result":[]}"#).unwrap(), None);
         assert!(lookup_sys_id("nope").is_err());
         assert_eq!(

@@ -329,6 +329,18 @@ fn deliver_one(
                     .get(&cache_key)
                     .cloned(),
             };
+            if !encode::plain_token(number) {
+                return failed(
+                    ledger,
+                    cfg,
+                    e,
+                    0,
+                    format!(
+                        "the ITSM number {number:?} is not a ticket number (letters, digits, - _ . only): \
+                         not looked up, so that it cannot change the query"
+                    ),
+                );
+            }
             let sys_id = match known {
                 Some(s) => s,
                 None => {
@@ -338,12 +350,41 @@ fn deliver_one(
                     };
                     spent = reply.attempts;
                     match encode::lookup_sys_id(&reply.body) {
-                        Ok(Some(s)) => {
+                        Ok(Some(found)) => {
+                            // The record must be the one asked for, and its sys_id fit a URL.
+                            let other = found
+                                .number
+                                .as_deref()
+                                .filter(|n| !n.eq_ignore_ascii_case(number));
+                            if let Some(other) = other {
+                                return failed(
+                                    ledger,
+                                    cfg,
+                                    e,
+                                    spent,
+                                    format!(
+                                        "the lookup of {number} in {} returned {other}",
+                                        cfg.table()
+                                    ),
+                                );
+                            }
+                            if !encode::plain_token(&found.sys_id) {
+                                return failed(
+                                    ledger,
+                                    cfg,
+                                    e,
+                                    spent,
+                                    format!(
+                                        "the lookup of {number} returned the sys_id {:?}, which cannot be a sys_id",
+                                        found.sys_id
+                                    ),
+                                );
+                            }
                             sys_id_cache()
                                 .lock()
                                 .map_err(|_| anyhow::anyhow!("sys_id cache poisoned"))?
-                                .insert(cache_key, s.clone());
-                            s
+                                .insert(cache_key, found.sys_id.clone());
+                            found.sys_id
                         }
                         Ok(None) => {
                             return failed(
