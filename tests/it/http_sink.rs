@@ -622,6 +622,35 @@ fn table_api_numbers_that_could_change_the_query_or_find_another_ticket_update_n
     );
 }
 
+#[test]
+fn refused_credentials_stop_the_sink_at_the_first_request_and_keep_every_event_pending() {
+    let server = Server::start(|_, _| {
+        Reply::json(401, json!({"error": {"message": "User Not Authenticated"}}))
+    });
+    let w = workdir(&sink(&server, "servicenow_import_set", IMPORT_PATH, BASIC));
+    w.report(
+        "r_2026-11-01.csv",
+        &[
+            "A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,",
+            "A2,Ordered,RITM2,2026-11-01T10:00:00Z,,,,",
+            "A3,Ordered,RITM3,2026-11-01T10:00:00Z,,,,",
+        ],
+    );
+    let out = run(&w, &["run", "--summary-json", "s.json"], 2);
+    assert!(
+        stdout(&out).contains("HTTP 401: User Not Authenticated: check the sink's credentials"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "one refused login, not one per event"
+    );
+    assert!(outcomes(&w).is_empty(), "nothing failed for good");
+    assert_eq!(w.summary("s.json")["sinks"][1]["pending"], 3);
+}
+
 const MIRROR_MAPPING: &str = r#"
 [states]
 ordered = "2"

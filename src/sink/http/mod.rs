@@ -77,6 +77,8 @@ enum Done {
     Failed(String),
     /// The endpoint cannot take events now: this one stays pending and the sink stops.
     Unavailable(String),
+    /// The endpoint refuses the sink itself: this event and the rest stay pending, now.
+    Refused(String),
 }
 
 /// Events not yet settled for the sink.
@@ -153,7 +155,7 @@ pub(crate) fn deliver(
         }
         let e = with_number(ledger, e)?;
         let done = deliver_one(ledger, cfg, &mut transport, &e, schema_fields)?;
-        if !matches!(done, Done::Unavailable(_)) {
+        if !matches!(done, Done::Unavailable(_) | Done::Refused(_)) {
             unavailable_in_a_row = 0;
         }
         match done {
@@ -169,6 +171,13 @@ pub(crate) fn deliver(
                         error,
                     });
                 }
+            }
+            Done::Refused(error) => {
+                tracing::error!(event = %e.key, "the endpoint refuses this sink: {error}; every event stays pending");
+                summary.error = Some(format!(
+                    "{error}; undelivered events stay pending for the next run"
+                ));
+                return Ok(false);
             }
             Done::Unavailable(error) => {
                 summary.error = Some(format!(
@@ -231,6 +240,7 @@ fn not_sent(
             message, attempts, ..
         } => failed(ledger, cfg, e, spent + attempts, message),
         Failure::Unavailable { message, .. } => Ok(Done::Unavailable(message)),
+        Failure::Refused { message } => Ok(Done::Refused(message)),
     }
 }
 

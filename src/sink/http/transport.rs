@@ -100,6 +100,9 @@ pub(crate) enum Failure {
     /// The endpoint could not take it now (retries exhausted, a long Retry-After, TLS or
     /// configuration trouble): the event stays pending and the sink stops for this run.
     Unavailable { message: String },
+    /// The endpoint refused the sink itself (credentials, a redirecting `url`): every event
+    /// would get the same answer. The event stays pending and the sink stops at once.
+    Refused { message: String },
 }
 
 enum Attempt {
@@ -111,6 +114,7 @@ enum Attempt {
         message: String,
     },
     Unavailable(String),
+    Refused(String),
 }
 
 pub(crate) struct Transport {
@@ -199,6 +203,7 @@ impl Transport {
                     return Err(Failure::Permanent { message, attempts });
                 }
                 Err(Attempt::Unavailable(message)) => return Err(Failure::Unavailable { message }),
+                Err(Attempt::Refused(message)) => return Err(Failure::Refused { message }),
                 Err(Attempt::Retry { message, after }) => {
                     let Some(backoff) = delays.next() else {
                         return Err(Failure::Unavailable {
@@ -306,18 +311,17 @@ impl Transport {
                 message: format!("{what}: HTTP {status}{}", detail(&body)),
                 after: retry_after,
             }),
-            300..=399 => Err(Attempt::Permanent {
-                message: format!(
-                    "{what}: HTTP {status}, redirected to {}: set `url` to the final address",
-                    location.as_deref().unwrap_or("(no Location)")
-                ),
-            }),
-            401 | 403 => Err(Attempt::Permanent {
-                message: format!(
-                    "{what}: HTTP {status}{}: check the sink's credentials and the account's roles",
-                    detail(&body)
-                ),
-            }),
+            // The sink's configuration, not the event: every event would get the same answer
+            // (and each refused login counts against the account). The sink stops for this
+            // run and the events stay pending for when it is fixed.
+            300..=399 => Err(Attempt::Refused(format!(
+                "{what}: HTTP {status}, redirected to {}: set `url` to the final address",
+                location.as_deref().unwrap_or("(no Location)")
+            ))),
+            401 | 403 => Err(Attempt::Refused(format!(
+                "{what}: HTTP {status}{}: check the sink's credentials and the account's roles",
+                detail(&body)
+            ))),
             _ => Err(Attempt::Permanent {
                 message: format!("{what}: HTTP {status}{}", detail(&body)),
             }),
