@@ -651,6 +651,38 @@ fn refused_credentials_stop_the_sink_at_the_first_request_and_keep_every_event_p
     assert_eq!(w.summary("s.json")["sinks"][1]["pending"], 3);
 }
 
+#[test]
+fn a_2xx_whose_answer_is_cut_off_delivers_unless_the_answer_is_needed() {
+    // A webhook's answer is not read: its 2xx delivers, and sending again would repeat it.
+    let server = Server::start(|_, _| Reply::CutOff(200));
+    let w = workdir(&sink(&server, "webhook", "/hook", BASIC));
+    w.report(
+        "r_2026-11-01.csv",
+        &["A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,"],
+    );
+    run(&w, &["run"], 0);
+    assert_eq!(server.requests().len(), 1, "not sent again");
+    assert_eq!(outcomes(&w).len(), 1);
+
+    // An Import Set's answer says whether the row was applied: a cut-off one is asked again.
+    let server = Server::start(|_, n| {
+        if n == 0 {
+            Reply::CutOff(201)
+        } else {
+            import_ok()
+        }
+    });
+    let w = workdir(&sink(&server, "servicenow_import_set", IMPORT_PATH, BASIC));
+    w.report(
+        "r_2026-11-01.csv",
+        &["A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,"],
+    );
+    run(&w, &["run"], 0);
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[0].key(), reqs[1].key(), "the same idempotency key");
+}
+
 const MIRROR_MAPPING: &str = r#"
 [states]
 ordered = "2"

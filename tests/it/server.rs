@@ -81,6 +81,8 @@ pub enum Reply {
     Hang(Duration),
     /// Close the connection at once without answering.
     Drop,
+    /// This status, a body announced as 100 bytes, 5 of them sent, then the connection closed.
+    CutOff(u16),
 }
 
 impl Reply {
@@ -177,6 +179,14 @@ fn handle(mut conn: TcpStream, requests: &Mutex<Vec<Recorded>>, script: &Mutex<S
         }
         Reply::Hang(d) => {
             std::thread::sleep(d);
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        }
+        Reply::CutOff(status) => {
+            let head = format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{\"res"
+            );
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.flush();
             let _ = conn.shutdown(std::net::Shutdown::Both);
         }
         Reply::Send(status, headers, body) => {

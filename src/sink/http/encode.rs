@@ -64,6 +64,7 @@ pub(crate) fn send_request(
         query: Vec::new(),
         body: Some(body(cfg, e, schema_fields)?),
         idempotency_key: e.key.clone(),
+        answer_needed: cfg.api == Api::ImportSet,
     })
 }
 
@@ -91,6 +92,7 @@ pub(crate) fn lookup_request(cfg: &HttpSinkConfig, number: &str, key: &str) -> R
         ],
         body: None,
         idempotency_key: key.to_string(),
+        answer_needed: true,
     }
 }
 
@@ -107,6 +109,7 @@ pub(crate) fn update_request(
         query: Vec::new(),
         body: Some(body(cfg, e, schema_fields)?),
         idempotency_key: e.key.clone(),
+        answer_needed: false,
     })
 }
 
@@ -118,6 +121,7 @@ pub(crate) fn create_request(cfg: &HttpSinkConfig, e: &StoredEvent) -> Result<Re
         query: Vec::new(),
         body: Some(create_body(cfg, e)?),
         idempotency_key: e.key.clone(),
+        answer_needed: true,
     })
 }
 
