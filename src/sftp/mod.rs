@@ -409,7 +409,22 @@ impl Endpoint {
                 ) {
                     Ok(()) if session.authenticated() => return Ok(()),
                     Ok(()) => tried.push(format!("key file {} (not accepted)", key.display())),
-                    Err(e) => tried.push(format!("key file {} ({})", key.display(), e.message())),
+                    Err(e) => {
+                        // libssh2 says "Unable to extract public key from private key" when an
+                        // OpenSSH-format key cannot be decrypted: say what is likely wrong.
+                        let why = match (key_is_encrypted(key), passphrase.is_some()) {
+                            (Some(true), false) => format!(
+                                "the key is protected by a passphrase and none is configured \
+                                 (private_key_passphrase_env); {}",
+                                e.message()
+                            ),
+                            (Some(true), true) => {
+                                format!("the passphrase does not open the key; {}", e.message())
+                            }
+                            _ => e.message().to_string(),
+                        };
+                        tried.push(format!("key file {} ({why})", key.display()));
+                    }
                 }
             } else {
                 tried.push(format!(
@@ -640,4 +655,32 @@ pub(crate) fn hostkey_report(ep: &Endpoint) -> Result<String> {
         out.push('\n');
     }
     Ok(out)
+}
+
+/// Whether the private key file at `path` is encrypted with a passphrase: `None` when that
+/// cannot be told (unreadable, or a format this does not know).
+fn key_is_encrypted(path: &std::path::Path) -> Option<bool> {
+    let text = std::fs::read_to_string(path).ok()?;
+    if text.contains("ENCRYPTED") {
+        return Some(true); // PEM: "Proc-Type: 4,ENCRYPTED" or "BEGIN ENCRYPTED PRIVATE KEY"
+    }
+    let body: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    if body.is_empty() {
+        return if text.contains("-----BEGIN") {
+            Some(false)
+        } else {
+            None
+        };
+    }
+    // "openssh-key-v1\0", then the cipher's name as a length-prefixed string.
+    let raw = base64::decode(&body)?;
+    let rest = raw.strip_prefix(b"openssh-key-v1\0")?;
+    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let cipher = rest.get(4..4 + len)?;
+    Some(cipher != b"none")
 }

@@ -351,8 +351,27 @@ fn key_with_passphrase_and_rsa_pem_and_ecdsa_keys_log_in() {
         .output()
         .unwrap();
     assert_code(&out, 1);
-    assert!(text(&out).contains("key file"), "{}", text(&out));
+    assert!(
+        text(&out).contains("the passphrase does not open the key"),
+        "{}",
+        text(&out)
+    );
     assert!(!text(&out).contains("not it"));
+
+    // No passphrase configured for a key that needs one.
+    let out = site
+        .w
+        .cmd()
+        .env_remove("TANGOE_TEST_KEY_PASS")
+        .arg("run")
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    let t = text(&out);
+    assert!(
+        t.contains("private_key_passphrase_env") || t.contains("TANGOE_TEST_KEY_PASS"),
+        "{t}"
+    );
 
     let out = site
         .w
