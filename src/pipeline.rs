@@ -507,6 +507,15 @@ fn process_report(
     }
     let fetched = match source.fetch(l) {
         Ok(f) => f,
+        // Removed from the server between the listing and the download: nothing to read;
+        // if it comes back, a later run takes it.
+        Err(e) if crate::sftp::sftp_status(&e, &[2]) => {
+            let why = "removed from the server after it was listed".to_string();
+            tracing::info!("deferred to a later run: {why}");
+            rs.status = "deferred".into();
+            rs.notes.push(why);
+            return rs;
+        }
         Err(e) => return failed(rs, e),
     };
     // A report read in place is hashed while it is parsed; the duplicate check happens as

@@ -74,9 +74,19 @@ impl std::fmt::Display for Final {
 
 impl std::error::Error for Final {}
 
-/// Whether trying `e` again on a new connection cannot help.
+/// Whether trying `e` again on a new connection cannot help: a [`Final`] error, or the
+/// server's "no such file" or "permission denied".
 pub(crate) fn is_final(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<Final>().is_some())
+    e.chain().any(|c| c.downcast_ref::<Final>().is_some()) || sftp_status(e, &[2, 3])
+}
+
+/// Whether `e` carries one of these SFTP status codes (2: no such file, 3: permission
+/// denied).
+pub(crate) fn sftp_status(e: &anyhow::Error, codes: &[i32]) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<ssh2::Error>()
+            .is_some_and(|s| matches!(s.code(), ssh2::ErrorCode::SFTP(n) if codes.contains(&n)))
+    })
 }
 
 /// Runs `f` up to `tries` times, waiting 1 s, 2 s, 4 s... between tries; a [`Final`]
@@ -398,7 +408,10 @@ impl Endpoint {
         if let Some(key) = &self.private_key {
             if offers("publickey") {
                 let passphrase = match &self.passphrase {
-                    Some(p) => Some(p.load("private_key_passphrase_env")?),
+                    Some(p) => Some(
+                        p.load("private_key_passphrase_env")
+                            .map_err(|e| anyhow!(Final(format!("{e:#}"))))?,
+                    ),
                     None => None,
                 };
                 match session.userauth_pubkey_file(
@@ -434,7 +447,9 @@ impl Endpoint {
             }
         }
         if let Some(source) = &self.password {
-            let password = source.load("password")?;
+            let password = source
+                .load("password")
+                .map_err(|e| anyhow!(Final(format!("{e:#}"))))?;
             if offers("password") {
                 match session.userauth_password(user, password.expose_secret()) {
                     Ok(()) if session.authenticated() => return Ok(()),

@@ -1483,3 +1483,78 @@ fn agent_identities_log_in() {
     assert_code(&out, 0);
     assert_eq!(site.processed().len(), 1);
 }
+
+#[test]
+fn a_file_the_server_will_not_let_us_read_fails_alone_at_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let site = Site::new();
+    let locked = site.put(
+        "acts_2026-11-01.csv",
+        csv(&[row("A1", "Ordered", "2026-11-01")]),
+    );
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    site.put(
+        "acts_2026-11-02.csv",
+        csv(&[row("A2", "Ordered", "2026-11-02")]),
+    );
+    // As a user the file's mode applies to (root reads anything).
+    site.configure(&[
+        ("username", &format!("{PASSWORD_USER:?}")),
+        ("private_key", ""),
+        ("password_env", "\"TANGOE_TEST_SFTP_PASSWORD\""),
+    ]);
+    let out = site
+        .w
+        .cmd()
+        .env("TANGOE_TEST_SFTP_PASSWORD", PASSWORD)
+        .args(["run", "--summary-json", "s.json"])
+        .output()
+        .unwrap();
+    assert_code(&out, 2);
+    // Permission denied is the server's answer, not a dropped connection: not tried again.
+    assert!(!text(&out).contains("retrying in"), "{}", text(&out));
+    let s = site.w.summary("s.json");
+    assert_eq!(s["reports"][0]["status"], "failed", "{s}");
+    assert!(
+        s["reports"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("acts_2026-11-01.csv"),
+        "{s}"
+    );
+    assert_eq!(s["reports"][1]["status"], "processed");
+    assert_eq!(site.processed(), vec!["acts_2026-11-02.csv".to_string()]);
+}
+
+#[test]
+fn a_file_removed_from_the_server_after_the_listing_is_deferred_not_failed() {
+    let site = Site::new();
+    // A: ~4 MB, read through a relay at 1 MB/s; B is removed while A downloads.
+    let rows: Vec<String> = (0..40_000)
+        .map(|i| row(&format!("A{i}"), "Ordered", "2026-11-01"))
+        .collect();
+    site.put("acts_2026-11-01.csv", csv(&rows));
+    let b = site.put(
+        "acts_2026-11-02.csv",
+        csv(&[row("B1", "Ordered", "2026-11-02")]),
+    );
+    site.configure(&[]);
+    let relay = Relay::throttled(site.sshd.port, 1 << 20);
+    let w2 = through_relay(&site, &relay);
+    let mut child = spawn_run(&w2, "s.json");
+    wait_for_partial_download(&w2.path().join("state/downloads"), &mut child, 256 << 10);
+    std::fs::remove_file(&b).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 0);
+    let s = w2.summary("s.json");
+    assert_eq!(s["reports"][0]["status"], "processed", "{s}");
+    assert_eq!(s["reports"][1]["status"], "deferred", "{s}");
+    assert!(
+        s["reports"][1]["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("removed from the server after it was listed"),
+        "{s}"
+    );
+    assert!(!text(&out).contains("retrying in"), "{}", text(&out));
+}
