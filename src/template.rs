@@ -27,6 +27,32 @@ struct RawMapping {
     create: IndexMap<String, String>,
 }
 
+/// The names a template sees besides the schema's fields (see `Mapping::context`).
+const CONTEXT_NAMES: [&str; 11] = [
+    "event_id",
+    "activity_id",
+    "previous_state",
+    "state",
+    "state_code",
+    "itsm_number",
+    "updated_at",
+    "report",
+    "row",
+    "kind",
+    "extra",
+];
+
+/// minijinja's global functions.
+const BUILTINS: [&str; 7] = [
+    "range",
+    "dict",
+    "namespace",
+    "debug",
+    "lipsum",
+    "cycler",
+    "joiner",
+];
+
 /// A compiled output mapping.
 pub(crate) struct Mapping {
     env: Environment<'static>,
@@ -66,6 +92,46 @@ impl Mapping {
                 .with_context(|| {
                     format!("output mapping {origin}: template of create field `{name}`")
                 })?;
+        }
+        // Every variable a template names, in every branch, must be one the context has:
+        // rendering the sample event alone checks only the branches it takes.
+        let mut known: Vec<&str> = CONTEXT_NAMES.to_vec();
+        known.extend(schema_fields.iter().map(String::as_str));
+        let mut uses_state_code = false;
+        for (section, names) in [("fields", &raw.fields), ("create", &raw.create)] {
+            for name in names.keys() {
+                let t = env.get_template(&format!("{section}.{name}"))?;
+                let vars = t.undeclared_variables(false);
+                uses_state_code |= vars.contains("state_code");
+                let mut unknown: Vec<String> = vars
+                    .into_iter()
+                    .filter(|v| !known.contains(&v.as_str()) && !BUILTINS.contains(&v.as_str()))
+                    .collect();
+                unknown.sort();
+                if !unknown.is_empty() {
+                    bail!(
+                        "output mapping {origin}: the template of {}field `{name}` names unknown \
+                         variable(s) {}; the variables are the schema's fields and {}",
+                        if section == "create" { "create " } else { "" },
+                        unknown.join(", "),
+                        CONTEXT_NAMES.join(", ")
+                    );
+                }
+            }
+        }
+        // `state_code` for a state [states] does not list is the state's own name, which an
+        // ITSM such as ServiceNow does not take as a code: said when the mapping is loaded.
+        let missing: Vec<&str> = State::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .filter(|s| !raw.states.contains_key(*s))
+            .collect();
+        if uses_state_code && !missing.is_empty() {
+            tracing::warn!(
+                "output mapping {origin}: its templates use `state_code`, and [states] has no code \
+                 for {}: their `state_code` is the state's own name",
+                missing.join(", ")
+            );
         }
         let mapping = Mapping {
             env,
@@ -180,6 +246,30 @@ mod tests {
         let err = Mapping::parse("[fields]\nx = \"{{ devise }}\"", "m", &fields)
             .err()
             .unwrap();
-        assert!(format!("{err:#}").contains("render"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("unknown variable(s) devise"),
+            "{err:#}"
+        );
+        // In a branch the sample event does not take, too.
+        let err = Mapping::parse(
+            "[fields]\nnote = '{% if state == \"cancelled\" %}{{ cancel_reasn }}{% endif %}'",
+            "m",
+            &fields,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            format!("{err:#}").contains("field `note` names unknown variable(s) cancel_reasn"),
+            "{err:#}"
+        );
+        // Loop variables, filters, builtins and `extra` are fine.
+        assert!(
+            Mapping::parse(
+                "[fields]\nx = '{% for k in range(2) %}{{ k }}{{ extra.a | default(\"\") | upper }}{% endfor %}'",
+                "m",
+                &fields
+            )
+            .is_ok()
+        );
     }
 }
