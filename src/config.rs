@@ -242,6 +242,18 @@ impl Config {
                         }
                     });
                     let prefix = f.prefix.unwrap_or_else(|| "tangoe-events".into());
+                    // The prefix starts a file name in `dir`: never a path out of it.
+                    if prefix.is_empty()
+                        || prefix.starts_with('.')
+                        || prefix.contains(['/', '\\'])
+                        || prefix.chars().any(char::is_control)
+                    {
+                        bail!(
+                            "{origin}: [[sink]] #{}: prefix {prefix:?} must be a plain file name \
+                             start (no `/`, `\\`, leading `.` or control characters, not empty)",
+                            i + 1
+                        );
+                    }
                     let upload = match &f.upload {
                         Some(u) => {
                             Some(u.resolve(&base, &format!("{origin}: [[sink]] #{}", i + 1))?)
@@ -263,6 +275,32 @@ impl Config {
                     i,
                     &schema_fields,
                 )?)),
+            }
+        }
+        if sinks.iter().any(|s| s.name().trim().is_empty()) {
+            bail!("{origin}: a sink has an empty `name`");
+        }
+        // Two file sinks writing the same names in one folder would overwrite each other's
+        // files (their events numbered alike).
+        let files: Vec<&FileSinkConfig> = sinks
+            .iter()
+            .filter_map(|s| match s {
+                SinkConfig::File(f) => Some(f),
+                _ => None,
+            })
+            .collect();
+        for (i, a) in files.iter().enumerate() {
+            if let Some(b) = files[i + 1..]
+                .iter()
+                .find(|b| b.dir == a.dir && b.prefix == a.prefix && b.format == a.format)
+            {
+                bail!(
+                    "{origin}: the file sinks {:?} and {:?} would write the same file names in {}: \
+                     give one another `dir` or `prefix`",
+                    a.name,
+                    b.name,
+                    a.dir.display()
+                );
             }
         }
         let mut names: Vec<&str> = sinks.iter().map(SinkConfig::name).collect();

@@ -524,3 +524,29 @@ fn a_run_that_fails_as_a_whole_is_recorded_with_exit_1_not_left_unfinished() {
     assert!(ended.is_some(), "the run has ended");
     assert_eq!(code, Some(1));
 }
+
+#[test]
+fn file_sinks_that_would_overwrite_each_other_or_write_outside_their_folder_are_refused() {
+    let w = Workdir::new();
+    for (extra, expected) in [
+        (
+            "[[sink]]\ntype = \"file\"\nname = \"second\"\ndir = \"out\"\nformat = \"jsonl\"\n",
+            "would write the same file names",
+        ),
+        (
+            "[[sink]]\ntype = \"file\"\nname = \"up\"\ndir = \"out2\"\nprefix = \"../escaped/x\"\n",
+            "must be a plain file name start",
+        ),
+        (
+            "[[sink]]\ntype = \"file\"\nname = \"\"\ndir = \"out3\"\n",
+            "has an empty `name`",
+        ),
+    ] {
+        w.config(&Workdir::config_with(extra));
+        let out = w.run(&["run"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+    assert!(!w.path().join("escaped").exists());
+}
