@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 const EXIT_CODES: &str = "\
 Exit codes:
   0   everything processed and delivered
-  1   the run failed (configuration, ledger, source unreachable)
+  1   the run failed (command line, configuration, ledger, source unreachable)
   2   finished, but rows or reports were rejected, or events remain undelivered
   75  another run holds the ledger lock; nothing was done";
 

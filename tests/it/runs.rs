@@ -550,3 +550,19 @@ fn file_sinks_that_would_overwrite_each_other_or_write_outside_their_folder_are_
     }
     assert!(!w.path().join("escaped").exists());
 }
+
+#[test]
+fn a_command_line_mistake_exits_1_like_any_configuration_error() {
+    let w = Workdir::new();
+    for args in [
+        &["--bogus"][..],
+        &["backfill", "--from", "2026-13-01", "--to", "2026-11-01"],
+        &["backfill", "--from", "2026-11-01"],
+        &["no-such-command"],
+    ] {
+        let out = w.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(!out.stderr.is_empty(), "{args:?}: says why");
+    }
+    assert_eq!(w.run(&["--help"]).status.code(), Some(0));
+}
