@@ -143,7 +143,17 @@ impl Schema {
             if f.aliases.is_empty() {
                 bail!("report schema {origin}: field `{name}` has no aliases");
             }
-            let aliases = f.aliases.iter().map(|a| normalize_header(a)).collect();
+            let aliases: Vec<String> = f.aliases.iter().map(|a| normalize_header(a)).collect();
+            // A header may name one field only: which one it feeds is not guessed.
+            for (alias, raw_alias) in aliases.iter().zip(&f.aliases) {
+                if let Some(other) = fields.iter().find(|o: &&Field| o.aliases.contains(alias)) {
+                    bail!(
+                        "report schema {origin}: the alias {raw_alias:?} is listed under both \
+                         `{}` and `{name}`",
+                        other.name
+                    );
+                }
+            }
             fields.push(Field {
                 name,
                 kind: f.kind,
@@ -300,5 +310,21 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("alias"), "{err:#}");
+    }
+
+    #[test]
+    fn one_alias_under_two_fields_is_an_error() {
+        let err = Schema::parse(
+            "[fields.activity_id]\nrequired=true\naliases=['Activity ID', 'Ticket']\n\
+             [fields.state]\nrequired=true\naliases=['Status']\n\
+             [fields.itsm_number]\naliases=['ticket']",
+            "t.toml",
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}")
+                .contains("\"ticket\" is listed under both `activity_id` and `itsm_number`"),
+            "{err:#}"
+        );
     }
 }
