@@ -587,7 +587,19 @@ pub(crate) fn deliver(
         FileFormat::Jsonl => "jsonl",
         FileFormat::Csv => "csv",
     };
-    let name = format!("{}-{:012}-{:012}.{ext}", sink.prefix, first, last);
+    // The name is taken again by the rerun of a run that crashed before its delivery mark:
+    // the same events, the same bytes, and the file is replaced. A file of that name with
+    // other content (a ledger started afresh numbers its events from 1 again) is kept, and
+    // this one takes the next free name.
+    let mut name = format!("{}-{:012}-{:012}.{ext}", sink.prefix, first, last);
+    let mut n = 1;
+    while let Ok(existing) = std::fs::File::open(sink.dir.join(&name)) {
+        if same_content(existing, tmp.as_file())? {
+            break;
+        }
+        n += 1;
+        name = format!("{}-{:012}-{:012}-{n}.{ext}", sink.prefix, first, last);
+    }
     let dest = sink.dir.join(&name);
     tmp.persist(&dest).with_context(|| {
         format!(
@@ -610,6 +622,27 @@ pub(crate) fn deliver(
     summary.delivered = count;
     summary.files.push(name);
     Ok(summary)
+}
+
+/// Whether two files hold the same bytes.
+fn same_content(mut a: std::fs::File, b: &std::fs::File) -> Result<bool> {
+    use std::io::{Read, Seek};
+    let mut b = b.try_clone()?;
+    if a.metadata()?.len() != b.metadata()?.len() {
+        return Ok(false);
+    }
+    b.rewind()?;
+    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = a.read(&mut x)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        b.read_exact(&mut y[..n])?;
+        if x[..n] != y[..n] {
+            return Ok(false);
+        }
+    }
 }
 
 /// Uploads an import file to the sink's SFTP folder, retrying a dropped connection.

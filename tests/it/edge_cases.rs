@@ -355,3 +355,40 @@ fn an_unreadable_entry_in_the_drop_folder_is_skipped_by_name_and_the_run_goes_on
     );
     assert_eq!(w.transitions(), vec![t("B1", "", "ordered")]);
 }
+
+#[test]
+fn a_ledger_started_afresh_never_overwrites_an_import_file_of_the_same_name() {
+    let w = Workdir::new();
+    w.report(
+        "r_2026-11-01.csv",
+        &["A1,Ordered,,2026-11-01T10:00:00Z,,,,"],
+    );
+    w.run_ok(&["run"], 0);
+    let first = w.files("out");
+    assert_eq!(first, vec!["tangoe-events-000000000001-000000000001.jsonl"]);
+    let before = w.read(&format!("out/{}", first[0]));
+    // The ledger is lost; its next event is numbered 1 again, with other content.
+    std::fs::remove_dir_all(w.path().join("state")).unwrap();
+    std::fs::remove_file(w.path().join("drop/r_2026-11-01.csv")).unwrap();
+    w.report(
+        "r_2026-11-02.csv",
+        &["B1,Completed,,2026-11-02T10:00:00Z,,,,"],
+    );
+    w.run_ok(&["run"], 0);
+    assert_eq!(
+        w.files("out"),
+        vec![
+            "tangoe-events-000000000001-000000000001-2.jsonl",
+            "tangoe-events-000000000001-000000000001.jsonl"
+        ]
+    );
+    assert_eq!(
+        w.read(&format!("out/{}", first[0])),
+        before,
+        "left as it was"
+    );
+    assert!(
+        w.read("out/tangoe-events-000000000001-000000000001-2.jsonl")
+            .contains("\"B1\"")
+    );
+}
