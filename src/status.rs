@@ -135,8 +135,14 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let reports = c.query_row(
-        "SELECT COALESCE(SUM(status = 'processed'), 0), COALESCE(SUM(status = 'failed'), 0),
-                MAX(CASE WHEN status = 'processed' THEN name || ' (' || processed_at || ')' END) FROM reports",
+        // Failed: reports whose last attempt failed (an attempt processed since clears it).
+        // Last: the report processed most recently, not the greatest name.
+        "SELECT (SELECT COUNT(*) FROM reports WHERE status = 'processed'),
+                (SELECT COUNT(DISTINCT name) FROM reports f WHERE f.status = 'failed'
+                   AND NOT EXISTS (SELECT 1 FROM reports p
+                                   WHERE p.name = f.name AND p.status = 'processed' AND p.id > f.id)),
+                (SELECT name || ' (' || processed_at || ')' FROM reports
+                   WHERE status = 'processed' ORDER BY id DESC LIMIT 1)",
         [],
         |r| Ok(ReportTotals { processed: r.get(0)?, failed: r.get(1)?, last_processed: r.get(2)? }),
     )?;

@@ -566,3 +566,27 @@ fn a_command_line_mistake_exits_1_like_any_configuration_error() {
     }
     assert_eq!(w.run(&["--help"]).status.code(), Some(0));
 }
+
+#[test]
+fn status_counts_a_failed_report_until_it_is_processed_and_names_the_latest_one() {
+    let w = Workdir::new();
+    w.report(
+        "r_2026-11-03.csv",
+        &["A1,Ordered,,2026-11-03T10:00:00Z,,,,"],
+    );
+    // No state column: fails, twice.
+    w.write("drop/r_2026-11-02.csv", "Activity ID,Device\nA2,Pixel\n");
+    w.run_ok(&["run"], 2);
+    w.run_ok(&["run"], 2);
+    let out = w.run_ok(&["status"], 0);
+    assert!(out.contains("Reports: 1 processed, 1 failed"), "{out}");
+    // Fixed under the same name: processed, and no longer failed.
+    w.report(
+        "r_2026-11-02.csv",
+        &["A2,Ordered,,2026-11-02T10:00:00Z,,,,"],
+    );
+    w.run_ok(&["run"], 0);
+    let out = w.run_ok(&["status"], 0);
+    assert!(out.contains("Reports: 2 processed, 0 failed"), "{out}");
+    assert!(out.contains("last: r_2026-11-02.csv"), "{out}");
+}
