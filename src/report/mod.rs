@@ -88,6 +88,8 @@ pub(crate) struct Layout {
     pub(crate) extras: Vec<(usize, String)>,
     /// Header text of every column, for messages.
     pub(crate) headers: Vec<String>,
+    /// Columns with an empty header (their values have no name to be kept under).
+    unnamed: Vec<usize>,
     normalized: Vec<String>,
     id_field: usize,
     state_field: usize,
@@ -674,6 +676,15 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                 }
             }
         }
+        // A column with no header has no name to keep its value under: said, not silent.
+        for &col in &layout.unnamed {
+            if !cell_is_empty(&get(col)) {
+                warnings.push((
+                    format!("column {}", col + 1),
+                    "a value under a column with no header is not kept".to_string(),
+                ));
+            }
+        }
         let Some((state, at, verdict, found)) = triaged else {
             return Ok(Checked::Ignored);
         };
@@ -755,6 +766,13 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                 }
                 seen.push(name.clone());
             }
+            let unnamed = (0..headers.len())
+                .filter(|&c| {
+                    headers[c].trim().is_empty()
+                        && normalized[c].is_empty()
+                        && !field_columns.contains(&Some(c))
+                })
+                .collect();
             let pos = |n: &str| self.schema.field_index(n);
             self.layout = Some(Layout {
                 id_field: pos(schema::ACTIVITY_ID).expect("schema checked"),
@@ -763,6 +781,7 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                 itsm_field: pos(schema::ITSM_NUMBER),
                 field_columns,
                 extras,
+                unnamed,
                 headers: headers.iter().map(|h| h.trim().to_string()).collect(),
                 normalized,
             });

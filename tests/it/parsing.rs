@@ -553,6 +553,23 @@ fn two_exports_joined_into_one_file_are_read_as_one() {
 }
 
 #[test]
+fn a_value_under_a_column_with_no_header_is_a_warning_not_silently_dropped() {
+    let w = Workdir::new();
+    w.write(
+        "drop/r_2026-11-01.csv",
+        "Activity ID,Status,,Device,\nA1,Ordered,lost value,Pixel,\nA2,Ordered,,Pixel,\n",
+    );
+    w.run_ok(&["run", "--summary-json", "s.json"], 0);
+    let r = &w.summary("s.json")["reports"][0];
+    assert_eq!(
+        (r["accepted"].as_i64(), r["warnings"].as_i64()),
+        (Some(2), Some(1)),
+        "{r}"
+    );
+    assert_eq!(w.events()[0]["device"], "Pixel");
+}
+
+#[test]
 fn excel_sep_line_names_the_delimiter() {
     let w = Workdir::new();
     // Commas inside values would fool a guess; Excel's `sep=` line settles it.
