@@ -121,6 +121,25 @@ impl Site {
         self.w.run(args)
     }
 
+    /// Configures the login as the password user (who must reach the remote folder) and runs.
+    fn run_as_password_user(&self, args: &[&str]) -> Output {
+        for dir in [self.w.path(), self.remote.as_path()] {
+            std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        }
+        self.configure(&[
+            ("username", &format!("{PASSWORD_USER:?}")),
+            ("private_key", ""),
+            ("password_env", "\"TANGOE_TEST_SFTP_PASSWORD\""),
+        ]);
+        self.w
+            .cmd()
+            .env("TANGOE_TEST_SFTP_PASSWORD", PASSWORD)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     fn remote_files(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(&self.remote)
             .unwrap()
@@ -248,26 +267,11 @@ fn key_auth_downloads_reports_into_the_archive_and_a_rerun_transfers_nothing() {
 #[test]
 fn password_auth_from_env_and_from_file() {
     let site = Site::new();
-    // The password user must reach the remote folder.
-    for dir in [site.w.path(), site.remote.as_path()] {
-        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    }
     site.put(
         "acts_2026-11-01.csv",
         csv(&[row("A1", "Ordered", "2026-11-01")]),
     );
-    site.configure(&[
-        ("username", &format!("{PASSWORD_USER:?}")),
-        ("private_key", ""),
-        ("password_env", "\"TANGOE_TEST_SFTP_PASSWORD\""),
-    ]);
-    let out = site
-        .w
-        .cmd()
-        .env("TANGOE_TEST_SFTP_PASSWORD", PASSWORD)
-        .arg("run")
-        .output()
-        .unwrap();
+    let out = site.run_as_password_user(&["run"]);
     assert_code(&out, 0);
     assert_eq!(states(&site.w), vec![pair("A1", "ordered")]);
 
@@ -1498,18 +1502,7 @@ fn a_file_the_server_will_not_let_us_read_fails_alone_at_once() {
         csv(&[row("A2", "Ordered", "2026-11-02")]),
     );
     // As a user the file's mode applies to (root reads anything).
-    site.configure(&[
-        ("username", &format!("{PASSWORD_USER:?}")),
-        ("private_key", ""),
-        ("password_env", "\"TANGOE_TEST_SFTP_PASSWORD\""),
-    ]);
-    let out = site
-        .w
-        .cmd()
-        .env("TANGOE_TEST_SFTP_PASSWORD", PASSWORD)
-        .args(["run", "--summary-json", "s.json"])
-        .output()
-        .unwrap();
+    let out = site.run_as_password_user(&["run", "--summary-json", "s.json"]);
     assert_code(&out, 2);
     // Permission denied is the server's answer, not a dropped connection: not tried again.
     assert!(!text(&out).contains("retrying in"), "{}", text(&out));
