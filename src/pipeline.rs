@@ -323,7 +323,7 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
     let result = run_started(cfg, opts, &ledger, run_id, mode_name);
     if result.is_err() && !opts.dry_run {
         // The run failed as a whole (exit 1): the ledger says so, rather than "unfinished".
-        let _ = ledger.finish_run(run_id, 0, 0, 0, 0, 0, 0, EXIT_FAILED);
+        let _ = ledger.fail_run(run_id, EXIT_FAILED);
     }
     result
 }

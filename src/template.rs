@@ -42,16 +42,8 @@ const CONTEXT_NAMES: [&str; 11] = [
     "extra",
 ];
 
-/// minijinja's global functions.
-const BUILTINS: [&str; 7] = [
-    "range",
-    "dict",
-    "namespace",
-    "debug",
-    "lipsum",
-    "cycler",
-    "joiner",
-];
+/// minijinja's global functions (the core set: `lipsum`, `cycler`, `joiner` are contrib's).
+const BUILTINS: [&str; 4] = ["range", "dict", "namespace", "debug"];
 
 /// A compiled output mapping.
 pub(crate) struct Mapping {

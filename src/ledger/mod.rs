@@ -354,6 +354,15 @@ impl Ledger {
         Ok(self.conn.last_insert_rowid())
     }
 
+    /// Records that a run failed as a whole (exit code 1), keeping any counts it recorded.
+    pub(crate) fn fail_run(&self, run_id: i64, exit_code: i32) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET ended_at = COALESCE(ended_at, ?1), exit_code = ?2 WHERE id = ?3",
+            params![now_text(), exit_code, run_id],
+        )?;
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn finish_run(
         &self,

@@ -143,6 +143,8 @@ struct LineBreaks {
     read: u64,
     /// The last byte read is a CR: a break unless the next byte is `\n`.
     trailing_cr: Option<u64>,
+    /// The last byte read.
+    last: Option<u8>,
 }
 
 impl LineBreaks {
@@ -176,6 +178,9 @@ impl LineBreaks {
             }
         }
         self.read += chunk.len() as u64;
+        if let Some(&b) = chunk.last() {
+            self.last = Some(b);
+        }
         // The parser never sits further back than its buffers hold: older breaks are
         // counted and forgotten, so a flood of blank lines (no records, so no `before`
         // calls) cannot grow the queue.
@@ -278,7 +283,9 @@ type Records = Vec<(::csv::ByteRecord, u64)>;
 enum Chunk {
     /// The delimiter, first of all.
     Delimiter(u8),
-    Records(Records, usize),
+    /// So many records; `true` when the last of them is the file's last record and no line
+    /// break follows it (the file may have been cut inside it).
+    Records(Records, usize, bool),
     End,
     Failed(anyhow::Error),
 }
@@ -319,11 +326,18 @@ fn split_records(
         .delimiter(delimiter)
         .buffer_capacity(256 * 1024)
         .from_reader(buffered);
+    // The last record of a full batch goes first into the next one: the batch that holds
+    // the file's last record is then always known to be the last.
+    let mut carry: Option<(::csv::ByteRecord, u64)> = None;
     loop {
         let mut batch = empty
             .try_recv()
             .unwrap_or_else(|_| (0..BATCH).map(|_| (::csv::ByteRecord::new(), 0)).collect());
         let mut n = 0;
+        if let Some(c) = carry.take() {
+            batch[0] = c;
+            n = 1;
+        }
         let mut failed = None;
         while n < batch.len() {
             let (record, end) = &mut batch[n];
@@ -347,7 +361,15 @@ fn split_records(
             n += 1;
         }
         let full = n == batch.len();
-        if n > 0 && tx.send(Chunk::Records(batch, n)).is_err() {
+        if full && failed.is_none() {
+            carry = Some(std::mem::take(&mut batch[n - 1]));
+            n -= 1;
+        }
+        let unterminated = !full
+            && failed.is_none()
+            && n > 0
+            && !matches!(breaks.borrow().last, Some(b'\n' | b'\r'));
+        if n > 0 && tx.send(Chunk::Records(batch, n, unterminated)).is_err() {
             return; // the checking side stopped
         }
         if let Some(e) = failed {
@@ -447,6 +469,7 @@ fn check_records<H: RowHandler>(
 ) -> Result<(Layout, RowCounts)> {
     let mut processor = RowProcessor::new(schema, ctx, triage, handler).with_width_checked();
     let mut delimiter = b',';
+    let mut cut_tail;
     let mut spare: Vec<Cell<'static>> = Vec::new();
     let mut prev_end = 0u64;
     let prefetch = |processor: &RowProcessor<'_, H>, record: &::csv::ByteRecord| {
@@ -475,7 +498,10 @@ fn check_records<H: RowHandler>(
                 delimiter = d;
                 continue;
             }
-            Chunk::Records(batch, n) => (batch, n),
+            Chunk::Records(batch, n, unterminated) => {
+                cut_tail = unterminated;
+                (batch, n)
+            }
             Chunk::End => break,
             Chunk::Failed(e) => return Err(e),
         };
@@ -491,7 +517,7 @@ fn check_records<H: RowHandler>(
                 if next.is_none() {
                     next = rx.try_recv().ok();
                 }
-                if let Some(Chunk::Records(following, m)) = &next {
+                if let Some(Chunk::Records(following, m, _)) = &next {
                     // Up to the record AHEAD on, catching up if the batch came late.
                     while prefetched <= i + AHEAD - n && prefetched < *m {
                         prefetch(&processor, &following[prefetched].0);
@@ -529,6 +555,7 @@ fn check_records<H: RowHandler>(
                 processor.blank_lines(blank);
             }
             let mut cells = cells_of(text, record, std::mem::take(&mut spare));
+            processor.at_cut_end = cut_tail && i + 1 == n;
             processor.delimiters_inside = if breaks > 0 {
                 memchr::memchr_iter(delimiter, bytes).count()
             } else {

@@ -299,6 +299,9 @@ pub(crate) struct RowProcessor<'h, H: RowHandler> {
     /// Of the row about to be checked, set by the CSV reader: the delimiters its cells hold
     /// when it spans more than one line, else 0.
     pub(crate) delimiters_inside: usize,
+    /// The row about to be checked is the file's last and no line break follows it (set by
+    /// the CSV reader): a short one was cut, not written short.
+    pub(crate) at_cut_end: bool,
 }
 
 impl<'h, H: RowHandler> RowProcessor<'h, H> {
@@ -321,6 +324,7 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
             width_checked: false,
             delimiter: None,
             delimiters_inside: 0,
+            at_cut_end: false,
         }
     }
 
@@ -486,9 +490,12 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
 
         let id_col = layout.field_columns[layout.id_field].expect("required column");
         let state_col = layout.field_columns[layout.state_field].expect("required column");
-        // A swallowed row brings most of a row's delimiters; a multi-line address a few.
-        let enough = (layout.headers.len().saturating_sub(1) / 2).max(1);
-        if self.delimiters_inside >= enough
+        // A swallowed row brings most of a row's delimiters; a multi-line address a few. In a
+        // narrow report a line of notes can look like a row: not checked there.
+        let width = layout.headers.len();
+        let enough = (width.saturating_sub(1) / 2).max(1);
+        if width >= 5
+            && self.delimiters_inside >= enough
             && let Some(d) = self.delimiter
         {
             for (col, cell) in cells.iter().enumerate() {
@@ -503,7 +510,8 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                         continue;
                     }
                     let parts: Vec<&str> = line.split(char::from(d)).collect();
-                    let reads_as_row = parts.len() > id_col.max(state_col)
+                    let reads_as_row = parts.len() + 1 >= width
+                        && parts.len() > id_col.max(state_col)
                         && !parts[id_col].trim().is_empty()
                         && self
                             .schema
@@ -525,13 +533,26 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
         // A row that does not line up with the header is not guessed at: cut short (a
         // truncated file), or with values past the last column (a stray delimiter, or a
         // quote left open that took the following lines into one cell).
+        let mut short_note = None;
         if self.width_checked {
             let width = layout.headers.len();
             if let Some(col) = (cells.len()..width).find(|&c| !layout.headers[c].is_empty()) {
-                return Err((
+                // Excel and other writers leave out a row's trailing empty cells: those are
+                // read as empty. A short last row with no line break after it was cut.
+                if self.at_cut_end {
+                    return Err((
+                        header(col),
+                        format!(
+                            "the row has {} cells where the header has {width} and the file ends \
+                             inside it: the file was cut short",
+                            cells.len()
+                        ),
+                    ));
+                }
+                short_note = Some((
                     header(col),
                     format!(
-                        "the row has {} cells where the header has {width}: cut short, or a quote left open",
+                        "the row has {} cells where the header has {width}: the missing ones are read as empty",
                         cells.len()
                     ),
                 ));
@@ -574,7 +595,7 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
             }
             other => return Err((header(state_col), format!("unknown state {other:?}"))),
         };
-        let mut warnings = Vec::new();
+        let mut warnings: Vec<(String, String)> = short_note.into_iter().collect();
         // The row's time first: the triage needs it. Its error or warning is reported in
         // its column's place below, so that the first bad column in schema order is named.
         let updated = layout
@@ -717,15 +738,32 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
         let mut field_columns = vec![None; self.schema.fields.len()];
         let mut extras = Vec::new();
         let mut matched = 0;
-        // Columns that name a field another column already named: (field, first, second).
+        // Two columns naming one field: the one matching the earlier alias in the schema's
+        // list holds it (the schema says which it prefers) and the other is kept as an extra;
+        // the same header twice: (field, first, second), the report fails.
+        let mut rank = vec![usize::MAX; self.schema.fields.len()];
         let mut ambiguous = Vec::new();
+        let mut outranked = Vec::new();
         for (col, norm) in normalized.iter().enumerate() {
-            match self.schema.field_for_header(norm) {
-                Some(f) if field_columns[f].is_none() => {
+            match self.schema.alias_for_header(norm) {
+                Some((f, r)) if field_columns[f].is_none() => {
                     field_columns[f] = Some(col);
+                    rank[f] = r;
                     matched += 1;
                 }
-                Some(f) => ambiguous.push((f, field_columns[f].unwrap_or(col), col)),
+                Some((f, r)) if r == rank[f] => {
+                    ambiguous.push((f, field_columns[f].unwrap_or(col), col));
+                }
+                Some((f, r)) => {
+                    let kept = if r < rank[f] {
+                        let prev = field_columns[f].replace(col).unwrap_or(col);
+                        rank[f] = r;
+                        prev
+                    } else {
+                        col
+                    };
+                    outranked.push((f, kept));
+                }
                 None => {
                     if !norm.is_empty() || !headers[col].trim().is_empty() {
                         extras.push((col, headers[col].trim().to_string()));
@@ -742,14 +780,25 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
         if has_required && let Some(&(f, first, second)) = ambiguous.first() {
             anyhow::bail!(
                 "the columns {:?} (column {}) and {:?} (column {}) both name the field {}: \
-                 which one holds it is not guessed; make the schema's aliases for {} name only one",
+                 which one holds it is not guessed; rename one of them",
                 headers[first].trim(),
                 first + 1,
                 headers[second].trim(),
                 second + 1,
                 self.schema.fields[f].name,
-                self.schema.fields[f].name,
             );
+        }
+        if has_required {
+            // The outranked columns are kept as extras, under their own header.
+            for &(f, col) in &outranked {
+                tracing::warn!(
+                    column = %headers[col].trim(),
+                    field = %self.schema.fields[f].name,
+                    "another column matches an earlier alias of this field: this one is kept as an extra"
+                );
+                extras.push((col, headers[col].trim().to_string()));
+            }
+            extras.sort_by_key(|(c, _)| *c);
         }
         if has_required {
             // Name extras uniquely: a duplicate header gets " (2)", an empty one "column N".

@@ -233,13 +233,23 @@ impl Schema {
     }
 
     /// Which field a header names, if any.
+    #[cfg(test)]
     pub(crate) fn field_for_header(&self, normalized: &str) -> Option<usize> {
+        self.alias_for_header(normalized).map(|(f, _)| f)
+    }
+
+    /// The field a header names, and the position of the alias it matched in that field's
+    /// list (the earlier alias wins when two columns name one field).
+    pub(crate) fn alias_for_header(&self, normalized: &str) -> Option<(usize, usize)> {
         if normalized.is_empty() {
             return None;
         }
-        self.fields
-            .iter()
-            .position(|f| f.aliases.iter().any(|a| a == normalized))
+        self.fields.iter().enumerate().find_map(|(i, f)| {
+            f.aliases
+                .iter()
+                .position(|a| a == normalized)
+                .map(|rank| (i, rank))
+        })
     }
 }
 

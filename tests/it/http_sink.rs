@@ -652,6 +652,33 @@ fn refused_credentials_stop_the_sink_at_the_first_request_and_keep_every_event_p
 }
 
 #[test]
+fn a_403_for_one_record_fails_that_event_only() {
+    // ServiceNow answers 403 for a record an ACL protects: the sink itself is fine.
+    let server = Server::start(|r, _| {
+        if r.json()["number"] == "RITM1" {
+            Reply::json(
+                403,
+                json!({"error": {"message": "Operation Failed: ACL Exception"}}),
+            )
+        } else {
+            import_ok()
+        }
+    });
+    let w = workdir(&sink(&server, "servicenow_import_set", IMPORT_PATH, BASIC));
+    w.report(
+        "r_2026-11-01.csv",
+        &[
+            "A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,",
+            "A2,Ordered,RITM2,2026-11-01T10:00:00Z,,,,",
+        ],
+    );
+    run(&w, &["run"], 2);
+    let statuses: Vec<String> = outcomes(&w).into_iter().map(|(_, s)| s).collect();
+    assert_eq!(statuses, ["failed", "delivered"]);
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[test]
 fn a_2xx_whose_answer_is_cut_off_delivers_unless_the_answer_is_needed() {
     // A webhook's answer is not read: its 2xx delivers, and sending again would repeat it.
     let server = Server::start(|_, _| Reply::CutOff(200));

@@ -323,10 +323,17 @@ impl Transport {
                 "{what}: HTTP {status}, redirected to {}: set `url` to the final address",
                 location.as_deref().unwrap_or("(no Location)")
             ))),
-            401 | 403 => Err(Attempt::Refused(format!(
+            // 403 stays the event's: ServiceNow answers it for one record an ACL protects.
+            401 => Err(Attempt::Refused(format!(
                 "{what}: HTTP {status}{}: check the sink's credentials and the account's roles",
                 detail(&body)
             ))),
+            403 => Err(Attempt::Permanent {
+                message: format!(
+                    "{what}: HTTP {status}{}: check the account's roles and the record's ACLs",
+                    detail(&body)
+                ),
+            }),
             _ => Err(Attempt::Permanent {
                 message: format!("{what}: HTTP {status}{}", detail(&body)),
             }),
