@@ -92,7 +92,7 @@ pub(crate) struct Ledger {
     /// Folds committed reports back into the ledger file in the background.
     checkpointer: RefCell<Option<Checkpointer>>,
     /// The scratch copy a dry run works on; removed when the ledger is dropped.
-    _scratch: Option<tempfile::TempDir>,
+    _scratch: Option<(tempfile::TempDir, std::fs::File)>,
 }
 
 /// A thread with its own connection that folds the WAL back into the ledger file
@@ -155,8 +155,10 @@ fn configure(conn: &Connection) -> Result<()> {
 const SCRATCH_PREFIX: &str = "tangoe-ingest-dry-";
 
 /// Removes the scratch copies of dry runs that ended without removing them (killed, or
-/// interrupted with Ctrl-C): those whose process is gone, and those without a process
-/// noted a day after they were made.
+/// interrupted with Ctrl-C). A dry run holds an exclusive lock on its copy's `lock` file
+/// while it lives (the lock goes with the process, in any PID namespace): a copy whose lock
+/// can be taken is stale. A copy without one (being made, or from an older release) goes a
+/// day after it was made.
 fn sweep_stale_scratch(tmp: &Path) {
     let Ok(entries) = std::fs::read_dir(tmp) else {
         return;
@@ -167,14 +169,8 @@ fn sweep_stale_scratch(tmp: &Path) {
             continue;
         }
         let dir = entry.path();
-        let stale = match std::fs::read_to_string(dir.join("pid")) {
-            Ok(pid) => {
-                Path::new("/proc/self").exists()
-                    && pid
-                        .trim()
-                        .parse::<u32>()
-                        .is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
-            }
+        let stale = match std::fs::File::open(dir.join("lock")) {
+            Ok(f) => f.try_lock().is_ok(),
             Err(_) => entry
                 .metadata()
                 .and_then(|m| m.modified())
@@ -268,9 +264,10 @@ impl Ledger {
     pub(crate) fn scratch_copy(path: &Path) -> Result<Ledger> {
         sweep_stale_scratch(&std::env::temp_dir());
         let dir = tempfile::Builder::new().prefix(SCRATCH_PREFIX).tempdir()?;
-        // Whose copy this is: a dry run killed before it could remove its copy leaves it
-        // behind, and the next dry run removes it (see `sweep_stale_scratch`).
-        std::fs::write(dir.path().join("pid"), std::process::id().to_string())?;
+        // Held while this dry run lives: a dry run killed before it could remove its copy
+        // leaves it behind, and the next dry run removes it (see `sweep_stale_scratch`).
+        let lock = std::fs::File::create(dir.path().join("lock"))?;
+        lock.lock()?;
         let copy = dir.path().join("ledger.sqlite");
         if path.exists() {
             let wal = PathBuf::from(format!("{}-wal", path.display()));
@@ -317,7 +314,7 @@ impl Ledger {
             index: RefCell::new(None),
             path: Some(copy),
             checkpointer: RefCell::new(None),
-            _scratch: Some(dir),
+            _scratch: Some((dir, lock)),
         })
     }
 
@@ -1154,27 +1151,29 @@ mod tests {
     #[test]
     fn copies_left_by_interrupted_dry_runs_are_swept_and_live_ones_kept() {
         let tmp = tempfile::tempdir().unwrap();
-        let make = |name: &str, pid: Option<u32>| {
+        let make = |name: &str| {
             let d = tmp.path().join(name);
             std::fs::create_dir(&d).unwrap();
             std::fs::write(d.join("ledger.sqlite"), b"copy").unwrap();
-            if let Some(pid) = pid {
-                std::fs::write(d.join("pid"), pid.to_string()).unwrap();
-            }
             d
         };
-        // A process that has ended.
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let gone = child.id();
-        child.wait().unwrap();
-        let dead = make("tangoe-ingest-dry-dead", Some(gone));
-        let live = make("tangoe-ingest-dry-live", Some(std::process::id()));
-        let young = make("tangoe-ingest-dry-young", None);
-        let other = make("someone-else", Some(gone));
+        // A dry run that was killed: its lock file is there, nobody holds it.
+        let dead = make("tangoe-ingest-dry-dead");
+        std::fs::File::create(dead.join("lock")).unwrap();
+        // A dry run still running holds its lock.
+        let live = make("tangoe-ingest-dry-live");
+        let held = std::fs::File::create(live.join("lock")).unwrap();
+        held.lock().unwrap();
+        let young = make("tangoe-ingest-dry-young");
+        let other = make("someone-else");
+        std::fs::File::create(other.join("lock")).unwrap();
         sweep_stale_scratch(tmp.path());
-        assert!(!dead.exists(), "the copy of a process that is gone");
+        assert!(!dead.exists(), "the copy of a dry run that is gone");
         assert!(live.exists(), "a dry run still running");
-        assert!(young.exists(), "no pid yet, and less than a day old");
+        assert!(young.exists(), "no lock yet, and less than a day old");
         assert!(other.exists(), "not ours");
+        drop(held);
+        sweep_stale_scratch(tmp.path());
+        assert!(!live.exists(), "its lock released");
     }
 }
