@@ -34,8 +34,9 @@ impl Source for LocalSource {
             if name.starts_with('.') || !self.patterns.is_match(&name) {
                 continue;
             }
-            // One unreadable entry (a link to a missing file, a file moved away since the
-            // folder was read) is skipped by name; the other reports go on.
+            // An entry that cannot be read (a link to a missing file, a file moved away since
+            // the folder was read, an I/O error) is listed all the same: it fails as a report
+            // of its own, named in the summary, and the other reports go on.
             let meta = match std::fs::metadata(entry.path()) {
                 Ok(meta) => meta,
                 Err(e) => {
@@ -44,7 +45,13 @@ impl Source for LocalSource {
                     } else {
                         "it cannot be read"
                     };
-                    tracing::warn!(file = %name, error = %e, "skipped: {why}");
+                    tracing::warn!(file = %name, error = %e, "{why}");
+                    out.push(Listed {
+                        name,
+                        size: 0,
+                        mtime: 0,
+                        deferred: None,
+                    });
                     continue;
                 }
             };

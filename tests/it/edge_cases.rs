@@ -335,7 +335,7 @@ fn a_hand_edited_ledger_is_decided_from_activities() {
 }
 
 #[test]
-fn an_unreadable_entry_in_the_drop_folder_is_skipped_by_name_and_the_run_goes_on() {
+fn an_unreadable_entry_in_the_drop_folder_fails_alone_and_the_run_goes_on() {
     let w = Workdir::new();
     w.report(
         "b_2026-11-01.csv",
@@ -346,13 +346,21 @@ fn an_unreadable_entry_in_the_drop_folder_is_skipped_by_name_and_the_run_goes_on
         w.path().join("drop/a_2026-11-01.csv"),
     )
     .unwrap();
-    let out = w.run(&["run"]);
+    let out = w.run(&["run", "--summary-json", "s.json"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(
-        stderr.contains("a_2026-11-01.csv") && stderr.contains("skipped: a link to a file"),
-        "{stderr}"
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let s = w.summary("s.json");
+    let a = &s["reports"][0];
+    assert_eq!(
+        (a["name"].as_str(), a["status"].as_str()),
+        (Some("a_2026-11-01.csv"), Some("failed")),
+        "{s}"
     );
+    assert!(
+        a["error"].as_str().unwrap().contains("a_2026-11-01.csv"),
+        "{s}"
+    );
+    assert_eq!(s["reports"][1]["status"], "processed");
     assert_eq!(w.transitions(), vec![t("B1", "", "ordered")]);
 }
 
