@@ -385,9 +385,9 @@ fn split_records(
 
 /// Parses and checks every row of a CSV report into `handler`.
 ///
-/// UTF-16 written without a BOM, told by its NUL bytes: text in a Latin script has a zero
-/// byte in every other position (after each character in little-endian, before it in
-/// big-endian). UTF-8 and Windows-1252 text has none.
+/// UTF-16 written without a BOM, told by its NUL bytes: each ASCII character has a zero byte
+/// beside it (after it in little-endian, before it in big-endian), always on the same side.
+/// UTF-8 and Windows-1252 text has none.
 fn utf16_without_bom(head: &[u8]) -> Option<&'static encoding_rs::Encoding> {
     let pairs = head.len() / 2;
     if pairs < 8 {
@@ -398,10 +398,12 @@ fn utf16_without_bom(head: &[u8]) -> Option<&'static encoding_rs::Encoding> {
             .filter(|pair| pair[parity] == 0)
             .count()
     };
+    // Text in UTF-8 or Windows-1252 has no NUL at all; UTF-16 has one beside every ASCII
+    // character (the header, digits, punctuation), even among Cyrillic or CJK names.
     let (even, odd) = (zeros_at(0), zeros_at(1));
-    if odd * 10 >= pairs * 9 && even == 0 {
+    if odd * 10 >= pairs && even == 0 {
         Some(encoding_rs::UTF_16LE)
-    } else if even * 10 >= pairs * 9 && odd == 0 {
+    } else if even * 10 >= pairs && odd == 0 {
         Some(encoding_rs::UTF_16BE)
     } else {
         None
@@ -641,6 +643,20 @@ mod tests {
         assert_eq!(count_line_breaks(b"plain"), 0);
         assert_eq!(count_line_breaks(b"x\r"), 1);
         assert_eq!(count_line_breaks(b"x\r\n\r"), 2);
+    }
+
+    #[test]
+    fn utf16_without_a_bom_is_told_even_with_cyrillic_names() {
+        let text = "Activity ID,Status,User Name\r\nA1,Ordered,Анна Иванова Петровна\r\nA2,Ordered,Дмитрий Сергеевич\r\n";
+        let le: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let be: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        assert_eq!(utf16_without_bom(&le), Some(encoding_rs::UTF_16LE));
+        assert_eq!(utf16_without_bom(&be), Some(encoding_rs::UTF_16BE));
+        assert_eq!(utf16_without_bom(text.as_bytes()), None);
+        assert_eq!(
+            utf16_without_bom(b"Zo\xeb M\xfcller,Ordered,\x80 12\r\n"),
+            None
+        );
     }
 
     #[test]
