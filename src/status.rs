@@ -135,12 +135,14 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let reports = c.query_row(
-        // Failed: reports whose last attempt failed (an attempt processed since clears it).
+        // Failed: reports whose last attempt failed (an attempt of the same name and report
+        // date processed since clears it; a daily file under a fixed name does not).
         // Last: the report processed most recently, not the greatest name.
         "SELECT (SELECT COUNT(*) FROM reports WHERE status = 'processed'),
                 (SELECT COUNT(DISTINCT name) FROM reports f WHERE f.status = 'failed'
                    AND NOT EXISTS (SELECT 1 FROM reports p
-                                   WHERE p.name = f.name AND p.status = 'processed' AND p.id > f.id)),
+                                   WHERE p.name = f.name AND p.report_date = f.report_date
+                                     AND p.status = 'processed' AND p.id > f.id)),
                 (SELECT name || ' (' || processed_at || ')' FROM reports
                    WHERE status = 'processed' ORDER BY id DESC LIMIT 1)",
         [],
