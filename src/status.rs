@@ -146,7 +146,13 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
                 (SELECT name || ' (' || processed_at || ')' FROM reports
                    WHERE status = 'processed' ORDER BY id DESC LIMIT 1)",
         [],
-        |r| Ok(ReportTotals { processed: r.get(0)?, failed: r.get(1)?, last_processed: r.get(2)? }),
+        |r| {
+            Ok(ReportTotals {
+                processed: r.get(0)?,
+                failed: r.get(1)?,
+                last_processed: r.get(2)?,
+            })
+        },
     )?;
     let mut activities = Vec::new();
     for s in State::ALL {

@@ -540,6 +540,34 @@ impl Ledger {
         Ok(mark)
     }
 
+    /// The import file a file sink is about to put in place (its name), recorded before the
+    /// rename and cleared with the delivery mark: a rerun after a crash between the two
+    /// replaces that file even if its content changed (a mapping edited meanwhile).
+    pub(crate) fn set_file_in_flight(&self, sink: &str, name: Option<&str>) -> Result<()> {
+        let key = format!("file_in_flight:{sink}");
+        match name {
+            Some(n) => self.conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, n],
+            )?,
+            None => self
+                .conn
+                .execute("DELETE FROM meta WHERE key = ?1", [key])?,
+        };
+        Ok(())
+    }
+
+    pub(crate) fn file_in_flight(&self, sink: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [format!("file_in_flight:{sink}")],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     pub(crate) fn set_sink_mark(&self, sink: &str, through: i64) -> Result<()> {
         self.conn.execute(
             "INSERT INTO sinks (name, delivered_through) VALUES (?1, ?2)

@@ -592,15 +592,17 @@ pub(crate) fn deliver(
     // other content (a ledger started afresh numbers its events from 1 again) is kept, and
     // this one takes the next free name.
     let mut name = format!("{}-{:012}-{:012}.{ext}", sink.prefix, first, last);
+    let ours = ledger.file_in_flight(&sink.name)?;
     let mut n = 1;
     while let Ok(existing) = std::fs::File::open(sink.dir.join(&name)) {
-        if same_content(existing, tmp.as_file())? {
+        if ours.as_deref() == Some(name.as_str()) || same_content(existing, tmp.as_file())? {
             break;
         }
         n += 1;
         name = format!("{}-{:012}-{:012}-{n}.{ext}", sink.prefix, first, last);
     }
     let dest = sink.dir.join(&name);
+    ledger.set_file_in_flight(&sink.name, Some(&name))?;
     tmp.persist(&dest).with_context(|| {
         format!(
             "cannot move the import file into place as {}",
@@ -618,6 +620,7 @@ pub(crate) fn deliver(
         return Err(e);
     }
     ledger.set_sink_mark(&sink.name, last)?;
+    ledger.set_file_in_flight(&sink.name, None)?;
     tracing::info!(sink = %sink.name, file = %name, events = count, "import file written");
     summary.delivered = count;
     summary.files.push(name);

@@ -400,3 +400,30 @@ fn a_ledger_started_afresh_never_overwrites_an_import_file_of_the_same_name() {
             .contains("\"B1\"")
     );
 }
+
+#[test]
+fn a_rerun_after_a_crash_between_rename_and_mark_replaces_its_own_file_even_if_changed() {
+    let w = Workdir::new();
+    w.report(
+        "r_2026-11-01.csv",
+        &["A1,Ordered,,2026-11-01T10:00:00Z,,,,"],
+    );
+    w.run_ok(&["run"], 0);
+    let name = "tangoe-events-000000000001-000000000001.jsonl";
+    // As if the run had died after the rename, before its delivery mark, and the file's
+    // rendering had changed since (a mapping edited before the rerun).
+    w.write(&format!("out/{name}"), "rendered differently\n");
+    {
+        let c = w.ledger();
+        c.execute("UPDATE sinks SET delivered_through = 0", [])
+            .unwrap();
+        c.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('file_in_flight:file', ?1)",
+            [name],
+        )
+        .unwrap();
+    }
+    w.run_ok(&["run"], 0);
+    assert_eq!(w.files("out"), vec![name], "replaced, not a second copy");
+    assert!(w.read(&format!("out/{name}")).contains("\"A1\""));
+}
