@@ -470,7 +470,6 @@ fn check_records<H: RowHandler>(
     empty: &std::sync::mpsc::Sender<Records>,
 ) -> Result<(Layout, RowCounts)> {
     let mut processor = RowProcessor::new(schema, ctx, triage, handler).with_width_checked();
-    let mut delimiter = b',';
     let mut cut_tail;
     let mut spare: Vec<Cell<'static>> = Vec::new();
     let mut prev_end = 0u64;
@@ -497,7 +496,6 @@ fn check_records<H: RowHandler>(
         let (batch, n) = match chunk {
             Chunk::Delimiter(d) => {
                 processor.set_delimiter(d);
-                delimiter = d;
                 continue;
             }
             Chunk::Records(batch, n, unterminated) => {
@@ -557,12 +555,7 @@ fn check_records<H: RowHandler>(
                 processor.blank_lines(blank);
             }
             let mut cells = cells_of(text, record, std::mem::take(&mut spare));
-            processor.at_cut_end = cut_tail && i + 1 == n;
-            processor.delimiters_inside = if breaks > 0 {
-                memchr::memchr_iter(delimiter, bytes).count()
-            } else {
-                0
-            };
+            processor.csv_row(bytes, breaks > 0, cut_tail && i + 1 == n);
             processor.row(line, &cells)?;
             cells.clear();
             spare = cells.into_iter().map(|_| Cell::Empty).collect();

@@ -296,12 +296,12 @@ pub(crate) struct RowProcessor<'h, H: RowHandler> {
     width_checked: bool,
     /// The CSV delimiter, once known: a cell's inner lines are checked for swallowed rows.
     delimiter: Option<u8>,
-    /// Of the row about to be checked, set by the CSV reader: the delimiters its cells hold
-    /// when it spans more than one line, else 0.
-    pub(crate) delimiters_inside: usize,
-    /// The row about to be checked is the file's last and no line break follows it (set by
-    /// the CSV reader): a short one was cut, not written short.
-    pub(crate) at_cut_end: bool,
+    /// Of the row about to be checked (see [`RowProcessor::csv_row`]): the delimiters its
+    /// cells hold when it spans more than one line, else 0.
+    delimiters_inside: usize,
+    /// The row about to be checked is the file's last and no line break follows it: a short
+    /// one was cut, not written short.
+    at_cut_end: bool,
 }
 
 impl<'h, H: RowHandler> RowProcessor<'h, H> {
@@ -400,22 +400,32 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
         self.triage.prefetch(crate::activity::trim_cell(raw));
     }
 
-    /// Feeds one row. `number` is the row as a person sees it (spreadsheet row, CSV line).
-    /// Rejects rows with fewer cells than the header or with values past it: in a CSV file
-    /// every row has the header's cells, so another count means a truncated file, a stray
-    /// delimiter or a quote left open.
+    /// Checks CSV rows against the header: in a CSV file every row has the header's cells. A
+    /// value past them (a stray delimiter) rejects the row; fewer cells are read as empty
+    /// (Excel leaves out trailing empty cells) unless the file was cut inside the row.
     pub(crate) fn with_width_checked(mut self) -> Self {
         self.width_checked = true;
         self
     }
 
-    /// The CSV delimiter: a multi-line cell with a line that reads as a row of its own (an
-    /// Activity ID, then a known state in the state column) is a quote left open, and its
-    /// row is rejected instead of swallowing the rows after it.
+    /// The CSV delimiter: a multi-line cell with a line that reads as a row of its own is a
+    /// quote left open, and its row is rejected instead of swallowing the rows after it.
     pub(crate) fn set_delimiter(&mut self, delimiter: u8) {
         self.delimiter = Some(delimiter);
     }
 
+    /// What the CSV reader knows of the row it hands over next: its text (the cells one
+    /// after another), whether it spans more than one line, and whether it is the file's
+    /// last with no line break after it.
+    pub(crate) fn csv_row(&mut self, text: &[u8], multiline: bool, cut_end: bool) {
+        self.at_cut_end = cut_end;
+        self.delimiters_inside = match self.delimiter {
+            Some(d) if multiline => memchr::memchr_iter(d, text).count(),
+            _ => 0,
+        };
+    }
+
+    /// Feeds one row. `number` is the row as a person sees it (spreadsheet row, CSV line).
     pub(crate) fn row(&mut self, number: u64, cells: &[Cell<'_>]) -> Result<()> {
         if self.layout.is_none() {
             return self.look_for_header(number, cells);
@@ -506,12 +516,12 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                     continue;
                 }
                 for line in t.split(['\n', '\r']).skip(1) {
-                    if memchr::memchr_iter(d, line.as_bytes()).count() < enough {
+                    // All but one of a row's cells: at least width - 2 delimiters.
+                    if memchr::memchr_iter(d, line.as_bytes()).count() + 2 < width {
                         continue;
                     }
                     let parts: Vec<&str> = line.split(char::from(d)).collect();
-                    let reads_as_row = parts.len() + 1 >= width
-                        && parts.len() > id_col.max(state_col)
+                    let reads_as_row = parts.len() > id_col.max(state_col)
                         && !parts[id_col].trim().is_empty()
                         && self
                             .schema
@@ -535,7 +545,6 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
         // quote left open that took the following lines into one cell).
         let mut short_note = None;
         if self.width_checked {
-            let width = layout.headers.len();
             if let Some(col) = (cells.len()..width).find(|&c| !layout.headers[c].is_empty()) {
                 // Excel and other writers leave out a row's trailing empty cells: those are
                 // read as empty. A short last row with no line break after it was cut.
@@ -799,8 +808,6 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                 extras.push((col, headers[col].trim().to_string()));
             }
             extras.sort_by_key(|(c, _)| *c);
-        }
-        if has_required {
             // Name extras uniquely: a duplicate header gets " (2)", an empty one "column N".
             let mut seen: Vec<String> = self.schema.fields.iter().map(|f| f.name.clone()).collect();
             for (col, name) in &mut extras {
