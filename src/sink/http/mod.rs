@@ -329,16 +329,6 @@ fn deliver_one(
         }
         Api::Table => {
             let number = e.itsm_number.as_str();
-            let mut spent = 0;
-            let cache_key = (cfg.url.clone(), number.to_string());
-            let known = match ledger.ticket_sys_id(&e.activity_id, number)? {
-                Some(s) => Some(s),
-                None => sys_id_cache()
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("sys_id cache poisoned"))?
-                    .get(&cache_key)
-                    .cloned(),
-            };
             if !encode::plain_token(number) {
                 return failed(
                     ledger,
@@ -351,6 +341,16 @@ fn deliver_one(
                     ),
                 );
             }
+            let mut spent = 0;
+            let cache_key = (cfg.url.clone(), number.to_string());
+            let known = match ledger.ticket_sys_id(&e.activity_id, number)? {
+                Some(s) => Some(s),
+                None => sys_id_cache()
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("sys_id cache poisoned"))?
+                    .get(&cache_key)
+                    .cloned(),
+            };
             let sys_id = match known {
                 Some(s) => s,
                 None => {
