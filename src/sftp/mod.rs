@@ -29,7 +29,13 @@ pub(crate) enum SecretSource {
 }
 
 impl SecretSource {
+    /// The secret; an error is [`Final`] (trying the login again cannot set a variable or
+    /// create a file).
     fn load(&self, key: &str) -> Result<SecretString> {
+        self.read(key).map_err(|e| anyhow!(Final(format!("{e:#}"))))
+    }
+
+    fn read(&self, key: &str) -> Result<SecretString> {
         match self {
             SecretSource::Env(var) => match std::env::var(var) {
                 Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
@@ -408,10 +414,7 @@ impl Endpoint {
         if let Some(key) = &self.private_key {
             if offers("publickey") {
                 let passphrase = match &self.passphrase {
-                    Some(p) => Some(
-                        p.load("private_key_passphrase_env")
-                            .map_err(|e| anyhow!(Final(format!("{e:#}"))))?,
-                    ),
+                    Some(p) => Some(p.load("private_key_passphrase_env")?),
                     None => None,
                 };
                 match session.userauth_pubkey_file(
@@ -447,9 +450,7 @@ impl Endpoint {
             }
         }
         if let Some(source) = &self.password {
-            let password = source
-                .load("password")
-                .map_err(|e| anyhow!(Final(format!("{e:#}"))))?;
+            let password = source.load("password")?;
             if offers("password") {
                 match session.userauth_password(user, password.expose_secret()) {
                     Ok(()) if session.authenticated() => return Ok(()),
