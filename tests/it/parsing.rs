@@ -15,6 +15,17 @@ fn events_without_report(w: &Workdir) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The ledger's rejects: (row, column, reason), by row.
+fn rejects(w: &Workdir) -> Vec<(i64, String, String)> {
+    w.ledger()
+        .prepare("SELECT row, col, reason FROM rejects ORDER BY row")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
 #[test]
 fn report_missing_a_required_column_fails_alone() {
     let w = Workdir::new();
@@ -82,14 +93,7 @@ fn rows_that_do_not_line_up_with_the_header_are_rejected_not_guessed() {
         "{r}"
     );
     assert_eq!(r["warnings"], 1, "{r}");
-    let rejects: Vec<(i64, String, String)> = w
-        .ledger()
-        .prepare("SELECT row, col, reason FROM rejects ORDER BY row")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let rejects = rejects(&w);
     assert_eq!(
         (rejects[0].0, rejects[0].1.as_str()),
         (2, "Shipping Address")
@@ -196,14 +200,7 @@ fn bad_rows_are_rejected_with_their_line_and_column_while_good_rows_go_through()
     assert_eq!(r["rejected"], 3);
     // repeated header, ignored state, blank line and footer
     assert_eq!(r["skipped"], 4, "{r}");
-    let rejects: Vec<(i64, String, String)> = w
-        .ledger()
-        .prepare("SELECT row, col, reason FROM rejects ORDER BY row")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let rejects = rejects(&w);
     // Lines as a person counts them: A1 spans lines 5-7.
     assert_eq!(rejects[0].0, 8);
     assert_eq!(rejects[0].1, "Status");
