@@ -232,6 +232,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_load_check_knows_every_name_the_context_has() {
+        let fields = vec!["activity_id".to_string(), "device".to_string()];
+        let m = Mapping::parse("[fields]\nx = \"{{ device }}\"", "m", &fields).unwrap();
+        let ctx = m.context(&StoredEvent::sample(&fields));
+        let mut keys: Vec<String> = ctx.try_iter().unwrap().map(|k| k.to_string()).collect();
+        keys.sort();
+        let mut known: Vec<String> = CONTEXT_NAMES.iter().map(|s| s.to_string()).collect();
+        known.extend(fields.iter().cloned());
+        known.sort();
+        known.dedup();
+        assert_eq!(keys, known);
+    }
+
+    #[test]
     fn unknown_variables_fail_at_load() {
         let fields = vec!["activity_id".to_string(), "device".to_string()];
         assert!(Mapping::parse("[fields]\nx = \"{{ device }}\"", "m", &fields).is_ok());
