@@ -146,7 +146,12 @@ fn endpoint(k: Keys<'_>, base: &Path, origin: &str) -> Result<Endpoint> {
              or `host_key_fingerprint` (`tangoe-ingest hostkey` prints the server's keys and fingerprints)"
         );
     }
-    if let Some(fp) = k.host_key_fingerprint {
+    // Some tools print the fingerprint with base64's padding (`=`); `ssh-keygen` does not.
+    let fingerprint = k
+        .host_key_fingerprint
+        .as_deref()
+        .map(|fp| fp.trim().trim_end_matches('=').to_string());
+    if let Some(fp) = &fingerprint {
         let ok = fp
             .strip_prefix("SHA256:")
             .and_then(base64::decode)
@@ -171,7 +176,7 @@ fn endpoint(k: Keys<'_>, base: &Path, origin: &str) -> Result<Endpoint> {
         passphrase: k.private_key_passphrase_env.clone().map(SecretSource::Env),
         use_agent: k.use_agent,
         known_hosts: k.known_hosts.as_deref().map(|p| resolve(base, p)),
-        fingerprint: k.host_key_fingerprint.clone(),
+        fingerprint,
         timeout,
     })
 }

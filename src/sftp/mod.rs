@@ -653,9 +653,19 @@ pub(crate) fn hostkey_report(ep: &Endpoint) -> Result<String> {
         let fp = fingerprint(&k);
         let mut status = String::new();
         if let Some((path, hk)) = &known {
-            status = match hk.keys.iter().find(|e| e.blob == k) {
-                Some(e) => format!(" (known: {} line {})", path.display(), e.line),
-                None => format!(" (not in {})", path.display()),
+            let kind = key_type_of(&k).unwrap_or_default();
+            status = if let Some(e) = hk.keys.iter().find(|e| e.blob == k) {
+                format!(" (known: {} line {})", path.display(), e.line)
+            } else if let Some(e) = hk.keys.iter().find(|e| e.key_type == kind) {
+                // The same host and key type with another key: the host key changed, or
+                // someone is in the middle.
+                format!(
+                    " (DIFFERS from the {kind} key {} line {} lists for this host)",
+                    path.display(),
+                    e.line
+                )
+            } else {
+                format!(" (not in {})", path.display())
             };
         }
         if ep.fingerprint.as_deref() == Some(fp.as_str()) {
