@@ -240,10 +240,23 @@ pub(crate) struct RunLock {
     _file: Option<File>,
 }
 
-/// Takes the ledger's run lock: exclusive for a real run, shared for a dry run.
-pub(crate) fn lock(ledger: &Path, shared: bool) -> Result<RunLock> {
+/// Takes the ledger's run lock for a real run. A dry run (`dry_run`) takes none: it works on
+/// a consistent copy of the ledger (see [`Ledger::scratch_copy`]), and holding even a shared
+/// lock for its length would make the nightly run that starts meanwhile exit 75. It only
+/// says when a run is in progress, since its audit then shows the ledger before that run.
+pub(crate) fn lock(ledger: &Path, dry_run: bool) -> Result<RunLock> {
     let path = PathBuf::from(format!("{}.lock", ledger.display()));
-    if shared && !path.exists() {
+    if dry_run {
+        let busy = std::fs::File::open(&path)
+            .ok()
+            .is_some_and(|f| matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)));
+        if busy {
+            tracing::warn!(
+                "a run is in progress (it holds {}): this dry run reads the ledger as that run's \
+                 last committed report left it",
+                path.display()
+            );
+        }
         return Ok(RunLock { _file: None });
     }
     if let Some(dir) = path.parent()
@@ -252,18 +265,13 @@ pub(crate) fn lock(ledger: &Path, shared: bool) -> Result<RunLock> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let file = std::fs::OpenOptions::new()
-        .create(!shared)
+        .create(true)
         .truncate(false)
-        .write(!shared)
+        .write(true)
         .read(true)
         .open(&path)
         .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-    let res = if shared {
-        file.try_lock_shared()
-    } else {
-        file.try_lock()
-    };
-    match res {
+    match file.try_lock() {
         Ok(()) => Ok(RunLock { _file: Some(file) }),
         Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::Error::new(Locked(path))),
         Err(std::fs::TryLockError::Error(e)) => {

@@ -154,6 +154,23 @@ fn configure(conn: &Connection) -> Result<()> {
 
 const SCRATCH_PREFIX: &str = "tangoe-ingest-dry-";
 
+/// Copies the committed ledger at `path` to `dst` through SQLite, in one read transaction:
+/// a consistent snapshot however a run writes the ledger meanwhile (a backup in steps
+/// would start over at each of that run's commits).
+fn snapshot(path: &Path, dst: &Path) -> Result<()> {
+    let src = open_read_only(path, true)?;
+    let mut out = Connection::open(dst)?;
+    let done = rusqlite::backup::Backup::new(&src, &mut out)
+        .and_then(|b| b.step(-1))
+        .with_context(|| format!("cannot read the ledger {}", path.display()))?;
+    anyhow::ensure!(
+        done == rusqlite::backup::StepResult::Done,
+        "cannot read the ledger {}: it stayed locked ({done:?})",
+        path.display()
+    );
+    Ok(())
+}
+
 /// Removes the scratch copies of dry runs that ended without removing them (killed, or
 /// interrupted with Ctrl-C). A dry run holds an exclusive lock on its copy's `lock` file
 /// while it lives (the lock goes with the process, in any PID namespace): a copy whose lock
@@ -193,12 +210,14 @@ fn now_text() -> String {
 }
 
 /// Opens an existing ledger without writing to it, even to its -wal/-shm files where it
-/// can: a cleanly closed ledger (no -wal) is opened immutable.
-fn open_read_only(path: &Path) -> Result<Connection> {
+/// can: a cleanly closed ledger (no -wal) is opened immutable, unless `live` (a run may
+/// start writing it while it is read: only SQLite's locking keeps that read consistent).
+fn open_read_only(path: &Path, live: bool) -> Result<Connection> {
     let wal = PathBuf::from(format!("{}-wal", path.display()));
-    let wal_in_use = std::fs::metadata(&wal)
-        .map(|m| m.len() > 0)
-        .unwrap_or(false);
+    let wal_in_use = live
+        || std::fs::metadata(&wal)
+            .map(|m| m.len() > 0)
+            .unwrap_or(false);
     let abs = std::fs::canonicalize(path)?;
     let mut uri = String::from("file:");
     for b in abs.to_string_lossy().bytes() {
@@ -259,7 +278,8 @@ impl Ledger {
         })
     }
 
-    /// A private scratch copy of the ledger for a dry run: the run does everything a real
+    /// A private scratch copy of the ledger for a dry run (it needs no lock: a run that writes
+    /// the ledger meanwhile is either wholly in the copy's reports or not at all): the run does everything a real
     /// run would, against the copy, and the copy is thrown away. The real ledger is only read.
     pub(crate) fn scratch_copy(path: &Path) -> Result<Ledger> {
         sweep_stale_scratch(&std::env::temp_dir());
@@ -276,13 +296,7 @@ impl Ledger {
                 .unwrap_or(false);
             if wal_in_use {
                 // Committed pages may still sit in the WAL: copy through SQLite.
-                let src = open_read_only(path)?;
-                src.backup(
-                    rusqlite::MAIN_DB,
-                    &copy,
-                    None::<fn(rusqlite::backup::Progress)>,
-                )
-                .with_context(|| format!("cannot read the ledger {}", path.display()))?;
+                snapshot(path, &copy)?;
             } else {
                 // A cleanly closed ledger is one self-contained file: a plain copy is the
                 // fastest read. Should a run have written it meanwhile, copy through SQLite.
@@ -296,13 +310,7 @@ impl Ledger {
                     .with_context(|| format!("cannot read the ledger {}", path.display()))?;
                 if stamp(path) != before || stamp(&wal).is_some_and(|(len, _)| len > 0) {
                     std::fs::remove_file(&copy)?;
-                    let src = open_read_only(path)?;
-                    src.backup(
-                        rusqlite::MAIN_DB,
-                        &copy,
-                        None::<fn(rusqlite::backup::Progress)>,
-                    )
-                    .with_context(|| format!("cannot read the ledger {}", path.display()))?;
+                    snapshot(path, &copy)?;
                 }
             }
         }
@@ -320,7 +328,7 @@ impl Ledger {
 
     /// Opens an existing ledger for reading only (the `status` command).
     pub(crate) fn read_only(path: &Path) -> Result<Ledger> {
-        let conn = open_read_only(path)?;
+        let conn = open_read_only(path, false)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version != migrate::VERSION {
             anyhow::bail!(
@@ -1203,5 +1211,42 @@ mod tests {
         drop(held);
         sweep_stale_scratch(tmp.path());
         assert!(!live.exists(), "its lock released");
+    }
+
+    #[test]
+    fn a_dry_runs_copy_holds_what_was_committed_while_a_run_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        drop(Ledger::open(&path).unwrap());
+        let meta = |l: &Ledger| -> Vec<String> {
+            let mut st = l
+                .conn
+                .prepare("SELECT key FROM meta WHERE key LIKE 'probe%' ORDER BY key")
+                .unwrap();
+            st.query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        // A cleanly closed ledger: copied as it is.
+        assert!(meta(&Ledger::scratch_copy(&path).unwrap()).is_empty());
+        // A run is writing: one commit sits in the WAL, the next is not committed yet.
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute_batch(
+                "PRAGMA wal_autocheckpoint = 0;
+                 INSERT INTO meta(key, value) VALUES ('probe1', 1);
+                 BEGIN;
+                 INSERT INTO meta(key, value) VALUES ('probe2', 2);",
+            )
+            .unwrap();
+        let copy = Ledger::scratch_copy(&path).unwrap();
+        assert_eq!(meta(&copy), ["probe1"]);
+        writer.execute_batch("COMMIT;").unwrap();
+        assert_eq!(meta(&copy), ["probe1"], "the copy is the dry run's own");
+        assert_eq!(
+            meta(&Ledger::scratch_copy(&path).unwrap()),
+            ["probe1", "probe2"]
+        );
     }
 }

@@ -242,7 +242,7 @@ fn dry_run_on_a_fresh_install_creates_nothing() {
 }
 
 #[test]
-fn a_second_concurrent_run_exits_75() {
+fn a_second_concurrent_run_exits_75_and_a_dry_run_goes_on() {
     let w = Workdir::new();
     w.report("r_2026-11-01.csv", &["A1,Ordered,,,,,,"]);
     w.run_ok(&["run"], 0);
@@ -263,6 +263,19 @@ fn a_second_concurrent_run_exits_75() {
     );
     assert_eq!(w.summary("s.json")["exit_code"], 75);
     assert_eq!(w.events().len(), 1, "nothing was done");
+    // A dry run needs no lock: it audits a copy of the ledger, and says a run is going on.
+    let out = w.run(&["run", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains("ordered → completed: 1"), "{all}");
+    assert!(all.contains("a run is in progress"), "{all}");
+    let out = w.run(&["deliver", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(w.events().len(), 1);
     drop(lock);
     w.run_ok(&["run"], 0);
     assert_eq!(w.events().len(), 2);
