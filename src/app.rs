@@ -182,7 +182,7 @@ fn render(s: &Summary) -> String {
         }
         let _ = writeln!(
             o,
-            "  rows {}, accepted {}, rejected {}, skipped {}, unchanged {}, stale {}, events {}{}",
+            "  rows {}, accepted {}, rejected {}, skipped {}, unchanged {}, stale {}, events {}{}{}",
             r.rows,
             r.accepted,
             r.rejected,
@@ -190,6 +190,11 @@ fn render(s: &Summary) -> String {
             r.unchanged,
             r.stale,
             r.events,
+            if r.merged > 0 {
+                format!(", merged {}", r.merged)
+            } else {
+                String::new()
+            },
             if r.warnings > 0 {
                 format!(", warnings {}", r.warnings)
             } else {

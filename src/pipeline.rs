@@ -147,6 +147,8 @@ pub struct ReportSummary {
     pub unchanged: u64,
     pub stale: u64,
     pub events: u64,
+    /// Rows folded into an earlier row of the same Activity in this report (rule 5).
+    pub merged: u64,
     pub warnings: u64,
     pub report_date: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -175,6 +177,7 @@ impl ReportSummary {
             unchanged: 0,
             stale: 0,
             events: 0,
+            merged: 0,
             warnings: 0,
             report_date: date.to_string(),
             sha256: None,
@@ -725,6 +728,7 @@ fn ingest(
     rs.stale = totals.stale;
     rs.events = totals.events;
     rs.warnings = totals.warnings;
+    rs.merged = outcome.superseded;
     rs.notes = notes;
     rs.transitions = outcome
         .transitions

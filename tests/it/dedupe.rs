@@ -132,7 +132,15 @@ fn same_activity_twice_in_one_report_latest_wins_one_event() {
             "A3,Completed,,2026-11-02T09:00:00Z,,,,",
         ],
     );
-    w.run_ok(&["run"], 0);
+    let out = w.run_ok(&["run", "--summary-json", "s.json"], 0);
+    // A1's second row is older (stale); A2's and A3's later rows fold into their events.
+    let r = &w.summary("s.json")["reports"][0];
+    assert_eq!(
+        [&r["accepted"], &r["events"], &r["stale"], &r["merged"]],
+        [6, 3, 1, 2],
+        "{r}"
+    );
+    assert!(out.contains("events 3, merged 2"), "{out}");
     assert_eq!(
         w.transitions(),
         vec![
@@ -160,7 +168,9 @@ fn a_change_undone_within_one_report_emits_nothing() {
             "A1,Ordered,,2026-11-02T10:00:00Z,,,,",
         ],
     );
-    w.run_ok(&["run"], 0);
+    w.run_ok(&["run", "--summary-json", "s.json"], 0);
+    let r = &w.summary("s.json")["reports"][0];
+    assert_eq!([&r["events"], &r["merged"]], [0, 1], "{r}");
     w.report(
         "r_2026-11-03.csv",
         &["A1,Completed,,2026-11-03T10:00:00Z,,,,"],
