@@ -74,7 +74,14 @@ pub(crate) enum Cell<'a> {
     Bool(bool),
     /// A spreadsheet error value such as `#N/A`.
     Error(&'a str),
+    /// A formula cell saved without its computed value: its value is unknown.
+    Uncomputed,
 }
+
+/// What a [`Cell::Uncomputed`] is, for messages.
+pub(crate) const UNCOMPUTED: &str = "a formula saved without its computed value (the file was \
+     written by a program that does not calculate formulas: open it in Excel or LibreOffice and \
+     save it again)";
 
 /// How the report's date-times are read.
 #[derive(Debug, Clone)]
@@ -425,6 +432,11 @@ pub(crate) fn normalize_cell<'a>(
             text: empty,
             temporal: None,
             warning: Some(format!("the spreadsheet error value {e} was read as empty")),
+        },
+        Cell::Uncomputed => CellValue::Ok {
+            text: empty,
+            temporal: None,
+            warning: Some(format!("{UNCOMPUTED}: read as empty")),
         },
         Cell::Bool(b) if kind.is_temporal() => CellValue::Invalid(format!(
             "{} is not a date",

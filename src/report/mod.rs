@@ -576,6 +576,9 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
             }
         }
 
+        if let Some(what) = unreadable(&get(id_col)) {
+            return Err((header(id_col), format!("no activity_id: {what}")));
+        }
         let id = match normalize_cell(get(id_col), FieldType::Text, &self.ctx, true) {
             CellValue::Ok { text, .. } => text,
             CellValue::Invalid(e) => return Err((header(id_col), e)),
@@ -602,7 +605,14 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
             Cell::Empty | Cell::Text(_) => {
                 return Err((header(state_col), "empty state".to_string()));
             }
-            other => return Err((header(state_col), format!("unknown state {other:?}"))),
+            other @ (Cell::Error(_) | Cell::Uncomputed) => {
+                let what = unreadable(&other).unwrap_or_default();
+                return Err((header(state_col), format!("no state: {what}")));
+            }
+            other => {
+                let value = header_text(&other);
+                return Err((header(state_col), format!("unknown state {value:?}")));
+            }
         };
         let mut warnings: Vec<(String, String)> = short_note.into_iter().collect();
         // The row's time first: the triage needs it. Its error or warning is reported in
@@ -687,12 +697,13 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
         }
         for (col, _) in &layout.extras {
             let cell = get(*col);
-            if !encode && !matches!(cell, Cell::Error(_)) {
-                continue; // an extra column only warns about a spreadsheet error value
+            let unknown = matches!(cell, Cell::Error(_) | Cell::Uncomputed);
+            if !encode && !unknown {
+                continue; // an extra column only warns about a value it cannot know
             }
             match normalize_cell(cell, FieldType::Text, &self.ctx, true) {
                 CellValue::Ok { text, warning, .. } => {
-                    if let (Some(w), Cell::Error(_)) = (warning, cell) {
+                    if let (Some(w), true) = (warning, unknown) {
                         warnings.push((header(*col), w));
                     }
                     if encode {
@@ -893,6 +904,16 @@ fn header_text(c: &Cell<'_>) -> String {
         Cell::Number(f) | Cell::DateSerial(f) => format!("{f}"),
         Cell::Bool(b) => b.to_string(),
         Cell::Error(e) => e.to_string(),
+        Cell::Uncomputed => String::new(),
+    }
+}
+
+/// What a cell whose value cannot be known holds, for a reject's reason.
+fn unreadable(c: &Cell<'_>) -> Option<String> {
+    match c {
+        Cell::Error(e) => Some(format!("the spreadsheet error value {e}")),
+        Cell::Uncomputed => Some(crate::activity::UNCOMPUTED.to_string()),
+        _ => None,
     }
 }
 

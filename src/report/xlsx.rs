@@ -119,9 +119,13 @@ pub(crate) fn read<H: RowHandler + Send>(
                         Sheet::End => return processor.finish().map(Some),
                     };
                     let mut cells: Vec<Cell<'_>> = Vec::with_capacity(64);
+                    let mut uncomputed = batch.uncomputed.iter().copied().peekable();
                     for &(number, ref range) in &batch.rows {
                         cells.clear();
                         cells.extend(batch.cells[range.clone()].iter().map(to_cell));
+                        while let Some(at) = uncomputed.next_if(|at| range.contains(at)) {
+                            cells[at - range.start] = Cell::Uncomputed;
+                        }
                         processor.row(number, &cells)?;
                     }
                 }
@@ -142,10 +146,10 @@ pub(crate) fn read<H: RowHandler + Send>(
             let mut row_start = 0;
             loop {
                 let next = cells_reader
-                    .next_cell()
+                    .next_cell_with_formula_metadata()
                     .map_err(|e| anyhow::anyhow!("cannot read the sheet {sheet:?}: {e}"))?;
                 let Some(cell) = next else { break };
-                let (r, c) = cell.get_position();
+                let (r, c) = cell.pos;
                 if c >= MAX_COLUMNS || r >= MAX_ROWS {
                     ignored_cells += 1;
                     continue;
@@ -169,7 +173,16 @@ pub(crate) fn read<H: RowHandler + Send>(
                 if batch.cells.len() <= at {
                     batch.cells.resize(at + 1, DataRef::Empty);
                 }
-                batch.cells[at] = cell.get_value().clone();
+                let uncomputed = cell.formula.is_some()
+                    && match &cell.value {
+                        DataRef::Empty => true,
+                        DataRef::String(s) => s.is_empty(),
+                        _ => false,
+                    };
+                if uncomputed {
+                    batch.uncomputed.push(at);
+                }
+                batch.cells[at] = cell.value;
             }
             if let Some(done) = current {
                 batch
@@ -221,4 +234,6 @@ enum Sheet<'a> {
 struct SheetRows<'a> {
     rows: Vec<(u64, std::ops::Range<usize>)>,
     cells: Vec<DataRef<'a>>,
+    /// Positions in `cells` of formulas saved without their computed value, in order.
+    uncomputed: Vec<usize>,
 }

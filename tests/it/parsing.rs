@@ -489,6 +489,79 @@ fn xlsx_quirks_lossy_numbers_error_cells_and_huge_declared_dimensions() {
     assert_eq!(ev[1]["account_number"], "00123");
 }
 
+/// Formulas saved without their computed value (openpyxl and other writers that do not
+/// calculate): their cells are unknown, and the reject or warning says why, rather than
+/// "empty".
+#[test]
+fn formulas_without_a_computed_value_are_named_as_such() {
+    let w = Workdir::new();
+    let path = w.path().join("drop/r_2026-11-02.xlsx");
+    let row = |id: &'static str, state: &'static str, device: &'static str| {
+        vec![X::S(id), X::S(state), X::S(device)]
+    };
+    write_xlsx(
+        &path,
+        "Sheet1",
+        &[
+            row("Activity ID", "Status", "Device"),
+            row("A1", "Ordered", "Pixel"),
+            row("A2", "Ordered", "Pixel"),
+            row("A3", "Completed", "Pixel"),
+            row("A4", "Ordered", "Pixel"),
+        ],
+    );
+    patch_zip(&path, "xl/worksheets/sheet1.xml", |xml| {
+        let mut x = xml;
+        for (cell, with) in [
+            // No value at all; an empty value (openpyxl); a computed one (kept).
+            ("B2", r#"<c r="B2"><f>IF(1=1,"Completed","x")</f></c>"#),
+            ("A3", r#"<c r="A3" t="str"><f>"A"&amp;3</f><v></v></c>"#),
+            ("C4", r#"<c r="C4"><f>UPPER("pixel")</f></c>"#),
+            (
+                "C5",
+                r#"<c r="C5" t="str"><f>UPPER("pixel")</f><v>PIXEL</v></c>"#,
+            ),
+        ] {
+            let start = x.find(&format!("<c r=\"{cell}\"")).unwrap();
+            let end = start + x[start..].find("</c>").unwrap() + 4;
+            x.replace_range(start..end, with);
+        }
+        x
+    });
+    w.run_ok(&["run", "--summary-json", "s.json"], 2);
+    assert_eq!(w.summary("s.json")["reports"][0]["warnings"], 1);
+    let rejects = rejects(&w);
+    assert_eq!(rejects.len(), 2, "{rejects:?}");
+    assert_eq!((rejects[0].0, rejects[0].1.as_str()), (2, "Status"));
+    assert_eq!((rejects[1].0, rejects[1].1.as_str()), (3, "Activity ID"));
+    for r in &rejects {
+        assert!(
+            r.2.contains("a formula saved without its computed value"),
+            "{rejects:?}"
+        );
+    }
+    let ev = w.events();
+    assert_eq!(ev.len(), 2);
+    assert_eq!(
+        (&ev[0]["activity_id"], &ev[0]["device"]),
+        (&"A3".into(), &"".into())
+    );
+    assert_eq!(ev[1]["device"], "PIXEL");
+    let audit = w.run(&[
+        "backfill",
+        "--from",
+        "2026-11-02",
+        "--to",
+        "2026-11-02",
+        "--dry-run",
+    ]);
+    let err = String::from_utf8_lossy(&audit.stderr);
+    assert!(
+        err.contains("a formula saved without its computed value") && err.contains("column=Device"),
+        "the device cell's warning: {err}"
+    );
+}
+
 #[test]
 fn excel_unicode_text_utf16_with_tabs_is_read() {
     let w = Workdir::new();
