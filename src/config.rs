@@ -302,6 +302,31 @@ impl Config {
                     a.dir.display()
                 );
             }
+            // Likewise in the folder they upload to: the second upload would replace the
+            // first's file, and both would count their events delivered.
+            let remote = |f: &FileSinkConfig| {
+                f.upload.as_ref().map(|u| {
+                    (
+                        u.endpoint.host.to_ascii_lowercase(),
+                        u.endpoint.port,
+                        u.remote_dir.trim_end_matches('/').to_string(),
+                    )
+                })
+            };
+            if let Some(b) = files[i + 1..].iter().find(|b| {
+                remote(a).is_some()
+                    && remote(a) == remote(b)
+                    && b.prefix == a.prefix
+                    && b.format == a.format
+            }) {
+                bail!(
+                    "{origin}: the file sinks {:?} and {:?} would upload the same file names to \
+                     {}: give one another `prefix` or `upload.remote_dir`",
+                    a.name,
+                    b.name,
+                    a.upload.as_ref().map_or("", |u| u.remote_dir.as_str())
+                );
+            }
         }
         let mut names: Vec<&str> = sinks.iter().map(SinkConfig::name).collect();
         names.sort_unstable();

@@ -244,6 +244,14 @@ fn open_read_only(path: &Path, live: bool) -> Result<Connection> {
     Ok(conn)
 }
 
+/// An import file put in place whose delivery mark is not written yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct InFlight {
+    pub(crate) name: String,
+    /// The last event it holds (`None` if an earlier release recorded it).
+    pub(crate) last: Option<i64>,
+}
+
 impl Ledger {
     /// An error from SQLite, with the ledger's file named (as "disk is full" alone does not
     /// say which disk); other errors as they are.
@@ -551,12 +559,14 @@ impl Ledger {
     /// The import file a file sink is about to put in place (its name), recorded before the
     /// rename and cleared with the delivery mark: a rerun after a crash between the two
     /// replaces that file even if its content changed (a mapping edited meanwhile).
-    pub(crate) fn set_file_in_flight(&self, sink: &str, name: Option<&str>) -> Result<()> {
+    /// Records the import file about to be put in place for `sink` (its name and the last
+    /// event it holds), until its delivery mark is written; `None` clears it.
+    pub(crate) fn set_file_in_flight(&self, sink: &str, file: Option<(&str, i64)>) -> Result<()> {
         let key = format!("file_in_flight:{sink}");
-        match name {
-            Some(n) => self.conn.execute(
+        match file {
+            Some((name, last)) => self.conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
-                params![key, n],
+                params![key, format!("{last}:{name}")],
             )?,
             None => self
                 .conn
@@ -565,15 +575,28 @@ impl Ledger {
         Ok(())
     }
 
-    pub(crate) fn file_in_flight(&self, sink: &str) -> Result<Option<String>> {
-        Ok(self
+    /// The import file of `sink` put in place (locally, perhaps uploaded) whose delivery
+    /// mark was never written: a crash, or an upload that failed.
+    pub(crate) fn file_in_flight(&self, sink: &str) -> Result<Option<InFlight>> {
+        let value: Option<String> = self
             .conn
             .query_row(
                 "SELECT value FROM meta WHERE key = ?1",
                 [format!("file_in_flight:{sink}")],
                 |r| r.get(0),
             )
-            .optional()?)
+            .optional()?;
+        Ok(value.map(|v| match v.split_once(':') {
+            Some((last, name)) if last.parse::<i64>().is_ok() => InFlight {
+                name: name.to_string(),
+                last: last.parse().ok(),
+            },
+            // As an earlier release recorded it: the name alone.
+            _ => InFlight {
+                name: v,
+                last: None,
+            },
+        }))
     }
 
     pub(crate) fn set_sink_mark(&self, sink: &str, through: i64) -> Result<()> {

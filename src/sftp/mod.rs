@@ -545,8 +545,32 @@ pub(crate) fn remote_path(dir: &str, name: &str) -> PathBuf {
 }
 
 impl Connection {
+    /// The names in `remote_dir` that start with `prefix`. The upload temporaries of such
+    /// names an interrupted upload left behind (`.NAME.part`) are removed.
+    pub(crate) fn names_in(&self, remote_dir: &str, prefix: &str) -> Result<Vec<String>> {
+        let entries = self
+            .sftp
+            .readdir(Path::new(remote_dir))
+            .with_context(|| format!("cannot list {remote_dir} on the SFTP server"))?;
+        let mut names = Vec::new();
+        for (path, _) in entries {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let part = name.strip_prefix('.').and_then(|n| n.strip_suffix(".part"));
+            if part.is_some_and(|p| p.starts_with(prefix)) {
+                let _ = self.sftp.unlink(&path);
+            } else if name.starts_with(prefix) {
+                names.push(name.to_string());
+            }
+        }
+        Ok(names)
+    }
+
     /// Uploads `local` as `remote_dir/name`: written under a hidden temporary name, its size
-    /// checked, then renamed into place, so a consumer never sees a partial file.
+    /// checked, then renamed into place, so a consumer never sees a partial file. A file of
+    /// that name already there is replaced: the caller chose the name free, or as its own
+    /// earlier upload of the same events.
     pub(crate) fn upload(&self, local: &Path, remote_dir: &str, name: &str) -> Result<()> {
         use std::io::{Read, Write};
         let tmp = remote_path(remote_dir, &format!(".{name}.part"));
@@ -581,8 +605,7 @@ impl Connection {
             bail!("the upload of {name} is incomplete: {size} of {expected} bytes arrived");
         }
         if self.sftp.rename(&tmp, &dest, None).is_err() {
-            // SFTP v3 renames do not overwrite: a file of the same name is an earlier upload
-            // of the same events (its delivery mark was never written).
+            // SFTP v3 renames do not overwrite.
             let _ = self.sftp.unlink(&dest);
             self.sftp.rename(&tmp, &dest, None).with_context(|| {
                 format!(

@@ -21,7 +21,7 @@ use crate::activity::{State, rfc3339};
 use crate::config::{FileFormat, FileSinkConfig};
 use std::sync::Arc;
 
-use crate::ledger::{Columns, EventView, Ledger, OwnedEvent, StoredEvent};
+use crate::ledger::{Columns, EventView, InFlight, Ledger, OwnedEvent, StoredEvent};
 use crate::sftp::config::UploadConfig;
 
 /// Events read from the ledger per batch handed to the writing thread.
@@ -472,20 +472,60 @@ fn remove_stale_parts(dir: &std::path::Path) {
     }
 }
 
-/// Writes every pending event into one file and marks them delivered once it is in place.
+/// Writes the pending events into import files, and marks each file's events delivered once
+/// it is in place (and uploaded). A file put in place whose mark was never written (a crash,
+/// a failed upload) goes first, with exactly its events again under its name, replacing it
+/// wherever it got to; then one file holds the rest. So the ITSM never gets an event in two
+/// files, however many runs the upload failed in while new events came.
 pub(crate) fn deliver(
     ledger: &Ledger,
     sink: &FileSinkConfig,
     schema_fields: &[String],
 ) -> Result<SinkSummary> {
-    let mark = ledger.sink_mark(&sink.name)?;
     let mut summary = SinkSummary {
         name: sink.name.clone(),
         ..SinkSummary::default()
     };
+    let in_flight = ledger.file_in_flight(&sink.name)?;
+    match &in_flight {
+        Some(
+            f @ InFlight {
+                last: Some(last), ..
+            },
+        ) => {
+            if *last > ledger.sink_mark(&sink.name)? {
+                write_file(ledger, sink, schema_fields, &mut summary, Some(f))?;
+            } else {
+                ledger.set_file_in_flight(&sink.name, None)?;
+            }
+        }
+        // Recorded by an earlier release without its range: its name may be replaced.
+        Some(f) => {
+            let legacy = f.clone();
+            return write_file(ledger, sink, schema_fields, &mut summary, Some(&legacy))
+                .map(|()| summary);
+        }
+        None => {}
+    }
+    write_file(ledger, sink, schema_fields, &mut summary, None)?;
+    Ok(summary)
+}
+
+/// Writes the events after the sink's mark into one file: those up to `again.last` under the
+/// name `again` holds when given (a file to put in place again), else all of them under a
+/// new name free in the folder and in the upload folder.
+fn write_file(
+    ledger: &Ledger,
+    sink: &FileSinkConfig,
+    schema_fields: &[String],
+    summary: &mut SinkSummary,
+    again: Option<&InFlight>,
+) -> Result<()> {
+    let mark = ledger.sink_mark(&sink.name)?;
+    let upto = again.and_then(|f| f.last).unwrap_or(i64::MAX);
     let started = std::time::Instant::now();
     if !ledger.any_event_after(mark)? {
-        return Ok(summary);
+        return Ok(());
     }
     std::fs::create_dir_all(&sink.dir)
         .with_context(|| format!("cannot create the output folder {}", sink.dir.display()))?;
@@ -547,6 +587,8 @@ pub(crate) fn deliver(
                 // A batch the writer is done with, refilled in place.
                 let mut batch = used_rx.try_recv().unwrap_or_default();
                 ledger.owned_events_after_into(last, BATCH, &mut shared, &mut batch)?;
+                let fetched = batch.len();
+                batch.retain(|e| e.id() <= upto);
                 match (batch.first(), batch.last()) {
                     (Some(f), Some(l)) => {
                         first.get_or_insert(f.id());
@@ -554,8 +596,9 @@ pub(crate) fn deliver(
                     }
                     _ => return Ok(()),
                 }
-                if tx.send(batch).is_err() {
-                    return Ok(()); // the writer failed: its error is reported below
+                let more = batch.len() == fetched && last < upto;
+                if tx.send(batch).is_err() || !more {
+                    return Ok(()); // (on a send error the writer failed: reported below)
                 }
             }
         })();
@@ -583,26 +626,21 @@ pub(crate) fn deliver(
     tmp.as_file()
         .sync_all()
         .with_context(|| format!("cannot write the import file in {}", sink.dir.display()))?;
-    let ext = match sink.format {
-        FileFormat::Jsonl => "jsonl",
-        FileFormat::Csv => "csv",
+    let name = match again {
+        Some(InFlight {
+            name,
+            last: Some(_),
+        }) => name.clone(),
+        _ => free_name(
+            sink,
+            first,
+            last,
+            tmp.as_file(),
+            again.map(|f| f.name.as_str()),
+        )?,
     };
-    // The name is taken again by the rerun of a run that crashed before its delivery mark:
-    // the same events, the same bytes, and the file is replaced. A file of that name with
-    // other content (a ledger started afresh numbers its events from 1 again) is kept, and
-    // this one takes the next free name.
-    let mut name = format!("{}-{:012}-{:012}.{ext}", sink.prefix, first, last);
-    let ours = ledger.file_in_flight(&sink.name)?;
-    let mut n = 1;
-    while let Ok(existing) = std::fs::File::open(sink.dir.join(&name)) {
-        if ours.as_deref() == Some(name.as_str()) || same_content(existing, tmp.as_file())? {
-            break;
-        }
-        n += 1;
-        name = format!("{}-{:012}-{:012}-{n}.{ext}", sink.prefix, first, last);
-    }
     let dest = sink.dir.join(&name);
-    ledger.set_file_in_flight(&sink.name, Some(&name))?;
+    ledger.set_file_in_flight(&sink.name, Some((&name, last)))?;
     tmp.persist(&dest).with_context(|| {
         format!(
             "cannot move the import file into place as {}",
@@ -622,9 +660,54 @@ pub(crate) fn deliver(
     ledger.set_sink_mark(&sink.name, last)?;
     ledger.set_file_in_flight(&sink.name, None)?;
     tracing::info!(sink = %sink.name, file = %name, events = count, "import file written");
-    summary.delivered = count;
+    summary.delivered += count;
     summary.files.push(name);
-    Ok(summary)
+    Ok(())
+}
+
+/// A name for the file of events `first..=last`, free in the sink's folder and in its upload
+/// folder. A file of the same content there locally is this file already (the rerun of a
+/// run that crashed before its delivery mark) and is replaced, as is `ours` (the name an
+/// earlier release recorded in flight). A file of that name with other content (a ledger
+/// started afresh numbers its events from 1 again, and the ITSM may not have collected the
+/// earlier file yet) is kept, and this one takes the next name: `-2`, `-3`...
+fn free_name(
+    sink: &FileSinkConfig,
+    first: i64,
+    last: i64,
+    content: &std::fs::File,
+    ours: Option<&str>,
+) -> Result<String> {
+    let ext = match sink.format {
+        FileFormat::Jsonl => "jsonl",
+        FileFormat::Csv => "csv",
+    };
+    let remote: Vec<String> = match &sink.upload {
+        Some(up) => {
+            let what = format!("uploading to {}", target(up));
+            crate::sftp::with_retries(&what, 3, |_| {
+                up.endpoint
+                    .connect()?
+                    .names_in(&up.remote_dir, &sink.prefix)
+            })
+            .with_context(|| format!("{what} failed; the events stay pending"))?
+        }
+        None => Vec::new(),
+    };
+    let mut name = format!("{}-{:012}-{:012}.{ext}", sink.prefix, first, last);
+    let mut n = 1;
+    loop {
+        let mine = ours == Some(name.as_str());
+        let local_free = match std::fs::File::open(sink.dir.join(&name)) {
+            Ok(existing) => mine || same_content(existing, content)?,
+            Err(_) => true,
+        };
+        if local_free && (mine || !remote.contains(&name)) {
+            return Ok(name);
+        }
+        n += 1;
+        name = format!("{}-{:012}-{:012}-{n}.{ext}", sink.prefix, first, last);
+    }
 }
 
 /// Whether two files hold the same bytes.
@@ -648,13 +731,18 @@ fn same_content(mut a: std::fs::File, b: &std::fs::File) -> Result<bool> {
     }
 }
 
-/// Uploads an import file to the sink's SFTP folder, retrying a dropped connection.
-fn upload(up: &UploadConfig, local: &std::path::Path, name: &str) -> Result<()> {
-    let target = format!(
+/// The upload folder, for messages.
+fn target(up: &UploadConfig) -> String {
+    format!(
         "sftp://{}/{}",
         up.endpoint.label(),
         up.remote_dir.trim_start_matches('/')
-    );
+    )
+}
+
+/// Uploads an import file to the sink's SFTP folder, retrying a dropped connection.
+fn upload(up: &UploadConfig, local: &std::path::Path, name: &str) -> Result<()> {
+    let target = target(up);
     let what = format!("uploading {name} to {target}");
     crate::sftp::with_retries(&what, 3, |_| {
         up.endpoint.connect()?.upload(local, &up.remote_dir, name)

@@ -1246,6 +1246,114 @@ fn import_files_are_uploaded_and_delivered_only_once_uploaded() {
     assert_eq!(std::fs::read_dir(&inbox).unwrap().count(), 2);
 }
 
+/// The upload folder is the ITSM's: a file there this ledger did not put there is never
+/// replaced, and a file put there whose delivery mark was lost is put there again with
+/// exactly its events, never inside a larger file that repeats them.
+#[test]
+fn uploads_never_replace_a_file_they_did_not_put_there_nor_repeat_an_event() {
+    let site = Site::new();
+    site.put(
+        "acts_2026-11-01.csv",
+        csv(&[
+            row("A1", "Ordered", "2026-11-01"),
+            row("A2", "Ordered", "2026-11-01"),
+        ]),
+    );
+    let inbox = site.w.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let upload = format!(
+        "upload = {{ host = \"127.0.0.1\", port = {}, username = \"root\", private_key = \"client_key\", \
+         known_hosts = \"known_hosts\", remote_dir = {:?} }}\n",
+        site.sshd.port,
+        inbox.display().to_string()
+    );
+    // Two sinks uploading the same names to one folder are refused.
+    site.configure_with(
+        &[],
+        &format!("{upload}\n[[sink]]\ntype = \"file\"\nname = \"b\"\ndir = \"out-b\"\nformat = \"jsonl\"\n{upload}"),
+    );
+    let out = site.run(&["run"]);
+    assert_code(&out, 1);
+    assert!(
+        text(&out).contains("would upload the same file names"),
+        "{}",
+        text(&out)
+    );
+    site.configure_with(&[], &upload);
+
+    // A file of the name the first import file takes, which the ITSM has not collected yet
+    // (from a ledger started afresh, say), and the leftover of an interrupted upload.
+    let first = "tangoe-events-000000000001-000000000002.jsonl";
+    std::fs::write(inbox.join(first), "not ours\n").unwrap();
+    std::fs::write(
+        inbox.join(".tangoe-events-000000000007-000000000009.jsonl.part"),
+        "x",
+    )
+    .unwrap();
+    assert_code(&site.run(&["run"]), 0);
+    assert_eq!(
+        std::fs::read_to_string(inbox.join(first)).unwrap(),
+        "not ours\n"
+    );
+    let second = "tangoe-events-000000000001-000000000002-2.jsonl";
+    assert_eq!(site.w.files("out"), [second]);
+    assert_eq!(
+        std::fs::read(inbox.join(second)).unwrap(),
+        std::fs::read(site.w.path().join("out").join(second)).unwrap()
+    );
+    assert!(
+        !inbox
+            .join(".tangoe-events-000000000007-000000000009.jsonl.part")
+            .exists()
+    );
+
+    // A crash after the upload's rename, before the delivery mark: the ledger still has
+    // the file in flight. The next runs cannot upload (the folder is gone) while a new
+    // event comes; once they can, the file in flight goes again alone, then the new event.
+    let ledger = site.w.ledger();
+    ledger
+        .execute_batch(&format!(
+            "UPDATE sinks SET delivered_through = 0;
+             INSERT OR REPLACE INTO meta (key, value) VALUES ('file_in_flight:file', '2:{second}');"
+        ))
+        .unwrap();
+    drop(ledger);
+    let away = site.w.path().join("inbox-away");
+    std::fs::rename(&inbox, &away).unwrap();
+    site.put(
+        "acts_2026-11-02.csv",
+        csv(&[row("A1", "Completed", "2026-11-02")]),
+    );
+    assert_code(&site.run(&["run"]), 2);
+    assert_code(&site.run(&["run"]), 2);
+    std::fs::rename(&away, &inbox).unwrap();
+    assert_code(&site.run(&["run"]), 0);
+    let mut remote: Vec<String> = std::fs::read_dir(&inbox)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    remote.sort();
+    assert_eq!(
+        remote,
+        [
+            second,
+            first,
+            "tangoe-events-000000000003-000000000003.jsonl"
+        ]
+    );
+    let mut ids = Vec::new();
+    for f in remote.iter().filter(|f| *f != first) {
+        for line in std::fs::read_to_string(inbox.join(f)).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            ids.push(v["event_id"].as_str().unwrap().to_string());
+        }
+    }
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((n, ids.len()), (3, 3), "each event in one file only");
+}
+
 #[test]
 fn dry_run_downloads_to_a_temporary_folder_and_changes_nothing() {
     let site = Site::new();
