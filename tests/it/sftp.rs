@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::server::{Reply, Server};
 use crate::sshd::{self, PASSWORD, PASSWORD_USER, Relay, Sshd};
 use crate::support::{HEADER, Workdir, set_mtime};
 
@@ -697,6 +698,64 @@ fn done_marker_gates_a_report_and_delete_removes_both_after_the_commit() {
     assert!(site.remote_files().is_empty(), "{:?}", site.remote_files());
 }
 
+/// Clean-up acts on the file the ledger holds, not on whatever has its name by then: a report
+/// replaced on the server while the run delivered its events is left, with its done marker,
+/// and the next run reads it and cleans it up.
+#[test]
+fn a_report_replaced_during_the_run_is_not_cleaned_up_unread() {
+    let site = Site::new();
+    site.put(
+        "acts_2026-11-01.csv",
+        csv(&[row("A1", "Ordered", "2026-11-01")]),
+    );
+    site.put("acts_2026-11-01.csv.done", "");
+    // The ITSM's endpoint: while it is called, the export is written again, with news.
+    let remote = site.remote.clone();
+    let server = Server::start(move |_req, n| {
+        if n == 0 {
+            std::fs::write(
+                remote.join("acts_2026-11-01.csv"),
+                csv(&[
+                    row("A1", "Completed", "2026-11-01"),
+                    row("A2", "Ordered", "2026-11-01"),
+                ]),
+            )
+            .unwrap();
+        }
+        Reply::json(200, serde_json::json!({}))
+    });
+    site.configure_with(
+        &[("done_suffix", "\".done\""), ("after", "\"delete\"")],
+        &format!(
+            "\n[[sink]]\ntype = \"http\"\nname = \"hook\"\napi = \"webhook\"\nurl = \"{}\"\n",
+            server.url("/hook")
+        ),
+    );
+    let out = site.run(&["run"]);
+    assert_code(&out, 0);
+    assert!(
+        text(&out).contains("changed on the server since it was listed"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        site.remote_files(),
+        ["acts_2026-11-01.csv", "acts_2026-11-01.csv.done"]
+    );
+    // Old enough again for min_age; then read, and cleaned up.
+    set_mtime(&site.remote.join("acts_2026-11-01.csv"), now() - HOUR_AGO);
+    assert_code(&site.run(&["run"]), 0);
+    assert!(site.remote_files().is_empty(), "{:?}", site.remote_files());
+    assert_eq!(
+        states(&site.w),
+        vec![
+            pair("A1", "ordered"),
+            pair("A1", "completed"),
+            pair("A2", "ordered")
+        ]
+    );
+}
+
 #[test]
 fn delete_and_move_happen_only_after_a_successful_commit() {
     let site = Site::new();
@@ -720,15 +779,40 @@ fn delete_and_move_happen_only_after_a_successful_commit() {
         csv(&[row("A1", "Cancelled", "2026-11-03")]),
     );
     std::fs::remove_file(site.remote.join("broken_2026-11-01.xlsx")).unwrap();
+    // Reports of the same name moved earlier, twice: both are kept.
+    let mtime = std::fs::metadata(site.remote.join("acts_2026-11-02.csv"))
+        .unwrap()
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    std::fs::create_dir(site.remote.join("processed")).unwrap();
+    for earlier in [
+        "acts_2026-11-02.csv".to_string(),
+        format!("acts_2026-11-02.csv.{mtime}"),
+    ] {
+        std::fs::write(site.remote.join("processed").join(earlier), "earlier").unwrap();
+    }
     site.configure(&[("after", "\"move:processed\"")]);
-    assert_code(&site.run(&["run"]), 0);
+    let out = site.run(&["run"]);
+    assert_code(&out, 0);
+    assert!(!text(&out).contains("clean-up"), "{}", text(&out));
     assert_eq!(site.remote_files(), ["processed"]);
     let mut moved: Vec<String> = std::fs::read_dir(site.remote.join("processed"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     moved.sort();
-    assert_eq!(moved, ["acts_2026-11-02.csv", "acts_2026-11-03.csv"]);
+    assert_eq!(
+        moved,
+        [
+            "acts_2026-11-02.csv".to_string(),
+            format!("acts_2026-11-02.csv.{mtime}"),
+            format!("acts_2026-11-02.csv.{mtime}-2"),
+            "acts_2026-11-03.csv".to_string()
+        ]
+    );
     assert_eq!(
         states(&site.w),
         vec![
