@@ -494,7 +494,8 @@ fn process_report(
     date: NaiveDate,
     l: &Listed,
 ) -> ReportSummary {
-    let span = tracing::info_span!("report", file = %l.name);
+    // At error level, so that its file name is on every message under `-q` too.
+    let span = tracing::error_span!("report", file = %l.name);
     let _enter = span.enter();
     let is_backfill = matches!(opts.mode, Mode::Backfill { .. });
     let mut rs = ReportSummary::new(&l.name, "processed", date);

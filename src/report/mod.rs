@@ -350,6 +350,20 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                  columns {}",
                 required.join(", ")
             ),
+            // Not one cell names a column of the schema: the best candidate is a data row
+            // (a report without its header), and its values stay out of the message.
+            Some((0, _)) => anyhow::anyhow!(
+                "no header row found: no row names a column of the schema; expected a header \
+                 with {}. If the report's columns have other names, add them as aliases in the \
+                 report schema",
+                self.schema
+                    .fields
+                    .iter()
+                    .filter(|f| f.required)
+                    .map(|f| format!("{:?} ({})", f.example, f.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             Some((_, headers)) => {
                 let normalized: Vec<String> = headers.iter().map(|h| normalize_header(h)).collect();
                 let missing: Vec<String> = self
@@ -357,13 +371,7 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                     .fields
                     .iter()
                     .filter(|f| f.required && !f.aliases.iter().any(|a| normalized.contains(a)))
-                    .map(|f| {
-                        format!(
-                            "{} (e.g. {:?})",
-                            f.name,
-                            f.aliases.first().map(String::as_str).unwrap_or("")
-                        )
-                    })
+                    .map(|f| format!("{} (e.g. {:?})", f.name, f.example))
                     .collect();
                 let shown: Vec<&str> = headers
                     .iter()
@@ -528,12 +536,16 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                             .state(parts[state_col].trim().trim_matches('"'))
                             .is_some();
                     if reads_as_row {
-                        let shown: String = line.chars().take(60).collect();
+                        // Named by its ID and state only: the line's other values (names,
+                        // addresses) stay in the reject's raw row, out of summaries and logs.
+                        let id: String = parts[id_col].trim().chars().take(40).collect();
+                        let state = parts[state_col].trim().trim_matches('"');
                         return Err((
                             header(col),
                             format!(
-                                "a line inside this cell reads as a row of its own ({shown:?}): \
-                                 a quote left open takes the rows after it into one cell"
+                                "a line inside this cell reads as a row of its own (Activity ID \
+                                 {id:?}, state {state:?}): a quote left open takes the rows after \
+                                 it into one cell"
                             ),
                         ));
                     }

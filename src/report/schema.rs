@@ -96,6 +96,8 @@ pub(crate) struct Field {
     pub(crate) required: bool,
     /// Normalised aliases (see [`normalize_header`]).
     pub(crate) aliases: Vec<String>,
+    /// The first alias as the schema writes it, for messages.
+    pub(crate) example: String,
 }
 
 /// What a state cell means.
@@ -159,6 +161,7 @@ impl Schema {
                 kind: f.kind,
                 required: f.required,
                 aliases,
+                example: f.aliases[0].clone(),
             });
         }
         for needed in [ACTIVITY_ID, STATE] {

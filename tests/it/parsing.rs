@@ -37,8 +37,30 @@ fn report_missing_a_required_column_fails_alone() {
         "b_2026-11-01.csv",
         &["B1,Ordered,,2026-11-01T10:00:00Z,,,,"],
     );
-    w.run_ok(&["run", "--summary-json", "s.json"], 2);
+    // No header row at all: the first row is data, and its values are not shown.
+    w.write(
+        "drop/c_2026-11-01.csv",
+        "C1,Ordered,Jane Roe,jane.roe@example.com\nC2,Completed,John Doe,john@example.com\n",
+    );
+    let out = w.run(&["run", "--summary-json", "s.json"]);
+    assert_eq!(out.status.code(), Some(2));
     let s = w.summary("s.json");
+    let c = &s["reports"][2];
+    assert_eq!(
+        (&c["name"], &c["status"]),
+        (&"c_2026-11-01.csv".into(), &"failed".into())
+    );
+    let err = c["error"].as_str().unwrap();
+    assert!(
+        err.contains("no header row found") && err.contains(r#""Activity ID" (activity_id)"#),
+        "{err}"
+    );
+    let everything = format!(
+        "{}{}{s}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!everything.contains("jane.roe"), "{everything}");
     let a = &s["reports"][0];
     assert_eq!(a["name"], "a_2026-11-01.csv");
     assert_eq!(a["status"], "failed");
@@ -84,7 +106,16 @@ fn rows_that_do_not_line_up_with_the_header_are_rejected_not_guessed() {
          A6,Ordered,RIT"
     );
     w.write("drop/r_2026-11-01.csv", csv);
-    w.run_ok(&["run", "--summary-json", "s.json"], 2);
+    let out = w.run(&["-q", "run", "--summary-json", "s.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    // Under -q too, each reject's warning names its file.
+    let err = String::from_utf8_lossy(&out.stderr);
+    let warned: Vec<&str> = err.lines().filter(|l| l.contains("row rejected")).collect();
+    assert_eq!(warned.len(), 3, "{err}");
+    assert!(
+        warned.iter().all(|l| l.contains("file=r_2026-11-01.csv")),
+        "{err}"
+    );
     let r = &w.summary("s.json")["reports"][0];
     assert_eq!(r["status"], "processed");
     assert_eq!(
@@ -98,11 +129,21 @@ fn rows_that_do_not_line_up_with_the_header_are_rejected_not_guessed() {
         (rejects[0].0, rejects[0].1.as_str()),
         (2, "Shipping Address")
     );
+    // The reason names the swallowed row by its ID and state; its other values (personal
+    // data) are only in the reject's raw row, never in summaries or logs.
     assert!(
         rejects[0].2.contains("reads as a row of its own")
-            && rejects[0].2.contains("A2,Ordered,RITM2"),
+            && rejects[0]
+                .2
+                .contains(r#"Activity ID "A2", state "Ordered""#)
+            && !rejects[0].2.contains("RITM2"),
         "{rejects:?}"
     );
+    let raw: String = w
+        .ledger()
+        .query_row("SELECT raw FROM rejects WHERE row = 2", [], |r| r.get(0))
+        .unwrap();
+    assert!(raw.contains("A2,Ordered,RITM2"), "{raw}");
     assert_eq!((rejects[1].0, rejects[1].1.as_str()), (4, "column 9"));
     assert!(
         rejects[1].2.contains("past the header's 8 columns"),

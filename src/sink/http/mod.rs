@@ -137,7 +137,8 @@ pub(crate) fn deliver(
         return Ok(summary);
     }
     let mut transport = Transport::new(cfg)?;
-    let span = tracing::info_span!("sink", name = %cfg.name);
+    // At error level, so that the sink's name is on every message under `-q` too.
+    let span = tracing::error_span!("sink", name = %cfg.name);
     let _enter = span.enter();
     // An event the endpoint cannot take now holds back the later events of its Activity
     // (they must arrive in order), not everybody's: one record ServiceNow keeps answering
