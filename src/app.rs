@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::cli::{Cli, Command, HostkeyArgs, RunArgs};
+use crate::cli::{Cli, Command, HostkeyArgs, LogFormat, RunArgs};
 use crate::config::Config;
 use crate::pipeline::{self, EXIT_FAILED, EXIT_LOCKED, Locked, Mode, Options, Summary};
 
@@ -14,21 +14,15 @@ use crate::pipeline::{self, EXIT_FAILED, EXIT_LOCKED, Locked, Mode, Options, Sum
 pub fn execute(cli: Cli) -> i32 {
     let result = match &cli.command {
         Command::Run(args) => run(&cli.config, Mode::Run, args),
-        Command::Backfill(b) => {
-            if b.from > b.to {
-                eprintln!("error: --from {} is after --to {}", b.from, b.to);
-                return EXIT_FAILED;
-            }
-            run(
-                &cli.config,
-                Mode::Backfill {
-                    from: b.from,
-                    to: b.to,
-                    resend: b.resend,
-                },
-                &b.run,
-            )
-        }
+        Command::Backfill(b) => run(
+            &cli.config,
+            Mode::Backfill {
+                from: b.from,
+                to: b.to,
+                resend: b.resend,
+            },
+            &b.run,
+        ),
         Command::Status(s) => status(&cli.config, s.json),
         Command::Deliver(args) => deliver(&cli.config, args),
         Command::Retry(args) => retry(&cli.config, args.sink.as_deref()),
@@ -37,12 +31,25 @@ pub fn execute(cli: Cli) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            if e.downcast_ref::<Locked>().is_some() {
-                eprintln!("error: {e}");
-                return EXIT_LOCKED;
+            let locked = e.downcast_ref::<Locked>().is_some();
+            let message = if locked {
+                e.to_string()
+            } else {
+                format!("{e:#}")
+            };
+            if cli.log_format == LogFormat::Json {
+                // One JSON line like the rest of the log, for collectors that parse stderr.
+                let line = serde_json::json!({
+                    "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    "level": "ERROR",
+                    "fields": { "message": message },
+                    "target": "tangoe_ingest",
+                });
+                eprintln!("{line}");
+            } else {
+                eprintln!("error: {message}");
             }
-            eprintln!("error: {e:#}");
-            EXIT_FAILED
+            if locked { EXIT_LOCKED } else { EXIT_FAILED }
         }
     }
 }
@@ -51,49 +58,94 @@ fn load(path: &Path) -> Result<Config> {
     Config::load(path)
 }
 
-fn run(config: &Path, mode: Mode, args: &RunArgs) -> Result<i32> {
-    let cfg = load(config)?;
-    let opts = Options {
-        mode,
-        dry_run: args.dry_run,
+/// The summary file of a run or delivery that failed as a whole.
+fn failure_json(mode: &str, dry_run: bool, e: &anyhow::Error) -> serde_json::Value {
+    serde_json::json!({
+        "mode": mode,
+        "dry_run": dry_run,
+        "rows": 0, "rejected": 0, "events": 0, "delivered": 0, "pending": 0,
+        "reports": [],
+        "exit_code": if e.downcast_ref::<Locked>().is_some() { EXIT_LOCKED } else { EXIT_FAILED },
+        "error": format!("{e:#}"),
+    })
+}
+
+/// Writes the summary file (`--summary-json`) for a command's outcome, after printing the
+/// summary itself: a summary file that cannot be written fails the command (exit 1) but
+/// never hides what was done.
+fn finish(mode: &str, args: &RunArgs, result: Result<Summary>) -> Result<i32> {
+    let json = match &result {
+        Ok(summary) => serde_json::to_value(summary)?,
+        Err(e) => failure_json(mode, args.dry_run, e),
     };
-    let result = pipeline::run(&cfg, &opts);
+    let code = match result {
+        Ok(summary) => {
+            print!("{}", render(&summary));
+            summary.exit_code
+        }
+        Err(e) => {
+            if let Some(path) = &args.summary_json {
+                write_file(path, &serde_json::to_string_pretty(&json)?)?;
+            }
+            return Err(e);
+        }
+    };
     if let Some(path) = &args.summary_json {
-        let json = match &result {
-            Ok(summary) => serde_json::to_string_pretty(summary)?,
-            Err(e) => serde_json::to_string_pretty(&serde_json::json!({
-                "dry_run": args.dry_run,
-                "rows": 0, "rejected": 0, "events": 0, "delivered": 0, "pending": 0,
-                "reports": [],
-                "exit_code": if e.downcast_ref::<Locked>().is_some() { EXIT_LOCKED } else { EXIT_FAILED },
-                "error": format!("{e:#}"),
-            }))?,
-        };
-        write_file(path, &json)?;
+        write_file(path, &serde_json::to_string_pretty(&json)?)?;
     }
-    let summary = result?;
-    print!("{}", render(&summary));
-    Ok(summary.exit_code)
+    Ok(code)
+}
+
+fn run(config: &Path, mode: Mode, args: &RunArgs) -> Result<i32> {
+    let name = match mode {
+        Mode::Run => "run",
+        Mode::Backfill { .. } => "backfill",
+    };
+    let result = (|| {
+        if let Mode::Backfill { from, to, .. } = mode
+            && from > to
+        {
+            anyhow::bail!("--from {from} is after --to {to}");
+        }
+        let cfg = load(config)?;
+        // A summary file that cannot be written is found before anything is done.
+        if let Some(path) = &args.summary_json {
+            write_file(
+                path,
+                &serde_json::to_string_pretty(&unfinished(name, args))?,
+            )?;
+        }
+        let opts = Options {
+            mode,
+            dry_run: args.dry_run,
+        };
+        pipeline::run(&cfg, &opts)
+    })();
+    finish(name, args, result)
+}
+
+/// What the summary file says while the command runs (and if it is killed).
+fn unfinished(mode: &str, args: &RunArgs) -> serde_json::Value {
+    serde_json::json!({
+        "mode": mode,
+        "dry_run": args.dry_run,
+        "exit_code": null,
+        "error": "the command did not finish (still running, or killed)",
+    })
 }
 
 fn deliver(config: &Path, args: &RunArgs) -> Result<i32> {
-    let cfg = load(config)?;
-    let result = pipeline::deliver(&cfg, args.dry_run);
-    if let Some(path) = &args.summary_json {
-        let json = match &result {
-            Ok(summary) => serde_json::to_string_pretty(summary)?,
-            Err(e) => serde_json::to_string_pretty(&serde_json::json!({
-                "mode": "deliver",
-                "dry_run": args.dry_run,
-                "exit_code": if e.downcast_ref::<Locked>().is_some() { EXIT_LOCKED } else { EXIT_FAILED },
-                "error": format!("{e:#}"),
-            }))?,
-        };
-        write_file(path, &json)?;
-    }
-    let summary = result?;
-    print!("{}", render(&summary));
-    Ok(summary.exit_code)
+    let result = (|| {
+        let cfg = load(config)?;
+        if let Some(path) = &args.summary_json {
+            write_file(
+                path,
+                &serde_json::to_string_pretty(&unfinished("deliver", args))?,
+            )?;
+        }
+        pipeline::deliver(&cfg, args.dry_run)
+    })();
+    finish("deliver", args, result)
 }
 
 fn retry(config: &Path, sink: Option<&str>) -> Result<i32> {
@@ -128,14 +180,23 @@ fn hostkey(config: &Path, args: &HostkeyArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// Writes a summary file whole: under a temporary name in its folder, then renamed, so a
+/// reader never sees half of one.
 fn write_file(path: &Path, text: &str) -> Result<()> {
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-    {
+    let write = || -> std::io::Result<()> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
         std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(path, text)
-        .with_context(|| format!("cannot write the summary {}", path.display()))
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".summary-")
+            .tempfile_in(dir)?;
+        std::io::Write::write_all(&mut tmp, text.as_bytes())?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    };
+    write().with_context(|| format!("cannot write the summary file {}", path.display()))
 }
 
 fn status(config: &Path, json: bool) -> Result<i32> {

@@ -538,6 +538,64 @@ fn a_run_that_fails_as_a_whole_is_recorded_with_exit_1_not_left_unfinished() {
     assert_eq!(code, Some(1));
 }
 
+/// Whatever ends a run, the summary file says so: never last night's content, never
+/// missing; and a summary file that cannot be written is found before anything is done.
+#[test]
+fn the_summary_file_reports_every_failure_and_an_unwritable_one_stops_the_run_first() {
+    let w = Workdir::new();
+    w.report("r_2026-11-01.csv", &["A1,Ordered,,,,,,"]);
+    w.run_ok(&["run", "--summary-json", "s.json"], 0);
+    assert_eq!(w.summary("s.json")["exit_code"], 0);
+    // A configuration mistake.
+    w.config(&Workdir::config_with("bogus_key = 1\n"));
+    let out = w.run(&["run", "--summary-json", "s.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let s = w.summary("s.json");
+    assert_eq!(s["exit_code"], 1, "{s}");
+    assert!(s["error"].as_str().unwrap().contains("bogus_key"), "{s}");
+    w.config(&Workdir::config_with(""));
+    // A backfill whose range is backwards.
+    let out = w.run(&[
+        "backfill",
+        "--from",
+        "2026-11-05",
+        "--to",
+        "2026-11-01",
+        "--summary-json",
+        "b.json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        w.summary("b.json")["error"]
+            .as_str()
+            .unwrap()
+            .contains("after --to")
+    );
+    // A summary file that cannot be written: exit 1, naming it, and nothing done.
+    w.report("r_2026-11-02.csv", &["A1,Completed,,,,,,"]);
+    w.write("blocker", "a file, not a folder");
+    let out = w.run(&["run", "--summary-json", "blocker/s.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("blocker/s.json"), "{err}");
+    assert_eq!(w.events().len(), 1, "nothing was done");
+    // Under --log-format json, the fatal error is a JSON line like the rest of the log.
+    std::fs::remove_file(w.path().join("tangoe-ingest.toml")).unwrap();
+    let out = w.run(&["--log-format", "json", "run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last: serde_json::Value =
+        serde_json::from_str(err.lines().last().unwrap()).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(last["level"], "ERROR");
+    assert!(
+        last["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tangoe-ingest.toml"),
+        "{err}"
+    );
+}
+
 #[test]
 fn file_sinks_that_would_overwrite_each_other_or_write_outside_their_folder_are_refused() {
     let w = Workdir::new();
