@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use anyhow::Result;
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use crate::activity::State;
@@ -15,6 +15,7 @@ use crate::ledger::Ledger;
 pub(crate) struct Status {
     runs: Vec<RunRow>,
     reports: ReportTotals,
+    failed_reports: Vec<FailedReport>,
     activities: Vec<(String, i64)>,
     sinks: Vec<SinkRow>,
     rejects: i64,
@@ -46,6 +47,8 @@ struct ReportTotals {
 #[derive(Debug, Serialize)]
 struct SinkRow {
     name: String,
+    /// Added to the configuration since the last run: it starts with the next events.
+    new: bool,
     delivered_through: i64,
     pending: i64,
     failed: i64,
@@ -99,6 +102,16 @@ fn event_rows(
     Ok(rows)
 }
 
+/// A report whose attempts failed and that no run processed since (same name and date).
+#[derive(Debug, Serialize)]
+struct FailedReport {
+    name: String,
+    report_date: String,
+    attempts: i64,
+    last_attempt: String,
+    error: String,
+}
+
 #[derive(Debug, Serialize)]
 struct RejectRow {
     file: String,
@@ -139,10 +152,11 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
         // date processed since clears it; a daily file under a fixed name does not).
         // Last: the report processed most recently, not the greatest name.
         "SELECT (SELECT COUNT(*) FROM reports WHERE status = 'processed'),
-                (SELECT COUNT(DISTINCT name) FROM reports f WHERE f.status = 'failed'
+                (SELECT COUNT(*) FROM (SELECT 1 FROM reports f WHERE f.status = 'failed'
                    AND NOT EXISTS (SELECT 1 FROM reports p
                                    WHERE p.name = f.name AND p.report_date = f.report_date
-                                     AND p.status = 'processed' AND p.id > f.id)),
+                                     AND p.status = 'processed' AND p.id > f.id)
+                   GROUP BY f.name, f.report_date)),
                 (SELECT name || ' (' || processed_at || ')' FROM reports
                    WHERE status = 'processed' ORDER BY id DESC LIMIT 1)",
         [],
@@ -154,6 +168,29 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
             })
         },
     )?;
+    // The reports counted as failed, each with its last error: what to look at.
+    let mut stmt = c.prepare(
+        "SELECT f.name, f.report_date, COUNT(*), MAX(f.processed_at),
+                (SELECT g.error FROM reports g
+                   WHERE g.name = f.name AND g.report_date = f.report_date
+                     AND g.status = 'failed' ORDER BY g.id DESC LIMIT 1)
+         FROM reports f WHERE f.status = 'failed'
+           AND NOT EXISTS (SELECT 1 FROM reports p
+                           WHERE p.name = f.name AND p.report_date = f.report_date
+                             AND p.status = 'processed' AND p.id > f.id)
+         GROUP BY f.name, f.report_date ORDER BY MAX(f.id) DESC LIMIT 20",
+    )?;
+    let failed_reports = stmt
+        .query_map([], |r| {
+            Ok(FailedReport {
+                name: r.get(0)?,
+                report_date: r.get(1)?,
+                attempts: r.get(2)?,
+                last_attempt: r.get(3)?,
+                error: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut activities = Vec::new();
     for s in State::ALL {
         let n: i64 = c.query_row(
@@ -166,13 +203,20 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
     let mut sinks = Vec::new();
     let names: Vec<String> = cfg.sinks.iter().map(|s| s.name().to_string()).collect();
     for name in names {
-        let mark: i64 = c
+        let known: Option<i64> = c
             .query_row(
                 "SELECT delivered_through FROM sinks WHERE name = ?1",
                 [&name],
                 |r| r.get(0),
             )
-            .unwrap_or(0);
+            .optional()?;
+        // A sink no run delivered to yet starts with the events created after it was
+        // added (see `Ledger::sink_mark`): none of the ledger's events is pending for it.
+        let new = known.is_none();
+        let mark = match known {
+            Some(m) => m,
+            None => c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?,
+        };
         // Pending: after the mark and without an outcome (delivered, failed or skipped).
         let pending: i64 = c.query_row(
             "SELECT COUNT(*) FROM events e WHERE e.id > ?1
@@ -207,6 +251,7 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
         )?;
         sinks.push(SinkRow {
             name,
+            new,
             delivered_through: mark,
             pending,
             failed,
@@ -231,6 +276,7 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
     Ok(Status {
         runs,
         reports,
+        failed_reports,
         activities,
         sinks,
         rejects,
@@ -271,12 +317,34 @@ pub(crate) fn render(s: &Status) -> String {
             .as_ref()
             .map_or(String::new(), |l| format!("; last: {l}"))
     );
+    for f in &s.failed_reports {
+        let _ = writeln!(
+            o,
+            "  failed {} (report date {}): {} attempt(s), the last at {}: {}",
+            f.name, f.report_date, f.attempts, f.last_attempt, f.error
+        );
+    }
+    if !s.failed_reports.is_empty() {
+        let _ = writeln!(
+            o,
+            "  (a failed report stays listed until a run processes it: same name and date)"
+        );
+    }
     let _ = writeln!(o, "Activities by state:");
     for (state, n) in &s.activities {
         let _ = writeln!(o, "  {state:<14} {n}");
     }
     let _ = writeln!(o, "Sinks:");
     for k in &s.sinks {
+        if k.new {
+            let _ = writeln!(
+                o,
+                "  {:<16} new: starts with the events after event {} (use `backfill --resend` \
+                 to fill it with earlier ones)",
+                k.name, k.delivered_through
+            );
+            continue;
+        }
         let _ = writeln!(
             o,
             "  {:<16} pending {:>7}  failed {:>5}  (delivered through event {})",

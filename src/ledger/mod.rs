@@ -556,11 +556,10 @@ impl Ledger {
         Ok(mark)
     }
 
-    /// The import file a file sink is about to put in place (its name), recorded before the
-    /// rename and cleared with the delivery mark: a rerun after a crash between the two
-    /// replaces that file even if its content changed (a mapping edited meanwhile).
     /// Records the import file about to be put in place for `sink` (its name and the last
-    /// event it holds), until its delivery mark is written; `None` clears it.
+    /// event it holds), before the rename; cleared with the delivery mark. A rerun after a
+    /// crash between the two puts that file in place again with the same events, even if
+    /// its content changed (a mapping edited meanwhile).
     pub(crate) fn set_file_in_flight(&self, sink: &str, file: Option<(&str, i64)>) -> Result<()> {
         let key = format!("file_in_flight:{sink}");
         match file {

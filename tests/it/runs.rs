@@ -410,6 +410,26 @@ fn status_lists_runs_states_pending_and_rejects() {
     );
     assert!(out.contains("pending       0"), "{out}");
     assert_eq!(file_bytes(&w.path().join("state/ledger.sqlite")), before);
+    // A sink added since: the ledger's events are not pending for it (the next run does
+    // not send them either).
+    w.config(&Workdir::config_with(
+        "[[sink]]\ntype = \"file\"\nname = \"archive\"\ndir = \"out2\"\n",
+    ));
+    let out = w.run_ok(&["status"], 0);
+    assert!(
+        out.contains("archive          new: starts with the events after event 2"),
+        "{out}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&w.run_ok(&["status", "--json"], 0)).unwrap();
+    let archive = &json["sinks"][1];
+    assert_eq!(
+        (&archive["new"], &archive["pending"]),
+        (&true.into(), &0.into()),
+        "{json}"
+    );
+    w.run_ok(&["run"], 0);
+    assert!(w.files("out2").is_empty());
 }
 
 #[test]
@@ -651,6 +671,12 @@ fn status_counts_a_failed_report_until_it_is_processed_and_names_the_latest_one(
     w.run_ok(&["run"], 2);
     let out = w.run_ok(&["status"], 0);
     assert!(out.contains("Reports: 1 processed, 1 failed"), "{out}");
+    // Which one, how often, and why.
+    assert!(
+        out.contains("failed r_2026-11-02.csv (report date 2026-11-02): 2 attempt(s)")
+            && out.contains("missing required column(s): state"),
+        "{out}"
+    );
     // Fixed under the same name: processed, and no longer failed.
     w.report(
         "r_2026-11-02.csv",
@@ -659,5 +685,6 @@ fn status_counts_a_failed_report_until_it_is_processed_and_names_the_latest_one(
     w.run_ok(&["run"], 0);
     let out = w.run_ok(&["status"], 0);
     assert!(out.contains("Reports: 2 processed, 0 failed"), "{out}");
+    assert!(!out.contains("failed r_2026-11-02.csv"), "{out}");
     assert!(out.contains("last: r_2026-11-02.csv"), "{out}");
 }
