@@ -220,7 +220,16 @@ fn render(s: &Summary) -> String {
             s.mode
         );
     }
-    for r in &s.reports {
+    if !s.interrupted.is_empty() {
+        let _ = writeln!(
+            o,
+            "An earlier run was interrupted before it could report these reports it processed:"
+        );
+    }
+    for (i, r) in s.interrupted.iter().chain(&s.reports).enumerate() {
+        if i == s.interrupted.len() && i > 0 {
+            let _ = writeln!(o, "This run:");
+        }
         let _ = writeln!(o, "{} [{}] {}", r.name, r.report_date, r.status);
         match r.status.as_str() {
             "duplicate" => {

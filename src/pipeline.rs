@@ -204,6 +204,10 @@ pub struct Summary {
     /// not read again and not listed in `reports`.
     pub already_processed: u64,
     pub reports: Vec<ReportSummary>,
+    /// Reports an earlier run committed before it was interrupted (killed), so that its
+    /// summary never came out: reported once, here. Not in this run's totals.
+    #[serde(rename = "interrupted_reports", skip_serializing_if = "Vec::is_empty")]
+    pub interrupted: Vec<ReportSummary>,
     pub sinks: Vec<SinkSummary>,
     pub exit_code: i32,
 }
@@ -225,6 +229,7 @@ impl Summary {
             failed_reports: 0,
             already_processed: 0,
             reports: Vec::new(),
+            interrupted: Vec::new(),
             sinks: cfg
                 .sinks
                 .iter()
@@ -332,11 +337,61 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
     };
     let run_id = ledger.start_run(mode_name)?;
     let result = run_started(cfg, opts, &ledger, run_id, mode_name);
+    let result = result.and_then(|mut summary| {
+        if !opts.dry_run {
+            report_interrupted(&ledger, run_id, &mut summary)?;
+        }
+        Ok(summary)
+    });
     if result.is_err() && !opts.dry_run {
         // The run failed as a whole (exit 1): the ledger says so, rather than "unfinished".
         let _ = ledger.fail_run(run_id, EXIT_FAILED);
     }
     result
+}
+
+/// Closes the runs an interruption left unfinished and adds the reports they committed to
+/// `summary` (exit code 2 if any had rejects), then records this run's exit code again.
+fn report_interrupted(ledger: &Ledger, run_id: i64, summary: &mut Summary) -> Result<()> {
+    let interrupted = ledger
+        .close_interrupted_runs(run_id)
+        .map_err(|e| ledger.name_in(e))?;
+    if interrupted.is_empty() {
+        return Ok(());
+    }
+    for r in interrupted {
+        let date = NaiveDate::parse_from_str(&r.report_date, "%Y-%m-%d").unwrap_or_default();
+        let mut rs = ReportSummary::new(&r.name, "processed", date);
+        rs.rows = r.counts.rows;
+        rs.accepted = r.counts.accepted;
+        rs.rejected = r.counts.rejected;
+        rs.skipped = r.counts.skipped;
+        rs.unchanged = r.counts.unchanged;
+        rs.stale = r.counts.stale;
+        rs.events = r.counts.events;
+        rs.warnings = r.counts.warnings;
+        rs.sha256 = Some(r.sha256);
+        rs.rejects = r
+            .rejects
+            .into_iter()
+            .map(|(row, column, reason)| RejectSummary {
+                row,
+                column,
+                reason,
+            })
+            .collect();
+        rs.notes.push(format!(
+            "processed by run {}, which was interrupted before it could report",
+            r.run
+        ));
+        if rs.rejected > 0 && summary.exit_code == EXIT_OK {
+            summary.exit_code = EXIT_INCOMPLETE;
+        }
+        summary.interrupted.push(rs);
+    }
+    ledger
+        .set_run_exit_code(run_id, summary.exit_code)
+        .map_err(|e| ledger.name_in(e))
 }
 
 /// [`run`] once its row in `runs` is written.

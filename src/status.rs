@@ -303,8 +303,13 @@ pub(crate) fn render(s: &Status) -> String {
             r.events,
             r.delivered,
             r.pending,
-            r.exit_code
-                .map_or("(unfinished)".to_string(), |c| c.to_string())
+            match r.exit_code {
+                None => "(unfinished: running, or killed)".to_string(),
+                Some(c) if c == i64::from(crate::ledger::EXIT_INTERRUPTED) => {
+                    "(interrupted)".to_string()
+                }
+                Some(c) => c.to_string(),
+            }
         );
     }
     let _ = writeln!(

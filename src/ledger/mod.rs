@@ -244,6 +244,23 @@ fn open_read_only(path: &Path, live: bool) -> Result<Connection> {
     Ok(conn)
 }
 
+/// The exit code the ledger records for a run that was interrupted (killed) before it
+/// could finish; the next run records it so.
+pub(crate) const EXIT_INTERRUPTED: i32 = -1;
+
+/// A report an interrupted run committed.
+#[derive(Debug, Clone)]
+pub(crate) struct InterruptedReport {
+    pub(crate) run: i64,
+    pub(crate) report_id: i64,
+    pub(crate) name: String,
+    pub(crate) report_date: String,
+    pub(crate) counts: ReportCounts,
+    pub(crate) sha256: String,
+    /// The first rejects: row, column, reason.
+    pub(crate) rejects: Vec<(u64, String, String)>,
+}
+
 /// An import file put in place whose delivery mark is not written yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct InFlight {
@@ -365,6 +382,83 @@ impl Ledger {
             params![now_text(), mode],
         )?;
         Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Closes the runs an interruption left unfinished (killed: no run but this one can be
+    /// going on, as this one holds the lock). Each gets the counts of the reports it
+    /// committed and the exit code [`EXIT_INTERRUPTED`]; those reports are returned, with
+    /// their first rejects, for this run to report: nobody saw the interrupted run's summary.
+    pub(crate) fn close_interrupted_runs(&self, current: i64) -> Result<Vec<InterruptedReport>> {
+        let runs: Vec<i64> = self
+            .conn
+            .prepare("SELECT id FROM runs WHERE ended_at IS NULL AND id < ?1 ORDER BY id")?
+            .query_map([current], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut out = Vec::new();
+        for run in runs {
+            let mut stmt = self.conn.prepare(
+                "SELECT id, name, report_date, rows, accepted, rejected, skipped, unchanged,
+                        stale, events, warnings, sha256
+                 FROM reports WHERE run_id = ?1 AND status = 'processed' ORDER BY id",
+            )?;
+            let reports = stmt
+                .query_map([run], |r| {
+                    Ok(InterruptedReport {
+                        run,
+                        report_id: r.get(0)?,
+                        name: r.get(1)?,
+                        report_date: r.get(2)?,
+                        counts: ReportCounts {
+                            rows: r.get(3)?,
+                            accepted: r.get(4)?,
+                            rejected: r.get(5)?,
+                            skipped: r.get(6)?,
+                            unchanged: r.get(7)?,
+                            stale: r.get(8)?,
+                            events: r.get(9)?,
+                            warnings: r.get(10)?,
+                        },
+                        sha256: r.get(11)?,
+                        rejects: Vec::new(),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let sum =
+                |f: fn(&ReportCounts) -> u64| reports.iter().map(|r| f(&r.counts)).sum::<u64>();
+            self.conn.execute(
+                "UPDATE runs SET ended_at = ?1, exit_code = ?2, reports = ?3, rows = ?4,
+                        rejected = ?5, events = ?6
+                 WHERE id = ?7",
+                params![
+                    now_text(),
+                    EXIT_INTERRUPTED,
+                    reports.len() as i64,
+                    sum(|c| c.rows) as i64,
+                    sum(|c| c.rejected) as i64,
+                    sum(|c| c.events) as i64,
+                    run
+                ],
+            )?;
+            out.extend(reports);
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT row, col, reason FROM rejects WHERE report_id = ?1 ORDER BY id LIMIT 20",
+        )?;
+        for r in &mut out {
+            r.rejects = stmt
+                .query_map([r.report_id], |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+        }
+        Ok(out)
+    }
+
+    /// Records a run's exit code again (after it learnt of an interrupted run's rejects).
+    pub(crate) fn set_run_exit_code(&self, run_id: i64, exit_code: i32) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET exit_code = ?1 WHERE id = ?2",
+            params![exit_code, run_id],
+        )?;
+        Ok(())
     }
 
     /// Records that a run failed as a whole (exit code 1), keeping any counts it recorded.

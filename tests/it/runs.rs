@@ -616,6 +616,39 @@ fn the_summary_file_reports_every_failure_and_an_unwritable_one_stops_the_run_fi
     );
 }
 
+/// A run killed after it committed its reports, before its summary: the next run reports
+/// those reports once (with their rejects, exit 2), and the killed run is recorded as
+/// interrupted rather than left "unfinished".
+#[test]
+fn reports_of_an_interrupted_run_are_reported_by_the_next_run_once() {
+    let w = Workdir::new();
+    w.report("r_2026-11-01.csv", &["A1,Ordered,,,,,,", "A2,Huh,,,,,,"]);
+    w.run_ok(&["run"], 2);
+    // The state a SIGKILL between the report's commit and the run's end leaves.
+    w.ledger()
+        .execute_batch("UPDATE runs SET ended_at = NULL, exit_code = NULL, reports = 0, rows = 0")
+        .unwrap();
+    let out = w.run_ok(&["run", "--summary-json", "s.json"], 2);
+    assert!(out.contains("interrupted before it could report"), "{out}");
+    assert!(out.contains("unknown state \"Huh\""), "{out}");
+    let s = w.summary("s.json");
+    let r = &s["interrupted_reports"][0];
+    assert_eq!(
+        (&r["name"], &r["rejected"]),
+        (&"r_2026-11-01.csv".into(), &1.into()),
+        "{s}"
+    );
+    assert_eq!(s["reports"].as_array().unwrap().len(), 0, "not this run's");
+    assert_eq!(s["rejected"], 0, "not this run's");
+    let status = w.run_ok(&["status"], 0);
+    assert!(status.contains("(interrupted)"), "{status}");
+    assert!(!status.contains("unfinished"), "{status}");
+    // Reported once.
+    let s2 = w.run_ok(&["run", "--summary-json", "s2.json"], 0);
+    assert!(!s2.contains("interrupted"), "{s2}");
+    assert!(w.summary("s2.json").get("interrupted_reports").is_none());
+}
+
 #[test]
 fn file_sinks_that_would_overwrite_each_other_or_write_outside_their_folder_are_refused() {
     let w = Workdir::new();
