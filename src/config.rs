@@ -17,19 +17,41 @@ use crate::template::Mapping;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    source: RawSource,
+    /// Read as a table first, then as the struct its `type` names (see [`typed`]).
+    source: toml::Table,
     #[serde(default)]
     report: RawReport,
     ledger: RawLedger,
     #[serde(default)]
-    sink: Vec<RawSink>,
+    sink: Vec<toml::Table>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
 enum RawSource {
     Local(RawLocal),
     Sftp(Box<crate::sftp::config::RawSftp>),
+}
+
+/// A table with a `type` key, read as the struct of its type: the type's name, and the
+/// rest of the table for `read`. (Serde's internally tagged enums would do this too, but
+/// lose which key a wrong value is under; read this way, the error names it.)
+fn typed<T>(
+    mut table: toml::Table,
+    what: &str,
+    types: &[&str],
+    read: impl FnOnce(&str, toml::Value) -> std::result::Result<T, toml::de::Error>,
+) -> Result<T> {
+    let expected = types
+        .iter()
+        .map(|t| format!("{t:?}"))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let kind = match table.remove("type") {
+        Some(toml::Value::String(k)) if types.contains(&k.as_str()) => k,
+        Some(other) => anyhow::bail!("{what}: `type` is {other}, expected {expected}"),
+        None => anyhow::bail!("{what}: `type` is missing ({expected})"),
+    };
+    read(&kind, toml::Value::Table(table))
+        .map_err(|e| anyhow::anyhow!("{what}: {}", e.to_string().trim_end().replace('\n', " ")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,8 +85,6 @@ struct RawLedger {
     path: String,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
 enum RawSink {
     File(RawFileSink),
     Http(Box<crate::sink::http::RawHttpSink>),
@@ -184,7 +204,18 @@ impl Config {
             base
         };
 
-        let (source, patterns) = match raw.source {
+        let raw_source = typed(
+            raw.source,
+            &format!("{origin}: [source]"),
+            &["local", "sftp"],
+            |kind, v| {
+                Ok(match kind {
+                    "local" => RawSource::Local(v.try_into()?),
+                    _ => RawSource::Sftp(Box::new(v.try_into()?)),
+                })
+            },
+        )?;
+        let (source, patterns) = match raw_source {
             RawSource::Local(l) => (
                 SourceConfig::Local {
                     dir: resolve(&base, &l.dir),
@@ -219,7 +250,22 @@ impl Config {
             bail!("{origin}: no [[sink]]: say where events go (type = \"file\" or \"http\")");
         }
         let mut sinks = Vec::new();
-        for (i, s) in raw.sink.into_iter().enumerate() {
+        for (i, table) in raw.sink.into_iter().enumerate() {
+            let named = match table.get("name") {
+                Some(toml::Value::String(n)) => format!(" ({n:?})"),
+                _ => String::new(),
+            };
+            let s = typed(
+                table,
+                &format!("{origin}: [[sink]] #{}{named}", i + 1),
+                &["file", "http"],
+                |kind, v| {
+                    Ok(match kind {
+                        "file" => RawSink::File(v.try_into()?),
+                        _ => RawSink::Http(Box::new(v.try_into()?)),
+                    })
+                },
+            )?;
             match s {
                 RawSink::File(f) => {
                     let format = match f.format.as_str() {

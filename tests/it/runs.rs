@@ -649,6 +649,38 @@ fn reports_of_an_interrupted_run_are_reported_by_the_next_run_once() {
     assert!(w.summary("s2.json").get("interrupted_reports").is_none());
 }
 
+/// A wrong value in a `[source]` or `[[sink]]` table names the table and the key.
+#[test]
+fn configuration_mistakes_name_their_table_and_key() {
+    let w = Workdir::new();
+    for (config, expected) in [
+        (
+            Workdir::config_with("")
+                .replace("patterns = [\"*.csv\", \"*.xlsx\"]", "patterns = \"*.csv\""),
+            &["[source]", "expected a sequence", "`patterns`"][..],
+        ),
+        (
+            Workdir::config_with(
+                "[[sink]]\ntype = \"http\"\nname = \"sn\"\napi = \"webhook\"\n\
+                 url = \"http://127.0.0.1:9/x\"\nmax_attempts = \"5\"\n",
+            ),
+            &["[[sink]] #2 (\"sn\")", "`max_attempts`"][..],
+        ),
+        (
+            Workdir::config_with("[[sink]]\ntype = \"fiel\"\ndir = \"x\"\n"),
+            &["[[sink]] #2", "\"fiel\"", "expected \"file\" or \"http\""][..],
+        ),
+    ] {
+        w.config(&config);
+        let out = w.run(&["run"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        for e in expected {
+            assert!(stderr.contains(e), "{e}: {stderr}");
+        }
+    }
+}
+
 #[test]
 fn file_sinks_that_would_overwrite_each_other_or_write_outside_their_folder_are_refused() {
     let w = Workdir::new();
