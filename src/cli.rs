@@ -105,11 +105,11 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct BackfillArgs {
     /// First report date (YYYY-MM-DD), inclusive.
-    #[arg(long, value_name = "DATE")]
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = date)]
     pub from: NaiveDate,
 
     /// Last report date (YYYY-MM-DD), inclusive.
-    #[arg(long, value_name = "DATE")]
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = date)]
     pub to: NaiveDate,
 
     /// Emit the current state of every Activity in those reports again (e.g. to fill a new
@@ -152,4 +152,10 @@ pub struct RetryArgs {
     /// Only this sink (by its `name`); all sinks when absent.
     #[arg(long, value_name = "NAME")]
     pub sink: Option<String>,
+}
+
+/// A date as `--from` and `--to` take it.
+fn date(s: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .map_err(|e| format!("{e}: a date is written YYYY-MM-DD (e.g. 2026-11-01)"))
 }

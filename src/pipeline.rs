@@ -635,7 +635,12 @@ fn process_report(
                 unchanged = rs.unchanged,
                 stale = rs.stale,
                 events = rs.events,
-                "report committed"
+                "{}",
+                if opts.dry_run {
+                    "report read (dry run: committed to its throw-away copy only)"
+                } else {
+                    "report committed"
+                }
             );
             rs
         }

@@ -720,6 +720,9 @@ fn a_command_line_mistake_exits_1_like_any_configuration_error() {
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert!(!out.stderr.is_empty(), "{args:?}: says why");
     }
+    let out = w.run(&["backfill", "--from", "11/01/2026", "--to", "2026-11-02"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("YYYY-MM-DD"));
     assert_eq!(w.run(&["--help"]).status.code(), Some(0));
 }
 
