@@ -136,7 +136,17 @@ impl Mapping {
         mapping
             .render(&sample)
             .and_then(|_| mapping.render_create(&sample))
-            .with_context(|| format!("output mapping {origin} does not render"))?;
+            .map_err(|e| {
+                // The sample event has no extra columns: an `extra[...]` without a default
+                // would fail for every report that lacks the column.
+                let hint = if format!("{e:#}").contains("undefined") {
+                    "; an extra column a report may lack needs a default, e.g. \
+                     {{ extra[\"Cost Center\"] | default(\"\") }}"
+                } else {
+                    ""
+                };
+                e.context(format!("output mapping {origin} does not render{hint}"))
+            })?;
         Ok(mapping)
     }
 
@@ -266,6 +276,14 @@ mod tests {
         .unwrap();
         assert!(
             format!("{err:#}").contains("field `note` names unknown variable(s) cancel_reasn"),
+            "{err:#}"
+        );
+        // An extra column without a default: the sample event lacks it, as some report will.
+        let err = Mapping::parse("[fields]\nx = '{{ extra[\"Cost Center\"] }}'", "m", &fields)
+            .err()
+            .unwrap();
+        assert!(
+            format!("{err:#}").contains("needs a default, e.g."),
             "{err:#}"
         );
         // Loop variables, filters, builtins and `extra` are fine.
