@@ -70,7 +70,10 @@ pub(crate) fn read<H: RowHandler + Send>(
 ) -> Result<(Layout, RowCounts)> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut workbook: Xlsx<_> = Xlsx::new(BufReader::with_capacity(256 * 1024, file))
-        .context("not a readable XLSX workbook (truncated or corrupt?)")?;
+        // calamine's error says what its source says too: its own text only, once.
+        .map_err(|e| {
+            anyhow::anyhow!("not a readable XLSX workbook (truncated or corrupt?): {e}")
+        })?;
     let names = workbook.sheet_names();
     let sheet = match &schema.sheet {
         Some(wanted) => match names.iter().find(|n| n.eq_ignore_ascii_case(wanted)) {

@@ -334,6 +334,16 @@ fn empty_and_truncated_files_fail_clearly_and_alone() {
             .contains("no rows")
     );
     assert_eq!(by_name("trunc_2026-11-01.xlsx")["status"], "failed");
+    // Said once: calamine's error and its source say the same.
+    let err = by_name("trunc_2026-11-01.xlsx")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let parts: Vec<&str> = err.split(": ").collect();
+    assert!(
+        parts.windows(2).all(|w| w[0] != w[1]) && err.matches("EOCD").count() <= 1,
+        "{err}"
+    );
     assert_eq!(by_name("good_2026-11-01.csv")["status"], "processed");
     assert_eq!(w.events().len(), 1);
 }
