@@ -176,13 +176,9 @@ pub(crate) fn read<H: RowHandler + Send>(
                 if batch.cells.len() <= at {
                     batch.cells.resize(at + 1, DataRef::Empty);
                 }
-                let uncomputed = cell.formula.is_some()
-                    && match &cell.value {
-                        DataRef::Empty => true,
-                        DataRef::String(s) => s.is_empty(),
-                        _ => false,
-                    };
-                if uncomputed {
+                // No value saved at all (`<v/>` or none). A formula whose value is the empty
+                // string is saved as an empty `t="str"` value, and is empty.
+                if cell.formula.is_some() && matches!(cell.value, DataRef::Empty) {
                     batch.uncomputed.push(at);
                 }
                 batch.cells[at] = cell.value;

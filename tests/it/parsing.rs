@@ -548,13 +548,18 @@ fn formulas_without_a_computed_value_are_named_as_such() {
     let w = Workdir::new();
     let path = w.path().join("drop/r_2026-11-02.xlsx");
     let row = |id: &'static str, state: &'static str, device: &'static str| {
-        vec![X::S(id), X::S(state), X::S(device)]
+        vec![X::S(id), X::S(state), X::S(device), X::S("x")]
     };
     write_xlsx(
         &path,
         "Sheet1",
         &[
-            row("Activity ID", "Status", "Device"),
+            vec![
+                X::S("Activity ID"),
+                X::S("Status"),
+                X::S("Device"),
+                X::S("Note"),
+            ],
             row("A1", "Ordered", "Pixel"),
             row("A2", "Ordered", "Pixel"),
             row("A3", "Completed", "Pixel"),
@@ -564,10 +569,15 @@ fn formulas_without_a_computed_value_are_named_as_such() {
     patch_zip(&path, "xl/worksheets/sheet1.xml", |xml| {
         let mut x = xml;
         for (cell, with) in [
-            // No value at all; an empty value (openpyxl); a computed one (kept).
+            // No value at all; an empty one (openpyxl); computed ones, kept (the empty
+            // string is how Excel saves a formula whose value is "").
             ("B2", r#"<c r="B2"><f>IF(1=1,"Completed","x")</f></c>"#),
-            ("A3", r#"<c r="A3" t="str"><f>"A"&amp;3</f><v></v></c>"#),
+            ("A3", r#"<c r="A3"><f>"A"&amp;3</f><v /></c>"#),
             ("C4", r#"<c r="C4"><f>UPPER("pixel")</f></c>"#),
+            (
+                "D5",
+                r#"<c r="D5" t="str"><f>IF(1=1,"","x")</f><v></v></c>"#,
+            ),
             (
                 "C5",
                 r#"<c r="C5" t="str"><f>UPPER("pixel")</f><v>PIXEL</v></c>"#,
