@@ -193,6 +193,15 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
             .prefix(".summary-")
             .tempfile_in(dir)?;
         std::io::Write::write_all(&mut tmp, text.as_bytes())?;
+        // Readable by monitoring running as another user, like any file this user writes
+        // (a temporary file is created owner-only).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        }
+        tmp.as_file().sync_all()?;
         tmp.persist(path).map_err(|e| e.error)?;
         Ok(())
     };

@@ -566,6 +566,13 @@ fn the_summary_file_reports_every_failure_and_an_unwritable_one_stops_the_run_fi
     w.report("r_2026-11-01.csv", &["A1,Ordered,,,,,,"]);
     w.run_ok(&["run", "--summary-json", "s.json"], 0);
     assert_eq!(w.summary("s.json")["exit_code"], 0);
+    // Readable by a monitoring user, not owner-only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(w.path().join("s.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o044, 0o044, "{mode:o}");
     // A configuration mistake.
     w.config(&Workdir::config_with("bogus_key = 1\n"));
     let out = w.run(&["run", "--summary-json", "s.json"]);
