@@ -279,11 +279,23 @@ pub(crate) fn lock(ledger: &Path, dry_run: bool) -> Result<RunLock> {
         .read(true)
         .open(&path)
         .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(RunLock { _file: Some(file) }),
-        Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::Error::new(Locked(path))),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(anyhow::Error::new(e).context(format!("cannot lock {}", path.display())))
+    // A dry run looks at the lock for an instant (see above): a run that starts just then
+    // tries for two seconds before it says another run holds it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(RunLock { _file: Some(file) }),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(anyhow::Error::new(Locked(path)));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(
+                    anyhow::Error::new(e).context(format!("cannot lock {}", path.display()))
+                );
+            }
         }
     }
 }
@@ -337,11 +349,14 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
     };
     let run_id = ledger.start_run(mode_name)?;
     let result = run_started(cfg, opts, &ledger, run_id, mode_name);
-    let result = result.and_then(|mut summary| {
-        if !opts.dry_run {
-            report_interrupted(&ledger, run_id, &mut summary)?;
+    let result = result.map(|mut summary| {
+        if !opts.dry_run
+            && let Err(e) = report_interrupted(&ledger, run_id, &mut summary)
+        {
+            // This run is done and recorded: what it could not add is a warning.
+            tracing::warn!("cannot report the reports of interrupted runs: {e:#}");
         }
-        Ok(summary)
+        summary
     });
     if result.is_err() && !opts.dry_run {
         // The run failed as a whole (exit 1): the ledger says so, rather than "unfinished".

@@ -265,8 +265,48 @@ pub(crate) struct InterruptedReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct InFlight {
     pub(crate) name: String,
-    /// The last event it holds (`None` if an earlier release recorded it).
+    /// The last event it holds: recorded, or read from the name (`PREFIX-FIRST-LAST.EXT`,
+    /// as an earlier release recorded the name alone).
     pub(crate) last: Option<i64>,
+    /// What named the sink's folders and file kind when it was recorded.
+    pub(crate) ident: Option<String>,
+}
+
+impl InFlight {
+    /// Reads `LAST:IDENT:NAME`, or a name alone (an earlier release).
+    fn parse(v: &str) -> InFlight {
+        if let Some((last, rest)) = v.split_once(':')
+            && let Ok(last) = last.parse::<i64>()
+            && let Some((ident, name)) = rest.split_once(':')
+            && ident.len() == 16
+            && ident.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return InFlight {
+                name: name.to_string(),
+                last: Some(last),
+                ident: Some(ident.to_string()),
+            };
+        }
+        InFlight {
+            name: v.to_string(),
+            last: last_of_name(v),
+            ident: None,
+        }
+    }
+}
+
+/// The last event of an import file named `PREFIX-FIRST-LAST[-N].EXT` (12-digit numbers).
+fn last_of_name(name: &str) -> Option<i64> {
+    let stem = name.rsplit_once('.')?.0;
+    let mut parts = stem.rsplit('-');
+    let mut last = parts.next()?;
+    if last.len() != 12 {
+        // `-2`, `-3`...: the file took the next free name.
+        last = parts.next()?;
+    }
+    let first = parts.next()?;
+    let twelve = |s: &str| s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit());
+    (twelve(first) && twelve(last)).then(|| last.parse().ok())?
 }
 
 impl Ledger {
@@ -650,16 +690,21 @@ impl Ledger {
         Ok(mark)
     }
 
-    /// Records the import file about to be put in place for `sink` (its name and the last
-    /// event it holds), before the rename; cleared with the delivery mark. A rerun after a
-    /// crash between the two puts that file in place again with the same events, even if
-    /// its content changed (a mapping edited meanwhile).
-    pub(crate) fn set_file_in_flight(&self, sink: &str, file: Option<(&str, i64)>) -> Result<()> {
+    /// Records the import file about to be put in place for `sink` (its name, the last event
+    /// it holds, and `ident`, what names the sink's folder and file kind), before the rename;
+    /// cleared with the delivery mark. A rerun after a crash between the two puts that file
+    /// in place again with the same events, even if its content changed (a mapping edited
+    /// meanwhile).
+    pub(crate) fn set_file_in_flight(
+        &self,
+        sink: &str,
+        file: Option<(&str, i64, &str)>,
+    ) -> Result<()> {
         let key = format!("file_in_flight:{sink}");
         match file {
-            Some((name, last)) => self.conn.execute(
+            Some((name, last, ident)) => self.conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
-                params![key, format!("{last}:{name}")],
+                params![key, format!("{last}:{ident}:{name}")],
             )?,
             None => self
                 .conn
@@ -679,17 +724,7 @@ impl Ledger {
                 |r| r.get(0),
             )
             .optional()?;
-        Ok(value.map(|v| match v.split_once(':') {
-            Some((last, name)) if last.parse::<i64>().is_ok() => InFlight {
-                name: name.to_string(),
-                last: last.parse().ok(),
-            },
-            // As an earlier release recorded it: the name alone.
-            _ => InFlight {
-                name: v,
-                last: None,
-            },
-        }))
+        Ok(value.map(|v| InFlight::parse(&v)))
     }
 
     pub(crate) fn set_sink_mark(&self, sink: &str, through: i64) -> Result<()> {
@@ -1327,6 +1362,28 @@ mod tests {
         drop(held);
         sweep_stale_scratch(tmp.path());
         assert!(!live.exists(), "its lock released");
+    }
+
+    #[test]
+    fn a_file_in_flight_is_read_as_recorded_or_from_an_earlier_releases_name() {
+        let f = InFlight::parse("20:0123456789abcdef:ev-000000000011-000000000020.csv");
+        assert_eq!(
+            (f.name.as_str(), f.last, f.ident.as_deref()),
+            (
+                "ev-000000000011-000000000020.csv",
+                Some(20),
+                Some("0123456789abcdef")
+            )
+        );
+        for (name, last) in [
+            ("tangoe-events-000000000001-000000000010.jsonl", Some(10)),
+            ("tangoe-events-000000000001-000000000010-2.jsonl", Some(10)),
+            ("my-prefix-000000000001-000000000010.csv", Some(10)),
+            ("odd-name.jsonl", None),
+        ] {
+            let f = InFlight::parse(name);
+            assert_eq!((f.name.as_str(), f.last, f.ident), (name, last, None));
+        }
     }
 
     #[test]

@@ -545,21 +545,33 @@ pub(crate) fn remote_path(dir: &str, name: &str) -> PathBuf {
 }
 
 impl Connection {
-    /// The names in `remote_dir` that start with `prefix`. The upload temporaries of such
-    /// names an interrupted upload left behind (`.NAME.part`) are removed.
+    /// The names in `remote_dir` that start with `prefix`. The upload temporaries of import
+    /// files of this prefix (`.PREFIX-FIRST-LAST....part`) an interrupted upload left behind
+    /// an hour or more ago are removed: younger ones may be another uploader's, at work.
     pub(crate) fn names_in(&self, remote_dir: &str, prefix: &str) -> Result<Vec<String>> {
         let entries = self
             .sftp
             .readdir(Path::new(remote_dir))
             .with_context(|| format!("cannot list {remote_dir} on the SFTP server"))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let ours = |n: &str| {
+            n.strip_prefix(prefix)
+                .and_then(|r| r.strip_prefix('-'))
+                .is_some_and(|r| r.len() > 12 && r.as_bytes()[..12].iter().all(u8::is_ascii_digit))
+        };
         let mut names = Vec::new();
-        for (path, _) in entries {
+        for (path, st) in entries {
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
             let part = name.strip_prefix('.').and_then(|n| n.strip_suffix(".part"));
-            if part.is_some_and(|p| p.starts_with(prefix)) {
-                let _ = self.sftp.unlink(&path);
+            if let Some(p) = part {
+                let old = st.mtime.is_some_and(|m| now.saturating_sub(m) >= 3600);
+                if ours(p) && old {
+                    let _ = self.sftp.unlink(&path);
+                }
             } else if name.starts_with(prefix) {
                 names.push(name.to_string());
             }

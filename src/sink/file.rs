@@ -507,7 +507,15 @@ pub(crate) fn deliver(
         }
         None => {}
     }
-    write_file(ledger, sink, schema_fields, &mut summary, None)?;
+    if let Err(e) = write_file(ledger, sink, schema_fields, &mut summary, None) {
+        if summary.files.is_empty() {
+            return Err(e);
+        }
+        // The file in flight went out: said, with the failure of the rest.
+        tracing::error!(sink = %sink.name, "delivery failed: {e:#}");
+        summary.error = Some(format!("{e:#}"));
+        summary.pending = ledger.count_events_after(ledger.sink_mark(&sink.name)?)?;
+    }
     Ok(summary)
 }
 
@@ -626,11 +634,26 @@ fn write_file(
     tmp.as_file()
         .sync_all()
         .with_context(|| format!("cannot write the import file in {}", sink.dir.display()))?;
+    let ident = ident(sink);
     let name = match again {
-        Some(InFlight {
-            name,
-            last: Some(_),
-        }) => name.clone(),
+        Some(f @ InFlight { last: Some(_), .. }) => {
+            let same_place = f.ident.as_ref().is_none_or(|i| *i == ident)
+                && f.name.starts_with(&format!("{}-", sink.prefix))
+                && f.name.ends_with(&format!(".{}", ext(sink)));
+            if same_place {
+                f.name.clone()
+            } else {
+                // The sink's folder, prefix or format changed since: the same events, under a
+                // name of its own settings, free where they put it now.
+                tracing::warn!(
+                    sink = %sink.name,
+                    "the import file {} was put in place under the sink's earlier settings, \
+                     and may be there still; its events go again under the current ones",
+                    f.name
+                );
+                free_name(sink, first, last, tmp.as_file(), None)?
+            }
+        }
         _ => free_name(
             sink,
             first,
@@ -640,7 +663,7 @@ fn write_file(
         )?,
     };
     let dest = sink.dir.join(&name);
-    ledger.set_file_in_flight(&sink.name, Some((&name, last)))?;
+    ledger.set_file_in_flight(&sink.name, Some((&name, last, &ident)))?;
     tmp.persist(&dest).with_context(|| {
         format!(
             "cannot move the import file into place as {}",
@@ -665,6 +688,33 @@ fn write_file(
     Ok(())
 }
 
+fn ext(sink: &FileSinkConfig) -> &'static str {
+    match sink.format {
+        FileFormat::Jsonl => "jsonl",
+        FileFormat::Csv => "csv",
+    }
+}
+
+/// What decides where a sink's files go and what they are (folder, prefix, format, upload
+/// folder), in 16 hex digits: a file in flight is put in place again under its name only
+/// while these stay the same.
+fn ident(sink: &FileSinkConfig) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        sink.dir.display().to_string(),
+        sink.prefix.clone(),
+        ext(sink).to_string(),
+        sink.upload.as_ref().map_or(String::new(), |u| {
+            format!("{}:{}/{}", u.endpoint.host, u.endpoint.port, u.remote_dir)
+        }),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
 /// A name for the file of events `first..=last`, free in the sink's folder and in its upload
 /// folder. A file of the same content there locally is this file already (the rerun of a
 /// run that crashed before its delivery mark) and is replaced, as is `ours` (the name an
@@ -678,10 +728,7 @@ fn free_name(
     content: &std::fs::File,
     ours: Option<&str>,
 ) -> Result<String> {
-    let ext = match sink.format {
-        FileFormat::Jsonl => "jsonl",
-        FileFormat::Csv => "csv",
-    };
+    let ext = ext(sink);
     let remote: Vec<String> = match &sink.upload {
         Some(up) => {
             let what = format!("uploading to {}", target(up));

@@ -426,4 +426,39 @@ fn a_rerun_after_a_crash_between_rename_and_mark_replaces_its_own_file_even_if_c
     w.run_ok(&["run"], 0);
     assert_eq!(w.files("out"), vec![name], "replaced, not a second copy");
     assert!(w.read(&format!("out/{name}")).contains("\"A1\""));
+
+    // The same crash, but the sink's settings changed before the rerun: recorded under
+    // other settings (another folder, say), the name is not this sink's to replace, and
+    // under another format it would hold the wrong kind of content.
+    let crash = |value: &str| {
+        let c = w.ledger();
+        c.execute("UPDATE sinks SET delivered_through = 0", [])
+            .unwrap();
+        c.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('file_in_flight:file', ?1)",
+            [value],
+        )
+        .unwrap();
+    };
+    w.write(&format!("out/{name}"), "someone else's\n");
+    crash(&format!("1:00000000deadbeef:{name}"));
+    w.run_ok(&["run"], 0);
+    assert_eq!(w.read(&format!("out/{name}")), "someone else's\n");
+    let second = "tangoe-events-000000000001-000000000001-2.jsonl";
+    assert_eq!(w.files("out"), vec![second, name]);
+    assert!(w.read(&format!("out/{second}")).contains("\"A1\""));
+    crash(second);
+    w.config(&Workdir::config_with("").replace("format = \"jsonl\"", "format = \"csv\""));
+    w.run_ok(&["run"], 0);
+    let csv = "tangoe-events-000000000001-000000000001.csv";
+    assert!(
+        w.files("out").contains(&csv.to_string()),
+        "{:?}",
+        w.files("out")
+    );
+    assert!(w.read(&format!("out/{csv}")).starts_with("event_id,"));
+    assert!(
+        w.read(&format!("out/{second}")).contains("\"A1\""),
+        "left as it was"
+    );
 }

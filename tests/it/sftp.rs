@@ -1369,11 +1369,16 @@ fn uploads_never_replace_a_file_they_did_not_put_there_nor_repeat_an_event() {
     // (from a ledger started afresh, say), and the leftover of an interrupted upload.
     let first = "tangoe-events-000000000001-000000000002.jsonl";
     std::fs::write(inbox.join(first), "not ours\n").unwrap();
-    std::fs::write(
-        inbox.join(".tangoe-events-000000000007-000000000009.jsonl.part"),
-        "x",
-    )
-    .unwrap();
+    // Left an hour ago: removed. Younger, or another prefix's: perhaps another uploader's
+    // at work, kept.
+    let stale = inbox.join(".tangoe-events-000000000007-000000000009.jsonl.part");
+    std::fs::write(&stale, "x").unwrap();
+    set_mtime(&stale, now() - 2 * HOUR_AGO);
+    let young = inbox.join(".tangoe-events-000000000010-000000000011.jsonl.part");
+    std::fs::write(&young, "x").unwrap();
+    let other = inbox.join(".tangoe-events-hr-000000000001-000000000002.jsonl.part");
+    std::fs::write(&other, "x").unwrap();
+    set_mtime(&other, now() - 2 * HOUR_AGO);
     assert_code(&site.run(&["run"]), 0);
     assert_eq!(
         std::fs::read_to_string(inbox.join(first)).unwrap(),
@@ -1385,20 +1390,20 @@ fn uploads_never_replace_a_file_they_did_not_put_there_nor_repeat_an_event() {
         std::fs::read(inbox.join(second)).unwrap(),
         std::fs::read(site.w.path().join("out").join(second)).unwrap()
     );
-    assert!(
-        !inbox
-            .join(".tangoe-events-000000000007-000000000009.jsonl.part")
-            .exists()
-    );
+    assert!(!stale.exists());
+    assert!(young.exists() && other.exists());
+    std::fs::remove_file(&young).unwrap();
+    std::fs::remove_file(&other).unwrap();
 
     // A crash after the upload's rename, before the delivery mark: the ledger still has
-    // the file in flight. The next runs cannot upload (the folder is gone) while a new
-    // event comes; once they can, the file in flight goes again alone, then the new event.
+    // the file in flight (here as an earlier release recorded it: its name alone). The next
+    // runs cannot upload (the folder is gone) while a new event comes; once they can, the
+    // file in flight goes again alone, then the new event.
     let ledger = site.w.ledger();
     ledger
         .execute_batch(&format!(
             "UPDATE sinks SET delivered_through = 0;
-             INSERT OR REPLACE INTO meta (key, value) VALUES ('file_in_flight:file', '2:{second}');"
+             INSERT OR REPLACE INTO meta (key, value) VALUES ('file_in_flight:file', '{second}');"
         ))
         .unwrap();
     drop(ledger);
