@@ -143,7 +143,7 @@ pub(crate) fn read<H: RowHandler + Send>(
                 );
             }
         };
-        let mut batch = SheetRows::default();
+        let mut batch = SheetRows::with_capacity();
         let parsed = (|| -> Result<()> {
             let mut current: Option<u32> = None;
             let mut row_start = 0;
@@ -163,7 +163,8 @@ pub(crate) fn read<H: RowHandler + Send>(
                             .rows
                             .push((u64::from(done) + 1, row_start..batch.cells.len()));
                         if batch.cells.len() >= CELLS_PER_BATCH {
-                            let full = std::mem::take(&mut batch);
+                            // The next batch is allocated whole: growing it would copy it.
+                            let full = std::mem::replace(&mut batch, SheetRows::with_capacity());
                             if tx.send(Sheet::Rows(full)).is_err() {
                                 return Ok(()); // the checker stopped: its error is reported
                             }
@@ -173,15 +174,19 @@ pub(crate) fn read<H: RowHandler + Send>(
                     current = Some(r);
                 }
                 let at = row_start + c as usize;
-                if batch.cells.len() <= at {
-                    batch.cells.resize(at + 1, DataRef::Empty);
-                }
                 // No value saved at all (`<v/>` or none). A formula whose value is the empty
                 // string is saved as an empty `t="str"` value, and is empty.
                 if cell.formula.is_some() && matches!(cell.value, DataRef::Empty) {
                     batch.uncomputed.push(at);
                 }
-                batch.cells[at] = cell.value;
+                match batch.cells.len().cmp(&at) {
+                    std::cmp::Ordering::Equal => batch.cells.push(cell.value), // the usual case
+                    std::cmp::Ordering::Less => {
+                        batch.cells.resize(at, DataRef::Empty); // columns without a cell
+                        batch.cells.push(cell.value);
+                    }
+                    std::cmp::Ordering::Greater => batch.cells[at] = cell.value,
+                }
             }
             if let Some(done) = current {
                 batch
@@ -235,4 +240,15 @@ struct SheetRows<'a> {
     cells: Vec<DataRef<'a>>,
     /// Positions in `cells` of formulas saved without their computed value, in order.
     uncomputed: Vec<usize>,
+}
+
+impl SheetRows<'_> {
+    /// Room for a batch (a row of up to 1,024 cells past [`CELLS_PER_BATCH`] included).
+    fn with_capacity() -> Self {
+        SheetRows {
+            rows: Vec::with_capacity(1024),
+            cells: Vec::with_capacity(CELLS_PER_BATCH + 1024),
+            uncomputed: Vec::new(),
+        }
+    }
 }
