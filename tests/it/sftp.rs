@@ -1252,6 +1252,26 @@ fn a_server_that_stays_silent_cannot_hang_the_run() {
     assert!(text(&out).contains("timeout"), "{}", text(&out));
 }
 
+/// The `upload` key of a file sink that uploads to `inbox` on the site's server.
+fn upload_to(site: &Site, inbox: &Path) -> String {
+    format!(
+        "upload = {{ host = \"127.0.0.1\", port = {}, username = \"root\", private_key = \"client_key\", \
+         known_hosts = \"known_hosts\", remote_dir = {:?} }}\n",
+        site.sshd.port,
+        inbox.display().to_string()
+    )
+}
+
+/// The names in a folder, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
 fn import_files_are_uploaded_and_delivered_only_once_uploaded() {
     let site = Site::new();
@@ -1263,12 +1283,7 @@ fn import_files_are_uploaded_and_delivered_only_once_uploaded() {
         ]),
     );
     let inbox = site.w.path().join("inbox");
-    let upload = format!(
-        "upload = {{ host = \"127.0.0.1\", port = {}, username = \"root\", private_key = \"client_key\", \
-         known_hosts = \"known_hosts\", remote_dir = {:?} }}\n",
-        site.sshd.port,
-        inbox.display().to_string()
-    );
+    let upload = upload_to(&site, &inbox);
     site.configure_with(&[], &upload);
     // The remote folder does not exist yet: the upload fails and the events stay pending.
     let out = site.run(&["run", "--summary-json", "s.json"]);
@@ -1300,11 +1315,7 @@ fn import_files_are_uploaded_and_delivered_only_once_uploaded() {
     // The pending events went out first, then the new one: two files, both uploaded.
     let local = site.w.files("out");
     assert_eq!(local.len(), 2);
-    let mut remote: Vec<String> = std::fs::read_dir(&inbox)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    remote.sort();
+    let remote = names_in(&inbox);
     assert_eq!(
         remote, local,
         "uploaded under its final name, no temporary file left"
@@ -1345,12 +1356,7 @@ fn uploads_never_replace_a_file_they_did_not_put_there_nor_repeat_an_event() {
     );
     let inbox = site.w.path().join("inbox");
     std::fs::create_dir(&inbox).unwrap();
-    let upload = format!(
-        "upload = {{ host = \"127.0.0.1\", port = {}, username = \"root\", private_key = \"client_key\", \
-         known_hosts = \"known_hosts\", remote_dir = {:?} }}\n",
-        site.sshd.port,
-        inbox.display().to_string()
-    );
+    let upload = upload_to(&site, &inbox);
     // Two sinks uploading the same names to one folder are refused.
     site.configure_with(
         &[],
@@ -1417,11 +1423,7 @@ fn uploads_never_replace_a_file_they_did_not_put_there_nor_repeat_an_event() {
     assert_code(&site.run(&["run"]), 2);
     std::fs::rename(&away, &inbox).unwrap();
     assert_code(&site.run(&["run"]), 0);
-    let mut remote: Vec<String> = std::fs::read_dir(&inbox)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    remote.sort();
+    let remote = names_in(&inbox);
     assert_eq!(
         remote,
         [
