@@ -579,11 +579,30 @@ impl Connection {
         Ok(names)
     }
 
+    /// The size of `remote_dir/name`, if it exists.
+    pub(crate) fn size_of(&self, remote_dir: &str, name: &str) -> Result<Option<u64>> {
+        let path = remote_path(remote_dir, name);
+        match self.sftp.stat(&path) {
+            Ok(st) => Ok(Some(st.size.unwrap_or(0))),
+            Err(e) if e.code() == ssh2::ErrorCode::SFTP(2) => Ok(None),
+            Err(e) => {
+                Err(anyhow::Error::new(e).context(format!("cannot look at {}", path.display())))
+            }
+        }
+    }
+
     /// Uploads `local` as `remote_dir/name`: written under a hidden temporary name, its size
     /// checked, then renamed into place, so a consumer never sees a partial file. A file of
-    /// that name already there is replaced: the caller chose the name free, or as its own
-    /// earlier upload of the same events.
-    pub(crate) fn upload(&self, local: &Path, remote_dir: &str, name: &str) -> Result<()> {
+    /// that name already there is replaced only if `replace` (the caller knows it for its
+    /// own earlier upload of the same events); otherwise the upload fails, and the file is
+    /// kept.
+    pub(crate) fn upload(
+        &self,
+        local: &Path,
+        remote_dir: &str,
+        name: &str,
+        replace: bool,
+    ) -> Result<()> {
         use std::io::{Read, Write};
         let tmp = remote_path(remote_dir, &format!(".{name}.part"));
         let dest = remote_path(remote_dir, name);
@@ -616,8 +635,16 @@ impl Connection {
             let _ = self.sftp.unlink(&tmp);
             bail!("the upload of {name} is incomplete: {size} of {expected} bytes arrived");
         }
-        if self.sftp.rename(&tmp, &dest, None).is_err() {
+        if let Err(e) = self.sftp.rename(&tmp, &dest, None) {
             // SFTP v3 renames do not overwrite.
+            if !replace {
+                let _ = self.sftp.unlink(&tmp);
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot rename {} to {} on the SFTP server (a file of that name appeared?)",
+                    tmp.display(),
+                    dest.display()
+                )));
+            }
             let _ = self.sftp.unlink(&dest);
             self.sftp.rename(&tmp, &dest, None).with_context(|| {
                 format!(

@@ -635,13 +635,32 @@ fn write_file(
         .sync_all()
         .with_context(|| format!("cannot write the import file in {}", sink.dir.display()))?;
     let ident = ident(sink);
+    let size = tmp.as_file().metadata()?.len();
+    // Whether the upload may replace a remote file of the name: only this file's own earlier
+    // upload (the same size), never one the name was free of a moment ago.
+    let mut replace = false;
     let name = match again {
         Some(f @ InFlight { last: Some(_), .. }) => {
             let same_place = f.ident.as_ref().is_none_or(|i| *i == ident)
                 && f.name.starts_with(&format!("{}-", sink.prefix))
                 && f.name.ends_with(&format!(".{}", ext(sink)));
-            if same_place {
+            // The upload may not have got as far as its rename: a remote file of that name
+            // and another size is someone else's.
+            let remote = match &sink.upload {
+                Some(up) => remote_size(up, &f.name)?,
+                None => None,
+            };
+            if same_place && remote.is_none_or(|r| r == size) {
+                replace = remote.is_some();
                 f.name.clone()
+            } else if same_place {
+                tracing::warn!(
+                    sink = %sink.name,
+                    "the upload folder has a file named {} that this sink's upload did not \
+                     complete: it is kept, and the events go under another name",
+                    f.name
+                );
+                free_name(sink, first, last, tmp.as_file(), None)?
             } else {
                 // The sink's folder, prefix or format changed since: the same events, under a
                 // name of its own settings, free where they put it now.
@@ -674,7 +693,7 @@ fn write_file(
         let _ = dir.sync_all();
     }
     if let Some(up) = &sink.upload
-        && let Err(e) = upload(up, &dest, &name)
+        && let Err(e) = upload(up, &dest, &name, replace)
     {
         // Not delivered: the local copy goes too, and the next run writes the events again.
         let _ = std::fs::remove_file(&dest);
@@ -788,11 +807,24 @@ fn target(up: &UploadConfig) -> String {
 }
 
 /// Uploads an import file to the sink's SFTP folder, retrying a dropped connection.
-fn upload(up: &UploadConfig, local: &std::path::Path, name: &str) -> Result<()> {
+/// The size of the file `name` in the upload folder, if there is one.
+fn remote_size(up: &UploadConfig, name: &str) -> Result<Option<u64>> {
+    let what = format!("uploading to {}", target(up));
+    crate::sftp::with_retries(&what, 3, |_| {
+        up.endpoint.connect()?.size_of(&up.remote_dir, name)
+    })
+    .with_context(|| format!("{what} failed; the events stay pending"))
+}
+
+/// Uploads an import file; `replace`: a remote file of that name is this file's own earlier
+/// upload.
+fn upload(up: &UploadConfig, local: &std::path::Path, name: &str, replace: bool) -> Result<()> {
     let target = target(up);
     let what = format!("uploading {name} to {target}");
     crate::sftp::with_retries(&what, 3, |_| {
-        up.endpoint.connect()?.upload(local, &up.remote_dir, name)
+        up.endpoint
+            .connect()?
+            .upload(local, &up.remote_dir, name, replace)
     })
     .with_context(|| format!("{what} failed; its events stay pending"))?;
     tracing::info!(file = %name, "import file uploaded to {target}");

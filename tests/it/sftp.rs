@@ -1443,6 +1443,26 @@ fn uploads_never_replace_a_file_they_did_not_put_there_nor_repeat_an_event() {
     ids.sort();
     ids.dedup();
     assert_eq!((n, ids.len()), (3, 3), "each event in one file only");
+
+    // Killed before its upload's rename: the file in flight never reached the folder, and
+    // a file of that very name that is not this one appeared there since. It is kept.
+    let fourth = "tangoe-events-000000000004-000000000004.jsonl";
+    site.w
+        .ledger()
+        .execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('file_in_flight:file', ?1)",
+            [fourth],
+        )
+        .unwrap();
+    std::fs::write(inbox.join(fourth), "someone else's\n").unwrap();
+    site.put(
+        "acts_2026-11-03.csv",
+        csv(&[row("A2", "Completed", "2026-11-03")]),
+    );
+    assert_code(&site.run(&["run"]), 0);
+    assert_eq!(std::fs::read_to_string(inbox.join(fourth)).unwrap(), "someone else's\n");
+    let own = "tangoe-events-000000000004-000000000004-2.jsonl";
+    assert!(std::fs::read_to_string(inbox.join(own)).unwrap().contains("\"A2\""));
 }
 
 #[test]
