@@ -596,12 +596,15 @@ impl Connection {
     /// that name already there is replaced only if `replace` (the caller knows it for its
     /// own earlier upload of the same events); otherwise the upload fails, and the file is
     /// kept.
+    /// `retry`: an earlier try of this upload may have renamed its file into place before
+    /// its connection dropped; a file of the name and the same size is then that one.
     pub(crate) fn upload(
         &self,
         local: &Path,
         remote_dir: &str,
         name: &str,
         replace: bool,
+        retry: bool,
     ) -> Result<()> {
         use std::io::{Read, Write};
         let tmp = remote_path(remote_dir, &format!(".{name}.part"));
@@ -637,6 +640,15 @@ impl Connection {
         }
         if let Err(e) = self.sftp.rename(&tmp, &dest, None) {
             // SFTP v3 renames do not overwrite.
+            let earlier_try = retry
+                && self
+                    .sftp
+                    .stat(&dest)
+                    .is_ok_and(|st| st.size == Some(expected));
+            if earlier_try {
+                let _ = self.sftp.unlink(&tmp);
+                return Ok(());
+            }
             if !replace {
                 let _ = self.sftp.unlink(&tmp);
                 return Err(anyhow::Error::new(e).context(format!(

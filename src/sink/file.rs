@@ -821,10 +821,10 @@ fn remote_size(up: &UploadConfig, name: &str) -> Result<Option<u64>> {
 fn upload(up: &UploadConfig, local: &std::path::Path, name: &str, replace: bool) -> Result<()> {
     let target = target(up);
     let what = format!("uploading {name} to {target}");
-    crate::sftp::with_retries(&what, 3, |_| {
+    crate::sftp::with_retries(&what, 3, |attempt| {
         up.endpoint
             .connect()?
-            .upload(local, &up.remote_dir, name, replace)
+            .upload(local, &up.remote_dir, name, replace, attempt > 1)
     })
     .with_context(|| format!("{what} failed; its events stay pending"))?;
     tracing::info!(file = %name, "import file uploaded to {target}");

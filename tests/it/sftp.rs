@@ -1460,9 +1460,16 @@ fn uploads_never_replace_a_file_they_did_not_put_there_nor_repeat_an_event() {
         csv(&[row("A2", "Completed", "2026-11-03")]),
     );
     assert_code(&site.run(&["run"]), 0);
-    assert_eq!(std::fs::read_to_string(inbox.join(fourth)).unwrap(), "someone else's\n");
+    assert_eq!(
+        std::fs::read_to_string(inbox.join(fourth)).unwrap(),
+        "someone else's\n"
+    );
     let own = "tangoe-events-000000000004-000000000004-2.jsonl";
-    assert!(std::fs::read_to_string(inbox.join(own)).unwrap().contains("\"A2\""));
+    assert!(
+        std::fs::read_to_string(inbox.join(own))
+            .unwrap()
+            .contains("\"A2\"")
+    );
 }
 
 #[test]
