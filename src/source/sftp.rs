@@ -868,16 +868,27 @@ impl Source for SftpSource {
             .lookup(&report.name, report.size, report.mtime)?
         {
             // Archive copies are not fsynced: check that this one is whole and unchanged.
-            let (sha256, _) = hash_file(&entry.path)?;
-            if sha256 == entry.sha256 {
-                tracing::info!(file = %entry.path.display(), "taken from the local archive (not downloaded)");
-                return Ok(Fetched {
-                    path: entry.path,
-                    sha256: Some(sha256),
-                });
+            // (A dry run takes no lock: a real run may prune the copy meanwhile.)
+            match hash_file(&entry.path) {
+                Ok((sha256, _)) if sha256 == entry.sha256 => {
+                    tracing::info!(file = %entry.path.display(), "taken from the local archive (not downloaded)");
+                    return Ok(Fetched {
+                        path: entry.path,
+                        sha256: Some(sha256),
+                    });
+                }
+                Err(e) if !entry.path.exists() => {
+                    tracing::debug!(file = %entry.path.display(), "the archived copy is gone ({e:#}): downloading it");
+                }
+                Err(e) => return Err(e),
+                Ok(_) => {
+                    tracing::warn!(file = %entry.path.display(), "the archived copy is damaged: downloading it again");
+                    // A dry run changes nothing, the archive included.
+                    if !self.dry_run {
+                        self.archive.discard(&entry);
+                    }
+                }
             }
-            tracing::warn!(file = %entry.path.display(), "the archived copy is damaged: downloading it again");
-            self.archive.discard(&entry);
         }
         if !self.remote.contains_key(&report.name) {
             bail!(

@@ -1509,6 +1509,38 @@ fn dry_run_downloads_to_a_temporary_folder_and_changes_nothing() {
     assert_code(&site.run(&["run"]), 0);
     assert!(site.remote_files().is_empty());
     assert_eq!(site.processed().len(), 1);
+
+    // A dry run that finds an archived copy damaged reads the report from the server and
+    // leaves the archive as it was (its next real run deals with the copy).
+    site.put(
+        "acts_2026-11-02.csv",
+        csv(&[row("A1", "Completed", "2026-11-02")]),
+    );
+    site.configure(&[]);
+    assert_code(&site.run(&["run"]), 0);
+    let copy = site.downloads().join(
+        site.archived()
+            .into_iter()
+            .find(|a| a.ends_with("acts_2026-11-02.csv"))
+            .unwrap(),
+    );
+    let mut damaged = std::fs::read(&copy).unwrap();
+    damaged[0] ^= 1;
+    std::fs::write(&copy, &damaged).unwrap();
+    let out = site.run(&[
+        "backfill",
+        "--from",
+        "2026-11-02",
+        "--to",
+        "2026-11-02",
+        "--dry-run",
+    ]);
+    assert_code(&out, 0);
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        damaged,
+        "the archive is untouched"
+    );
 }
 
 fn dry_download_dirs() -> Vec<String> {
