@@ -38,8 +38,7 @@ mkdir -p "$BENCH_DIR"
 
 # settle: waits (up to 60 s) until the disk under BENCH_DIR has done no writes or discards
 # for a second. A virtual disk goes on with the writes and discards of gigabytes written or
-# removed well after `sync` returns, and a case measured meanwhile (case 4 after the 3M cases)
-# ran up to 10 % slower than on a quiet disk.
+# removed well after `sync` returns; each measured run starts after that.
 DISK=$(basename "$(df --output=source "$BENCH_DIR" | tail -1)")
 disk_busy() { awk -v d="$DISK" '$3==d {print $10, $12, $17}' /proc/diskstats; }
 settle() {
