@@ -636,6 +636,11 @@ fn process_report(
         .and_then(|e| e.downcast_ref::<Duplicate>())
     {
         tracing::info!(same_as = %name, "skipped: identical content was already processed");
+        if !opts.dry_run
+            && let Err(e) = ledger.record_duplicate(&meta, mode_name, run_id)
+        {
+            tracing::warn!("cannot record the duplicate: {e:#}");
+        }
         let mut dup = ReportSummary::new(&l.name, "duplicate", date);
         dup.duplicate_of = Some(name.clone());
         dup.sha256 = rs.sha256.take();

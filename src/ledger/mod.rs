@@ -588,7 +588,7 @@ impl Ledger {
             .conn
             .prepare_cached(
                 "SELECT sha256 FROM reports WHERE name = ?1 AND size = ?2 AND mtime = ?3
-                 AND status = 'processed' LIMIT 1",
+                 AND status IN ('processed', 'duplicate') LIMIT 1",
             )?
             .query_row(params![name, size, mtime], |r| r.get(0))
             .optional()?)
@@ -601,9 +601,31 @@ impl Ledger {
         run_id: i64,
         error: &str,
     ) -> Result<()> {
+        self.record_unprocessed(meta, "failed", mode, run_id, Some(error))
+    }
+
+    /// Records a report whose content was processed before under another name: the same
+    /// file (name, size, mtime) is not read again, nor listed as a duplicate every night.
+    pub(crate) fn record_duplicate(
+        &self,
+        meta: &ReportMeta,
+        mode: &str,
+        run_id: i64,
+    ) -> Result<()> {
+        self.record_unprocessed(meta, "duplicate", mode, run_id, None)
+    }
+
+    fn record_unprocessed(
+        &self,
+        meta: &ReportMeta,
+        status: &str,
+        mode: &str,
+        run_id: i64,
+        error: Option<&str>,
+    ) -> Result<()> {
         self.conn.execute(
             "INSERT INTO reports (name, size, mtime, sha256, report_date, status, mode, run_id, error, processed_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'failed', ?6, ?7, ?8, ?9)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?10, ?6, ?7, ?8, ?9)",
             params![
                 meta.name,
                 meta.size,
@@ -613,7 +635,8 @@ impl Ledger {
                 mode,
                 run_id,
                 error,
-                now_text()
+                now_text(),
+                status
             ],
         )?;
         Ok(())

@@ -32,9 +32,18 @@ fn identical_report_under_a_new_name_is_skipped_as_duplicate() {
     assert_eq!(w.events().len(), 1);
     let n: i64 = w
         .ledger()
-        .query_row("SELECT COUNT(*) FROM reports", [], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM reports WHERE status = 'processed'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(n, 1, "a duplicate is not processed again");
+    // Nor read, nor listed, again: it is a file the source already gave.
+    w.run_ok(&["run", "--summary-json", "s2.json"], 0);
+    let s = w.summary("s2.json");
+    assert_eq!(s["already_processed"], 2, "{s}");
+    assert!(s["reports"].as_array().unwrap().is_empty(), "{s}");
 }
 
 #[test]
