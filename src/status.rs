@@ -155,7 +155,7 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
                 (SELECT COUNT(*) FROM (SELECT 1 FROM reports f WHERE f.status = 'failed'
                    AND NOT EXISTS (SELECT 1 FROM reports p
                                    WHERE p.name = f.name AND p.report_date = f.report_date
-                                     AND p.status = 'processed' AND p.id > f.id)
+                                     AND p.status IN ('processed', 'duplicate') AND p.id > f.id)
                    GROUP BY f.name, f.report_date)),
                 (SELECT name || ' (' || processed_at || ')' FROM reports
                    WHERE status = 'processed' ORDER BY id DESC LIMIT 1)",
@@ -177,7 +177,7 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
          FROM reports f WHERE f.status = 'failed'
            AND NOT EXISTS (SELECT 1 FROM reports p
                            WHERE p.name = f.name AND p.report_date = f.report_date
-                             AND p.status = 'processed' AND p.id > f.id)
+                             AND p.status IN ('processed', 'duplicate') AND p.id > f.id)
          GROUP BY f.name, f.report_date ORDER BY MAX(f.id) DESC LIMIT 20",
     )?;
     let failed_reports = stmt

@@ -270,27 +270,42 @@ pub(crate) struct InFlight {
     pub(crate) last: Option<i64>,
     /// What named the sink's folders and file kind when it was recorded.
     pub(crate) ident: Option<String>,
+    /// Its size as it was put in place: a remote file of its name and this size is it.
+    pub(crate) size: Option<u64>,
 }
 
 impl InFlight {
-    /// Reads `LAST:IDENT:NAME`, or a name alone (an earlier release).
+    /// Reads `LAST:IDENT:SIZE:NAME`; `LAST:NAME` (recorded before the sink's settings and
+    /// size were); or a name alone (an earlier release).
     fn parse(v: &str) -> InFlight {
+        let hex16 = |s: &str| s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit());
         if let Some((last, rest)) = v.split_once(':')
             && let Ok(last) = last.parse::<i64>()
-            && let Some((ident, name)) = rest.split_once(':')
-            && ident.len() == 16
-            && ident.bytes().all(|b| b.is_ascii_hexdigit())
         {
+            if let Some((ident, rest)) = rest.split_once(':')
+                && hex16(ident)
+                && let Some((size, name)) = rest.split_once(':')
+                && let Ok(size) = size.parse::<u64>()
+            {
+                return InFlight {
+                    name: name.to_string(),
+                    last: Some(last),
+                    ident: Some(ident.to_string()),
+                    size: Some(size),
+                };
+            }
             return InFlight {
-                name: name.to_string(),
+                name: rest.to_string(),
                 last: Some(last),
-                ident: Some(ident.to_string()),
+                ident: None,
+                size: None,
             };
         }
         InFlight {
             name: v.to_string(),
             last: last_of_name(v),
             ident: None,
+            size: None,
         }
     }
 }
@@ -429,6 +444,8 @@ impl Ledger {
     /// committed and the exit code [`EXIT_INTERRUPTED`]; those reports are returned, with
     /// their first rejects, for this run to report: nobody saw the interrupted run's summary.
     pub(crate) fn close_interrupted_runs(&self, current: i64) -> Result<Vec<InterruptedReport>> {
+        // All or nothing: a failure leaves the runs open for the next run to report.
+        let tx = self.conn.unchecked_transaction()?;
         let runs: Vec<i64> = self
             .conn
             .prepare("SELECT id FROM runs WHERE ended_at IS NULL AND id < ?1 ORDER BY id")?
@@ -489,6 +506,8 @@ impl Ledger {
                 .query_map([r.report_id], |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?)))?
                 .collect::<rusqlite::Result<_>>()?;
         }
+        drop(stmt);
+        tx.commit()?;
         Ok(out)
     }
 
@@ -718,16 +737,21 @@ impl Ledger {
     /// cleared with the delivery mark. A rerun after a crash between the two puts that file
     /// in place again with the same events, even if its content changed (a mapping edited
     /// meanwhile).
-    pub(crate) fn set_file_in_flight(
-        &self,
-        sink: &str,
-        file: Option<(&str, i64, &str)>,
-    ) -> Result<()> {
+    pub(crate) fn set_file_in_flight(&self, sink: &str, file: Option<&InFlight>) -> Result<()> {
         let key = format!("file_in_flight:{sink}");
         match file {
-            Some((name, last, ident)) => self.conn.execute(
+            Some(f) => self.conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
-                params![key, format!("{last}:{ident}:{name}")],
+                params![
+                    key,
+                    format!(
+                        "{}:{}:{}:{}",
+                        f.last.unwrap_or_default(),
+                        f.ident.as_deref().unwrap_or("0000000000000000"),
+                        f.size.unwrap_or_default(),
+                        f.name
+                    )
+                ],
             )?,
             None => self
                 .conn
@@ -1389,14 +1413,20 @@ mod tests {
 
     #[test]
     fn a_file_in_flight_is_read_as_recorded_or_from_an_earlier_releases_name() {
-        let f = InFlight::parse("20:0123456789abcdef:ev-000000000011-000000000020.csv");
+        let f = InFlight::parse("20:0123456789abcdef:4096:ev-000000000011-000000000020.csv");
         assert_eq!(
-            (f.name.as_str(), f.last, f.ident.as_deref()),
+            (f.name.as_str(), f.last, f.ident.as_deref(), f.size),
             (
                 "ev-000000000011-000000000020.csv",
                 Some(20),
-                Some("0123456789abcdef")
+                Some("0123456789abcdef"),
+                Some(4096)
             )
+        );
+        let f = InFlight::parse("20:ev-000000000011-000000000020.csv");
+        assert_eq!(
+            (f.name.as_str(), f.last, f.ident, f.size),
+            ("ev-000000000011-000000000020.csv", Some(20), None, None)
         );
         for (name, last) in [
             ("tangoe-events-000000000001-000000000010.jsonl", Some(10)),
@@ -1405,7 +1435,10 @@ mod tests {
             ("odd-name.jsonl", None),
         ] {
             let f = InFlight::parse(name);
-            assert_eq!((f.name.as_str(), f.last, f.ident), (name, last, None));
+            assert_eq!(
+                (f.name.as_str(), f.last, f.ident, f.size),
+                (name, last, None, None)
+            );
         }
     }
 

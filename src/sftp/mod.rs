@@ -596,15 +596,15 @@ impl Connection {
     /// that name already there is replaced only if `replace` (the caller knows it for its
     /// own earlier upload of the same events); otherwise the upload fails, and the file is
     /// kept.
-    /// `retry`: an earlier try of this upload may have renamed its file into place before
-    /// its connection dropped; a file of the name and the same size is then that one.
+    /// `renamed`: set when this upload sends its rename; when an earlier try had set it, a
+    /// file of the name and the same size is that try's (its answer was lost).
     pub(crate) fn upload(
         &self,
         local: &Path,
         remote_dir: &str,
         name: &str,
         replace: bool,
-        retry: bool,
+        renamed: &mut bool,
     ) -> Result<()> {
         use std::io::{Read, Write};
         let tmp = remote_path(remote_dir, &format!(".{name}.part"));
@@ -638,6 +638,8 @@ impl Connection {
             let _ = self.sftp.unlink(&tmp);
             bail!("the upload of {name} is incomplete: {size} of {expected} bytes arrived");
         }
+        let retry = *renamed;
+        *renamed = true;
         if let Err(e) = self.sftp.rename(&tmp, &dest, None) {
             // SFTP v3 renames do not overwrite.
             let earlier_try = retry
@@ -651,11 +653,19 @@ impl Connection {
             }
             if !replace {
                 let _ = self.sftp.unlink(&tmp);
-                return Err(anyhow::Error::new(e).context(format!(
-                    "cannot rename {} to {} on the SFTP server (a file of that name appeared?)",
+                let what = format!(
+                    "cannot rename {} to {} on the SFTP server",
                     tmp.display(),
                     dest.display()
-                )));
+                );
+                // A file of that name appeared: trying again cannot help (and must not take it
+                // for this upload's); the next run picks another name.
+                if self.sftp.stat(&dest).is_ok() {
+                    return Err(anyhow::Error::new(Final(format!(
+                        "{what}: a file of that name appeared there meanwhile, and is kept"
+                    ))));
+                }
+                return Err(anyhow::Error::new(e).context(what));
             }
             let _ = self.sftp.unlink(&dest);
             self.sftp.rename(&tmp, &dest, None).with_context(|| {

@@ -645,12 +645,14 @@ fn write_file(
                 && f.name.starts_with(&format!("{}-", sink.prefix))
                 && f.name.ends_with(&format!(".{}", ext(sink)));
             // The upload may not have got as far as its rename: a remote file of that name
-            // and another size is someone else's.
+            // and another size than the file had when it was put in place (recorded, since
+            // its rendering may have changed since) is someone else's.
             let remote = match &sink.upload {
                 Some(up) => remote_size(up, &f.name)?,
                 None => None,
             };
-            if same_place && remote.is_none_or(|r| r == size) {
+            let ours = |r: u64| f.size.map_or(r == size, |s| s == r);
+            if same_place && remote.is_none_or(ours) {
                 replace = remote.is_some();
                 f.name.clone()
             } else if same_place {
@@ -682,7 +684,15 @@ fn write_file(
         )?,
     };
     let dest = sink.dir.join(&name);
-    ledger.set_file_in_flight(&sink.name, Some((&name, last, &ident)))?;
+    ledger.set_file_in_flight(
+        &sink.name,
+        Some(&InFlight {
+            name: name.clone(),
+            last: Some(last),
+            ident: Some(ident),
+            size: Some(size),
+        }),
+    )?;
     tmp.persist(&dest).with_context(|| {
         format!(
             "cannot move the import file into place as {}",
@@ -720,8 +730,10 @@ fn ext(sink: &FileSinkConfig) -> &'static str {
 fn ident(sink: &FileSinkConfig) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
+    // The folder as it is, however the configuration's path reached it.
+    let dir = std::fs::canonicalize(&sink.dir).unwrap_or_else(|_| sink.dir.clone());
     for part in [
-        sink.dir.display().to_string(),
+        dir.display().to_string(),
         sink.prefix.clone(),
         ext(sink).to_string(),
         sink.upload.as_ref().map_or(String::new(), |u| {
@@ -821,10 +833,13 @@ fn remote_size(up: &UploadConfig, name: &str) -> Result<Option<u64>> {
 fn upload(up: &UploadConfig, local: &std::path::Path, name: &str, replace: bool) -> Result<()> {
     let target = target(up);
     let what = format!("uploading {name} to {target}");
-    crate::sftp::with_retries(&what, 3, |attempt| {
+    // Whether an earlier try sent its rename: a file of the name and the same size is then
+    // that try's, whose answer was lost.
+    let mut renamed = false;
+    crate::sftp::with_retries(&what, 3, |_| {
         up.endpoint
             .connect()?
-            .upload(local, &up.remote_dir, name, replace, attempt > 1)
+            .upload(local, &up.remote_dir, name, replace, &mut renamed)
     })
     .with_context(|| format!("{what} failed; its events stay pending"))?;
     tracing::info!(file = %name, "import file uploaded to {target}");

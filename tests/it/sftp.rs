@@ -1472,6 +1472,51 @@ fn uploads_never_replace_a_file_they_did_not_put_there_nor_repeat_an_event() {
     );
 }
 
+/// A file in flight that its upload renamed into place is this file, recognised by the size
+/// it had then: replaced by the rerun even if its rendering changed since (a mapping
+/// edited, say), never kept beside a second copy of its events.
+#[test]
+fn a_file_in_flight_is_replaced_remotely_even_if_its_rendering_changed() {
+    let site = Site::new();
+    site.put(
+        "acts_2026-11-01.csv",
+        csv(&[row("A1", "Ordered", "2026-11-01")]),
+    );
+    let inbox = site.w.path().join("inbox");
+    let name = "tangoe-events-000000000001-000000000001.jsonl";
+    // The upload fails after the file is recorded in flight (a folder holds its temporary
+    // name): the ledger keeps the record, with the file's size.
+    std::fs::create_dir_all(inbox.join(format!(".{name}.part"))).unwrap();
+    site.configure_with(&[], &upload_to(&site, &inbox));
+    assert_code(&site.run(&["run"]), 2);
+    let record: String = site
+        .w
+        .ledger()
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'file_in_flight:file'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let (last, rest) = record.split_once(':').unwrap();
+    let (ident, rest) = rest.split_once(':').unwrap();
+    assert_eq!(rest.split_once(':').unwrap().1, name);
+    // As if that upload had renamed the file, rendered then as it is not now (10 bytes),
+    // and the run had died before its mark.
+    std::fs::remove_dir(inbox.join(format!(".{name}.part"))).unwrap();
+    std::fs::write(inbox.join(name), "rendered\n\n").unwrap();
+    site.w
+        .ledger()
+        .execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'file_in_flight:file'",
+            [format!("{last}:{ident}:10:{name}")],
+        )
+        .unwrap();
+    assert_code(&site.run(&["run"]), 0);
+    assert_eq!(names_in(&inbox), [name], "replaced, not kept beside a second copy");
+    assert!(std::fs::read_to_string(inbox.join(name)).unwrap().contains("\"A1\""));
+}
+
 #[test]
 fn dry_run_downloads_to_a_temporary_folder_and_changes_nothing() {
     let site = Site::new();
