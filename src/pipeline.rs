@@ -166,6 +166,17 @@ pub struct ReportSummary {
 }
 
 impl ReportSummary {
+    fn set_counts(&mut self, c: &ReportCounts) {
+        self.rows = c.rows;
+        self.accepted = c.accepted;
+        self.rejected = c.rejected;
+        self.skipped = c.skipped;
+        self.unchanged = c.unchanged;
+        self.stale = c.stale;
+        self.events = c.events;
+        self.warnings = c.warnings;
+    }
+
     fn new(name: &str, status: &str, date: NaiveDate) -> Self {
         ReportSummary {
             name: name.to_string(),
@@ -349,15 +360,6 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
     };
     let run_id = ledger.start_run(mode_name)?;
     let result = run_started(cfg, opts, &ledger, run_id, mode_name);
-    let result = result.map(|mut summary| {
-        if !opts.dry_run
-            && let Err(e) = report_interrupted(&ledger, run_id, &mut summary)
-        {
-            // This run is done and recorded: what it could not add is a warning.
-            tracing::warn!("cannot report the reports of interrupted runs: {e:#}");
-        }
-        summary
-    });
     if result.is_err() && !opts.dry_run {
         // The run failed as a whole (exit 1): the ledger says so, rather than "unfinished".
         let _ = ledger.fail_run(run_id, EXIT_FAILED);
@@ -366,25 +368,15 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
 }
 
 /// Closes the runs an interruption left unfinished and adds the reports they committed to
-/// `summary` (exit code 2 if any had rejects), then records this run's exit code again.
+/// `summary` (their rejects count towards its exit code).
 fn report_interrupted(ledger: &Ledger, run_id: i64, summary: &mut Summary) -> Result<()> {
     let interrupted = ledger
         .close_interrupted_runs(run_id)
         .map_err(|e| ledger.name_in(e))?;
-    if interrupted.is_empty() {
-        return Ok(());
-    }
     for r in interrupted {
         let date = NaiveDate::parse_from_str(&r.report_date, "%Y-%m-%d").unwrap_or_default();
         let mut rs = ReportSummary::new(&r.name, "processed", date);
-        rs.rows = r.counts.rows;
-        rs.accepted = r.counts.accepted;
-        rs.rejected = r.counts.rejected;
-        rs.skipped = r.counts.skipped;
-        rs.unchanged = r.counts.unchanged;
-        rs.stale = r.counts.stale;
-        rs.events = r.counts.events;
-        rs.warnings = r.counts.warnings;
+        rs.set_counts(&r.counts);
         rs.sha256 = Some(r.sha256);
         rs.rejects = r
             .rejects
@@ -399,14 +391,9 @@ fn report_interrupted(ledger: &Ledger, run_id: i64, summary: &mut Summary) -> Re
             "processed by run {}, which was interrupted before it could report",
             r.run
         ));
-        if rs.rejected > 0 && summary.exit_code == EXIT_OK {
-            summary.exit_code = EXIT_INCOMPLETE;
-        }
         summary.interrupted.push(rs);
     }
-    ledger
-        .set_run_exit_code(run_id, summary.exit_code)
-        .map_err(|e| ledger.name_in(e))
+    Ok(())
 }
 
 /// [`run`] once its row in `runs` is written.
@@ -502,9 +489,16 @@ fn run_started(
         }
     }
     summary.pending = summary.sinks.iter().map(|s| s.pending).sum();
+    if !opts.dry_run
+        && let Err(e) = report_interrupted(ledger, run_id, &mut summary)
+    {
+        // What this run did stands: what it could not add is a warning.
+        tracing::warn!("cannot report the reports of interrupted runs: {e:#}");
+    }
     // A dry run delivers nothing by design: its pending events are the audit, not a failure.
     summary.exit_code = if summary.failed_reports > 0
         || summary.rejected > 0
+        || summary.interrupted.iter().any(|r| r.rejected > 0)
         || (summary.pending > 0 && !opts.dry_run)
         || summary
             .sinks
@@ -801,14 +795,7 @@ fn ingest(
         ms = started.elapsed().as_millis() as u64,
         "report committed"
     );
-    rs.rows = totals.rows;
-    rs.accepted = totals.accepted;
-    rs.rejected = totals.rejected;
-    rs.skipped = totals.skipped;
-    rs.unchanged = totals.unchanged;
-    rs.stale = totals.stale;
-    rs.events = totals.events;
-    rs.warnings = totals.warnings;
+    rs.set_counts(&totals);
     rs.merged = outcome.superseded;
     rs.notes = notes;
     rs.transitions = outcome

@@ -511,15 +511,6 @@ impl Ledger {
         Ok(out)
     }
 
-    /// Records a run's exit code again (after it learnt of an interrupted run's rejects).
-    pub(crate) fn set_run_exit_code(&self, run_id: i64, exit_code: i32) -> Result<()> {
-        self.conn.execute(
-            "UPDATE runs SET exit_code = ?1 WHERE id = ?2",
-            params![exit_code, run_id],
-        )?;
-        Ok(())
-    }
-
     /// Records that a run failed as a whole (exit code 1), keeping any counts it recorded.
     pub(crate) fn fail_run(&self, run_id: i64, exit_code: i32) -> Result<()> {
         self.conn.execute(
