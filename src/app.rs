@@ -74,26 +74,33 @@ fn failure_json(mode: &str, dry_run: bool, e: &anyhow::Error) -> serde_json::Val
 /// summary itself: a summary file that cannot be written fails the command (exit 1) but
 /// never hides what was done.
 fn finish(mode: &str, args: &RunArgs, result: Result<Summary>) -> Result<i32> {
-    let json = match &result {
-        Ok(summary) => serde_json::to_value(summary)?,
-        Err(e) => failure_json(mode, args.dry_run, e),
-    };
-    let code = match result {
-        Ok(summary) => {
-            print!("{}", render(&summary));
-            summary.exit_code
-        }
-        Err(e) => {
-            if let Some(path) = &args.summary_json {
-                write_file(path, &serde_json::to_string_pretty(&json)?)?;
-            }
-            return Err(e);
-        }
-    };
+    if let Ok(summary) = &result {
+        print!("{}", render(summary));
+    }
     if let Some(path) = &args.summary_json {
+        let json = match &result {
+            Ok(summary) => serde_json::to_value(summary)?,
+            Err(e) => failure_json(mode, args.dry_run, e),
+        };
         write_file(path, &serde_json::to_string_pretty(&json)?)?;
     }
-    Ok(code)
+    result.map(|summary| summary.exit_code)
+}
+
+/// Marks the summary file (if asked for) as unfinished before the command starts: what it
+/// says if the command is killed, and a file that cannot be written is found before
+/// anything is done.
+fn start(mode: &str, args: &RunArgs) -> Result<()> {
+    let Some(path) = &args.summary_json else {
+        return Ok(());
+    };
+    let json = serde_json::json!({
+        "mode": mode,
+        "dry_run": args.dry_run,
+        "exit_code": null,
+        "error": "the command did not finish (still running, or killed)",
+    });
+    write_file(path, &serde_json::to_string_pretty(&json)?)
 }
 
 fn run(config: &Path, mode: Mode, args: &RunArgs) -> Result<i32> {
@@ -108,13 +115,7 @@ fn run(config: &Path, mode: Mode, args: &RunArgs) -> Result<i32> {
             anyhow::bail!("--from {from} is after --to {to}");
         }
         let cfg = load(config)?;
-        // A summary file that cannot be written is found before anything is done.
-        if let Some(path) = &args.summary_json {
-            write_file(
-                path,
-                &serde_json::to_string_pretty(&unfinished(name, args))?,
-            )?;
-        }
+        start(name, args)?;
         let opts = Options {
             mode,
             dry_run: args.dry_run,
@@ -124,25 +125,10 @@ fn run(config: &Path, mode: Mode, args: &RunArgs) -> Result<i32> {
     finish(name, args, result)
 }
 
-/// What the summary file says while the command runs (and if it is killed).
-fn unfinished(mode: &str, args: &RunArgs) -> serde_json::Value {
-    serde_json::json!({
-        "mode": mode,
-        "dry_run": args.dry_run,
-        "exit_code": null,
-        "error": "the command did not finish (still running, or killed)",
-    })
-}
-
 fn deliver(config: &Path, args: &RunArgs) -> Result<i32> {
     let result = (|| {
         let cfg = load(config)?;
-        if let Some(path) = &args.summary_json {
-            write_file(
-                path,
-                &serde_json::to_string_pretty(&unfinished("deliver", args))?,
-            )?;
-        }
+        start("deliver", args)?;
         pipeline::deliver(&cfg, args.dry_run)
     })();
     finish("deliver", args, result)
