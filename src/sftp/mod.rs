@@ -86,6 +86,11 @@ pub(crate) fn is_final(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<Final>().is_some()) || sftp_status(e, &[2, 3])
 }
 
+/// The server's "no such file".
+pub(crate) fn is_missing(e: &ssh2::Error) -> bool {
+    e.code() == ssh2::ErrorCode::SFTP(2)
+}
+
 /// Whether `e` carries one of these SFTP status codes (2: no such file, 3: permission
 /// denied).
 pub(crate) fn sftp_status(e: &anyhow::Error, codes: &[i32]) -> bool {
@@ -584,7 +589,7 @@ impl Connection {
         let path = remote_path(remote_dir, name);
         match self.sftp.stat(&path) {
             Ok(st) => Ok(Some(st.size.unwrap_or(0))),
-            Err(e) if e.code() == ssh2::ErrorCode::SFTP(2) => Ok(None),
+            Err(e) if is_missing(&e) => Ok(None),
             Err(e) => {
                 Err(anyhow::Error::new(e).context(format!("cannot look at {}", path.display())))
             }
@@ -642,13 +647,9 @@ impl Connection {
         *renamed = true;
         if let Err(e) = self.sftp.rename(&tmp, &dest, None) {
             // SFTP v3 renames do not overwrite.
-            let earlier_try = retry
-                && self
-                    .sftp
-                    .stat(&dest)
-                    .is_ok_and(|st| st.size == Some(expected));
-            if earlier_try {
-                let _ = self.sftp.unlink(&tmp);
+            let there = self.sftp.stat(&dest).ok().map(|st| st.size);
+            if retry && there == Some(Some(expected)) {
+                let _ = self.sftp.unlink(&tmp); // the earlier try's file
                 return Ok(());
             }
             if !replace {
@@ -660,7 +661,7 @@ impl Connection {
                 );
                 // A file of that name appeared: trying again cannot help (and must not take it
                 // for this upload's); the next run picks another name.
-                if self.sftp.stat(&dest).is_ok() {
+                if there.is_some() {
                     return Err(anyhow::Error::new(Final(format!(
                         "{what}: a file of that name appeared there meanwhile, and is kept"
                     ))));

@@ -499,10 +499,10 @@ pub(crate) fn deliver(
                 ledger.set_file_in_flight(&sink.name, None)?;
             }
         }
-        // Recorded by an earlier release without its range: its name may be replaced.
+        // A name that says nothing of its events: it may be replaced by the next file.
         Some(f) => {
-            let legacy = f.clone();
-            return write_file(ledger, sink, schema_fields, &mut summary, Some(&legacy))
+            let unknown = f.clone();
+            return write_file(ledger, sink, schema_fields, &mut summary, Some(&unknown))
                 .map(|()| summary);
         }
         None => {}
@@ -761,15 +761,7 @@ fn free_name(
 ) -> Result<String> {
     let ext = ext(sink);
     let remote: Vec<String> = match &sink.upload {
-        Some(up) => {
-            let what = format!("uploading to {}", target(up));
-            crate::sftp::with_retries(&what, 3, |_| {
-                up.endpoint
-                    .connect()?
-                    .names_in(&up.remote_dir, &sink.prefix)
-            })
-            .with_context(|| format!("{what} failed; the events stay pending"))?
-        }
+        Some(up) => on_upload_server(up, |c| c.names_in(&up.remote_dir, &sink.prefix))?,
         None => Vec::new(),
     };
     let mut name = format!("{}-{:012}-{:012}.{ext}", sink.prefix, first, last);
@@ -818,18 +810,23 @@ fn target(up: &UploadConfig) -> String {
     )
 }
 
-/// Uploads an import file to the sink's SFTP folder, retrying a dropped connection.
-/// The size of the file `name` in the upload folder, if there is one.
-fn remote_size(up: &UploadConfig, name: &str) -> Result<Option<u64>> {
+/// Asks the upload server something (a new connection for each try, as [`upload`]).
+fn on_upload_server<T>(
+    up: &UploadConfig,
+    ask: impl Fn(&crate::sftp::Connection) -> Result<T>,
+) -> Result<T> {
     let what = format!("uploading to {}", target(up));
-    crate::sftp::with_retries(&what, 3, |_| {
-        up.endpoint.connect()?.size_of(&up.remote_dir, name)
-    })
-    .with_context(|| format!("{what} failed; the events stay pending"))
+    crate::sftp::with_retries(&what, 3, |_| ask(&up.endpoint.connect()?))
+        .with_context(|| format!("{what} failed; the events stay pending"))
 }
 
-/// Uploads an import file; `replace`: a remote file of that name is this file's own earlier
-/// upload.
+/// The size of the file `name` in the upload folder, if there is one.
+fn remote_size(up: &UploadConfig, name: &str) -> Result<Option<u64>> {
+    on_upload_server(up, |c| c.size_of(&up.remote_dir, name))
+}
+
+/// Uploads an import file to the sink's SFTP folder, retrying a dropped connection;
+/// `replace`: a remote file of that name is this file's own earlier upload.
 fn upload(up: &UploadConfig, local: &std::path::Path, name: &str, replace: bool) -> Result<()> {
     let target = target(up);
     let what = format!("uploading {name} to {target}");

@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use super::archive::Archive;
 use super::{Fetched, Listed, Source, hash_file};
 use crate::sftp::config::{After, SftpSourceConfig};
-use crate::sftp::{Connection, Endpoint, Final, is_final, remote_path, with_retries};
+use crate::sftp::{Connection, Endpoint, Final, is_final, is_missing, remote_path, with_retries};
 
 /// Tries per remote operation (the first and two retries).
 const TRIES: u32 = 3;
@@ -966,11 +966,6 @@ impl Source for SftpSource {
             Ok(())
         })
     }
-}
-
-/// The server's "no such file".
-fn is_missing(e: &ssh2::Error) -> bool {
-    e.code() == ssh2::ErrorCode::SFTP(2)
 }
 
 /// Moves `from` into `target_dir` (created if missing) as `name`; a name taken there by a
