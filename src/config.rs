@@ -31,6 +31,22 @@ enum RawSource {
     Sftp(Box<crate::sftp::config::RawSftp>),
 }
 
+/// The first two file sinks with the same `key` (sinks without one never clash).
+fn clash<'a, K: PartialEq>(
+    files: &[&'a FileSinkConfig],
+    key: impl Fn(&'a FileSinkConfig) -> Option<K>,
+) -> Option<(&'a FileSinkConfig, &'a FileSinkConfig)> {
+    let keys: Vec<Option<K>> = files.iter().map(|f| key(f)).collect();
+    for (i, a) in keys.iter().enumerate() {
+        if let Some(a) = a
+            && let Some(j) = keys[i + 1..].iter().position(|b| b.as_ref() == Some(a))
+        {
+            return Some((files[i], files[i + 1 + j]));
+        }
+    }
+    None
+}
+
 /// A table with a `type` key, read as the struct of its type: the type's name, and the
 /// rest of the table for `read`. (Serde's internally tagged enums would do this too, but
 /// lose which key a wrong value is under; read this way, the error names it.)
@@ -335,44 +351,36 @@ impl Config {
                 _ => None,
             })
             .collect();
-        for (i, a) in files.iter().enumerate() {
-            if let Some(b) = files[i + 1..]
-                .iter()
-                .find(|b| b.dir == a.dir && b.prefix == a.prefix && b.format == a.format)
-            {
-                bail!(
-                    "{origin}: the file sinks {:?} and {:?} would write the same file names in {}: \
-                     give one another `dir` or `prefix`",
-                    a.name,
-                    b.name,
-                    a.dir.display()
-                );
-            }
-            // Likewise in the folder they upload to: the second upload would replace the
-            // first's file, and both would count their events delivered.
-            let remote = |f: &FileSinkConfig| {
-                f.upload.as_ref().map(|u| {
-                    (
-                        u.endpoint.host.to_ascii_lowercase(),
-                        u.endpoint.port,
-                        u.remote_dir.trim_end_matches('/').to_string(),
-                    )
-                })
-            };
-            if let Some(b) = files[i + 1..].iter().find(|b| {
-                remote(a).is_some()
-                    && remote(a) == remote(b)
-                    && b.prefix == a.prefix
-                    && b.format == a.format
-            }) {
-                bail!(
-                    "{origin}: the file sinks {:?} and {:?} would upload the same file names to \
-                     {}: give one another `prefix` or `upload.remote_dir`",
-                    a.name,
-                    b.name,
-                    a.upload.as_ref().map_or("", |u| u.remote_dir.as_str())
-                );
-            }
+        if let Some((a, b)) = clash(&files, |f| Some((&f.dir, &f.prefix, f.format))) {
+            bail!(
+                "{origin}: the file sinks {:?} and {:?} would write the same file names in {}: \
+                 give one another `dir` or `prefix`",
+                a.name,
+                b.name,
+                a.dir.display()
+            );
+        }
+        // Likewise in the folder they upload to: the second upload would replace the first's
+        // file, and both would count their events delivered.
+        let upload_key = |f: &FileSinkConfig| {
+            f.upload.as_ref().map(|u| {
+                (
+                    u.endpoint.host.to_ascii_lowercase(),
+                    u.endpoint.port,
+                    u.remote_dir.trim_end_matches('/').to_string(),
+                    f.prefix.clone(),
+                    f.format,
+                )
+            })
+        };
+        if let Some((a, b)) = clash(&files, upload_key) {
+            bail!(
+                "{origin}: the file sinks {:?} and {:?} would upload the same file names to \
+                 {}: give one another `prefix` or `upload.remote_dir`",
+                a.name,
+                b.name,
+                a.upload.as_ref().map_or("", |u| u.remote_dir.as_str())
+            );
         }
         let mut names: Vec<&str> = sinks.iter().map(SinkConfig::name).collect();
         names.sort_unstable();

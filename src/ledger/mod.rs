@@ -452,13 +452,13 @@ impl Ledger {
             .query_map([current], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         let mut out = Vec::new();
+        let mut reports_of = self.conn.prepare(
+            "SELECT id, name, report_date, rows, accepted, rejected, skipped, unchanged,
+                    stale, events, warnings, sha256
+             FROM reports WHERE run_id = ?1 AND status = 'processed' ORDER BY id",
+        )?;
         for run in runs {
-            let mut stmt = self.conn.prepare(
-                "SELECT id, name, report_date, rows, accepted, rejected, skipped, unchanged,
-                        stale, events, warnings, sha256
-                 FROM reports WHERE run_id = ?1 AND status = 'processed' ORDER BY id",
-            )?;
-            let reports = stmt
+            let reports = reports_of
                 .query_map([run], |r| {
                     Ok(InterruptedReport {
                         run,
@@ -498,15 +498,15 @@ impl Ledger {
             )?;
             out.extend(reports);
         }
-        let mut stmt = self.conn.prepare(
+        let mut rejects_of = self.conn.prepare(
             "SELECT row, col, reason FROM rejects WHERE report_id = ?1 ORDER BY id LIMIT 20",
         )?;
         for r in &mut out {
-            r.rejects = stmt
+            r.rejects = rejects_of
                 .query_map([r.report_id], |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?)))?
                 .collect::<rusqlite::Result<_>>()?;
         }
-        drop(stmt);
+        drop((reports_of, rejects_of));
         tx.commit()?;
         Ok(out)
     }
