@@ -8,6 +8,7 @@ pub(crate) mod activity;
 pub mod app;
 pub mod cli;
 pub(crate) mod config;
+pub(crate) mod deferred;
 pub(crate) mod ledger;
 pub(crate) mod pipeline;
 pub(crate) mod plan;

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::activity::DateContext;
 use crate::config::{Config, SourceConfig};
+use crate::deferred::Deferred;
 use crate::ledger::{Columns, Ledger, ReportCounts, ReportMeta};
 use crate::plan::{Planner, Triage};
 use crate::report;
@@ -595,12 +596,21 @@ fn process_report(
         Err(e) => return failed(rs, e),
     };
     // A report read in place is hashed while it is parsed; the duplicate check happens as
-    // soon as the hash is known, and abandons the report (rolled back) if it is one.
-    let mut hash = HashJob::start(&fetched);
+    // soon as the hash is known, and abandons the report (rolled back) if it is one. Only
+    // a file of the size of one already seen can be a duplicate: that one is hashed first,
+    // at full speed, any other on what CPU the parsing leaves.
+    let size = std::fs::metadata(&fetched.path).map_or(l.size, |m| m.len());
+    let suspect = !is_backfill && ledger.seen_size(size).unwrap_or(true);
+    // An XLSX report is read in one pass, with the hash thread's share of the cores.
+    let one_pass = !matches!(
+        report::Format::detect(&fetched.path),
+        Ok(report::Format::Csv)
+    );
+    let mut hash = HashJob::start(&fetched, suspect || one_pass);
     let before = stamp(&fetched.path);
     let mut meta = ReportMeta {
         name: l.name.clone(),
-        size: std::fs::metadata(&fetched.path).map_or(l.size, |m| m.len()),
+        size,
         mtime: l.mtime,
         sha256: String::new(),
         report_date: date,
@@ -704,7 +714,8 @@ fn ingest(
     let ctx = DateContext::new(&cfg.schema, cfg.timezone)?;
     let report_time = ctx.date_start(meta.report_date).timestamp();
     let mut checked = false;
-    check_duplicate(ledger, hash, skip_duplicate, &mut checked, false)?;
+    let suspect = skip_duplicate && ledger.seen_size(meta.size).unwrap_or(true);
+    check_duplicate(ledger, hash, skip_duplicate, &mut checked, suspect)?;
     // Optimistically UTF-8; a file that is not is read again as Windows-1252.
     let mut utf8 = true;
     let started = std::time::Instant::now();
@@ -719,25 +730,35 @@ fn ingest(
         let mut planner = Planner::new(&writer, &meta.name, report_time, resend);
         planner.on_progress(&mut on_progress);
         let mut notes = Vec::new();
-        // The parsing thread keeps the Activity index while it reads (see plan::Triage).
-        let triage = Triage::new(
-            writer.take_index()?,
-            writer.generation(),
-            report_time,
-            resend,
-        );
+        // A CSV report is read twice, its rows judged in between a part of the Activity
+        // index at a time (see deferred.rs); an XLSX one once, with the whole index in
+        // memory, on the parsing thread (see plan::Triage).
+        let format = report::Format::detect(path).map_err(|e| e.context(meta.name.clone()))?;
+        let judging = match format {
+            report::Format::Csv => {
+                report::Judging::Defer(Deferred::new(&ledger.spill_dir(), report_time)?)
+            }
+            report::Format::Xlsx => report::Judging::Index(Triage::new(
+                writer.take_index()?,
+                writer.generation(),
+                report_time,
+                resend,
+            )),
+        };
         match report::read(
             path,
             &cfg.schema,
             ctx.clone(),
-            triage,
+            judging,
             &mut planner,
             &mut notes,
             utf8,
         ) {
             Ok((layout, counts, triage)) => {
                 let outcome = planner.into_outcome();
-                writer.restore_index(triage.into_index());
+                if let Some(triage) = triage {
+                    writer.restore_index(triage.into_index());
+                }
                 break (writer, outcome, layout, counts, notes);
             }
             Err(e) if utf8 && e.downcast_ref::<NotUtf8>().is_some() => {

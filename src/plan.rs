@@ -21,6 +21,7 @@ use anyhow::Result;
 use sha2::{Digest, Sha256};
 
 use crate::activity::State;
+use crate::deferred::{Deferred, Settled};
 use crate::ledger::index::{ActivityIndex, Entry, Indexed};
 use crate::ledger::{Known, NewEvent, OwnEvent, ReportCounts, ReportWriter};
 use crate::report::{AcceptedRow, OwnedRow, Reject, RowHandler, RowWarning, Skip};
@@ -149,25 +150,7 @@ impl Triage {
     /// The verdict on a row, and the index entry it was based on (for [`Triage::record`]).
     pub(crate) fn verdict(&self, id: &str, state: State, at: i64) -> (Verdict, Indexed) {
         let found = self.index.find(id);
-        if self.resend {
-            return (Verdict::Forward(Hint::Ask), found);
-        }
-        let v = match found {
-            Indexed::Absent => Verdict::Forward(Hint::New),
-            Indexed::Found(e) if e.generation != self.generation => {
-                if at < e.updated_at {
-                    Verdict::Stale
-                } else if state != e.state {
-                    Verdict::Forward(Hint::Change { from: e.state })
-                } else if at > e.updated_at {
-                    Verdict::Forward(Hint::Touch)
-                } else {
-                    Verdict::Unchanged
-                }
-            }
-            Indexed::Found(_) | Indexed::Unsure => Verdict::Forward(Hint::Ask),
-        };
-        (v, found)
+        (judge(found, state, at, self.generation, self.resend), found)
     }
 
     /// Records what an accepted row does to the Activity (call it once the row passed its
@@ -180,21 +163,82 @@ impl Triage {
         verdict: Verdict,
         found: Indexed,
     ) {
-        let generation = match (verdict, found) {
-            (Verdict::Unchanged | Verdict::Stale, _) | (_, Indexed::Unsure) => return,
-            (Verdict::Forward(_), Indexed::Found(e)) if at < e.updated_at => return,
-            // Only the time moves: the Activity is not one this report changed.
-            (Verdict::Forward(Hint::Touch), Indexed::Found(e)) => e.generation,
-            _ => self.generation,
-        };
-        self.index.put(
-            id,
-            Entry {
-                state,
-                updated_at: at,
-                generation,
-            },
-        );
+        if let Some(e) = recorded(verdict, found, state, at, self.generation) {
+            self.index.put(id, e);
+        }
+    }
+}
+
+/// Rules 1, 3 and 4 from what the index says of a row's Activity (see [`Triage`]).
+pub(crate) fn judge(
+    found: Indexed,
+    state: State,
+    at: i64,
+    generation: u8,
+    resend: bool,
+) -> Verdict {
+    if resend {
+        return Verdict::Forward(Hint::Ask);
+    }
+    match found {
+        Indexed::Absent => Verdict::Forward(Hint::New),
+        Indexed::Found(e) if e.generation != generation => {
+            if at < e.updated_at {
+                Verdict::Stale
+            } else if state != e.state {
+                Verdict::Forward(Hint::Change { from: e.state })
+            } else if at > e.updated_at {
+                Verdict::Forward(Hint::Touch)
+            } else {
+                Verdict::Unchanged
+            }
+        }
+        Indexed::Found(_) | Indexed::Unsure => Verdict::Forward(Hint::Ask),
+    }
+}
+
+/// The index entry a row's Activity has once the ledger side applied it, if it changes.
+pub(crate) fn recorded(
+    verdict: Verdict,
+    found: Indexed,
+    state: State,
+    at: i64,
+    generation: u8,
+) -> Option<Entry> {
+    let generation = match (verdict, found) {
+        (Verdict::Unchanged | Verdict::Stale, _) | (_, Indexed::Unsure) => return None,
+        (Verdict::Forward(_), Indexed::Found(e)) if at < e.updated_at => return None,
+        // Only the time moves: the Activity is not one this report changed.
+        (Verdict::Forward(Hint::Touch), Indexed::Found(e)) => e.generation,
+        _ => generation,
+    };
+    Some(Entry {
+        state,
+        updated_at: at,
+        generation,
+    })
+}
+
+impl Hint {
+    /// One byte for a row's hint, as the two-pass read keeps it (never 0, which stands for
+    /// a row settled from the index).
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Hint::New => 1,
+            Hint::Touch => 2,
+            Hint::Ask => 3,
+            Hint::Change { from } => 8 + from.code() as u8,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<Hint> {
+        match code {
+            1 => Some(Hint::New),
+            2 => Some(Hint::Touch),
+            3 => Some(Hint::Ask),
+            c if c >= 8 => State::from_code(i64::from(c - 8)).map(|from| Hint::Change { from }),
+            _ => None,
+        }
     }
 }
 
@@ -248,6 +292,8 @@ pub(crate) struct Planner<'w, 'c> {
     pending: Vec<Pending>,
     /// The events of the batch being applied (reused).
     completions: Vec<Completion>,
+    /// Events by transition: from (0 for none, else the state's code) and to (code - 1).
+    transitions: [[i64; 4]; 5],
     pub(crate) outcome: ReportOutcome,
 }
 
@@ -297,6 +343,7 @@ impl<'w, 'c> Planner<'w, 'c> {
             rows_seen: 0,
             pending: Vec::new(),
             completions: Vec::new(),
+            transitions: [[0; 4]; 5],
             outcome: ReportOutcome::default(),
         }
     }
@@ -306,11 +353,20 @@ impl<'w, 'c> Planner<'w, 'c> {
         self.progress = Some(f);
     }
 
-    pub(crate) fn into_outcome(self) -> ReportOutcome {
+    pub(crate) fn into_outcome(mut self) -> ReportOutcome {
         debug_assert!(
             self.pending.is_empty(),
             "RowHandler::end applies the pending rows"
         );
+        let name = |code: usize| State::from_code(code as i64).map_or("none", State::as_str);
+        for (from, row) in self.transitions.iter().enumerate() {
+            for (to, &n) in row.iter().enumerate() {
+                if n > 0 {
+                    let key = (name(from).to_string(), name(to + 1).to_string());
+                    self.outcome.transitions.insert(key, n as u64);
+                }
+            }
+        }
         self.outcome
     }
 
@@ -326,6 +382,15 @@ impl<'w, 'c> Planner<'w, 'c> {
         Ok(())
     }
 
+    /// Puts a change or a newer time with those waiting for `activities`.
+    fn wait(&mut self, p: Pending) -> Result<()> {
+        self.pending.push(p);
+        if self.pending.len() >= PENDING_ROWS {
+            self.apply_pending()?;
+        }
+        Ok(())
+    }
+
     /// Completes the waiting changes and newer times in Activity-ID order (rows of one
     /// Activity keep their order): look-ups and updates then walk `activities` page by page
     /// instead of jumping about it. Each waiting row is the first of its Activity to reach
@@ -336,7 +401,8 @@ impl<'w, 'c> Planner<'w, 'c> {
     fn apply_pending(&mut self) -> Result<()> {
         let mut pending = std::mem::take(&mut self.pending);
         let mut completions = std::mem::take(&mut self.completions);
-        pending.sort_by(|a, b| a.row.id().cmp(b.row.id()));
+        // Bytes compare as the IDs do (`str` orders by its bytes), without a UTF-8 check each.
+        pending.sort_by(|a, b| a.row.id_bytes().cmp(b.row.id_bytes()));
         for (at, p) in pending.iter().enumerate() {
             let row = p.row.view();
             match row.hint {
@@ -359,15 +425,8 @@ impl<'w, 'c> Planner<'w, 'c> {
     }
 
     fn transition(&mut self, from: Option<State>, to: State, delta: i64) {
-        let key = (
-            from.map_or("none", State::as_str).to_string(),
-            to.as_str().to_string(),
-        );
-        let v = self.outcome.transitions.entry(key.clone()).or_default();
-        *v = v.saturating_add_signed(delta);
-        if *v == 0 {
-            self.outcome.transitions.remove(&key);
-        }
+        let from = from.map_or(0, |s| s.code() as usize);
+        self.transitions[from][to.code() as usize - 1] += delta;
         self.outcome.counts.events = self.outcome.counts.events.saturating_add_signed(delta);
     }
 
@@ -667,17 +726,40 @@ impl RowHandler for Planner<'_, '_> {
         } else {
             OwnedRow::keeping(row, &[], 0..0)
         };
-        self.pending.push(Pending { row, event_id });
-        if self.pending.len() >= PENDING_ROWS {
-            self.apply_pending()?;
-        }
-        Ok(())
+        self.wait(Pending { row, event_id })
+    }
+
+    /// A change waits as it came, not copied.
+    fn accepted_owned(&mut self, row: OwnedRow) -> Result<()> {
+        let Hint::Change { from } = row.view().hint else {
+            return self.accepted(&row.view());
+        };
+        self.progress(1)?;
+        let event_id = self.reserve_early(&row.view(), from);
+        self.wait(Pending { row, event_id })
     }
 
     fn settled(&mut self, unchanged: u64, stale: u64) -> Result<()> {
         self.outcome.counts.unchanged += unchanged;
         self.outcome.counts.stale += stale;
         self.progress(unchanged + stale)
+    }
+
+    fn progress(&mut self, rows: u64) -> Result<()> {
+        Planner::progress(self, rows)
+    }
+
+    fn settle(&mut self, deferred: Deferred) -> Result<Settled> {
+        let settled = self.writer.settle(deferred, self.resend)?;
+        tracing::debug!(
+            unchanged = settled.unchanged,
+            stale = settled.stale,
+            forwarded = settled.forwarded(),
+            "rows settled from the Activity index"
+        );
+        self.outcome.counts.unchanged += settled.unchanged;
+        self.outcome.counts.stale += settled.stale;
+        Ok(settled)
     }
 
     fn end(&mut self) -> Result<()> {

@@ -133,6 +133,20 @@ const STEPS: &[&str] = &[
         slots BLOB NOT NULL
     );
     "#,
+    // 5: the index in 256 parts, each its own table, loaded and saved alone
+    // (ledger/index.rs); the single table of step 3 is rebuilt into them.
+    r#"
+    CREATE TABLE activity_index_part (
+        part   INTEGER PRIMARY KEY,
+        bits   INTEGER NOT NULL,
+        len    INTEGER NOT NULL,
+        logged INTEGER NOT NULL,
+        rows   INTEGER NOT NULL
+    );
+    DELETE FROM activity_index;
+    DELETE FROM activity_index_delta;
+    DELETE FROM meta WHERE key IN ('index_bits', 'index_len');
+    "#,
 ];
 
 /// The version this build writes.

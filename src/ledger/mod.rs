@@ -18,6 +18,7 @@ use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::activity::State;
+use crate::deferred::{Deferred, Settled};
 use index::ActivityIndex;
 
 /// What the ledger knows of an Activity.
@@ -337,6 +338,16 @@ impl Ledger {
         }
     }
 
+    /// Where a report's temporary files go: beside the ledger (on its disk; a temporary
+    /// folder may be held in memory).
+    pub(crate) fn spill_dir(&self) -> PathBuf {
+        match self.path.as_deref().map(Path::parent) {
+            Some(Some(dir)) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            Some(_) => PathBuf::from("."),
+            None => std::env::temp_dir(),
+        }
+    }
+
     /// Opens (creating if needed) the ledger for a real run, migrated to this build's schema.
     pub(crate) fn open(path: &Path) -> Result<Ledger> {
         if let Some(dir) = path.parent()
@@ -576,6 +587,19 @@ impl Ledger {
         Ok(())
     }
 
+    /// Whether a report of this size was processed (or found a duplicate) before: only
+    /// such a file can be a duplicate.
+    pub(crate) fn seen_size(&self, size: u64) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT 1 FROM reports WHERE size = ?1 AND status IN ('processed', 'duplicate') LIMIT 1",
+            )?
+            .query_row([size as i64], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
     /// The name under which content with this hash was processed, if it was.
     pub(crate) fn processed_hash(&self, sha256: &str) -> Result<Option<String>> {
         Ok(self
@@ -686,10 +710,6 @@ impl Ledger {
         // A report's commit does not checkpoint: `checkpoint_in_background` does, after it.
         // Other writes (delivery records) checkpoint as SQLite does by default.
         self.conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
-        if self.index.borrow().is_none() {
-            let idx = ActivityIndex::load(&self.conn)?;
-            *self.index.borrow_mut() = Some(idx);
-        }
         self.conn.execute(
             "INSERT INTO reports (name, size, mtime, sha256, report_date, status, mode, run_id, processed_at)
              VALUES (?1, ?2, ?3, ?4, ?5, 'processed', ?6, ?7, ?8)",
@@ -1069,6 +1089,14 @@ impl ReportWriter<'_> {
         self.index_distrusted.set(true);
     }
 
+    /// Judges the rows a two-pass read set aside, one index part at a time, saving each
+    /// part in this report's transaction (see [`crate::deferred`]). An index held in memory
+    /// is dropped: its parts change under it.
+    pub(crate) fn settle(&self, deferred: Deferred, resend: bool) -> Result<Settled> {
+        *self.index.borrow_mut() = None;
+        deferred.settle(self.conn, self.generation(), resend)
+    }
+
     pub(crate) fn restore_index(&self, idx: ActivityIndex) {
         *self.index.borrow_mut() = Some(idx);
         self.index_out.set(false);
@@ -1333,7 +1361,7 @@ impl ReportWriter<'_> {
             ],
         )?;
         if self.index_out.get() || self.index_distrusted.get() {
-            ActivityIndex::invalidate(self.conn)?;
+            index::invalidate(self.conn)?;
             *self.index.borrow_mut() = None;
         } else if let Some(idx) = self.index.borrow_mut().as_mut() {
             let started = std::time::Instant::now();

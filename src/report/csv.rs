@@ -12,9 +12,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::{Layout, RowCounts, RowHandler, RowProcessor};
+use super::{Judge, Layout, RowCounts, RowHandler, RowProcessor};
 use crate::activity::{Cell, DateContext};
-use crate::plan::Triage;
+use crate::deferred::{PLACE, Settled};
+use crate::plan::Hint;
 use crate::report::schema::Schema;
 
 const SNIFF_BYTES: usize = 64 * 1024;
@@ -275,8 +276,18 @@ const AHEAD: usize = 16;
 /// Records per batch from the reading thread to the checking one.
 const BATCH: usize = 512;
 
-/// Records read by the `csv` thread, each with the line it ends on.
-type Records = Vec<(::csv::ByteRecord, u64)>;
+/// Where a record lies: the line it ends on, and its bytes in the (decoded) stream, from
+/// the end of the record before (blank lines the reader skipped included) to the start of
+/// the next.
+#[derive(Debug, Default, Clone, Copy)]
+struct Span {
+    line: u64,
+    start: u64,
+    end: u64,
+}
+
+/// Records read by the `csv` thread, each with where it lies.
+type Records = Vec<(::csv::ByteRecord, Span)>;
 
 /// What the `csv` thread sends: records in file order, then the end of the file or, if
 /// reading failed, why.
@@ -328,11 +339,13 @@ fn split_records(
         .from_reader(buffered);
     // The last record of a full batch goes first into the next one: the batch that holds
     // the file's last record is then always known to be the last.
-    let mut carry: Option<(::csv::ByteRecord, u64)> = None;
+    let mut carry: Option<(::csv::ByteRecord, Span)> = None;
     loop {
-        let mut batch = empty
-            .try_recv()
-            .unwrap_or_else(|_| (0..BATCH).map(|_| (::csv::ByteRecord::new(), 0)).collect());
+        let mut batch = empty.try_recv().unwrap_or_else(|_| {
+            (0..BATCH)
+                .map(|_| (::csv::ByteRecord::new(), Span::default()))
+                .collect()
+        });
         let mut n = 0;
         if let Some(c) = carry.take() {
             batch[0] = c;
@@ -340,7 +353,8 @@ fn split_records(
         }
         let mut failed = None;
         while n < batch.len() {
-            let (record, end) = &mut batch[n];
+            let (record, span) = &mut batch[n];
+            let start = reader.position().byte();
             match reader.read_byte_record(record) {
                 Ok(true) => {}
                 Ok(false) => break,
@@ -357,7 +371,11 @@ fn split_records(
             // its terminator); it starts as many lines earlier as its cells hold line
             // breaks, counted when it is checked.
             let end_byte = reader.position().byte();
-            *end = 1 + breaks.borrow_mut().before(end_byte.saturating_sub(1));
+            *span = Span {
+                line: 1 + breaks.borrow_mut().before(end_byte.saturating_sub(1)),
+                start,
+                end: end_byte,
+            };
             n += 1;
         }
         let full = n == batch.len();
@@ -418,33 +436,14 @@ pub(crate) fn read<H: RowHandler>(
     path: &Path,
     schema: &Schema,
     ctx: DateContext,
-    triage: &mut Triage,
+    judge: Judge<'_>,
     handler: &mut H,
     notes: &mut Vec<String>,
     utf8: bool,
-) -> Result<(Layout, RowCounts)> {
-    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut head = Vec::with_capacity(4096);
-    (&mut file).take(4096).read_to_end(&mut head)?;
-    file.rewind()?;
-    let utf16 = match &head[..head.len().min(2)] {
-        [0xff, 0xfe] => Some(encoding_rs::UTF_16LE),
-        [0xfe, 0xff] => Some(encoding_rs::UTF_16BE),
-        _ => utf16_without_bom(&head),
-    };
-    let stream: Box<dyn Read + Send> = match (utf16, utf8) {
-        (Some(enc), _) => {
-            notes.push(format!("read as {} (Excel's \"Unicode Text\")", enc.name()));
-            Box::new(Decoding::new(file, enc))
-        }
-        (None, true) => Box::new(file),
-        (None, false) => {
-            notes.push(
-                "the file is not valid UTF-8: read as Windows-1252 (Excel's \"CSV (Comma delimited)\")"
-                    .to_string(),
-            );
-            Box::new(Decoding::new(file, encoding_rs::WINDOWS_1252))
-        }
+) -> Result<(Layout, RowCounts, u8)> {
+    let stream: Box<dyn Read + Send> = match open(path, utf8, notes)? {
+        Stream::Plain(file) => Box::new(file),
+        Stream::Decoded(d) => Box::new(d),
     };
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(4);
@@ -455,25 +454,241 @@ pub(crate) fn read<H: RowHandler>(
                 split_records(stream, schema.delimiter, tx, empty_rx);
             })?;
         // Returning drops `rx`: the `csv` thread then stops at its next send.
-        check_records(schema, ctx, triage, handler, utf8, &rx, &empty_tx)
+        check_records(schema, ctx, judge, handler, utf8, &rx, &empty_tx)
     })
+}
+
+/// A report's text as the reader sees it: the file itself (UTF-8), or decoded from it.
+enum Stream {
+    Plain(File),
+    Decoded(Decoding<File>),
+}
+
+/// Opens the report as text: UTF-16 by its BOM or its zero bytes, else UTF-8 when `utf8`
+/// is set, else Windows-1252. Says in `notes` how a decoded file was read.
+fn open(path: &Path, utf8: bool, notes: &mut Vec<String>) -> Result<Stream> {
+    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut head = Vec::with_capacity(4096);
+    (&mut file).take(4096).read_to_end(&mut head)?;
+    file.rewind()?;
+    let utf16 = match &head[..head.len().min(2)] {
+        [0xff, 0xfe] => Some(encoding_rs::UTF_16LE),
+        [0xfe, 0xff] => Some(encoding_rs::UTF_16BE),
+        _ => utf16_without_bom(&head),
+    };
+    Ok(match (utf16, utf8) {
+        (Some(enc), _) => {
+            notes.push(format!("read as {} (Excel's \"Unicode Text\")", enc.name()));
+            Stream::Decoded(Decoding::new(file, enc))
+        }
+        (None, true) => Stream::Plain(file),
+        (None, false) => {
+            notes.push(
+                "the file is not valid UTF-8: read as Windows-1252 (Excel's \"CSV (Comma delimited)\")"
+                    .to_string(),
+            );
+            Stream::Decoded(Decoding::new(file, encoding_rs::WINDOWS_1252))
+        }
+    })
+}
+
+/// Reads ranges of a [`Stream`] at increasing offsets: skips what lies between (a seek
+/// in a plain file, a read in a decoded one) and keeps only what is asked for. Ranges
+/// that follow one another are read ahead in large blocks; scattered ones alone.
+struct Window {
+    stream: Stream,
+    buf: Vec<u8>,
+    /// The stream offset of `buf[0]`.
+    at: u64,
+    /// Where the last range asked for ended, and how many ranges in a row began there.
+    last_end: u64,
+    adjacent: u32,
+}
+
+/// Bytes read at a time once ranges come one after another.
+const READ_AHEAD: usize = 256 * 1024;
+
+impl Window {
+    fn new(stream: Stream) -> Window {
+        Window {
+            stream,
+            buf: Vec::with_capacity(READ_AHEAD),
+            at: 0,
+            last_end: u64::MAX,
+            adjacent: 0,
+        }
+    }
+
+    /// The bytes `start..start + len` of the stream (`start` never below an earlier one's);
+    /// fewer at the end of the stream.
+    fn get(&mut self, start: u64, len: usize) -> std::io::Result<&[u8]> {
+        self.adjacent = if start == self.last_end {
+            self.adjacent.saturating_add(1)
+        } else {
+            0
+        };
+        self.last_end = start + len as u64;
+        let end = self.at + self.buf.len() as u64;
+        if start >= end {
+            self.buf.clear();
+            let gap = start - end;
+            match &mut self.stream {
+                Stream::Plain(f) => {
+                    if gap > 0 {
+                        f.seek(std::io::SeekFrom::Start(start))?;
+                    }
+                }
+                Stream::Decoded(d) => {
+                    std::io::copy(&mut d.take(gap), &mut std::io::sink())?;
+                }
+            }
+            self.at = start;
+        } else {
+            let keep = (start - self.at) as usize;
+            self.buf.drain(..keep);
+            self.at = start;
+        }
+        let ahead = if self.adjacent >= 4 {
+            READ_AHEAD
+        } else {
+            64 * 1024
+        };
+        while self.buf.len() < len {
+            let have = self.buf.len();
+            let want = (len - have).max(ahead);
+            self.buf.resize(have + want, 0);
+            let n = match &mut self.stream {
+                Stream::Plain(f) => f.read(&mut self.buf[have..])?,
+                Stream::Decoded(d) => d.read(&mut self.buf[have..])?,
+            };
+            self.buf.truncate(have + n);
+            if n == 0 {
+                break;
+            }
+        }
+        Ok(&self.buf[..len.min(self.buf.len())])
+    }
+}
+
+/// Splits one record off `bytes` into `record` (blank lines before it skipped, as the
+/// `csv` crate does); false when `bytes` holds none.
+fn parse_record(
+    core: &mut csv_core::Reader,
+    bytes: &[u8],
+    out: &mut Vec<u8>,
+    ends: &mut Vec<usize>,
+    record: &mut ::csv::ByteRecord,
+) -> bool {
+    use csv_core::ReadRecordResult as R;
+    core.reset();
+    if out.len() < bytes.len() + 16 {
+        out.resize(bytes.len() + 16, 0);
+    }
+    if ends.len() < 64 {
+        ends.resize(64, 0);
+    }
+    let (mut input, mut nout, mut nend) = (bytes, 0, 0);
+    let mut ended = false;
+    loop {
+        // `ends` holds where each field ends, counted from the record's first output byte.
+        let (res, i, o, e) = core.read_record(input, &mut out[nout..], &mut ends[nend..]);
+        input = &input[i..];
+        nout += o;
+        nend += e;
+        match res {
+            R::Record => break,
+            R::End => return false,
+            R::OutputFull => out.resize(out.len() * 2, 0),
+            R::OutputEndsFull => ends.resize(ends.len() * 2, 0),
+            // The input is used up: an empty input then ends the record.
+            R::InputEmpty if ended => return false,
+            R::InputEmpty => ended = input.is_empty(),
+        }
+    }
+    record.clear();
+    let mut from = 0;
+    for &to in &ends[..nend] {
+        record.push_field(&out[from..to]);
+        from = to;
+    }
+    true
+}
+
+/// The second pass of a two-pass read (see [`crate::deferred`]): reads again, in row
+/// order, the records of the rows settling left for the ledger side, and hands them on
+/// with their hints.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn reread<H: RowHandler>(
+    path: &Path,
+    schema: &Schema,
+    ctx: DateContext,
+    layout: Layout,
+    delimiter: u8,
+    settled: Settled,
+    handler: &mut H,
+    utf8: bool,
+) -> Result<()> {
+    let mut window = Window::new(open(path, utf8, &mut Vec::new())?);
+    let mut processor = RowProcessor::again(schema, ctx, layout, handler);
+    let mut core = csv_core::ReaderBuilder::new().delimiter(delimiter).build();
+    let (mut out, mut ends) = (Vec::new(), Vec::new());
+    let mut record = ::csv::ByteRecord::new();
+    let mut places = BufReader::with_capacity(64 * 1024, &settled.places);
+    let mut place = [0u8; PLACE];
+    let mut spare: Vec<Cell<'static>> = Vec::new();
+    let changed = || {
+        anyhow::anyhow!(
+            "the file changed while it was read (a row read again is not what it was); it is \
+             left for the next run"
+        )
+    };
+    for &code in &settled.hints {
+        places
+            .read_exact(&mut place)
+            .context("cannot read the temporary file of row places")?;
+        let Some(hint) = Hint::from_code(code) else {
+            continue; // settled from the index
+        };
+        let start = u64::from_le_bytes(place[..8].try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(place[8..12].try_into().expect("4 bytes")) as usize;
+        let line = u64::from(u32::from_le_bytes(place[12..].try_into().expect("4 bytes")));
+        let bytes = window.get(start, len)?;
+        if bytes.len() < len || !parse_record(&mut core, bytes, &mut out, &mut ends, &mut record) {
+            return Err(changed());
+        }
+        let text = simdutf8::basic::from_utf8(record.as_slice())
+            .ok()
+            .filter(|t| fields_on_char_boundaries(t, &record))
+            .ok_or_else(changed)?;
+        let mut cells = cells_of(text, &record, std::mem::take(&mut spare));
+        if !processor.row_again(line, &cells, hint)? {
+            return Err(changed());
+        }
+        cells.clear();
+        spare = cells.into_iter().map(|_| Cell::Empty).collect();
+    }
+    Ok(())
 }
 
 /// The checking half of [`read`]: takes the `csv` thread's records in order.
 fn check_records<H: RowHandler>(
     schema: &Schema,
     ctx: DateContext,
-    triage: &mut Triage,
+    judge: Judge<'_>,
     handler: &mut H,
     utf8: bool,
     rx: &std::sync::mpsc::Receiver<Chunk>,
     empty: &std::sync::mpsc::Sender<Records>,
-) -> Result<(Layout, RowCounts)> {
-    let mut processor = RowProcessor::new(schema, ctx, triage, handler).with_width_checked();
+) -> Result<(Layout, RowCounts, u8)> {
+    let mut processor = RowProcessor::new(schema, ctx, judge, handler).with_width_checked();
+    let looks_up = processor.looks_up();
     let mut cut_tail;
     let mut spare: Vec<Cell<'static>> = Vec::new();
     let mut prev_end = 0u64;
     let prefetch = |processor: &RowProcessor<'_, H>, record: &::csv::ByteRecord| {
+        if !looks_up {
+            return;
+        }
         if let Some(id) = processor
             .id_column()
             .and_then(|c| record.get(c))
@@ -525,13 +740,13 @@ fn check_records<H: RowHandler>(
                     }
                 }
             }
-            let (record, end) = &batch[i];
-            let end = *end;
+            let (record, span) = &batch[i];
+            let end = span.line;
             // One UTF-8 check for the whole record (its fields one after another), then one
             // that every field starts and ends on a character: together, every field is
             // valid. (Joined, the end of one field and the start of the next can make a
             // character neither holds, e.g. Windows-1252 "É" then "€".)
-            let text = std::str::from_utf8(record.as_slice())
+            let text = simdutf8::basic::from_utf8(record.as_slice())
                 .ok()
                 .filter(|t| fields_on_char_boundaries(t, record));
             let Some(text) = text else {
@@ -556,13 +771,16 @@ fn check_records<H: RowHandler>(
             }
             let mut cells = cells_of(text, record, std::mem::take(&mut spare));
             processor.csv_row(bytes, breaks > 0, cut_tail && i + 1 == n);
+            processor.locate(span.start, span.end - span.start);
             processor.row(line, &cells)?;
             cells.clear();
             spare = cells.into_iter().map(|_| Cell::Empty).collect();
         }
         let _ = empty.send(batch);
     }
-    processor.finish()
+    let delimiter = processor.delimiter().unwrap_or(b',');
+    let (layout, counts) = processor.finish()?;
+    Ok((layout, counts, delimiter))
 }
 
 #[cfg(test)]
@@ -650,6 +868,60 @@ mod tests {
             utf16_without_bom(b"Zo\xeb M\xfcller,Ordered,\x80 12\r\n"),
             None
         );
+    }
+
+    /// The second pass of a two-pass read finds each record where the first pass's
+    /// `csv` reader said it lay: blank lines before it, quoted line breaks of every kind,
+    /// doubled quotes, a last record with no line break; in a plain and a decoded file,
+    /// skipping records (a seek, a read) or taking each.
+    #[test]
+    fn records_are_read_again_where_the_first_pass_found_them() {
+        let text = "sep=,\r\nActivity ID,State,Note\r\n\r\nA1,Ordered,\"two\r\nlines\"\r\n\nA2,\
+                    Completed,\"say \"\"hi\"\"\"\rA3,Cancelled,plain\n\n\nA4,Ordered,\"é, \r\rü\"\r\n\
+                    A5,Ordered,x\nA6,Completed,\"ü\"";
+        let dir = tempfile::tempdir().unwrap();
+        for utf8 in [true, false] {
+            let path = dir.path().join(format!("r{utf8}.csv"));
+            let bytes = if utf8 {
+                text.as_bytes().to_vec()
+            } else {
+                encoding_rs::WINDOWS_1252.encode(text).0.into_owned()
+            };
+            std::fs::write(&path, bytes).unwrap();
+            let stream: Box<dyn Read> = match open(&path, utf8, &mut Vec::new()).unwrap() {
+                Stream::Plain(f) => Box::new(f),
+                Stream::Decoded(d) => Box::new(d),
+            };
+            let mut reader = ::csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .from_reader(stream);
+            let mut spans = Vec::new();
+            let mut record = ::csv::ByteRecord::new();
+            loop {
+                let start = reader.position().byte();
+                if !reader.read_byte_record(&mut record).unwrap() {
+                    break;
+                }
+                let len = (reader.position().byte() - start) as usize;
+                spans.push((start, len, record.clone()));
+            }
+            assert_eq!(spans.len(), 8, "{spans:?}");
+            for step in [1, 2, 3] {
+                let mut window = Window::new(open(&path, utf8, &mut Vec::new()).unwrap());
+                let mut core = csv_core::ReaderBuilder::new().delimiter(b',').build();
+                let (mut out, mut ends) = (Vec::new(), Vec::new());
+                for (start, len, want) in spans.iter().skip(step - 1).step_by(step) {
+                    let bytes = window.get(*start, *len).unwrap();
+                    assert_eq!(bytes.len(), *len);
+                    let mut got = ::csv::ByteRecord::new();
+                    assert!(parse_record(
+                        &mut core, bytes, &mut out, &mut ends, &mut got
+                    ));
+                    assert_eq!(&got, want, "utf8 {utf8}, step {step}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -18,7 +18,9 @@ use std::sync::mpsc::SyncSender;
 use anyhow::{Result, bail};
 
 use crate::activity::{Cell, CellValue, DateContext, State, normalize_cell};
+use crate::deferred::{Deferred, Settled};
 use crate::ledger::attrs;
+use crate::ledger::index::Indexed;
 use crate::plan::{Hint, Triage, Verdict};
 use schema::{FieldType, Schema, StateValue, normalize_header};
 
@@ -107,12 +109,27 @@ impl Layout {
 /// Receives what a report's rows turn into.
 pub(crate) trait RowHandler {
     fn accepted(&mut self, row: &AcceptedRow<'_>) -> Result<()>;
+    /// [`RowHandler::accepted`], for a row the caller gives up (a handler that keeps it
+    /// need not copy it).
+    fn accepted_owned(&mut self, row: OwnedRow) -> Result<()> {
+        self.accepted(&row.view())
+    }
     /// Accepted rows the [`Triage`] settled from the Activity index: so many unchanged,
     /// so many stale. They have nothing more to hand on.
     fn settled(&mut self, unchanged: u64, stale: u64) -> Result<()>;
     fn rejected(&mut self, reject: Reject) -> Result<()>;
     fn warning(&mut self, warning: RowWarning);
     fn skipped(&mut self, skip: Skip, row: u64);
+    /// So many accepted rows were set aside, to be judged once the whole report is read
+    /// (see [`crate::deferred`]).
+    fn progress(&mut self, _rows: u64) -> Result<()> {
+        Ok(())
+    }
+    /// Judges the rows set aside in the first pass (see [`crate::deferred`]); only the
+    /// ledger side can.
+    fn settle(&mut self, _deferred: Deferred) -> Result<Settled> {
+        anyhow::bail!("this handler cannot settle deferred rows")
+    }
     /// The last row was handed over.
     fn end(&mut self) -> Result<()> {
         Ok(())
@@ -218,6 +235,11 @@ impl OwnedRow {
         }
     }
 
+    /// The Activity ID's bytes (valid UTF-8: it was a `str`).
+    pub(crate) fn id_bytes(&self) -> &[u8] {
+        &self.buf[self.values_len..]
+    }
+
     pub(crate) fn id(&self) -> &str {
         std::str::from_utf8(&self.buf[self.values_len..]).unwrap_or_default()
     }
@@ -249,6 +271,12 @@ enum Checked<'c> {
     },
     /// The Activity index settled it: unchanged or stale.
     Settled(Verdict),
+    /// Set aside, to be judged once the whole report is read.
+    Deferred {
+        id: Cow<'c, str>,
+        state: State,
+        at: i64,
+    },
     /// A state the schema lists as triggering nothing.
     Ignored,
 }
@@ -281,10 +309,21 @@ const FOOTER_PREFIXES: &[&str] = &[
 ];
 
 /// Turns rows of cells into accepted rows and rejections (the part shared by all formats).
+/// How a [`RowProcessor`] judges its accepted rows against the ledger.
+pub(crate) enum Judge<'h> {
+    /// The Activity index in memory: each row as it comes (one pass).
+    Index(&'h mut Triage),
+    /// The first of two passes: rows are set aside and judged later (see
+    /// [`crate::deferred`]).
+    Defer(&'h mut Deferred),
+    /// The second pass: the row's hint is known.
+    Given(Hint),
+}
+
 pub(crate) struct RowProcessor<'h, H: RowHandler> {
     schema: &'h Schema,
     ctx: DateContext,
-    triage: &'h mut Triage,
+    judge: Judge<'h>,
     handler: &'h mut H,
     layout: Option<Layout>,
     /// The row with the most field matches seen while looking for the header.
@@ -308,13 +347,13 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
     pub(crate) fn new(
         schema: &'h Schema,
         ctx: DateContext,
-        triage: &'h mut Triage,
+        judge: Judge<'h>,
         handler: &'h mut H,
     ) -> Self {
         RowProcessor {
             schema,
             ctx,
-            triage,
+            judge,
             handler,
             layout: None,
             best_candidate: None,
@@ -405,7 +444,70 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
     /// Starts loading the index entry of the Activity whose raw ID cell is `raw`, for a
     /// row that comes soon (see [`crate::plan::Triage::prefetch`]).
     pub(crate) fn prefetch(&self, raw: &str) {
-        self.triage.prefetch(crate::activity::trim_cell(raw));
+        if let Judge::Index(triage) = &self.judge {
+            triage.prefetch(crate::activity::trim_cell(raw));
+        }
+    }
+
+    /// Whether rows are judged as they come (and [`RowProcessor::prefetch`] helps).
+    pub(crate) fn looks_up(&self) -> bool {
+        matches!(self.judge, Judge::Index(_))
+    }
+
+    /// Where the record of the row checked next lies in the file (see
+    /// [`crate::deferred::Deferred::locate`]).
+    pub(crate) fn locate(&mut self, start: u64, len: u64) {
+        if let Judge::Defer(d) = &mut self.judge {
+            d.locate(start, len);
+        }
+    }
+
+    /// The delimiter given by [`RowProcessor::set_delimiter`].
+    pub(crate) fn delimiter(&self) -> Option<u8> {
+        self.delimiter
+    }
+
+    /// A processor for the second pass over a report whose header is known: rows fed to
+    /// [`RowProcessor::row_again`] are handed on with their hints, their warnings not
+    /// said again.
+    pub(crate) fn again(
+        schema: &'h Schema,
+        ctx: DateContext,
+        layout: Layout,
+        handler: &'h mut H,
+    ) -> Self {
+        let mut p = RowProcessor::new(schema, ctx, Judge::Given(Hint::Ask), handler);
+        p.layout = Some(layout);
+        p
+    }
+
+    /// The second pass: hands on a row the first accepted, with its hint. False when the
+    /// row no longer checks out as it did (the file changed in between).
+    pub(crate) fn row_again(
+        &mut self,
+        number: u64,
+        cells: &[Cell<'_>],
+        hint: Hint,
+    ) -> Result<bool> {
+        self.judge = Judge::Given(hint);
+        self.at_cut_end = false;
+        self.delimiters_inside = 0;
+        match self.check_row(number, cells) {
+            Ok(Checked::Forward {
+                id,
+                state,
+                updated_at,
+                values,
+                itsm,
+                hint,
+            }) => {
+                let accepted =
+                    AcceptedRow::new(&id, state, updated_at, number, &values, itsm, hint);
+                self.handler.accepted(&accepted)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Checks CSV rows against the header: in a CSV file every row has the header's cells. A
@@ -475,6 +577,13 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                 self.counts.accepted += 1;
                 let stale = u64::from(v == Verdict::Stale);
                 self.handler.settled(1 - stale, stale)
+            }
+            Ok(Checked::Deferred { id, state, at }) => {
+                self.counts.accepted += 1;
+                if let Judge::Defer(d) = &mut self.judge {
+                    d.push(&id, state, at, number)?;
+                }
+                self.handler.progress(1)
             }
             Ok(Checked::Ignored) => {
                 self.counts.skipped += 1;
@@ -646,15 +755,20 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
             }
         }
         let updated_ok = !matches!(updated_note, Some(Err(_)));
-        let triaged = state.filter(|_| updated_ok).map(|s| {
-            let at = self.triage.at(updated_at);
-            let (verdict, found) = self.triage.verdict(&id, s, at);
-            (s, at, verdict, found)
+        // The verdict: None for a row set aside (judged after the whole report is read).
+        let triaged = state.filter(|_| updated_ok).map(|s| match &self.judge {
+            Judge::Index(triage) => {
+                let at = triage.at(updated_at);
+                let (verdict, found) = triage.verdict(&id, s, at);
+                (s, at, Some(verdict), found)
+            }
+            Judge::Defer(d) => (s, d.at(updated_at), None, Indexed::Absent),
+            Judge::Given(h) => (s, 0, Some(Verdict::Forward(*h)), Indexed::Absent),
         });
         // Values are encoded only for rows the ledger side stores; every row is checked.
         let encode = matches!(
             triaged,
-            Some((_, _, Verdict::Forward(h), _)) if h != Hint::Touch
+            Some((_, _, Some(Verdict::Forward(h)), _)) if h != Hint::Touch
         );
         let mut values = Vec::with_capacity(if encode { 512 } else { 0 });
         let mut itsm = 0..0;
@@ -741,15 +855,25 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
         let Some((state, at, verdict, found)) = triaged else {
             return Ok(Checked::Ignored);
         };
-        for (column, message) in warnings {
-            self.counts.warnings += 1;
-            self.handler.warning(RowWarning {
-                row: number,
-                column,
-                message,
-            });
+        // The second pass: said in the first.
+        if !matches!(self.judge, Judge::Given(_)) {
+            for (column, message) in warnings {
+                self.counts.warnings += 1;
+                self.handler.warning(RowWarning {
+                    row: number,
+                    column,
+                    message,
+                });
+            }
         }
-        self.triage.record(&id, state, at, verdict, found);
+        let verdict = match (&mut self.judge, verdict) {
+            (Judge::Index(triage), Some(verdict)) => {
+                triage.record(&id, state, at, verdict, found);
+                verdict
+            }
+            (_, Some(verdict)) => verdict,
+            (_, None) => return Ok(Checked::Deferred { id, state, at }),
+        };
         Ok(match verdict {
             Verdict::Forward(hint) => Checked::Forward {
                 id,
@@ -995,6 +1119,8 @@ enum Msg {
         unchanged: u64,
         stale: u64,
     },
+    /// Rows set aside since the last batch.
+    Progress(u64),
     Rejected(Reject),
     Warning(RowWarning),
     Skipped(Skip, u64),
@@ -1013,16 +1139,28 @@ struct Sender {
     batch: Vec<Msg>,
     unchanged: u64,
     stale: u64,
+    progress: u64,
 }
 
 impl Sender {
+    fn new(tx: SyncSender<Vec<Msg>>) -> Sender {
+        Sender {
+            tx,
+            batch: Vec::with_capacity(BATCH + 1),
+            unchanged: 0,
+            stale: 0,
+            progress: 0,
+        }
+    }
+
     fn push(&mut self, m: Msg) -> Result<()> {
         self.batch.push(m);
         self.flush_when_full()
     }
 
     fn flush_when_full(&mut self) -> Result<()> {
-        if self.batch.len() >= BATCH || self.unchanged + self.stale >= SETTLED_BATCH {
+        if self.batch.len() >= BATCH || self.unchanged + self.stale + self.progress >= SETTLED_BATCH
+        {
             self.flush()?;
         }
         Ok(())
@@ -1034,6 +1172,10 @@ impl Sender {
                 unchanged: std::mem::take(&mut self.unchanged),
                 stale: std::mem::take(&mut self.stale),
             });
+        }
+        if self.progress > 0 {
+            self.batch
+                .push(Msg::Progress(std::mem::take(&mut self.progress)));
         }
         if !self.batch.is_empty() {
             let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH + 1));
@@ -1068,6 +1210,11 @@ impl RowHandler for Sender {
         self.flush_when_full()
     }
 
+    fn progress(&mut self, rows: u64) -> Result<()> {
+        self.progress += rows;
+        self.flush_when_full()
+    }
+
     fn rejected(&mut self, reject: Reject) -> Result<()> {
         self.push(Msg::Rejected(reject))
     }
@@ -1082,89 +1229,114 @@ impl RowHandler for Sender {
     }
 }
 
-/// Reads a whole report into `handler`; returns the layout, the row counts and the triage
-/// (whose index now includes the report's rows).
+/// How a report's rows are judged against the ledger (see [`Judge`]).
+pub(crate) enum Judging {
+    /// In one pass, with the whole Activity index in memory (XLSX).
+    Index(Triage),
+    /// In two passes, with one part of the index in memory at a time (CSV; see
+    /// [`crate::deferred`]).
+    Defer(Deferred),
+}
+
+/// What the first pass leaves: the triage of a one-pass read, or what the second needs.
+enum AfterFirst {
+    Done(Option<Triage>),
+    Again(Deferred, u8),
+}
+
+/// Reads a whole report into `handler`; returns the layout, the row counts and, for a
+/// one-pass read, the triage (whose index now includes the report's rows).
 ///
-/// A second thread parses and checks the rows (a CSV file is split into records by a third),
-/// settles what the Activity index can (see [`Triage`]) and encodes the values of the other
-/// accepted rows, while this one hands those to `handler`, the ledger side, in row order.
-/// A CSV file that turns out not to be UTF-8 fails with [`csv::NotUtf8`] when `utf8` is
-/// set: the caller reads it again as Windows-1252.
+/// A second thread parses and checks the rows (a CSV file is split into records by a third)
+/// and encodes the values of the rows the ledger side needs, while this one hands those to
+/// `handler`, the ledger side, in row order. With [`Judging::Defer`], the rows are judged
+/// between two passes over the file (see [`crate::deferred`]); the handler sees the same
+/// rows in the same order either way. A CSV file that turns out not to be UTF-8 fails with
+/// [`csv::NotUtf8`] when `utf8` is set: the caller reads it again as Windows-1252.
 pub(crate) fn read<H: RowHandler>(
     path: &Path,
     schema: &Schema,
     ctx: DateContext,
-    mut triage: Triage,
+    judging: Judging,
     handler: &mut H,
     notes: &mut Vec<String>,
     utf8: bool,
-) -> Result<(Layout, RowCounts, Triage)> {
+) -> Result<(Layout, RowCounts, Option<Triage>)> {
+    let ctx2 = ctx.clone();
+    let started = std::time::Instant::now();
+    let ((layout, counts, after), more_notes) = pass(handler, move |sender| {
+        let mut notes = Vec::new();
+        let read = match (Format::detect(path)?, judging) {
+            (Format::Csv, Judging::Defer(mut d)) => {
+                let (l, c, delimiter) = csv::read(
+                    path,
+                    schema,
+                    ctx,
+                    Judge::Defer(&mut d),
+                    sender,
+                    &mut notes,
+                    utf8,
+                )?;
+                (l, c, AfterFirst::Again(d, delimiter))
+            }
+            (Format::Csv, Judging::Index(mut t)) => {
+                let (l, c, _) = csv::read(
+                    path,
+                    schema,
+                    ctx,
+                    Judge::Index(&mut t),
+                    sender,
+                    &mut notes,
+                    utf8,
+                )?;
+                (l, c, AfterFirst::Done(Some(t)))
+            }
+            (Format::Xlsx, Judging::Index(mut t)) => {
+                let (l, c) = xlsx::read(path, schema, ctx, &mut t, sender, &mut notes)?;
+                (l, c, AfterFirst::Done(Some(t)))
+            }
+            (Format::Xlsx, Judging::Defer(_)) => {
+                bail!("an XLSX report is read in one pass")
+            }
+        };
+        Ok((read, notes))
+    })?;
+    notes.extend(more_notes);
+    let triage = match after {
+        AfterFirst::Done(triage) => triage,
+        AfterFirst::Again(deferred, delimiter) => {
+            let ms = |t: std::time::Instant| t.elapsed().as_millis() as u64;
+            tracing::debug!(ms = ms(started), "first pass read");
+            let settled = handler.settle(deferred)?;
+            tracing::debug!(ms = ms(started), "rows settled");
+            let again = layout.clone();
+            pass(handler, move |sender| {
+                csv::reread(path, schema, ctx2, again, delimiter, settled, sender, utf8)
+            })?;
+            None
+        }
+    };
+    handler.end()?;
+    Ok((layout, counts, triage))
+}
+
+/// One pass over a report: `work` runs on a parsing thread and hands what it finds to a
+/// [`Sender`], while this thread passes it on to `handler`, in order.
+fn pass<H: RowHandler, T: Send>(
+    handler: &mut H,
+    work: impl FnOnce(&mut Sender) -> Result<T> + Send,
+) -> Result<T> {
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Msg>>(4);
         let parser = std::thread::Builder::new()
             .name("parse".into())
             .spawn_scoped(scope, move || {
-                let mut sender = Sender {
-                    tx,
-                    batch: Vec::with_capacity(BATCH + 1),
-                    unchanged: 0,
-                    stale: 0,
-                };
-                let mut notes = Vec::new();
-                let result = match Format::detect(path) {
-                    Ok(Format::Csv) => csv::read(
-                        path,
-                        schema,
-                        ctx,
-                        &mut triage,
-                        &mut sender,
-                        &mut notes,
-                        utf8,
-                    ),
-                    Ok(Format::Xlsx) => {
-                        xlsx::read(path, schema, ctx, &mut triage, &mut sender, &mut notes)
-                    }
-                    Err(e) => Err(e),
-                };
+                let mut sender = Sender::new(tx);
+                let result = work(&mut sender);
                 let flushed = sender.flush();
-                result.and_then(|r| flushed.map(|()| (r, notes, triage)))
+                result.and_then(|r| flushed.map(|()| r))
             })?;
-        let mut failure: Option<anyhow::Error> = None;
-        'recv: loop {
-            let batch = match rx.try_recv() {
-                Ok(batch) => batch,
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
-                Err(std::sync::mpsc::TryRecvError::Empty) => {
-                    if let Err(e) = handler.idle() {
-                        failure = Some(e);
-                        break;
-                    }
-                    match rx.recv() {
-                        Ok(batch) => batch,
-                        Err(_) => break,
-                    }
-                }
-            };
-            for msg in batch {
-                let step = match msg {
-                    Msg::Accepted(row) => handler.accepted(&row.view()),
-                    Msg::Settled { unchanged, stale } => handler.settled(unchanged, stale),
-                    Msg::Rejected(r) => handler.rejected(r),
-                    Msg::Warning(w) => {
-                        handler.warning(w);
-                        Ok(())
-                    }
-                    Msg::Skipped(skip, row) => {
-                        handler.skipped(skip, row);
-                        Ok(())
-                    }
-                };
-                if let Err(e) = step {
-                    failure = Some(e);
-                    break 'recv;
-                }
-            }
-        }
+        let failure = drain(&rx, handler);
         // Dropping the receiver stops the parser at its next send.
         drop(rx);
         let parsed = parser.join();
@@ -1172,10 +1344,48 @@ pub(crate) fn read<H: RowHandler>(
         if let Some(e) = failure {
             return Err(e);
         }
-        let parsed = parsed.map_err(|_| anyhow::anyhow!("the report parsing thread panicked"))?;
-        let ((layout, counts), more_notes, triage) = parsed?;
-        handler.end()?;
-        notes.extend(more_notes);
-        Ok((layout, counts, triage))
+        parsed.map_err(|_| anyhow::anyhow!("the report parsing thread panicked"))?
     })
+}
+
+/// Hands what the parsing thread sends to `handler` until it is done; the handler's first
+/// error, if any.
+fn drain<H: RowHandler>(
+    rx: &std::sync::mpsc::Receiver<Vec<Msg>>,
+    handler: &mut H,
+) -> Option<anyhow::Error> {
+    loop {
+        let batch = match rx.try_recv() {
+            Ok(batch) => batch,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
+            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                if let Err(e) = handler.idle() {
+                    return Some(e);
+                }
+                match rx.recv() {
+                    Ok(batch) => batch,
+                    Err(_) => return None,
+                }
+            }
+        };
+        for msg in batch {
+            let step = match msg {
+                Msg::Accepted(row) => handler.accepted_owned(row),
+                Msg::Settled { unchanged, stale } => handler.settled(unchanged, stale),
+                Msg::Progress(rows) => handler.progress(rows),
+                Msg::Rejected(r) => handler.rejected(r),
+                Msg::Warning(w) => {
+                    handler.warning(w);
+                    Ok(())
+                }
+                Msg::Skipped(skip, row) => {
+                    handler.skipped(skip, row);
+                    Ok(())
+                }
+            };
+            if let Err(e) = step {
+                return Some(e);
+            }
+        }
+    }
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use calamine::{CellErrorType, DataRef, Reader, Xlsx};
 
-use super::{Layout, RowCounts, RowHandler, RowProcessor};
+use super::{Judge, Layout, RowCounts, RowHandler, RowProcessor};
 use crate::activity::{Cell, DateContext};
 use crate::plan::Triage;
 use crate::report::schema::Schema;
@@ -115,7 +115,7 @@ pub(crate) fn read<H: RowHandler + Send>(
         let checker = std::thread::Builder::new()
             .name("rows".into())
             .spawn_scoped(scope, move || -> Result<Option<(Layout, RowCounts)>> {
-                let mut processor = RowProcessor::new(schema, ctx, triage, handler);
+                let mut processor = RowProcessor::new(schema, ctx, Judge::Index(triage), handler);
                 for msg in rx {
                     let batch = match msg {
                         Sheet::Rows(batch) => batch,

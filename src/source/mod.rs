@@ -70,6 +70,17 @@ pub(crate) fn hash_file(path: &Path) -> Result<(String, u64)> {
     Ok((hex::encode(hasher.finalize()), size))
 }
 
+/// Gives the calling thread the lowest CPU priority (Linux `SCHED_IDLE`); elsewhere, or
+/// if refused, nothing changes.
+fn idle_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: 0 names the calling thread; `param` is a valid, initialised struct.
+        let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    }
+}
+
 /// A report's hash, computed on another thread while the report is parsed.
 pub(crate) enum HashJob {
     Done(String),
@@ -78,8 +89,10 @@ pub(crate) enum HashJob {
 }
 
 impl HashJob {
-    /// The hash `fetched` carries, or a thread computing it.
-    pub(crate) fn start(fetched: &Fetched) -> HashJob {
+    /// The hash `fetched` carries, or a thread computing it. Unless `urgent`, the thread
+    /// runs only on a core nothing else wants (`SCHED_IDLE`): a CSV report's first pass
+    /// keeps both cores of a small machine busy, its second leaves one with time to spare.
+    pub(crate) fn start(fetched: &Fetched, urgent: bool) -> HashJob {
         match &fetched.sha256 {
             Some(h) => HashJob::Done(h.clone()),
             None => {
@@ -87,7 +100,12 @@ impl HashJob {
                 HashJob::Running(
                     std::thread::Builder::new()
                         .name("hash".into())
-                        .spawn(move || hash_file(&path))
+                        .spawn(move || {
+                            if !urgent {
+                                idle_priority();
+                            }
+                            hash_file(&path)
+                        })
                         .expect("spawn the hashing thread"),
                 )
             }

@@ -369,3 +369,140 @@ fn random_reports_give_the_events_of_a_model_of_the_rules() {
         );
     }
 }
+
+/// A report of thousands of rows, in no Activity order, over a ledger whose Activities fall
+/// in every part of the Activity index: each rule holds row by row (the rows are judged a
+/// part of the index at a time, between two readings of the file), the events keep the
+/// order of the report's rows, and the index saved with the report answers the next one.
+#[test]
+fn a_large_report_is_judged_row_by_row_in_row_order() {
+    let w = Workdir::new();
+    let first: Vec<String> = (0..5_000)
+        .map(|i| format!("A{i},Ordered,,2026-11-01T10:00:00Z,,,,"))
+        .collect();
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    w.report("r_2026-11-01.csv", &first);
+    w.run_ok(&["run"], 0);
+    assert_eq!(w.events().len(), 5_000);
+
+    // Activities in a scattered order (7 is prime to 5,000), ten kinds of row.
+    let mut rows = Vec::new();
+    let mut want = Vec::new();
+    for k in 0..5_000 {
+        let i = (k * 7) % 5_000;
+        match i % 10 {
+            0 => {
+                rows.push(format!("A{i},Completed,,2026-11-02T10:00:00Z,,,,"));
+                want.push(t(&format!("A{i}"), "ordered", "completed"));
+            }
+            // A newer time, the same state: no event.
+            1 => rows.push(format!("A{i},Ordered,,2026-11-02T10:00:00Z,,,,")),
+            // Older than the ledger: stale.
+            2 => rows.push(format!("A{i},Cancelled,,2026-10-30T10:00:00Z,,,,")),
+            // Twice, changing again: one event, to the last state (rule 5).
+            3 => {
+                rows.push(format!("A{i},Completed,,2026-11-02T10:00:00Z,,,,"));
+                rows.push(format!("A{i},Cancelled,,2026-11-03T10:00:00Z,,,,"));
+                want.push(t(&format!("A{i}"), "ordered", "cancelled"));
+            }
+            // Twice, back where it started: no event.
+            4 => {
+                rows.push(format!("A{i},Completed,,2026-11-02T10:00:00Z,,,,"));
+                rows.push(format!("A{i},Ordered,,2026-11-03T10:00:00Z,,,,"));
+            }
+            _ => rows.push(format!("A{i},Ordered,,2026-11-01T10:00:00Z,,,,")),
+        }
+        if k % 5 == 0 {
+            rows.push(format!("B{k},On Back Order,,2026-11-02T10:00:00Z,,,,"));
+            want.push(t(&format!("B{k}"), "", "on_back_order"));
+        }
+    }
+    let second: Vec<&str> = rows.iter().map(String::as_str).collect();
+    w.report("r_2026-11-02.csv", &second);
+    w.run_ok(&["run", "--summary-json", "s.json"], 0);
+    let got: Vec<_> = w.transitions().into_iter().skip(5_000).collect();
+    // The first rows of rule 5 take the events' places: rows order them.
+    assert_eq!(got, want);
+    let r = &w.summary("s.json")["reports"][0];
+    assert_eq!(r["events"], 2_000, "{r}");
+    assert_eq!(r["stale"], 500, "{r}");
+    assert_eq!(r["merged"], 1_000, "{r}");
+    assert_eq!(r["unchanged"], 3_000, "{r}");
+
+    // The next report finds the Activities where the last one left them: the same rows
+    // again change nothing; each Activity moved back to "ordered" is one event.
+    w.report("r_2026-11-04.csv", &second);
+    let back: Vec<String> = (0..5_000)
+        .filter(|i| i % 10 == 0 || i % 10 == 3)
+        .map(|i| format!("A{i},Ordered,,2026-11-05T10:00:00Z,,,,"))
+        .collect();
+    let back: Vec<&str> = back.iter().map(String::as_str).collect();
+    w.report("r_2026-11-05.csv", &back);
+    w.run_ok(&["run", "--summary-json", "s.json"], 0);
+    let s = w.summary("s.json");
+    assert_eq!(s["reports"][0]["events"], 0, "{s}");
+    assert_eq!(s["reports"][1]["events"], 1_000, "{s}");
+}
+
+/// A ledger of an earlier release (one Activity index table, schema version 4) is migrated
+/// and its index rebuilt from `activities`: the next report is judged against what the
+/// ledger holds.
+#[test]
+fn an_index_of_an_earlier_release_is_rebuilt_from_the_ledger() {
+    let w = Workdir::new();
+    w.report(
+        "r_2026-11-01.csv",
+        &[
+            "A1,Ordered,,2026-11-01T10:00:00Z,,,,",
+            "A2,Ordered,,2026-11-01T10:00:00Z,,,,",
+        ],
+    );
+    w.run_ok(&["run"], 0);
+    {
+        let db = w.ledger();
+        db.execute_batch(
+            "DROP TABLE activity_index_part;
+             DELETE FROM activity_index; DELETE FROM activity_index_delta;
+             INSERT INTO activity_index VALUES (0, zeroblob(8192));
+             DELETE FROM meta WHERE key = 'index_parts';
+             INSERT INTO meta VALUES ('index_bits', 10), ('index_len', 2);
+             PRAGMA user_version = 4;",
+        )
+        .unwrap();
+    }
+    w.report(
+        "r_2026-11-02.csv",
+        &[
+            "A1,Ordered,,2026-11-01T10:00:00Z,,,,",
+            "A2,Completed,,2026-11-02T10:00:00Z,,,,",
+        ],
+    );
+    w.run_ok(&["run", "--summary-json", "s.json"], 0);
+    assert_eq!(
+        w.transitions(),
+        vec![
+            t("A1", "", "ordered"),
+            t("A2", "", "ordered"),
+            t("A2", "ordered", "completed")
+        ]
+    );
+    let r = &w.summary("s.json")["reports"][0];
+    assert_eq!([&r["unchanged"], &r["events"]], [1, 1], "{r}");
+    let db = w.ledger();
+    let parts: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM activity_index_part WHERE len > 0",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(parts, 2, "the two Activities' parts are saved");
+    let old: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM meta WHERE key = 'index_bits'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(old, 0);
+}
