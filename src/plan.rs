@@ -12,8 +12,10 @@
 //! event this same report created folds into that event (amends it, or removes it when the
 //! Activity ends up where it started).
 //!
-//! Most rows of a daily report settle on the parsing thread ([`Triage`], from the Activity
-//! index); the [`Planner`] applies the rest inside the report's transaction.
+//! Most rows of a daily report settle from the Activity index alone ([`judge`]): for a CSV
+//! report between its two passes, a part of the index at a time (`crate::deferred`); for an
+//! XLSX report on the parsing thread, row by row ([`Triage`]). The [`Planner`] applies the
+//! rest inside the report's transaction, in row order either way.
 
 use std::collections::BTreeMap;
 

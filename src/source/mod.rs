@@ -70,14 +70,14 @@ pub(crate) fn hash_file(path: &Path) -> Result<(String, u64)> {
     Ok((hex::encode(hasher.finalize()), size))
 }
 
-/// Gives the calling thread the lowest CPU priority (Linux `SCHED_IDLE`); elsewhere, or
-/// if refused, nothing changes.
+/// Gives the calling thread the lowest CPU priority of the time-sharing class (nice 19: it
+/// yields to busy threads, yet never starves as a `SCHED_IDLE` one can on a loaded machine);
+/// elsewhere, or if refused, nothing changes.
 fn idle_priority() {
     #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: 0 names the calling thread; `param` is a valid, initialised struct.
-        let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    // SAFETY: on Linux, PRIO_PROCESS with 0 names the calling thread; no memory is passed.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
     }
 }
 
@@ -90,8 +90,9 @@ pub(crate) enum HashJob {
 
 impl HashJob {
     /// The hash `fetched` carries, or a thread computing it. Unless `urgent`, the thread
-    /// runs only on a core nothing else wants (`SCHED_IDLE`): a CSV report's first pass
-    /// keeps both cores of a small machine busy, its second leaves one with time to spare.
+    /// runs at the lowest priority (nice 19), on what CPU the others leave: a CSV report's
+    /// first pass keeps both cores of a small machine busy, its second leaves one with time
+    /// to spare.
     pub(crate) fn start(fetched: &Fetched, urgent: bool) -> HashJob {
         match &fetched.sha256 {
             Some(h) => HashJob::Done(h.clone()),
