@@ -16,7 +16,10 @@
 //!    row: settled (unchanged or stale), or the hint the ledger side needs.
 //! 3. **Pass 2** (`report::csv::reread`) reads again, in row order, only the records of the
 //!    rows the ledger side must see, and hands them on with their hints: the ledger side
-//!    then sees the same rows, in the same order, as in one pass.
+//!    then sees the same rows, in the same order, as in one pass. It reads the file the
+//!    first pass opened (a file put under its name meanwhile is not seen), and a record that
+//!    no longer checks out, or names another Activity, fails the report as a file that
+//!    changed while it was read.
 //!
 //! Memory: one part (16 bytes a slot, ~1/256 of the index), 12 KiB of spill buffer per part,
 //! and the byte per row. The temporary files sit beside the ledger, unnamed: they vanish
@@ -38,8 +41,9 @@ use crate::plan::{Verdict, judge, recorded};
 const REC: usize = 24;
 /// Rows a part's spill buffer holds before it is written out (12 KiB).
 const CHUNK: usize = 512;
-/// Bytes of a row's place: where its record starts (u64), its length and its line (u32).
-pub(crate) const PLACE: usize = 16;
+/// Bytes of a row's place: where its record starts (u64), its length and its line (u32),
+/// and its Activity's key (u64), which the second pass checks it finds again.
+pub(crate) const PLACE: usize = 24;
 
 /// Pass 1's side of the two-pass read: the spilled rows and their places.
 pub(crate) struct Deferred {
@@ -113,6 +117,7 @@ impl Deferred {
             .write_all(&u32::try_from(len).map_err(|_| too_big())?.to_le_bytes())?;
         self.places
             .write_all(&u32::try_from(line).unwrap_or(u32::MAX).to_le_bytes())?;
+        self.places.write_all(&key.to_le_bytes())?;
         self.rows = self
             .rows
             .checked_add(1)
@@ -133,50 +138,66 @@ impl Deferred {
         } = self;
         let mut places = places.into_inner().map_err(|e| e.into_error())?;
         places.rewind()?;
-        let mut settled = Settled {
-            hints: vec![0; rows as usize],
-            places,
-            unchanged: 0,
-            stale: 0,
-        };
-        // No current index: rebuilt from `activities` (in memory, once), then saved part by part.
-        let mut whole = if index::is_current(conn)? {
-            None
-        } else {
-            let mut idx = ActivityIndex::rebuild(conn)?;
-            idx.prepare_rebuilt(conn)?;
-            Some(idx)
-        };
-        let mut chunk = vec![0u8; CHUNK * REC];
-        for p in 0..PARTS {
-            if chunks[p].is_empty() && bufs[p].is_empty() && whole.is_none() {
-                continue; // no row of this report falls in it
-            }
-            let mut part = match whole.as_mut() {
-                Some(idx) => idx.take_part(p),
-                None => match Part::load(conn, p)? {
-                    Some(part) => part,
-                    None => {
-                        tracing::warn!(
-                            part = p,
-                            "a part of the ledger's Activity index does not match: rebuilding it"
-                        );
-                        Part::rebuild(conn, p)?
-                    }
-                },
-            };
-            for &at in &chunks[p] {
-                spill
-                    .read_exact_at(&mut chunk, at)
-                    .context("cannot read the temporary spill file")?;
-                settled.judge(&chunk, &mut part, generation, resend)?;
-            }
-            settled.judge(&bufs[p], &mut part, generation, resend)?;
-            part.save(conn)?;
+        // No current index: rebuilt from `activities` (in memory, once), then saved part by
+        // part. A damaged part is rebuilt alone (a scan of `activities`); past a few of
+        // them, the whole index is, in one scan, and the judging starts over.
+        let mut whole = None;
+        if !index::is_current(conn)? {
+            whole = Some(ActivityIndex::rebuild(conn)?);
         }
-        Ok(settled)
+        let mut damaged = 0;
+        'judging: loop {
+            if let Some(idx) = whole.as_mut() {
+                idx.prepare_rebuilt(conn)?;
+            }
+            let mut settled = Settled {
+                hints: vec![0; rows as usize],
+                places: places.try_clone()?,
+                unchanged: 0,
+                stale: 0,
+            };
+            let mut chunk = vec![0u8; CHUNK * REC];
+            for p in 0..PARTS {
+                if chunks[p].is_empty() && bufs[p].is_empty() && whole.is_none() {
+                    continue; // no row of this report falls in it
+                }
+                let mut part = match whole.as_mut() {
+                    Some(idx) => idx.take_part(p),
+                    None => match Part::load(conn, p)? {
+                        Some(part) => part,
+                        None if damaged < MAX_DAMAGED => {
+                            damaged += 1;
+                            tracing::warn!(
+                                part = p,
+                                "a part of the ledger's Activity index does not match: rebuilding it"
+                            );
+                            Part::rebuild(conn, p)?
+                        }
+                        None => {
+                            tracing::warn!(
+                                "the ledger's Activity index does not match: rebuilding it"
+                            );
+                            whole = Some(ActivityIndex::rebuild(conn)?);
+                            continue 'judging;
+                        }
+                    },
+                };
+                for &at in &chunks[p] {
+                    spill
+                        .read_exact_at(&mut chunk, at)
+                        .context("cannot read the temporary spill file")?;
+                    settled.judge(&chunk, &mut part, generation, resend)?;
+                }
+                settled.judge(&bufs[p], &mut part, generation, resend)?;
+                part.save(conn)?;
+            }
+            return Ok(settled);
+        }
     }
 }
+
+/// Damaged index parts rebuilt one by one in a report before the whole index is.
+const MAX_DAMAGED: usize = 2;
 
 /// What settling found: a byte per accepted row (0: settled from the index, else the
 /// [`crate::plan::Hint`]'s code), and the rows' places, in row order.
@@ -248,6 +269,7 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(TABLES).unwrap();
         let mut idx = ActivityIndex::load(&conn).unwrap();
+        let tx = conn.unchecked_transaction().unwrap();
         for i in 0..40_000 {
             let e = Entry {
                 state: STATES[i % 4],
@@ -255,7 +277,13 @@ mod tests {
                 generation: 1,
             };
             idx.put(&format!("ACT-{i}"), e);
+            tx.execute(
+                "INSERT INTO activities VALUES (?1, ?2, ?3)",
+                rusqlite::params![format!("ACT-{i}"), e.state.code(), e.updated_at],
+            )
+            .unwrap();
         }
+        tx.commit().unwrap();
         idx.save(&conn).unwrap();
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
         let mut next = move || {
@@ -350,9 +378,11 @@ mod tests {
         );
         assert_eq!(u32::from_le_bytes(last[8..12].try_into().unwrap()), 90);
         assert_eq!(
-            u32::from_le_bytes(last[12..].try_into().unwrap()) as usize,
+            u32::from_le_bytes(last[12..16].try_into().unwrap()) as usize,
             rows.len() + 1
         );
+        let (key, _) = key_check(&rows[rows.len() - 1].0);
+        assert_eq!(u64::from_le_bytes(last[16..].try_into().unwrap()), key);
     }
 
     #[test]
@@ -364,15 +394,52 @@ mod tests {
         assert_eq!(settled.hints, want);
 
         // No current index (an older ledger, or one marked for a rebuild): rebuilt from
-        // `activities` (empty here), then settled and saved part by part.
+        // `activities`, then settled and saved part by part, judging as the one pass does.
         index::invalidate(&conn).unwrap();
+        let (want, index) = one_pass(&conn, &rows[..1_000], false);
         let settled = two_passes(&conn, &rows[..1_000], false);
         assert!(index::is_current(&conn).unwrap());
-        assert_eq!(settled.hints[0], Hint::New.code());
+        assert_eq!(settled.hints, want);
         let saved = ActivityIndex::load(&conn).unwrap();
-        assert!(saved.get(&rows[0].0).is_some());
-        assert!(
-            saved.get("ACT-39999").is_none() || rows[..1_000].iter().any(|r| r.0 == "ACT-39999")
-        );
+        assert!(!saved.is_dirty(), "loaded as saved, not rebuilt");
+        for i in 0..60_000 {
+            let id = format!("ACT-{i}");
+            assert_eq!(saved.get(&id), index.get(&id), "{id}");
+        }
+    }
+
+    /// Damaged parts of the index (a block of the wrong size): one is rebuilt alone, three
+    /// make the whole index rebuilt; either way every row is judged as it would have been.
+    #[test]
+    fn damaged_parts_are_rebuilt_and_every_row_judged_as_before() {
+        for damaged in [vec![7], vec![1, 2, 3]] {
+            let (conn, rows) = ledger_and_rows();
+            let (want, _) = one_pass(&conn, &rows, false);
+            for p in &damaged {
+                let changed = conn
+                    .execute(
+                        "UPDATE activity_index SET slots = zeroblob(100) WHERE block = ?1",
+                        [(*p as i64) << 32],
+                    )
+                    .unwrap();
+                assert_eq!(changed, 1);
+                assert!(Part::load(&conn, *p).unwrap().is_none());
+            }
+            let settled = two_passes(&conn, &rows, false);
+            let differ = settled
+                .hints
+                .iter()
+                .zip(&want)
+                .filter(|(a, b)| a != b)
+                .count();
+            assert_eq!(differ, 0, "damaged {damaged:?}");
+            for p in 0..PARTS {
+                assert!(
+                    Part::load(&conn, p).unwrap().is_some(),
+                    "part {p} after {damaged:?}"
+                );
+            }
+            assert!(index::is_current(&conn).unwrap());
+        }
     }
 }

@@ -461,11 +461,10 @@ impl Part {
             conn.prepare_cached("DELETE FROM activity_index WHERE block BETWEEN ?1 AND ?2")?
                 .execute([lo, hi])?;
         }
-        if self.log_rows > 0 {
-            let (llo, lhi) = log_ids(self.part);
-            conn.prepare_cached("DELETE FROM activity_index_delta WHERE seq BETWEEN ?1 AND ?2")?
-                .execute([llo, lhi])?;
-        }
+        // The whole range: a part rebuilt alone knows nothing of the log it replaces.
+        let (llo, lhi) = log_ids(self.part);
+        conn.prepare_cached("DELETE FROM activity_index_delta WHERE seq BETWEEN ?1 AND ?2")?
+            .execute([llo, lhi])?;
         let mut stmt = conn.prepare_cached(
             "INSERT OR REPLACE INTO activity_index (block, slots) VALUES (?1, ?2)",
         )?;
@@ -925,17 +924,33 @@ mod tests {
         bad.extend_from_slice(&[1; 16]);
         conn.execute(
             "INSERT INTO activity_index_delta (seq, slots) VALUES (?1, ?2)",
-            params![log_ids(part_of(key)).0 + 1, bad],
+            params![log_ids(part_of(key)).0 + 1, &bad],
         )
         .unwrap();
         assert!(
             Part::load(&conn, part_of(key)).unwrap().is_none(),
             "damaged"
         );
-        let alone = Part::rebuild(&conn, part_of(key)).unwrap();
+        let mut alone = Part::rebuild(&conn, part_of(key)).unwrap();
         assert_eq!(
             alone.find(key, key_check("ACT-5").1),
             Indexed::Found(entry(State::Ordered, 5, 0))
+        );
+        // Saved, the part rebuilt alone replaces the damaged log too: it loads as saved.
+        alone.save(&conn).unwrap();
+        let loaded = Part::load(&conn, part_of(key))
+            .unwrap()
+            .expect("loads after its rebuild");
+        assert_eq!(loaded.slots, alone.slots);
+        // The damage again, for the whole index's rebuild below.
+        conn.execute(
+            "INSERT INTO activity_index_delta (seq, slots) VALUES (?1, ?2)",
+            params![log_ids(part_of(key)).0 + 1, bad],
+        )
+        .unwrap();
+        assert!(
+            Part::load(&conn, part_of(key)).unwrap().is_none(),
+            "damaged again"
         );
         let mut rebuilt = ActivityIndex::load(&conn).unwrap();
         assert!(rebuilt.rebuilt, "rebuilt from activities");

@@ -8,7 +8,6 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek};
-use std::path::Path;
 
 use anyhow::{Context, Result};
 
@@ -433,7 +432,7 @@ fn utf16_without_bom(head: &[u8]) -> Option<&'static encoding_rs::Encoding> {
 /// look-up finds it in the CPU cache (the index is far larger than the caches and its
 /// look-ups are random).
 pub(crate) fn read<H: RowHandler>(
-    path: &Path,
+    file: File,
     schema: &Schema,
     ctx: DateContext,
     judge: Judge<'_>,
@@ -441,7 +440,7 @@ pub(crate) fn read<H: RowHandler>(
     notes: &mut Vec<String>,
     utf8: bool,
 ) -> Result<(Layout, RowCounts, u8)> {
-    let stream: Box<dyn Read + Send> = match open(path, utf8, notes)? {
+    let stream: Box<dyn Read + Send> = match open(file, utf8, notes)? {
         Stream::Plain(file) => Box::new(file),
         Stream::Decoded(d) => Box::new(d),
     };
@@ -464,10 +463,10 @@ enum Stream {
     Decoded(Decoding<File>),
 }
 
-/// Opens the report as text: UTF-16 by its BOM or its zero bytes, else UTF-8 when `utf8`
-/// is set, else Windows-1252. Says in `notes` how a decoded file was read.
-fn open(path: &Path, utf8: bool, notes: &mut Vec<String>) -> Result<Stream> {
-    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+/// Reads the report from its start as text: UTF-16 by its BOM or its zero bytes, else UTF-8
+/// when `utf8` is set, else Windows-1252. Says in `notes` how a decoded file was read.
+fn open(mut file: File, utf8: bool, notes: &mut Vec<String>) -> Result<Stream> {
+    file.rewind()?;
     let mut head = Vec::with_capacity(4096);
     (&mut file).take(4096).read_to_end(&mut head)?;
     file.rewind()?;
@@ -533,40 +532,42 @@ impl Window {
             self.buf.clear();
             let gap = start - end;
             match &mut self.stream {
+                // Always: the file may be shared with the first pass, and be where it left it.
                 Stream::Plain(f) => {
-                    if gap > 0 {
-                        f.seek(std::io::SeekFrom::Start(start))?;
-                    }
+                    f.seek(std::io::SeekFrom::Start(start))?;
                 }
                 Stream::Decoded(d) => {
                     std::io::copy(&mut d.take(gap), &mut std::io::sink())?;
                 }
             }
             self.at = start;
-        } else {
-            let keep = (start - self.at) as usize;
-            self.buf.drain(..keep);
-            self.at = start;
         }
-        let ahead = if self.adjacent >= 4 {
-            READ_AHEAD
-        } else {
-            64 * 1024
-        };
-        while self.buf.len() < len {
-            let have = self.buf.len();
-            let want = (len - have).max(ahead);
-            self.buf.resize(have + want, 0);
-            let n = match &mut self.stream {
-                Stream::Plain(f) => f.read(&mut self.buf[have..])?,
-                Stream::Decoded(d) => d.read(&mut self.buf[have..])?,
+        let mut from = (start - self.at) as usize;
+        if from + len > self.buf.len() {
+            // Only when it must be refilled is what the buffer still holds moved to its front.
+            self.buf.drain(..from);
+            self.at = start;
+            from = 0;
+            let ahead = if self.adjacent >= 4 {
+                READ_AHEAD
+            } else {
+                64 * 1024
             };
-            self.buf.truncate(have + n);
-            if n == 0 {
-                break;
+            while self.buf.len() < len {
+                let have = self.buf.len();
+                let want = (len - have).max(ahead);
+                self.buf.resize(have + want, 0);
+                let n = match &mut self.stream {
+                    Stream::Plain(f) => f.read(&mut self.buf[have..])?,
+                    Stream::Decoded(d) => d.read(&mut self.buf[have..])?,
+                };
+                self.buf.truncate(have + n);
+                if n == 0 {
+                    break;
+                }
             }
         }
-        Ok(&self.buf[..len.min(self.buf.len())])
+        Ok(&self.buf[from..(from + len).min(self.buf.len())])
     }
 }
 
@@ -619,7 +620,7 @@ fn parse_record(
 /// with their hints.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn reread<H: RowHandler>(
-    path: &Path,
+    file: File,
     schema: &Schema,
     ctx: DateContext,
     layout: Layout,
@@ -628,7 +629,7 @@ pub(crate) fn reread<H: RowHandler>(
     handler: &mut H,
     utf8: bool,
 ) -> Result<()> {
-    let mut window = Window::new(open(path, utf8, &mut Vec::new())?);
+    let mut window = Window::new(open(file, utf8, &mut Vec::new())?);
     let mut processor = RowProcessor::again(schema, ctx, layout, handler);
     let mut core = csv_core::ReaderBuilder::new().delimiter(delimiter).build();
     let (mut out, mut ends) = (Vec::new(), Vec::new());
@@ -651,7 +652,10 @@ pub(crate) fn reread<H: RowHandler>(
         };
         let start = u64::from_le_bytes(place[..8].try_into().expect("8 bytes"));
         let len = u32::from_le_bytes(place[8..12].try_into().expect("4 bytes")) as usize;
-        let line = u64::from(u32::from_le_bytes(place[12..].try_into().expect("4 bytes")));
+        let line = u64::from(u32::from_le_bytes(
+            place[12..16].try_into().expect("4 bytes"),
+        ));
+        let key = u64::from_le_bytes(place[16..].try_into().expect("8 bytes"));
         let bytes = window.get(start, len)?;
         if bytes.len() < len || !parse_record(&mut core, bytes, &mut out, &mut ends, &mut record) {
             return Err(changed());
@@ -661,7 +665,7 @@ pub(crate) fn reread<H: RowHandler>(
             .filter(|t| fields_on_char_boundaries(t, &record))
             .ok_or_else(changed)?;
         let mut cells = cells_of(text, &record, std::mem::take(&mut spare));
-        if !processor.row_again(line, &cells, hint)? {
+        if !processor.row_again(line, &cells, hint, key)? {
             return Err(changed());
         }
         cells.clear();
@@ -888,7 +892,8 @@ mod tests {
                 encoding_rs::WINDOWS_1252.encode(text).0.into_owned()
             };
             std::fs::write(&path, bytes).unwrap();
-            let stream: Box<dyn Read> = match open(&path, utf8, &mut Vec::new()).unwrap() {
+            let file = || File::open(&path).unwrap();
+            let stream: Box<dyn Read> = match open(file(), utf8, &mut Vec::new()).unwrap() {
                 Stream::Plain(f) => Box::new(f),
                 Stream::Decoded(d) => Box::new(d),
             };
@@ -908,7 +913,7 @@ mod tests {
             }
             assert_eq!(spans.len(), 8, "{spans:?}");
             for step in [1, 2, 3] {
-                let mut window = Window::new(open(&path, utf8, &mut Vec::new()).unwrap());
+                let mut window = Window::new(open(file(), utf8, &mut Vec::new()).unwrap());
                 let mut core = csv_core::ReaderBuilder::new().delimiter(b',').build();
                 let (mut out, mut ends) = (Vec::new(), Vec::new());
                 for (start, len, want) in spans.iter().skip(step - 1).step_by(step) {
@@ -922,6 +927,111 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Collects the rows handed on in the second pass.
+    struct Collect(Vec<(String, u64, Hint)>);
+
+    impl RowHandler for Collect {
+        fn accepted(&mut self, row: &crate::report::AcceptedRow<'_>) -> Result<()> {
+            self.0.push((row.id.to_string(), row.row, row.hint));
+            Ok(())
+        }
+        fn settled(&mut self, _: u64, _: u64) -> Result<()> {
+            Ok(())
+        }
+        fn rejected(&mut self, r: crate::report::Reject) -> Result<()> {
+            panic!("rejected: {r:?}")
+        }
+        fn warning(&mut self, _: crate::report::RowWarning) {}
+        fn skipped(&mut self, _: crate::report::Skip, _: u64) {}
+    }
+
+    /// Both passes over one file, with `between` done to it in between.
+    fn two_passes(
+        path: &std::path::Path,
+        between: impl FnOnce(),
+    ) -> Result<Vec<(String, u64, Hint)>> {
+        let schema = Schema::bundled().unwrap();
+        let ctx = DateContext::new(&schema, chrono_tz::UTC).unwrap();
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE activities (activity_id TEXT PRIMARY KEY, state INTEGER, updated_at INTEGER);
+             CREATE TABLE activity_index (block INTEGER PRIMARY KEY, slots BLOB NOT NULL);
+             CREATE TABLE activity_index_delta (seq INTEGER PRIMARY KEY, slots BLOB NOT NULL);
+             CREATE TABLE activity_index_part (part INTEGER PRIMARY KEY, bits INTEGER NOT NULL,
+                 len INTEGER NOT NULL, logged INTEGER NOT NULL, rows INTEGER NOT NULL);
+             CREATE TABLE meta (key TEXT PRIMARY KEY, value);",
+        )
+        .unwrap();
+        let dir = path.parent().unwrap();
+        let mut deferred = crate::deferred::Deferred::new(dir, 0)?;
+        let mut handler = Collect(Vec::new());
+        let file = File::open(path)?;
+        let again = file.try_clone()?;
+        let (layout, _, delimiter) = read(
+            file,
+            &schema,
+            ctx.clone(),
+            Judge::Defer(&mut deferred),
+            &mut handler,
+            &mut Vec::new(),
+            true,
+        )?;
+        between();
+        let settled = deferred.settle(&conn, 1, false)?;
+        reread(
+            again,
+            &schema,
+            ctx,
+            layout,
+            delimiter,
+            settled,
+            &mut handler,
+            true,
+        )?;
+        Ok(handler.0)
+    }
+
+    /// The second pass reads the very file the first read: one put under its name in
+    /// between is not seen, and one rewritten in place is refused, not read as other rows.
+    #[test]
+    fn the_second_pass_reads_the_first_passs_file_or_refuses_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r_2026-11-01.csv");
+        let text = "Activity ID,Status,Last Updated\r\n\
+                    A1,Ordered,2026-11-01T10:00:00Z\r\n\
+                    A2,Completed,2026-11-01T10:00:00Z\r\n\
+                    A3,Ordered,2026-11-01T10:00:00Z\r\n";
+        let all = vec![
+            ("A1".to_string(), 2, Hint::New),
+            ("A2".to_string(), 3, Hint::New),
+            ("A3".to_string(), 4, Hint::New),
+        ];
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(two_passes(&path, || {}).unwrap(), all);
+
+        // Another file renamed over it: the rows of the first are handed on.
+        let other = dir.path().join("other.csv");
+        let swapped = text.replace("A2", "B2").replace("A3", "B3");
+        let got = two_passes(&path, || {
+            std::fs::write(&other, &swapped).unwrap();
+            std::fs::rename(&other, &path).unwrap();
+        })
+        .unwrap();
+        assert_eq!(got, all);
+
+        // The same bytes' places now hold other Activities: refused.
+        std::fs::write(&path, text).unwrap();
+        let err = two_passes(&path, || {
+            let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            std::io::Write::write_all(&mut f, swapped.as_bytes()).unwrap();
+        })
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("the file changed while it was read"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc::SyncSender;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::activity::{Cell, CellValue, DateContext, State, normalize_cell};
 use crate::deferred::{Deferred, Settled};
@@ -482,12 +482,14 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
     }
 
     /// The second pass: hands on a row the first accepted, with its hint. False when the
-    /// row no longer checks out as it did (the file changed in between).
+    /// row no longer checks out as it did, or names an Activity other than `key`'s (the
+    /// file changed in between).
     pub(crate) fn row_again(
         &mut self,
         number: u64,
         cells: &[Cell<'_>],
         hint: Hint,
+        key: u64,
     ) -> Result<bool> {
         self.judge = Judge::Given(hint);
         self.at_cut_end = false;
@@ -500,7 +502,7 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
                 values,
                 itsm,
                 hint,
-            }) => {
+            }) if crate::ledger::index::key_check(&id).0 == key => {
                 let accepted =
                     AcceptedRow::new(&id, state, updated_at, number, &values, itsm, hint);
                 self.handler.accepted(&accepted)?;
@@ -1241,7 +1243,8 @@ pub(crate) enum Judging {
 /// What the first pass leaves: the triage of a one-pass read, or what the second needs.
 enum AfterFirst {
     Done(Option<Triage>),
-    Again(Deferred, u8),
+    /// The rows set aside, the delimiter, the file.
+    Again(Deferred, u8, std::fs::File),
 }
 
 /// Reads a whole report into `handler`; returns the layout, the row counts and, for a
@@ -1266,10 +1269,15 @@ pub(crate) fn read<H: RowHandler>(
     let started = std::time::Instant::now();
     let ((layout, counts, after), more_notes) = pass(handler, move |sender| {
         let mut notes = Vec::new();
+        let open =
+            || std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()));
         let read = match (Format::detect(path)?, judging) {
             (Format::Csv, Judging::Defer(mut d)) => {
+                // The second pass reads this same file, whatever takes its name meanwhile.
+                let file = open()?;
+                let again = file.try_clone()?;
                 let (l, c, delimiter) = csv::read(
-                    path,
+                    file,
                     schema,
                     ctx,
                     Judge::Defer(&mut d),
@@ -1277,11 +1285,11 @@ pub(crate) fn read<H: RowHandler>(
                     &mut notes,
                     utf8,
                 )?;
-                (l, c, AfterFirst::Again(d, delimiter))
+                (l, c, AfterFirst::Again(d, delimiter, again))
             }
             (Format::Csv, Judging::Index(mut t)) => {
                 let (l, c, _) = csv::read(
-                    path,
+                    open()?,
                     schema,
                     ctx,
                     Judge::Index(&mut t),
@@ -1304,14 +1312,14 @@ pub(crate) fn read<H: RowHandler>(
     notes.extend(more_notes);
     let triage = match after {
         AfterFirst::Done(triage) => triage,
-        AfterFirst::Again(deferred, delimiter) => {
+        AfterFirst::Again(deferred, delimiter, file) => {
             let ms = |t: std::time::Instant| t.elapsed().as_millis() as u64;
             tracing::debug!(ms = ms(started), "first pass read");
             let settled = handler.settle(deferred)?;
             tracing::debug!(ms = ms(started), "rows settled");
             let again = layout.clone();
             pass(handler, move |sender| {
-                csv::reread(path, schema, ctx2, again, delimiter, settled, sender, utf8)
+                csv::reread(file, schema, ctx2, again, delimiter, settled, sender, utf8)
             })?;
             None
         }

@@ -52,12 +52,42 @@ pub(crate) trait Source {
 
 /// Streams a file once for its SHA-256 and size.
 pub(crate) fn hash_file(path: &Path) -> Result<(String, u64)> {
-    let mut f =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut hasher = Sha256::new();
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    match hash_until(path, f, Sha256::new(), 0, None)? {
+        Hashing::Done(sha, size) => Ok((sha, size)),
+        Hashing::Handed { .. } => unreachable!("nobody asked to hand over"),
+    }
+}
+
+/// Where a hash stands: done, or handed over part way (its state, the file and the bytes
+/// hashed so far, that many read from the file).
+pub(crate) enum Hashing {
+    Done(String, u64),
+    Handed {
+        hasher: Sha256,
+        file: std::fs::File,
+        size: u64,
+    },
+}
+
+/// Hashes the rest of `f` into `hasher`; stops and hands over between two reads once
+/// `hand_over` is set.
+fn hash_until(
+    path: &Path,
+    mut f: std::fs::File,
+    mut hasher: Sha256,
+    mut size: u64,
+    hand_over: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<Hashing> {
     let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
     loop {
+        if hand_over.is_some_and(|h| h.load(std::sync::atomic::Ordering::Acquire)) {
+            return Ok(Hashing::Handed {
+                hasher,
+                file: f,
+                size,
+            });
+        }
         let n = f
             .read(&mut buf)
             .with_context(|| format!("cannot read {}", path.display()))?;
@@ -67,7 +97,7 @@ pub(crate) fn hash_file(path: &Path) -> Result<(String, u64)> {
         hasher.update(&buf[..n]);
         size += n as u64;
     }
-    Ok((hex::encode(hasher.finalize()), size))
+    Ok(Hashing::Done(hex::encode(hasher.finalize()), size))
 }
 
 /// Gives the calling thread the lowest CPU priority of the time-sharing class (nice 19: it
@@ -84,7 +114,12 @@ fn idle_priority() {
 /// A report's hash, computed on another thread while the report is parsed.
 pub(crate) enum HashJob {
     Done(String),
-    Running(std::thread::JoinHandle<Result<(String, u64)>>),
+    Running {
+        thread: std::thread::JoinHandle<Result<Hashing>>,
+        /// Asks the thread to hand its work over (see [`HashJob::wait`]).
+        hand_over: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        path: std::path::PathBuf,
+    },
     Failed(String),
 }
 
@@ -92,54 +127,125 @@ impl HashJob {
     /// The hash `fetched` carries, or a thread computing it. Unless `urgent`, the thread
     /// runs at the lowest priority (nice 19), on what CPU the others leave: a CSV report's
     /// first pass keeps both cores of a small machine busy, its second leaves one with time
-    /// to spare.
+    /// to spare. Whoever then waits for the hash finishes it at its own priority.
     pub(crate) fn start(fetched: &Fetched, urgent: bool) -> HashJob {
         match &fetched.sha256 {
             Some(h) => HashJob::Done(h.clone()),
             None => {
                 let path = fetched.path.clone();
-                HashJob::Running(
-                    std::thread::Builder::new()
-                        .name("hash".into())
-                        .spawn(move || {
-                            if !urgent {
-                                idle_priority();
-                            }
-                            hash_file(&path)
-                        })
-                        .expect("spawn the hashing thread"),
-                )
+                let hand_over = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let asked = hand_over.clone();
+                let on = path.clone();
+                let thread = std::thread::Builder::new()
+                    .name("hash".into())
+                    .spawn(move || {
+                        if !urgent {
+                            idle_priority();
+                        }
+                        let f = std::fs::File::open(&on)
+                            .with_context(|| format!("cannot open {}", on.display()))?;
+                        hash_until(&on, f, Sha256::new(), 0, Some(&asked))
+                    })
+                    .expect("spawn the hashing thread");
+                HashJob::Running {
+                    thread,
+                    hand_over,
+                    path,
+                }
             }
         }
     }
 
     /// The hash if it is known by now, without waiting.
     pub(crate) fn poll(&mut self) -> Result<Option<&str>> {
-        if let HashJob::Running(h) = self
-            && !h.is_finished()
+        if let HashJob::Running { thread, .. } = self
+            && !thread.is_finished()
         {
             return Ok(None);
         }
         self.wait().map(Some)
     }
 
-    /// Waits for the hash.
+    /// Waits for the hash: a thread still at it hands its work over, and this one (at its
+    /// own priority, which a nice 19 thread cannot get back) finishes it.
     pub(crate) fn wait(&mut self) -> Result<&str> {
-        if let HashJob::Running(_) = self {
-            let HashJob::Running(h) = std::mem::replace(self, HashJob::Failed(String::new()))
+        if let HashJob::Running { .. } = self {
+            let HashJob::Running {
+                thread,
+                hand_over,
+                path,
+            } = std::mem::replace(self, HashJob::Failed(String::new()))
             else {
                 unreachable!("checked above")
             };
-            *self = match h.join() {
-                Ok(Ok((sha, _))) => HashJob::Done(sha),
-                Ok(Err(e)) => HashJob::Failed(format!("{e:#}")),
-                Err(_) => HashJob::Failed("the hashing thread panicked".into()),
+            hand_over.store(true, std::sync::atomic::Ordering::Release);
+            let finished = match thread.join() {
+                Ok(Ok(Hashing::Handed { hasher, file, size })) => {
+                    hash_until(&path, file, hasher, size, None)
+                }
+                Ok(other) => other,
+                Err(_) => Err(anyhow::anyhow!("the hashing thread panicked")),
+            };
+            *self = match finished {
+                Ok(Hashing::Done(sha, _)) => HashJob::Done(sha),
+                Ok(Hashing::Handed { .. }) => unreachable!("nobody asked to hand over"),
+                Err(e) => HashJob::Failed(format!("{e:#}")),
             };
         }
         match self {
             HashJob::Done(s) => Ok(s),
             HashJob::Failed(e) => Err(anyhow::anyhow!("cannot hash the report: {e}")),
-            HashJob::Running(_) => unreachable!("joined above"),
+            HashJob::Running { .. } => unreachable!("joined above"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Seek, SeekFrom};
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    /// A hash handed over before its first read, or part way, ends as the same hash.
+    #[test]
+    fn a_hash_handed_over_ends_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let (want, size) = hash_file(&path).unwrap();
+        assert_eq!(size, data.len() as u64);
+
+        let asked = AtomicBool::new(true);
+        let f = std::fs::File::open(&path).unwrap();
+        let Hashing::Handed { hasher, file, size } =
+            hash_until(&path, f, Sha256::new(), 0, Some(&asked)).unwrap()
+        else {
+            panic!("not handed over")
+        };
+        assert_eq!(size, 0);
+        match hash_until(&path, file, hasher, size, None).unwrap() {
+            Hashing::Done(sha, n) => assert_eq!((sha, n), (want.clone(), size + data.len() as u64)),
+            Hashing::Handed { .. } => panic!("handed over unasked"),
+        }
+
+        // Part way: the first 3 MB hashed, the rest taken over.
+        let mut f = std::fs::File::open(&path).unwrap();
+        f.seek(SeekFrom::Start(3 << 20)).unwrap();
+        let mut hasher = Sha256::new();
+        hasher.update(&data[..3 << 20]);
+        match hash_until(&path, f, hasher, 3 << 20, None).unwrap() {
+            Hashing::Done(sha, n) => assert_eq!((sha, n), (want.clone(), data.len() as u64)),
+            Hashing::Handed { .. } => panic!("handed over unasked"),
+        }
+
+        // Through a job at the lowest priority, waited for at once.
+        let fetched = Fetched {
+            path: path.clone(),
+            sha256: None,
+        };
+        let mut job = HashJob::start(&fetched, false);
+        assert_eq!(job.wait().unwrap(), want);
     }
 }
