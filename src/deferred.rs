@@ -247,13 +247,7 @@ mod tests {
     use crate::ledger::index::Entry;
     use crate::plan::{Hint, Triage};
 
-    const TABLES: &str =
-        "CREATE TABLE activities (activity_id TEXT PRIMARY KEY, state INTEGER, updated_at INTEGER);
-         CREATE TABLE activity_index (block INTEGER PRIMARY KEY, slots BLOB NOT NULL);
-         CREATE TABLE activity_index_delta (seq INTEGER PRIMARY KEY, slots BLOB NOT NULL);
-         CREATE TABLE activity_index_part (part INTEGER PRIMARY KEY, bits INTEGER NOT NULL,
-             len INTEGER NOT NULL, logged INTEGER NOT NULL, rows INTEGER NOT NULL);
-         CREATE TABLE meta (key TEXT PRIMARY KEY, value);";
+    use crate::ledger::index::TEST_TABLES as TABLES;
 
     const STATES: [State; 4] = [
         State::Ordered,
@@ -338,19 +332,20 @@ mod tests {
         d.settle(conn, 7, resend).unwrap()
     }
 
+    /// The two-pass hints are the one pass's, row for row.
+    fn assert_same_hints(got: &[u8], want: &[u8], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        let differ = got.iter().zip(want).filter(|(a, b)| a != b).count();
+        assert_eq!(differ, 0, "{what}: rows judged otherwise than in one pass");
+    }
+
     #[test]
     fn settling_part_by_part_judges_every_row_as_the_one_pass_triage_does() {
         let (conn, rows) = ledger_and_rows();
         let (want, index) = one_pass(&conn, &rows, false);
         let mut settled = two_passes(&conn, &rows, false);
         assert_eq!(settled.hints.len(), rows.len());
-        let differ = settled
-            .hints
-            .iter()
-            .zip(&want)
-            .filter(|(a, b)| a != b)
-            .count();
-        assert_eq!(differ, 0, "rows judged otherwise than in one pass");
+        assert_same_hints(&settled.hints, &want, "");
         let settled_rows = want.iter().filter(|&&h| h == 0).count() as u64;
         assert!(settled_rows > 0 && settled.forwarded() > 0);
         assert_eq!(settled.unchanged + settled.stale, settled_rows);
@@ -426,13 +421,7 @@ mod tests {
                 assert!(Part::load(&conn, *p).unwrap().is_none());
             }
             let settled = two_passes(&conn, &rows, false);
-            let differ = settled
-                .hints
-                .iter()
-                .zip(&want)
-                .filter(|(a, b)| a != b)
-                .count();
-            assert_eq!(differ, 0, "damaged {damaged:?}");
+            assert_same_hints(&settled.hints, &want, &format!("damaged {damaged:?}"));
             for p in 0..PARTS {
                 assert!(
                     Part::load(&conn, p).unwrap().is_some(),

@@ -391,7 +391,12 @@ impl Part {
         )?;
         let mut rows = stmt.query([lo, hi])?;
         while let Some(r) = rows.next()? {
-            if !p.fill_block(r.get(0)?, r.get_ref(1)?.as_blob()?) {
+            let id = r.get(0)?;
+            if !r
+                .get_ref(1)?
+                .as_blob()
+                .is_ok_and(|blob| p.fill_block(id, blob))
+            {
                 return Ok(None);
             }
         }
@@ -401,7 +406,7 @@ impl Part {
         )?;
         let mut rows = stmt.query([lo, hi])?;
         while let Some(r) = rows.next()? {
-            if !p.replay(r.get_ref(0)?.as_blob()?) {
+            if !r.get_ref(0)?.as_blob().is_ok_and(|blob| p.replay(blob)) {
                 return Ok(None);
             }
         }
@@ -530,6 +535,33 @@ fn rebuilt_entry(state: i64, updated_at: i64) -> Result<Entry> {
     })
 }
 
+/// Hands each row of `sql` (an id, a blob) to the part the id's bits from `shift` up name;
+/// false when one names no part or `f` refuses it.
+fn feed(
+    conn: &Connection,
+    sql: &str,
+    shift: u32,
+    parts: &mut [Part],
+    f: impl Fn(&mut Part, i64, &[u8]) -> bool,
+) -> Result<bool> {
+    let mut stmt = conn.prepare(sql)?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        let Some(part) = usize::try_from(id >> shift)
+            .ok()
+            .and_then(|p| parts.get_mut(p))
+        else {
+            return Ok(false);
+        };
+        // A value that is not a blob is damage like any other.
+        if !r.get_ref(1)?.as_blob().is_ok_and(|blob| f(part, id, blob)) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// The whole Activity index in memory, all [`PARTS`] parts: for a report read in one pass
 /// (XLSX), whose rows look it up as they come.
 pub(crate) struct ActivityIndex {
@@ -578,38 +610,23 @@ impl ActivityIndex {
             parts.push(part);
             want.push(s);
         }
-        let mut stmt = conn.prepare("SELECT block, slots FROM activity_index")?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let id: i64 = r.get(0)?;
-            let ok = usize::try_from(id >> 32)
-                .ok()
-                .and_then(|p| parts.get_mut(p))
-                .is_some_and(|part| {
-                    r.get_ref(1)
-                        .and_then(|v| Ok(v.as_blob()?))
-                        .is_ok_and(|blob| part.fill_block(id, blob))
-                });
-            if !ok {
-                return Ok(None);
-            }
-        }
-        drop(rows);
-        let mut stmt = conn.prepare("SELECT seq, slots FROM activity_index_delta ORDER BY seq")?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let seq: i64 = r.get(0)?;
-            let ok = usize::try_from(seq >> 40)
-                .ok()
-                .and_then(|p| parts.get_mut(p))
-                .is_some_and(|part| {
-                    r.get_ref(1)
-                        .and_then(|v| Ok(v.as_blob()?))
-                        .is_ok_and(|blob| part.replay(blob))
-                });
-            if !ok {
-                return Ok(None);
-            }
+        let blocks = feed(
+            conn,
+            "SELECT block, slots FROM activity_index",
+            32,
+            &mut parts,
+            |part, id, blob| part.fill_block(id, blob),
+        )?;
+        let logs = blocks
+            && feed(
+                conn,
+                "SELECT seq, slots FROM activity_index_delta ORDER BY seq",
+                40,
+                &mut parts,
+                |part, _, blob| part.replay(blob),
+            )?;
+        if !logs {
+            return Ok(None);
         }
         if parts.iter().zip(&want).all(|(p, s)| p.matches(s)) {
             Ok(Some(ActivityIndex {
@@ -733,6 +750,17 @@ fn advise_huge_pages(slots: &[(u64, u64)]) {
     let _ = slots;
 }
 
+/// The tables the index reads and writes (and `activities`, which it is rebuilt from), for
+/// tests of the index and of what uses it.
+#[cfg(test)]
+pub(crate) const TEST_TABLES: &str =
+    "CREATE TABLE activities (activity_id TEXT PRIMARY KEY, state INTEGER, updated_at INTEGER);
+     CREATE TABLE activity_index (block INTEGER PRIMARY KEY, slots BLOB NOT NULL);
+     CREATE TABLE activity_index_delta (seq INTEGER PRIMARY KEY, slots BLOB NOT NULL);
+     CREATE TABLE activity_index_part (part INTEGER PRIMARY KEY, bits INTEGER NOT NULL,
+         len INTEGER NOT NULL, logged INTEGER NOT NULL, rows INTEGER NOT NULL);
+     CREATE TABLE meta (key TEXT PRIMARY KEY, value);";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -786,14 +814,7 @@ mod tests {
         assert!(!again.is_dirty());
     }
 
-    /// The tables the index reads and writes.
-    const TABLES: &str =
-        "CREATE TABLE activities (activity_id TEXT PRIMARY KEY, state INTEGER, updated_at INTEGER);
-         CREATE TABLE activity_index (block INTEGER PRIMARY KEY, slots BLOB NOT NULL);
-         CREATE TABLE activity_index_delta (seq INTEGER PRIMARY KEY, slots BLOB NOT NULL);
-         CREATE TABLE activity_index_part (part INTEGER PRIMARY KEY, bits INTEGER NOT NULL,
-             len INTEGER NOT NULL, logged INTEGER NOT NULL, rows INTEGER NOT NULL);
-         CREATE TABLE meta (key TEXT PRIMARY KEY, value);";
+    use super::TEST_TABLES as TABLES;
 
     fn ledger() -> Connection {
         let conn = Connection::open_in_memory().unwrap();

@@ -955,15 +955,8 @@ mod tests {
         let schema = Schema::bundled().unwrap();
         let ctx = DateContext::new(&schema, chrono_tz::UTC).unwrap();
         let conn = rusqlite::Connection::open_in_memory().unwrap();
-        conn.execute_batch(
-            "CREATE TABLE activities (activity_id TEXT PRIMARY KEY, state INTEGER, updated_at INTEGER);
-             CREATE TABLE activity_index (block INTEGER PRIMARY KEY, slots BLOB NOT NULL);
-             CREATE TABLE activity_index_delta (seq INTEGER PRIMARY KEY, slots BLOB NOT NULL);
-             CREATE TABLE activity_index_part (part INTEGER PRIMARY KEY, bits INTEGER NOT NULL,
-                 len INTEGER NOT NULL, logged INTEGER NOT NULL, rows INTEGER NOT NULL);
-             CREATE TABLE meta (key TEXT PRIMARY KEY, value);",
-        )
-        .unwrap();
+        conn.execute_batch(crate::ledger::index::TEST_TABLES)
+            .unwrap();
         let dir = path.parent().unwrap();
         let mut deferred = crate::deferred::Deferred::new(dir, 0)?;
         let mut handler = Collect(Vec::new());

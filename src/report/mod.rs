@@ -260,15 +260,7 @@ impl OwnedRow {
 /// What a row that passed its checks turns into.
 enum Checked<'c> {
     /// The ledger side must see it: its values encoded for the ledger (none for a touch).
-    Forward {
-        id: Cow<'c, str>,
-        state: State,
-        updated_at: Option<i64>,
-        values: Vec<u8>,
-        /// Where the ITSM number's bytes sit in `values`.
-        itsm: std::ops::Range<usize>,
-        hint: Hint,
-    },
+    Forward(Forwarded<'c>),
     /// The Activity index settled it: unchanged or stale.
     Settled(Verdict),
     /// Set aside, to be judged once the whole report is read.
@@ -279,6 +271,32 @@ enum Checked<'c> {
     },
     /// A state the schema lists as triggering nothing.
     Ignored,
+}
+
+/// A row the ledger side must see.
+struct Forwarded<'c> {
+    id: Cow<'c, str>,
+    state: State,
+    updated_at: Option<i64>,
+    values: Vec<u8>,
+    /// Where the ITSM number's bytes sit in `values`.
+    itsm: std::ops::Range<usize>,
+    hint: Hint,
+}
+
+impl Forwarded<'_> {
+    /// The row as handed on, `number` being its row in the report.
+    fn row(&self, number: u64) -> AcceptedRow<'_> {
+        AcceptedRow::new(
+            &self.id,
+            self.state,
+            self.updated_at,
+            number,
+            &self.values,
+            self.itsm.clone(),
+            self.hint,
+        )
+    }
 }
 
 /// Counts of the rows a report held, by what became of them.
@@ -495,17 +513,8 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
         self.at_cut_end = false;
         self.delimiters_inside = 0;
         match self.check_row(number, cells) {
-            Ok(Checked::Forward {
-                id,
-                state,
-                updated_at,
-                values,
-                itsm,
-                hint,
-            }) if crate::ledger::index::key_check(&id).0 == key => {
-                let accepted =
-                    AcceptedRow::new(&id, state, updated_at, number, &values, itsm, hint);
-                self.handler.accepted(&accepted)?;
+            Ok(Checked::Forward(f)) if crate::ledger::index::key_check(&f.id).0 == key => {
+                self.handler.accepted(&f.row(number))?;
                 Ok(true)
             }
             _ => Ok(false),
@@ -562,18 +571,9 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
             return Ok(());
         }
         match self.check_row(number, cells) {
-            Ok(Checked::Forward {
-                id,
-                state,
-                updated_at,
-                values,
-                itsm,
-                hint,
-            }) => {
+            Ok(Checked::Forward(f)) => {
                 self.counts.accepted += 1;
-                let accepted =
-                    AcceptedRow::new(&id, state, updated_at, number, &values, itsm, hint);
-                self.handler.accepted(&accepted)
+                self.handler.accepted(&f.row(number))
             }
             Ok(Checked::Settled(v)) => {
                 self.counts.accepted += 1;
@@ -877,14 +877,14 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
             (_, None) => return Ok(Checked::Deferred { id, state, at }),
         };
         Ok(match verdict {
-            Verdict::Forward(hint) => Checked::Forward {
+            Verdict::Forward(hint) => Checked::Forward(Forwarded {
                 id,
                 state,
                 updated_at,
                 values,
                 itsm,
                 hint,
-            },
+            }),
             settled => Checked::Settled(settled),
         })
     }
