@@ -1,6 +1,6 @@
 //! The five dedupe rules, seen from the outside: import files and the ledger.
 
-use crate::support::{Workdir, t};
+use crate::support::{Workdir, X, t, write_xlsx};
 
 #[test]
 fn new_activity_emits_none_to_state() {
@@ -505,4 +505,54 @@ fn an_index_of_an_earlier_release_is_rebuilt_from_the_ledger() {
         )
         .unwrap();
     assert_eq!(old, 0);
+}
+
+/// XLSX, CSV, XLSX in one run: an XLSX report looks its rows up in the whole index held in
+/// memory, a CSV one settles them a part of the index at a time in the ledger; each report
+/// sees what the one before it left, and none finds the index out of step.
+#[test]
+fn xlsx_and_csv_reports_in_one_run_each_see_what_the_last_one_left() {
+    let w = Workdir::new();
+    let xlsx = |name: &str, a1: &'static str, day: u8| {
+        write_xlsx(
+            &w.path().join(format!("drop/{name}")),
+            "Sheet1",
+            &[
+                vec![X::S("Activity ID"), X::S("Status"), X::S("Last Updated")],
+                vec![X::S("A1"), X::S(a1), X::D(2026, 11, day, 10, 0, 0)],
+                vec![X::S("A2"), X::S("Ordered"), X::D(2026, 11, 1, 10, 0, 0)],
+            ],
+        );
+    };
+    xlsx("r_2026-11-01.xlsx", "Ordered", 1);
+    w.report(
+        "r_2026-11-02.csv",
+        &[
+            "A1,Completed,,2026-11-02T10:00:00Z,,,,",
+            "A2,Ordered,,2026-11-01T10:00:00Z,,,,",
+        ],
+    );
+    // What the CSV report left: nothing to do. Then A2 moves on, in a last CSV report.
+    xlsx("r_2026-11-03.xlsx", "Completed", 2);
+    w.report(
+        "r_2026-11-04.csv",
+        &["A2,Cancelled,,2026-11-04T10:00:00Z,,,,"],
+    );
+    let out = w.run(&["run", "--summary-json", "s.json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("out of step"), "{stderr}");
+    assert_eq!(
+        w.transitions(),
+        vec![
+            t("A1", "", "ordered"),
+            t("A2", "", "ordered"),
+            t("A1", "ordered", "completed"),
+            t("A2", "ordered", "cancelled"),
+        ]
+    );
+    let s = w.summary("s.json");
+    let r = &s["reports"];
+    assert_eq!([&r[2]["unchanged"], &r[2]["events"]], [2, 0], "{s}");
+    assert_eq!(r[3]["events"], 1, "{s}");
 }
