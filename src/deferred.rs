@@ -21,8 +21,12 @@
 //!    no longer checks out, or names another Activity, fails the report as a file that
 //!    changed while it was read.
 //!
+//! A report is read in up to 8 pieces of the file (`report::read_twice`): while the ledger
+//! side works through one piece's rows, the first pass reads the next. Each piece is
+//! settled in turn against the index as the pieces before it left it.
+//!
 //! Memory: one part (16 bytes a slot, ~1/256 of the index), 12 KiB of spill buffer per part,
-//! and the byte per row. The temporary files sit beside the ledger, unnamed: they vanish
+//! and the byte per row of a piece. The temporary files sit beside the ledger, unnamed: they vanish
 //! with the process, however it ends.
 
 use std::fs::File;
@@ -59,6 +63,11 @@ pub(crate) struct Deferred {
     rows: u32,
     /// The record of the row about to be checked: start and length.
     next: (u64, u64),
+    dir: std::path::PathBuf,
+    /// Rows whose record starts here or later go to the report's next piece (see
+    /// [`Deferred::cut`]), and so on every `cut_every` bytes.
+    cut_at: u64,
+    cut_every: u64,
 }
 
 impl Deferred {
@@ -77,7 +86,32 @@ impl Deferred {
             places: BufWriter::with_capacity(64 * 1024, tmp()?),
             rows: 0,
             next: (0, 0),
+            dir: dir.to_path_buf(),
+            cut_at: u64::MAX,
+            cut_every: u64::MAX,
         })
+    }
+
+    /// Cuts the report in pieces of about `every` bytes of the file: a piece is settled and
+    /// read again while the next is still read (see [`Deferred::cut`]).
+    pub(crate) fn cut_every(mut self, every: u64) -> Self {
+        self.cut_every = every.max(1);
+        self.cut_at = self.cut_every;
+        self
+    }
+
+    /// The rows spilled so far, when the record about to be checked (just
+    /// [`Deferred::locate`]d) begins the next piece: they are handed back, and this one
+    /// goes on with the next piece.
+    pub(crate) fn cut(&mut self) -> Result<Option<Deferred>> {
+        if self.next.0 < self.cut_at || self.rows == 0 {
+            return Ok(None);
+        }
+        let mut rest = Deferred::new(&self.dir, self.report_time)?;
+        rest.next = self.next;
+        rest.cut_every = self.cut_every;
+        rest.cut_at = (self.next.0 / self.cut_every + 1).saturating_mul(self.cut_every);
+        Ok(Some(std::mem::replace(self, rest)))
     }
 
     /// The effective time of a row.

@@ -7,7 +7,7 @@
 //! buffers come back for reuse; nothing is held whole in memory.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek};
+use std::io::{BufRead, BufReader, Read};
 
 use anyhow::{Context, Result};
 
@@ -459,17 +459,36 @@ pub(crate) fn read<H: RowHandler>(
 
 /// A report's text as the reader sees it: the file itself (UTF-8), or decoded from it.
 enum Stream {
-    Plain(File),
-    Decoded(Decoding<File>),
+    Plain(At),
+    Decoded(Decoding<At>),
+}
+
+/// A file read at a place of its own (`pread`): the two passes of a two-pass read share
+/// one open file, on two threads, and never move each other's place in it.
+struct At {
+    file: File,
+    pos: u64,
+}
+
+impl Read for At {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(&self.file, buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 /// Reads the report from its start as text: UTF-16 by its BOM or its zero bytes, else UTF-8
 /// when `utf8` is set, else Windows-1252. Says in `notes` how a decoded file was read.
-fn open(mut file: File, utf8: bool, notes: &mut Vec<String>) -> Result<Stream> {
-    file.rewind()?;
+fn open(file: File, utf8: bool, notes: &mut Vec<String>) -> Result<Stream> {
     let mut head = Vec::with_capacity(4096);
-    (&mut file).take(4096).read_to_end(&mut head)?;
-    file.rewind()?;
+    (At {
+        file: file.try_clone()?,
+        pos: 0,
+    })
+    .take(4096)
+    .read_to_end(&mut head)?;
+    let file = At { file, pos: 0 };
     let utf16 = match &head[..head.len().min(2)] {
         [0xff, 0xfe] => Some(encoding_rs::UTF_16LE),
         [0xfe, 0xff] => Some(encoding_rs::UTF_16BE),
@@ -532,10 +551,7 @@ impl Window {
             self.buf.clear();
             let gap = start - end;
             match &mut self.stream {
-                // Always: the file may be shared with the first pass, and be where it left it.
-                Stream::Plain(f) => {
-                    f.seek(std::io::SeekFrom::Start(start))?;
-                }
+                Stream::Plain(f) => f.pos = start,
                 Stream::Decoded(d) => {
                     std::io::copy(&mut d.take(gap), &mut std::io::sink())?;
                 }
@@ -615,26 +631,26 @@ fn parse_record(
     true
 }
 
-/// The second pass of a two-pass read (see [`crate::deferred`]): reads again, in row
+/// The second pass of a two-pass read (see [`crate::deferred`]): for each settled piece of
+/// the report `pieces` brings (with the delimiter and the layout), reads again, in row
 /// order, the records of the rows settling left for the ledger side, and hands them on
 /// with their hints.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn reread<H: RowHandler>(
     file: File,
     schema: &Schema,
     ctx: DateContext,
-    layout: Layout,
-    delimiter: u8,
-    settled: Settled,
+    pieces: &std::sync::mpsc::Receiver<(Settled, u8, Layout)>,
     handler: &mut H,
     utf8: bool,
 ) -> Result<()> {
+    let Ok((first, delimiter, layout)) = pieces.recv() else {
+        return Ok(()); // stopped before the first piece
+    };
     let mut window = Window::new(open(file, utf8, &mut Vec::new())?);
     let mut processor = RowProcessor::again(schema, ctx, layout, handler);
     let mut core = csv_core::ReaderBuilder::new().delimiter(delimiter).build();
     let (mut out, mut ends) = (Vec::new(), Vec::new());
     let mut record = ::csv::ByteRecord::new();
-    let mut places = BufReader::with_capacity(64 * 1024, &settled.places);
     let mut place = [0u8; PLACE];
     let mut spare: Vec<Cell<'static>> = Vec::new();
     let changed = || {
@@ -643,33 +659,38 @@ pub(crate) fn reread<H: RowHandler>(
              left for the next run"
         )
     };
-    for &code in &settled.hints {
-        places
-            .read_exact(&mut place)
-            .context("cannot read the temporary file of row places")?;
-        let Some(hint) = Hint::from_code(code) else {
-            continue; // settled from the index
-        };
-        let start = u64::from_le_bytes(place[..8].try_into().expect("8 bytes"));
-        let len = u32::from_le_bytes(place[8..12].try_into().expect("4 bytes")) as usize;
-        let line = u64::from(u32::from_le_bytes(
-            place[12..16].try_into().expect("4 bytes"),
-        ));
-        let key = u64::from_le_bytes(place[16..].try_into().expect("8 bytes"));
-        let bytes = window.get(start, len)?;
-        if bytes.len() < len || !parse_record(&mut core, bytes, &mut out, &mut ends, &mut record) {
-            return Err(changed());
+    for settled in std::iter::once(first).chain(pieces.iter().map(|(s, _, _)| s)) {
+        let mut places = BufReader::with_capacity(64 * 1024, &settled.places);
+        for &code in &settled.hints {
+            places
+                .read_exact(&mut place)
+                .context("cannot read the temporary file of row places")?;
+            let Some(hint) = Hint::from_code(code) else {
+                continue; // settled from the index
+            };
+            let start = u64::from_le_bytes(place[..8].try_into().expect("8 bytes"));
+            let len = u32::from_le_bytes(place[8..12].try_into().expect("4 bytes")) as usize;
+            let line = u64::from(u32::from_le_bytes(
+                place[12..16].try_into().expect("4 bytes"),
+            ));
+            let key = u64::from_le_bytes(place[16..].try_into().expect("8 bytes"));
+            let bytes = window.get(start, len)?;
+            if bytes.len() < len
+                || !parse_record(&mut core, bytes, &mut out, &mut ends, &mut record)
+            {
+                return Err(changed());
+            }
+            let text = simdutf8::basic::from_utf8(record.as_slice())
+                .ok()
+                .filter(|t| fields_on_char_boundaries(t, &record))
+                .ok_or_else(changed)?;
+            let mut cells = cells_of(text, &record, std::mem::take(&mut spare));
+            if !processor.row_again(line, &cells, hint, key)? {
+                return Err(changed());
+            }
+            cells.clear();
+            spare = cells.into_iter().map(|_| Cell::Empty).collect();
         }
-        let text = simdutf8::basic::from_utf8(record.as_slice())
-            .ok()
-            .filter(|t| fields_on_char_boundaries(t, &record))
-            .ok_or_else(changed)?;
-        let mut cells = cells_of(text, &record, std::mem::take(&mut spare));
-        if !processor.row_again(line, &cells, hint, key)? {
-            return Err(changed());
-        }
-        cells.clear();
-        spare = cells.into_iter().map(|_| Cell::Empty).collect();
     }
     Ok(())
 }
@@ -775,7 +796,7 @@ fn check_records<H: RowHandler>(
             }
             let mut cells = cells_of(text, record, std::mem::take(&mut spare));
             processor.csv_row(bytes, breaks > 0, cut_tail && i + 1 == n);
-            processor.locate(span.start, span.end - span.start);
+            processor.locate(span.start, span.end - span.start)?;
             processor.row(line, &cells)?;
             cells.clear();
             spare = cells.into_iter().map(|_| Cell::Empty).collect();
@@ -973,16 +994,10 @@ mod tests {
         )?;
         between();
         let settled = deferred.settle(&conn, 1, false)?;
-        reread(
-            again,
-            &schema,
-            ctx,
-            layout,
-            delimiter,
-            settled,
-            &mut handler,
-            true,
-        )?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        tx.send((settled, delimiter, layout)).unwrap();
+        drop(tx);
+        reread(again, &schema, ctx, &rx, &mut handler, true)?;
         Ok(handler.0)
     }
 

@@ -130,6 +130,10 @@ pub(crate) trait RowHandler {
     fn settle(&mut self, _deferred: Deferred) -> Result<Settled> {
         anyhow::bail!("this handler cannot settle deferred rows")
     }
+    /// A piece of the report read in its first pass, to be settled and read again.
+    fn piece(&mut self, _piece: Piece) -> Result<()> {
+        anyhow::bail!("this handler takes no pieces of a report")
+    }
     /// The last row was handed over.
     fn end(&mut self) -> Result<()> {
         Ok(())
@@ -474,10 +478,24 @@ impl<'h, H: RowHandler> RowProcessor<'h, H> {
 
     /// Where the record of the row checked next lies in the file (see
     /// [`crate::deferred::Deferred::locate`]).
-    pub(crate) fn locate(&mut self, start: u64, len: u64) {
+    /// A report read in two pieces hands the first on once the second begins (see
+    /// [`crate::deferred::Deferred::cut`]).
+    pub(crate) fn locate(&mut self, start: u64, len: u64) -> Result<()> {
         if let Judge::Defer(d) = &mut self.judge {
             d.locate(start, len);
+            if let Some(layout) = self.layout.as_ref()
+                && let Some(piece) = d.cut()?
+            {
+                let delimiter = self.delimiter.unwrap_or(b',');
+                self.handler.piece(Piece {
+                    deferred: piece,
+                    delimiter,
+                    layout: layout.clone(),
+                    last: false,
+                })?;
+            }
         }
+        Ok(())
     }
 
     /// The delimiter given by [`RowProcessor::set_delimiter`].
@@ -1123,6 +1141,10 @@ enum Msg {
     },
     /// Rows set aside since the last batch.
     Progress(u64),
+    /// A piece of the report read in its first pass.
+    Piece(Box<Piece>),
+    /// The first pass failed: no more pieces come.
+    NoMorePieces,
     Rejected(Reject),
     Warning(RowWarning),
     Skipped(Skip, u64),
@@ -1217,6 +1239,11 @@ impl RowHandler for Sender {
         self.flush_when_full()
     }
 
+    fn piece(&mut self, piece: Piece) -> Result<()> {
+        self.push(Msg::Piece(Box::new(piece)))?;
+        self.flush()
+    }
+
     fn rejected(&mut self, reject: Reject) -> Result<()> {
         self.push(Msg::Rejected(reject))
     }
@@ -1231,6 +1258,17 @@ impl RowHandler for Sender {
     }
 }
 
+/// A piece of a CSV report read in its first pass: its rows set aside, and what reading
+/// them again needs. A report is read in pieces, so that the next is read while the ledger
+/// side works through one (see [`read_twice`]).
+pub(crate) struct Piece {
+    deferred: Deferred,
+    delimiter: u8,
+    layout: Layout,
+    /// The report's last piece.
+    last: bool,
+}
+
 /// How a report's rows are judged against the ledger (see [`Judge`]).
 pub(crate) enum Judging {
     /// In one pass, with the whole Activity index in memory (XLSX).
@@ -1238,13 +1276,6 @@ pub(crate) enum Judging {
     /// In two passes, with one part of the index in memory at a time (CSV; see
     /// [`crate::deferred`]).
     Defer(Deferred),
-}
-
-/// What the first pass leaves: the triage of a one-pass read, or what the second needs.
-enum AfterFirst {
-    Done(Option<Triage>),
-    /// The rows set aside, the delimiter, the file.
-    Again(Deferred, u8, std::fs::File),
 }
 
 /// Reads a whole report into `handler`; returns the layout, the row counts and, for a
@@ -1265,67 +1296,161 @@ pub(crate) fn read<H: RowHandler>(
     notes: &mut Vec<String>,
     utf8: bool,
 ) -> Result<(Layout, RowCounts, Option<Triage>)> {
-    let ctx2 = ctx.clone();
+    let format = Format::detect(path)?;
+    let (layout, counts, triage, more_notes) = match (format, judging) {
+        (Format::Csv, Judging::Defer(d)) => {
+            let (layout, counts, more_notes) = read_twice(path, schema, ctx, d, handler, utf8)?;
+            (layout, counts, None, more_notes)
+        }
+        (format, Judging::Index(mut t)) => {
+            let ((layout, counts), more_notes, t) = pass(handler, move |sender| {
+                let mut notes = Vec::new();
+                let read = match format {
+                    Format::Csv => {
+                        let file = std::fs::File::open(path)
+                            .with_context(|| format!("cannot open {}", path.display()))?;
+                        let (l, c, _) = csv::read(
+                            file,
+                            schema,
+                            ctx,
+                            Judge::Index(&mut t),
+                            sender,
+                            &mut notes,
+                            utf8,
+                        )?;
+                        (l, c)
+                    }
+                    Format::Xlsx => xlsx::read(path, schema, ctx, &mut t, sender, &mut notes)?,
+                };
+                Ok((read, notes, t))
+            })?;
+            (layout, counts, Some(t), more_notes)
+        }
+        (Format::Xlsx, Judging::Defer(_)) => bail!("an XLSX report is read in one pass"),
+    };
+    notes.extend(more_notes);
+    handler.end()?;
+    Ok((layout, counts, triage))
+}
+
+/// Pieces a CSV report is read in (fewer for a small file: none under [`MIN_PIECE`] bytes).
+/// More pieces overlap more of the two passes; each costs a settling of the Activity index
+/// parts its rows fall in (at 1M rows, 8 pieces measured ~10 % faster than 1, 2 ~7 %).
+const PIECES: u64 = 8;
+const MIN_PIECE: u64 = 64 * 1024;
+
+fn pieces(size: u64) -> u64 {
+    (size / MIN_PIECE).clamp(1, PIECES)
+}
+
+/// Reads a CSV report in two passes (see [`crate::deferred`]), in pieces of the file: a
+/// thread reads the file, checks its rows and sets them aside; this one settles each piece
+/// against the Activity index and hands it to a third thread, which reads its rows again
+/// for the ledger side, `handler`, while the first thread reads on. So the ledger side's
+/// work on one piece overlaps the first pass over the next. Pieces are settled in order,
+/// each against the index as the pieces before it left it, and their rows reach the ledger
+/// side in order: the outcome is the same as in one piece.
+fn read_twice<H: RowHandler>(
+    path: &Path,
+    schema: &Schema,
+    ctx: DateContext,
+    deferred: Deferred,
+    handler: &mut H,
+    utf8: bool,
+) -> Result<(Layout, RowCounts, Vec<String>)> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    // The second pass reads this same file, whatever takes its name meanwhile.
+    let again = file.try_clone()?;
+    let size = file.metadata()?.len();
     let started = std::time::Instant::now();
-    let ((layout, counts, after), more_notes) = pass(handler, move |sender| {
-        let mut notes = Vec::new();
-        let open =
-            || std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()));
-        let read = match (Format::detect(path)?, judging) {
-            (Format::Csv, Judging::Defer(mut d)) => {
-                // The second pass reads this same file, whatever takes its name meanwhile.
-                let file = open()?;
-                let again = file.try_clone()?;
-                let (l, c, delimiter) = csv::read(
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Msg>>(4);
+        // Room for every piece: sending one never waits for the thread reading rows again,
+        // which may itself wait for this one to take its rows.
+        let (job_tx, job_rx) =
+            std::sync::mpsc::sync_channel::<(Settled, u8, Layout)>(pieces(size) as usize + 1);
+        let tx_again = tx.clone();
+        let ctx_again = ctx.clone();
+        let first = std::thread::Builder::new()
+            .name("parse".into())
+            .spawn_scoped(scope, move || {
+                let mut sender = Sender::new(tx);
+                let mut notes = Vec::new();
+                let mut d = deferred.cut_every(size.div_ceil(pieces(size)));
+                let read = csv::read(
                     file,
                     schema,
                     ctx,
                     Judge::Defer(&mut d),
-                    sender,
+                    &mut sender,
                     &mut notes,
                     utf8,
-                )?;
-                (l, c, AfterFirst::Again(d, delimiter, again))
-            }
-            (Format::Csv, Judging::Index(mut t)) => {
-                let (l, c, _) = csv::read(
-                    open()?,
-                    schema,
-                    ctx,
-                    Judge::Index(&mut t),
-                    sender,
-                    &mut notes,
-                    utf8,
-                )?;
-                (l, c, AfterFirst::Done(Some(t)))
-            }
-            (Format::Xlsx, Judging::Index(mut t)) => {
-                let (l, c) = xlsx::read(path, schema, ctx, &mut t, sender, &mut notes)?;
-                (l, c, AfterFirst::Done(Some(t)))
-            }
-            (Format::Xlsx, Judging::Defer(_)) => {
-                bail!("an XLSX report is read in one pass")
-            }
-        };
-        Ok((read, notes))
-    })?;
-    notes.extend(more_notes);
-    let triage = match after {
-        AfterFirst::Done(triage) => triage,
-        AfterFirst::Again(deferred, delimiter, file) => {
-            let ms = |t: std::time::Instant| t.elapsed().as_millis() as u64;
-            tracing::debug!(ms = ms(started), "first pass read");
-            let settled = handler.settle(deferred)?;
-            tracing::debug!(ms = ms(started), "rows settled");
-            let again = layout.clone();
-            pass(handler, move |sender| {
-                csv::reread(file, schema, ctx2, again, delimiter, settled, sender, utf8)
+                );
+                let result = read.and_then(|(layout, counts, delimiter)| {
+                    sender.piece(Piece {
+                        deferred: d,
+                        delimiter,
+                        layout: layout.clone(),
+                        last: true,
+                    })?;
+                    Ok((layout, counts, notes))
+                });
+                if result.is_err() {
+                    // The thread reading rows again waits for pieces: none come.
+                    let _ = sender.push(Msg::NoMorePieces);
+                }
+                let flushed = sender.flush();
+                result.and_then(|r| flushed.map(|()| r))
             })?;
-            None
+        let second = std::thread::Builder::new()
+            .name("reread".into())
+            .spawn_scoped(scope, move || -> Result<()> {
+                let mut sender = Sender::new(tx_again);
+                let read = csv::reread(again, schema, ctx_again, &job_rx, &mut sender, utf8);
+                let flushed = sender.flush();
+                read.and(flushed)
+            })?;
+        let mut job_tx = Some(job_tx);
+        let ms = |t: std::time::Instant| t.elapsed().as_millis() as u64;
+        let failure = drain(&rx, handler, &mut |handler, piece| {
+            let Some(piece) = piece else {
+                job_tx = None;
+                return Ok(());
+            };
+            tracing::debug!(ms = ms(started), last = piece.last, "a piece read");
+            let settled = handler.settle(piece.deferred)?;
+            tracing::debug!(ms = ms(started), "its rows settled");
+            let to = job_tx.as_ref().context("a piece after the last")?;
+            to.send((settled, piece.delimiter, piece.layout))
+                .map_err(|_| anyhow::anyhow!("the thread reading rows again stopped"))?;
+            if piece.last {
+                job_tx = None; // the second pass ends with this piece
+            }
+            Ok(())
+        });
+        // Dropping these stops both threads at their next send or receive.
+        drop(job_tx);
+        drop(rx);
+        let first = first
+            .join()
+            .map_err(|_| anyhow::anyhow!("the report parsing thread panicked"))?;
+        let second = second
+            .join()
+            .map_err(|_| anyhow::anyhow!("the thread reading rows again panicked"))?;
+        // Why the rows read again stopped (a file changed under the report) comes first:
+        // it is why the ledger side could not hand it the next piece.
+        if let Err(e) = second
+            && e.downcast_ref::<Stopped>().is_none()
+        {
+            return Err(e);
         }
-    };
-    handler.end()?;
-    Ok((layout, counts, triage))
+        // Then the ledger side's error: it is why the parser stopped.
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        first
+    })
 }
 
 /// One pass over a report: `work` runs on a parsing thread and hands what it finds to a
@@ -1344,7 +1469,9 @@ fn pass<H: RowHandler, T: Send>(
                 let flushed = sender.flush();
                 result.and_then(|r| flushed.map(|()| r))
             })?;
-        let failure = drain(&rx, handler);
+        let failure = drain(&rx, handler, &mut |_, _| {
+            anyhow::bail!("pieces of a report read in one pass")
+        });
         // Dropping the receiver stops the parser at its next send.
         drop(rx);
         let parsed = parser.join();
@@ -1361,6 +1488,7 @@ fn pass<H: RowHandler, T: Send>(
 fn drain<H: RowHandler>(
     rx: &std::sync::mpsc::Receiver<Vec<Msg>>,
     handler: &mut H,
+    on_piece: &mut dyn FnMut(&mut H, Option<Piece>) -> Result<()>,
 ) -> Option<anyhow::Error> {
     loop {
         let batch = match rx.try_recv() {
@@ -1381,6 +1509,8 @@ fn drain<H: RowHandler>(
                 Msg::Accepted(row) => handler.accepted_owned(row),
                 Msg::Settled { unchanged, stale } => handler.settled(unchanged, stale),
                 Msg::Progress(rows) => handler.progress(rows),
+                Msg::Piece(piece) => on_piece(handler, Some(*piece)),
+                Msg::NoMorePieces => on_piece(handler, None),
                 Msg::Rejected(r) => handler.rejected(r),
                 Msg::Warning(w) => {
                     handler.warning(w);
