@@ -68,6 +68,9 @@ pub(crate) struct Deferred {
     /// [`Deferred::cut`]), and so on every `cut_every` bytes.
     cut_at: u64,
     cut_every: u64,
+    /// The report's first piece: the only one settled before the ledger side changed any
+    /// Activity (see [`Deferred::settle`]).
+    first: bool,
 }
 
 impl Deferred {
@@ -89,6 +92,7 @@ impl Deferred {
             dir: dir.to_path_buf(),
             cut_at: u64::MAX,
             cut_every: u64::MAX,
+            first: true,
         })
     }
 
@@ -110,6 +114,7 @@ impl Deferred {
         let mut rest = Deferred::new(&self.dir, self.report_time)?;
         rest.next = self.next;
         rest.cut_every = self.cut_every;
+        rest.first = false;
         rest.cut_at = (self.next.0 / self.cut_every + 1).saturating_mul(self.cut_every);
         Ok(Some(std::mem::replace(self, rest)))
     }
@@ -168,13 +173,15 @@ impl Deferred {
             chunks,
             places,
             rows,
+            first,
             ..
         } = self;
         let mut places = places.into_inner().map_err(|e| e.into_error())?;
         places.rewind()?;
         // No current index: rebuilt from `activities` (in memory, once), then saved part by
         // part. A damaged part is rebuilt alone (a scan of `activities`); past a few of
-        // them, the whole index is, in one scan, and the judging starts over.
+        // them, in a report's first piece, the whole index is, in one scan, and the judging
+        // starts over.
         let mut whole = None;
         if !index::is_current(conn)? {
             whole = Some(ActivityIndex::rebuild(conn)?);
@@ -199,7 +206,10 @@ impl Deferred {
                     Some(idx) => idx.take_part(p),
                     None => match Part::load(conn, p)? {
                         Some(part) => part,
-                        None if damaged < MAX_DAMAGED => {
+                        // A later piece rebuilds only what it finds damaged: those parts hold
+                        // no row of an earlier piece, whose changes `activities` may not
+                        // have yet, unlike the parts the earlier pieces saved.
+                        None if damaged < MAX_DAMAGED || !first => {
                             damaged += 1;
                             tracing::warn!(
                                 part = p,

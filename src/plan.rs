@@ -751,6 +751,10 @@ impl RowHandler for Planner<'_, '_> {
         Planner::progress(self, rows)
     }
 
+    fn index_bytes(&mut self) -> Result<u64> {
+        self.writer.index_bytes()
+    }
+
     fn settle(&mut self, deferred: Deferred) -> Result<Settled> {
         let settled = self.writer.settle(deferred, self.resend)?;
         tracing::debug!(

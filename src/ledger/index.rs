@@ -137,6 +137,16 @@ fn mark_current(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// The bytes of the persisted parts' tables (what loading them all reads).
+pub(crate) fn stored_bytes(conn: &Connection) -> Result<u64> {
+    let slots: i64 = conn.query_row(
+        "SELECT COALESCE(SUM(1 << bits), 0) FROM activity_index_part",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(slots as u64 * 16)
+}
+
 /// Removes every persisted part (before a rebuild is saved).
 fn wipe(conn: &Connection) -> Result<()> {
     conn.execute_batch(

@@ -1097,6 +1097,11 @@ impl ReportWriter<'_> {
         deferred.settle(self.conn, self.generation(), resend)
     }
 
+    /// The bytes of the persisted Activity index's parts.
+    pub(crate) fn index_bytes(&self) -> Result<u64> {
+        index::stored_bytes(self.conn)
+    }
+
     pub(crate) fn restore_index(&self, idx: ActivityIndex) {
         *self.index.borrow_mut() = Some(idx);
         self.index_out.set(false);

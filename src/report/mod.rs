@@ -130,6 +130,10 @@ pub(crate) trait RowHandler {
     fn settle(&mut self, _deferred: Deferred) -> Result<Settled> {
         anyhow::bail!("this handler cannot settle deferred rows")
     }
+    /// The size of the Activity index the ledger holds (what settling a piece may load).
+    fn index_bytes(&mut self) -> Result<u64> {
+        Ok(0)
+    }
     /// A piece of the report read in its first pass, to be settled and read again.
     fn piece(&mut self, _piece: Piece) -> Result<()> {
         anyhow::bail!("this handler takes no pieces of a report")
@@ -1339,8 +1343,17 @@ pub(crate) fn read<H: RowHandler>(
 const PIECES: u64 = 8;
 const MIN_PIECE: u64 = 64 * 1024;
 
-fn pieces(size: u64) -> u64 {
-    (size / MIN_PIECE).clamp(1, PIECES)
+/// The bytes of a piece of a file of `size` bytes, against an Activity index of
+/// `index_bytes`: a piece's rows touch most parts of the index, each loaded and saved once a
+/// piece, so past a few MB of index a piece is never smaller than half of it (a small report
+/// against a large ledger is read in one or two pieces).
+fn piece_bytes(size: u64, index_bytes: u64) -> u64 {
+    let piece = size.div_ceil(PIECES).max(MIN_PIECE);
+    if index_bytes >= 8 << 20 {
+        piece.max(index_bytes / 2)
+    } else {
+        piece
+    }
 }
 
 /// Reads a CSV report in two passes (see [`crate::deferred`]), in pieces of the file: a
@@ -1363,13 +1376,15 @@ fn read_twice<H: RowHandler>(
     // The second pass reads this same file, whatever takes its name meanwhile.
     let again = file.try_clone()?;
     let size = file.metadata()?.len();
+    let index_bytes = handler.index_bytes()?;
     let started = std::time::Instant::now();
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Msg>>(4);
-        // Room for every piece: sending one never waits for the thread reading rows again,
-        // which may itself wait for this one to take its rows.
-        let (job_tx, job_rx) =
-            std::sync::mpsc::sync_channel::<(Settled, u8, Layout)>(pieces(size) as usize + 1);
+        // Unbounded (a piece is a byte a row): sending one never waits for the thread
+        // reading rows again, which may itself wait for this one to take its rows. (Pieces
+        // are cut in the decoded text, which a legacy encoding can make longer than the file.)
+        let (job_tx, job_rx) = std::sync::mpsc::channel::<(Settled, u8, Layout)>();
+        let piece = piece_bytes(size, index_bytes);
         let tx_again = tx.clone();
         let ctx_again = ctx.clone();
         let first = std::thread::Builder::new()
@@ -1377,16 +1392,21 @@ fn read_twice<H: RowHandler>(
             .spawn_scoped(scope, move || {
                 let mut sender = Sender::new(tx);
                 let mut notes = Vec::new();
-                let mut d = deferred.cut_every(size.div_ceil(pieces(size)));
-                let read = csv::read(
-                    file,
-                    schema,
-                    ctx,
-                    Judge::Defer(&mut d),
-                    &mut sender,
-                    &mut notes,
-                    utf8,
-                );
+                let mut d = deferred.cut_every(piece);
+                // A panic must still tell the thread reading rows again that no more pieces
+                // come (it would wait for ever, and this thread's caller with it).
+                let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    csv::read(
+                        file,
+                        schema,
+                        ctx,
+                        Judge::Defer(&mut d),
+                        &mut sender,
+                        &mut notes,
+                        utf8,
+                    )
+                }))
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the report parsing thread panicked")));
                 let result = read.and_then(|(layout, counts, delimiter)| {
                     sender.piece(Piece {
                         deferred: d,
@@ -1525,5 +1545,21 @@ fn drain<H: RowHandler>(
                 return Some(e);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_are_eight_at_most_never_tiny_and_never_smaller_than_half_a_large_index() {
+        assert_eq!(piece_bytes(0, 0), MIN_PIECE);
+        assert_eq!(piece_bytes(200 << 10, 0), MIN_PIECE);
+        assert_eq!(piece_bytes(800 << 20, 0), 100 << 20);
+        // A small index (a test ledger) does not matter; a large one does.
+        assert_eq!(piece_bytes(800 << 10, 2 << 20), 100 << 10);
+        assert_eq!(piece_bytes(41 << 20, 64 << 20), 32 << 20);
+        assert_eq!(piece_bytes(410 << 20, 32 << 20), (410u64 << 20).div_ceil(8));
     }
 }
