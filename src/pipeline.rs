@@ -624,6 +624,7 @@ fn process_report(
         &mut hash,
         before,
         !is_backfill,
+        suspect,
         mode_name,
         run_id,
         run_first_event,
@@ -705,6 +706,7 @@ fn ingest(
     hash: &mut HashJob,
     before: Option<(u64, std::time::SystemTime)>,
     skip_duplicate: bool,
+    suspect: bool,
     mode: &str,
     run_id: i64,
     run_first_event: i64,
@@ -714,7 +716,7 @@ fn ingest(
     let ctx = DateContext::new(&cfg.schema, cfg.timezone)?;
     let report_time = ctx.date_start(meta.report_date).timestamp();
     let mut checked = false;
-    let suspect = skip_duplicate && ledger.seen_size(meta.size).unwrap_or(true);
+    // A possible duplicate waits for its hash (computed first, at full speed) before a row is read.
     check_duplicate(ledger, hash, skip_duplicate, &mut checked, suspect)?;
     // Optimistically UTF-8; a file that is not is read again as Windows-1252.
     let mut utf8 = true;

@@ -396,29 +396,22 @@ impl Part {
             return Ok(None);
         };
         let (lo, hi) = block_ids(part);
-        let mut stmt = conn.prepare_cached(
+        let blocks = feed(
+            conn,
             "SELECT block, slots FROM activity_index WHERE block BETWEEN ?1 AND ?2",
+            [lo, hi],
+            |id, blob| p.fill_block(id, blob),
         )?;
-        let mut rows = stmt.query([lo, hi])?;
-        while let Some(r) = rows.next()? {
-            let id = r.get(0)?;
-            if !r
-                .get_ref(1)?
-                .as_blob()
-                .is_ok_and(|blob| p.fill_block(id, blob))
-            {
-                return Ok(None);
-            }
-        }
         let (lo, hi) = log_ids(part);
-        let mut stmt = conn.prepare_cached(
-            "SELECT slots FROM activity_index_delta WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
-        )?;
-        let mut rows = stmt.query([lo, hi])?;
-        while let Some(r) = rows.next()? {
-            if !r.get_ref(0)?.as_blob().is_ok_and(|blob| p.replay(blob)) {
-                return Ok(None);
-            }
+        let logs = blocks
+            && feed(
+                conn,
+                "SELECT seq, slots FROM activity_index_delta WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
+                [lo, hi],
+                |_, blob| p.replay(blob),
+            )?;
+        if !logs {
+            return Ok(None);
         }
         Ok(p.matches(&stored).then_some(p))
     }
@@ -545,31 +538,30 @@ fn rebuilt_entry(state: i64, updated_at: i64) -> Result<Entry> {
     })
 }
 
-/// Hands each row of `sql` (an id, a blob) to the part the id's bits from `shift` up name;
-/// false when one names no part or `f` refuses it.
+/// Hands each row of `sql` (an id, a blob) to `f`; false when a value is not a blob or `f`
+/// refuses it (the index is then damaged).
 fn feed(
     conn: &Connection,
     sql: &str,
-    shift: u32,
-    parts: &mut [Part],
-    f: impl Fn(&mut Part, i64, &[u8]) -> bool,
+    params: impl rusqlite::Params,
+    mut f: impl FnMut(i64, &[u8]) -> bool,
 ) -> Result<bool> {
-    let mut stmt = conn.prepare(sql)?;
-    let mut rows = stmt.query([])?;
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
     while let Some(r) = rows.next()? {
         let id: i64 = r.get(0)?;
-        let Some(part) = usize::try_from(id >> shift)
-            .ok()
-            .and_then(|p| parts.get_mut(p))
-        else {
-            return Ok(false);
-        };
-        // A value that is not a blob is damage like any other.
-        if !r.get_ref(1)?.as_blob().is_ok_and(|blob| f(part, id, blob)) {
+        if !r.get_ref(1)?.as_blob().is_ok_and(|blob| f(id, blob)) {
             return Ok(false);
         }
     }
     Ok(true)
+}
+
+/// The part the bits of `id` from `shift` up name, if any.
+fn part_at(parts: &mut [Part], id: i64, shift: u32) -> Option<&mut Part> {
+    usize::try_from(id >> shift)
+        .ok()
+        .and_then(|p| parts.get_mut(p))
 }
 
 /// The whole Activity index in memory, all [`PARTS`] parts: for a report read in one pass
@@ -623,17 +615,15 @@ impl ActivityIndex {
         let blocks = feed(
             conn,
             "SELECT block, slots FROM activity_index",
-            32,
-            &mut parts,
-            |part, id, blob| part.fill_block(id, blob),
+            [],
+            |id, blob| part_at(&mut parts, id, 32).is_some_and(|part| part.fill_block(id, blob)),
         )?;
         let logs = blocks
             && feed(
                 conn,
                 "SELECT seq, slots FROM activity_index_delta ORDER BY seq",
-                40,
-                &mut parts,
-                |part, _, blob| part.replay(blob),
+                [],
+                |seq, blob| part_at(&mut parts, seq, 40).is_some_and(|part| part.replay(blob)),
             )?;
         if !logs {
             return Ok(None);
