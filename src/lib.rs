@@ -4,17 +4,17 @@
 //! are parsed by a schema into Activities, deduplicated against a SQLite ledger, and the
 //! real state changes go out to ITSM import files. See README.md for the whole picture.
 
-pub(crate) mod activity;
 pub mod app;
 pub mod cli;
 pub(crate) mod config;
-pub(crate) mod deferred;
+pub(crate) mod dedupe;
 pub(crate) mod ledger;
 pub(crate) mod pipeline;
-pub(crate) mod plan;
 pub(crate) mod report;
 pub(crate) mod sftp;
 pub(crate) mod sink;
 pub(crate) mod source;
+pub(crate) mod state;
 pub(crate) mod status;
 pub(crate) mod template;
+pub(crate) mod timestamp;

@@ -13,13 +13,11 @@ use anyhow::{Context, Result};
 use chrono::NaiveDate;
 use serde::Serialize;
 
-use crate::activity::DateContext;
 use crate::config::{Config, SourceConfig};
-use crate::deferred::Deferred;
+use crate::dedupe::{KnownActivities, Order, Planner, ReportPlan};
+use crate::ledger::reports::ReportKey;
 use crate::ledger::{Columns, Ledger, ReportCounts, ReportMeta};
-use crate::plan::{Planner, Triage};
-use crate::report;
-use crate::report::csv::NotUtf8;
+use crate::report::{self, Batch, cell::DateContext};
 use crate::sink::{self, SinkSummary};
 use crate::source::{HashJob, Listed, Source, local::LocalSource, sftp::SftpSource};
 
@@ -72,44 +70,6 @@ fn elide_values(message: &str) -> String {
         }
     }
     out
-}
-
-/// The report's content was already processed, under the name it holds.
-#[derive(Debug)]
-struct Duplicate(String);
-
-impl std::fmt::Display for Duplicate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "identical content was already processed as {}", self.0)
-    }
-}
-
-impl std::error::Error for Duplicate {}
-
-/// Fails with [`Duplicate`] once the report's hash is known and the ledger processed that
-/// content before; `wait` blocks for the hash, otherwise an unfinished hash is no answer yet.
-fn check_duplicate(
-    ledger: &Ledger,
-    hash: &mut HashJob,
-    enabled: bool,
-    checked: &mut bool,
-    wait: bool,
-) -> Result<()> {
-    if *checked || !enabled {
-        return Ok(());
-    }
-    let sha = if wait {
-        Some(hash.wait()?)
-    } else {
-        hash.poll()?
-    };
-    if let Some(sha) = sha {
-        *checked = true;
-        if let Some(name) = ledger.processed_hash(sha)? {
-            return Err(anyhow::Error::new(Duplicate(name)));
-        }
-    }
-    Ok(())
 }
 
 /// Another run holds the ledger.
@@ -322,7 +282,7 @@ fn report_date(cfg: &Config, l: &Listed) -> NaiveDate {
             .map_or("", |m| m.as_str());
         for fmt in ["%Y-%m-%d", "%Y%m%d", "%Y_%m_%d", "%m-%d-%Y", "%m%d%Y"] {
             if let Ok(d) = NaiveDate::parse_from_str(text, fmt)
-                && crate::activity::four_digit_year(chrono::Datelike::year(&d))
+                && crate::report::cell::four_digit_year(chrono::Datelike::year(&d))
             {
                 return d;
             }
@@ -435,22 +395,18 @@ fn run_started(
     dated.sort_by(|(da, a), (db, b)| (da, a.mtime, &a.name).cmp(&(db, b.mtime, &b.name)));
     tracing::info!(reports = dated.len(), "listed the source");
 
-    let run_first_event = ledger.max_event_id()? + 1;
-    let resend = matches!(opts.mode, Mode::Backfill { resend: true, .. });
+    let mut run = Run {
+        cfg,
+        ledger,
+        opts,
+        id: run_id,
+        first_event: ledger.max_event_id()? + 1,
+        known: None,
+    };
     // Reports the ledger holds, for the source's clean-up after delivery.
     let mut settled: Vec<&Listed> = Vec::new();
     for (date, l) in &dated {
-        let rs = process_report(
-            cfg,
-            ledger,
-            source.as_mut(),
-            opts,
-            run_id,
-            run_first_event,
-            resend,
-            *date,
-            l,
-        );
+        let rs = process_report(&mut run, source.as_mut(), *date, l);
         if matches!(rs.status.as_str(), "seen" | "processed" | "duplicate") {
             settled.push(l);
         }
@@ -547,25 +503,47 @@ fn deliver_all(ledger: &Ledger, cfg: &Config, schema_fields: &[String], summary:
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One run's reports, processed one after another.
+struct Run<'r> {
+    cfg: &'r Config,
+    ledger: &'r Ledger,
+    opts: &'r Options,
+    id: i64,
+    /// Events with ids from here on were made by this run.
+    first_event: i64,
+    /// What the ledger records of every Activity and report, loaded at the first report
+    /// read; dropped when a report is rolled back (loaded again for the next).
+    known: Option<(KnownActivities, Order)>,
+}
+
+impl Run<'_> {
+    fn is_backfill(&self) -> bool {
+        matches!(self.opts.mode, Mode::Backfill { .. })
+    }
+
+    fn mode_name(&self) -> &'static str {
+        if self.is_backfill() {
+            "backfill"
+        } else {
+            "run"
+        }
+    }
+}
+
+/// Takes one listed report through fetch, parse, plan and commit; says what became of it.
 fn process_report(
-    cfg: &Config,
-    ledger: &Ledger,
+    run: &mut Run<'_>,
     source: &mut dyn Source,
-    opts: &Options,
-    run_id: i64,
-    run_first_event: i64,
-    resend: bool,
     date: NaiveDate,
     l: &Listed,
 ) -> ReportSummary {
     // At error level, so that its file name is on every message under `-q` too.
     let span = tracing::error_span!("report", file = %l.name);
     let _enter = span.enter();
-    let is_backfill = matches!(opts.mode, Mode::Backfill { .. });
+    let ledger = run.ledger;
     let mut rs = ReportSummary::new(&l.name, "processed", date);
     // A file the ledger holds under the same name, size and mtime is not read again.
-    if !is_backfill {
+    if !run.is_backfill() {
         match ledger.processed_listing(&l.name, l.size, l.mtime) {
             Ok(Some(_)) => {
                 rs.status = "seen".into();
@@ -595,19 +573,7 @@ fn process_report(
         }
         Err(e) => return failed(rs, e),
     };
-    // A report read in place is hashed while it is parsed; the duplicate check happens as
-    // soon as the hash is known, and abandons the report (rolled back) if it is one. Only
-    // a file of the size of one already seen can be a duplicate: that one is hashed first,
-    // at full speed, any other on what CPU the parsing leaves.
     let size = std::fs::metadata(&fetched.path).map_or(l.size, |m| m.len());
-    let suspect = !is_backfill && ledger.seen_size(size).unwrap_or(true);
-    // An XLSX report is read in one pass, with the hash thread's share of the cores.
-    let one_pass = !matches!(
-        report::Format::detect(&fetched.path),
-        Ok(report::Format::Csv)
-    );
-    let mut hash = HashJob::start(&fetched, suspect || one_pass);
-    let before = stamp(&fetched.path);
     let mut meta = ReportMeta {
         name: l.name.clone(),
         size,
@@ -615,41 +581,31 @@ fn process_report(
         sha256: String::new(),
         report_date: date,
     };
-    let mode_name = if is_backfill { "backfill" } else { "run" };
-    let result = ingest(
-        cfg,
-        ledger,
-        &meta,
-        &fetched.path,
-        &mut hash,
-        before,
-        !is_backfill,
-        suspect,
-        mode_name,
-        run_id,
-        run_first_event,
-        resend,
-        &mut rs,
-    );
-    if let Ok(sha) = hash.wait() {
-        meta.sha256 = sha.to_string();
-        rs.sha256 = Some(meta.sha256.clone());
-    }
-    if let Some(Duplicate(name)) = result
-        .as_ref()
-        .err()
-        .and_then(|e| e.downcast_ref::<Duplicate>())
-    {
-        tracing::info!(same_as = %name, "skipped: identical content was already processed");
-        if !opts.dry_run
-            && let Err(e) = ledger.record_duplicate(&meta, mode_name, run_id)
-        {
-            tracing::warn!("cannot record the duplicate: {e:#}");
+    // Only a file of the size of one processed before can hold content processed before
+    // (a duplicate, or in a backfill a replay): it is hashed first, at full speed, and
+    // recognised before a row is read. Any other is hashed while it is read.
+    let suspect = ledger.seen_size(size).unwrap_or(true);
+    let mut hash = HashJob::start(&fetched, suspect);
+    let mut replay = None;
+    if suspect {
+        let seen = hash.wait().map(str::to_string).and_then(|sha| {
+            let first = ledger.first_processed(&sha)?;
+            Ok((sha, first))
+        });
+        match seen {
+            Ok((sha, first)) => {
+                meta.sha256 = sha;
+                replay = first;
+            }
+            Err(e) => return failed(rs, e),
         }
-        let mut dup = ReportSummary::new(&l.name, "duplicate", date);
-        dup.duplicate_of = Some(name.clone());
-        dup.sha256 = rs.sha256.take();
-        return dup;
+    }
+    if let Some(first) = replay.as_ref().filter(|_| !run.is_backfill()) {
+        return duplicate(run, &meta, &first.name);
+    }
+    let result = ingest(run, &meta, &fetched.path, &mut hash, replay, &mut rs);
+    if let Ok(sha) = hash.wait() {
+        rs.sha256 = Some(sha.to_string());
     }
     match result {
         Ok(()) => {
@@ -661,7 +617,7 @@ fn process_report(
                 stale = rs.stale,
                 events = rs.events,
                 "{}",
-                if opts.dry_run {
+                if run.opts.dry_run {
                     "report read (dry run: committed to its throw-away copy only)"
                 } else {
                     "report committed"
@@ -670,14 +626,32 @@ fn process_report(
             rs
         }
         Err(e) => {
+            // The report was rolled back: what the run holds in memory is reloaded.
+            run.known = None;
             let e = ledger.name_in(e);
+            meta.sha256 = rs.sha256.clone().unwrap_or_default();
             let msg = format!("{e:#}");
-            if let Err(e2) = ledger.record_failed_report(&meta, mode_name, run_id, &msg) {
+            if let Err(e2) = ledger.record_failed_report(&meta, run.mode_name(), run.id, &msg) {
                 tracing::error!("cannot record the failed report: {e2:#}");
             }
             failed(rs, e)
         }
     }
+}
+
+/// A report whose content was processed before (under this name or another): skipped,
+/// and recorded so that the same file is not hashed again.
+fn duplicate(run: &Run<'_>, meta: &ReportMeta, first: &str) -> ReportSummary {
+    tracing::info!(same_as = %first, "skipped: identical content was already processed");
+    if !run.opts.dry_run
+        && let Err(e) = run.ledger.record_duplicate(meta, run.mode_name(), run.id)
+    {
+        tracing::warn!("cannot record the duplicate: {e:#}");
+    }
+    let mut dup = ReportSummary::new(&meta.name, "duplicate", meta.report_date);
+    dup.duplicate_of = Some(first.to_string());
+    dup.sha256 = Some(meta.sha256.clone());
+    dup
 }
 
 fn failed(mut rs: ReportSummary, e: anyhow::Error) -> ReportSummary {
@@ -692,91 +666,108 @@ fn failed(mut rs: ReportSummary, e: anyhow::Error) -> ReportSummary {
     rs.unchanged = 0;
     rs.stale = 0;
     rs.events = 0;
+    rs.merged = 0;
     rs.transitions.clear();
     rs.rejects.clear();
     rs
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The ledger side stopped taking rows (it failed: its error is the one reported).
+#[derive(Debug)]
+struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the ledger side stopped taking rows")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+/// Parse, plan and commit: reads the report on a thread of its own while this one applies
+/// the rules to its rows in the report's transaction, then commits it whole.
 fn ingest(
-    cfg: &Config,
-    ledger: &Ledger,
+    run: &mut Run<'_>,
     meta: &ReportMeta,
     path: &Path,
     hash: &mut HashJob,
-    before: Option<(u64, std::time::SystemTime)>,
-    skip_duplicate: bool,
-    suspect: bool,
-    mode: &str,
-    run_id: i64,
-    run_first_event: i64,
-    resend: bool,
+    replay: Option<ReportKey>,
     rs: &mut ReportSummary,
 ) -> Result<()> {
+    let (cfg, ledger) = (run.cfg, run.ledger);
     let ctx = DateContext::new(&cfg.schema, cfg.timezone)?;
     let report_time = ctx.date_start(meta.report_date).timestamp();
-    let mut checked = false;
-    // A possible duplicate waits for its hash (computed first, at full speed) before a row is read.
-    check_duplicate(ledger, hash, skip_duplicate, &mut checked, suspect)?;
-    // Optimistically UTF-8; a file that is not is read again as Windows-1252.
-    let mut utf8 = true;
-    let started = std::time::Instant::now();
-    let (writer, outcome, layout, counts, notes) = loop {
-        let writer = ledger.begin_report(meta, mode, run_id, run_first_event)?;
-        tracing::debug!(
-            ms = started.elapsed().as_millis() as u64,
-            "ledger and Activity index ready"
-        );
-        // Every so many rows: content already processed under another name stops the report.
-        let mut on_progress = || check_duplicate(ledger, hash, skip_duplicate, &mut checked, false);
-        let mut planner = Planner::new(&writer, &meta.name, report_time, resend);
-        planner.on_progress(&mut on_progress);
-        let mut notes = Vec::new();
-        // A CSV report is read twice, its rows judged in between a part of the Activity
-        // index at a time (see deferred.rs); an XLSX one once, with the whole index in
-        // memory, on the parsing thread (see plan::Triage).
-        let format = report::Format::detect(path).map_err(|e| e.context(meta.name.clone()))?;
-        let judging = match format {
-            report::Format::Csv => {
-                report::Judging::Defer(Deferred::new(&ledger.spill_dir(), report_time)?)
-            }
-            report::Format::Xlsx => report::Judging::Index(Triage::new(
-                writer.take_index()?,
-                writer.generation(),
-                report_time,
-                resend,
-            )),
-        };
-        match report::read(
-            path,
-            &cfg.schema,
-            ctx.clone(),
-            judging,
-            &mut planner,
-            &mut notes,
-            utf8,
-        ) {
-            Ok((layout, counts, triage)) => {
-                let outcome = planner.into_outcome();
-                if let Some(triage) = triage {
-                    writer.restore_index(triage.into_index());
-                }
-                break (writer, outcome, layout, counts, notes);
-            }
-            Err(e) if utf8 && e.downcast_ref::<NotUtf8>().is_some() => {
-                drop(planner);
-                drop(writer); // rolls the first attempt back
-                utf8 = false;
-            }
-            Err(e) if e.downcast_ref::<Duplicate>().is_some() => return Err(e),
-            Err(e) => return Err(e.context(meta.name.clone())),
+    let before = stamp(path);
+    if run.known.is_none() {
+        run.known = Some((KnownActivities::load(ledger)?, Order::load(ledger)?));
+    }
+    let mut tx = ledger.begin_report(meta, run.mode_name(), run.id)?;
+    let resend = matches!(run.opts.mode, Mode::Backfill { resend: true, .. });
+    let run_first_event = run.first_event;
+    let (known, order) = run.known.as_mut().expect("loaded above");
+    // A replay's rows keep the place its content had when first processed.
+    let place = match replay {
+        Some(first) => first.id,
+        None => {
+            let date = meta.report_date.to_string();
+            let sha256 = if order.needs_hash(&date, meta.mtime, &meta.name) {
+                hash.wait()?.to_string()
+            } else {
+                meta.sha256.clone()
+            };
+            order.insert(ReportKey {
+                id: tx.report_id,
+                date,
+                mtime: meta.mtime,
+                name: meta.name.clone(),
+                sha256,
+            });
+            tx.report_id
         }
     };
+    let plan = ReportPlan {
+        file: meta.name.clone(),
+        report_time,
+        place,
+        resend,
+        run_first_event,
+    };
+    let started = std::time::Instant::now();
+    let mut planner = Planner::new(known, order, &mut tx, plan);
+    let read = std::thread::scope(|scope| -> Result<report::Summary> {
+        let (to_planner, batches) = std::sync::mpsc::sync_channel::<Batch>(4);
+        let reader = std::thread::Builder::new()
+            .name("parse".into())
+            .spawn_scoped(scope, move || {
+                report::read(path, &cfg.schema, ctx, &mut |batch| {
+                    to_planner
+                        .send(batch)
+                        .map_err(|_| anyhow::Error::new(Stopped))
+                })
+            })?;
+        let mut failure = None;
+        for batch in &batches {
+            if let Err(e) = planner.apply(&batch) {
+                failure = Some(e);
+                break;
+            }
+        }
+        // Dropping the receiver stops the reader at its next batch.
+        drop(batches);
+        let read = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the report parsing thread panicked"))?;
+        match failure {
+            Some(e) => Err(e),
+            None => read,
+        }
+    })
+    .map_err(|e| e.context(meta.name.clone()))?;
+    let outcome = planner.finish();
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         "rows read and applied"
     );
-    check_duplicate(ledger, hash, skip_duplicate, &mut checked, true)?;
     // A file that changed while it was read (still being written?) is not committed: the
     // hash and the rows might not describe the same content. The next run reads it again.
     if stamp(path) != before {
@@ -786,10 +777,9 @@ fn ingest(
         );
     }
     let sha256 = hash.wait()?.to_string();
-    for n in &notes {
+    for n in &read.notes {
         tracing::warn!("{n}");
     }
-
     for w in &outcome.warnings {
         tracing::warn!(row = w.row, column = %w.column, "{}", w.message);
     }
@@ -799,28 +789,35 @@ fn ingest(
         tracing::debug!(row = r.row, column = %r.column, "row rejected: {}", r.reason);
     }
     let totals = ReportCounts {
-        rows: counts.rows,
-        accepted: counts.accepted,
-        rejected: counts.rejected,
-        skipped: counts.skipped,
-        unchanged: outcome.counts.unchanged,
-        stale: outcome.counts.stale,
-        events: outcome.counts.events,
-        warnings: counts.warnings,
+        rows: read.counts.rows,
+        accepted: read.counts.accepted,
+        rejected: read.counts.rejected,
+        skipped: read.counts.skipped,
+        unchanged: outcome.unchanged,
+        stale: outcome.stale,
+        events: outcome.events(),
+        warnings: read.counts.warnings,
     };
     let columns = Columns {
         fields: cfg.schema.fields.iter().map(|f| f.name.clone()).collect(),
-        extras: layout.extra_names(),
+        extras: read.extras,
     };
-    writer.commit(&totals, &columns, &sha256)?;
+    let own_place = place == tx.report_id;
+    tx.commit(&totals, &columns, &sha256)?;
+    if own_place {
+        // Its hash was not known when its place was taken: a later report may need it.
+        order.insert(ReportKey {
+            id: place,
+            date: meta.report_date.to_string(),
+            mtime: meta.mtime,
+            name: meta.name.clone(),
+            sha256,
+        });
+    }
     ledger.checkpoint_in_background();
-    tracing::debug!(
-        ms = started.elapsed().as_millis() as u64,
-        "report committed"
-    );
     rs.set_counts(&totals);
-    rs.merged = outcome.superseded;
-    rs.notes = notes;
+    rs.merged = outcome.merged;
+    rs.notes = read.notes;
     rs.transitions = outcome
         .transitions
         .into_iter()

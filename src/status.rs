@@ -7,9 +7,9 @@ use anyhow::Result;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use crate::activity::State;
 use crate::config::Config;
 use crate::ledger::Ledger;
+use crate::state::State;
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Status {

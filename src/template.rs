@@ -13,8 +13,9 @@ use indexmap::IndexMap;
 use minijinja::{Environment, UndefinedBehavior, Value};
 use serde::Deserialize;
 
-use crate::activity::{State, rfc3339};
 use crate::ledger::StoredEvent;
+use crate::state::State;
+use crate::timestamp::rfc3339;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -147,6 +147,27 @@ const STEPS: &[&str] = &[
     DELETE FROM activity_index_delta;
     DELETE FROM meta WHERE key IN ('index_bits', 'index_len');
     "#,
+    // 6: `activities` is the one stored record of an Activity's state. The persisted index
+    // of steps 3-5 goes (look-ups are built in memory from `activities` at each run), and
+    // each Activity records the row of its position (its time, report and row: see
+    // `crate::dedupe`). Where the report that set the position also wrote the Activity's
+    // latest event, that event's row is the position's; otherwise 0 (before any row of that
+    // report, so a replay of it changes nothing).
+    r#"
+    DROP TABLE activity_index;
+    DROP TABLE activity_index_delta;
+    DROP TABLE activity_index_part;
+    DELETE FROM meta WHERE key IN ('index_parts', 'index_bits', 'index_len');
+    ALTER TABLE activities ADD COLUMN row INTEGER NOT NULL DEFAULT 0;
+    UPDATE activities SET row = (
+        SELECT e.row FROM events e
+        WHERE e.id = activities.event_id AND e.report_id = activities.report_id
+    )
+    WHERE EXISTS (
+        SELECT 1 FROM events e
+        WHERE e.id = activities.event_id AND e.report_id = activities.report_id
+    );
+    "#,
 ];
 
 /// The version this build writes.

@@ -1,21 +1,22 @@
-//! CSV reports: RFC 4180 with quoted multi-line cells, CRLF or LF, an optional UTF-8 BOM,
-//! a `,` `;` tab or `|` delimiter (sniffed unless the schema sets one), UTF-8, UTF-16 (by its
-//! BOM or, without one, by its zero bytes) or, for files that are not valid UTF-8,
-//! Windows-1252 (what Excel's "CSV (Comma delimited)" writes).
+//! CSV reports: RFC 4180 with quoted multi-line cells, CRLF, LF or CR line ends, an
+//! optional UTF-8 BOM, a `,` `;` tab or `|` delimiter (sniffed unless the schema sets one),
+//! UTF-8, UTF-16 (by its BOM or, without one, by its zero bytes) or, for files that are not
+//! valid UTF-8, Windows-1252 (what Excel's "CSV (Comma delimited)" writes).
 //!
 //! The file is streamed: a `csv` thread splits it into records, handed on in batches whose
-//! buffers come back for reuse; nothing is held whole in memory.
+//! buffers come back for reuse, while the calling thread checks them; nothing is held whole
+//! in memory. Each row is numbered by the line it starts on, as an editor shows it.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::{Judge, Layout, RowCounts, RowHandler, RowProcessor};
-use crate::activity::{Cell, DateContext};
-use crate::deferred::{PLACE, Settled};
-use crate::plan::Hint;
-use crate::report::schema::Schema;
+use super::cell::{Cell, DateContext};
+use super::row::{CsvRow, RowChecker};
+use super::schema::Schema;
+use super::{OnBatch, Summary};
 
 const SNIFF_BYTES: usize = 64 * 1024;
 
@@ -223,18 +224,6 @@ fn count_line_breaks(b: &[u8]) -> u64 {
     count_byte(b, b'\n') + lone_cr as u64
 }
 
-/// The file is not valid UTF-8: the caller reads it again as Windows-1252.
-#[derive(Debug)]
-pub(crate) struct NotUtf8;
-
-impl std::fmt::Display for NotUtf8 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the file is not valid UTF-8")
-    }
-}
-
-impl std::error::Error for NotUtf8 {}
-
 /// The record's cells, in `spare`'s allocation (handed back empty by the caller, so one
 /// buffer serves every row). `text` is the whole record, its fields one after another.
 fn cells_of<'r>(
@@ -270,23 +259,11 @@ fn fields_on_char_boundaries(text: &str, record: &::csv::ByteRecord) -> bool {
     })
 }
 
-/// Records read ahead of the one being checked (see `read`).
-const AHEAD: usize = 16;
 /// Records per batch from the reading thread to the checking one.
 const BATCH: usize = 512;
 
-/// Where a record lies: the line it ends on, and its bytes in the (decoded) stream, from
-/// the end of the record before (blank lines the reader skipped included) to the start of
-/// the next.
-#[derive(Debug, Default, Clone, Copy)]
-struct Span {
-    line: u64,
-    start: u64,
-    end: u64,
-}
-
-/// Records read by the `csv` thread, each with where it lies.
-type Records = Vec<(::csv::ByteRecord, Span)>;
+/// Records read by the `csv` thread, each with the line it ends on.
+type Records = Vec<(::csv::ByteRecord, u64)>;
 
 /// What the `csv` thread sends: records in file order, then the end of the file or, if
 /// reading failed, why.
@@ -338,13 +315,11 @@ fn split_records(
         .from_reader(buffered);
     // The last record of a full batch goes first into the next one: the batch that holds
     // the file's last record is then always known to be the last.
-    let mut carry: Option<(::csv::ByteRecord, Span)> = None;
+    let mut carry: Option<(::csv::ByteRecord, u64)> = None;
     loop {
-        let mut batch = empty.try_recv().unwrap_or_else(|_| {
-            (0..BATCH)
-                .map(|_| (::csv::ByteRecord::new(), Span::default()))
-                .collect()
-        });
+        let mut batch = empty
+            .try_recv()
+            .unwrap_or_else(|_| (0..BATCH).map(|_| (::csv::ByteRecord::new(), 0)).collect());
         let mut n = 0;
         if let Some(c) = carry.take() {
             batch[0] = c;
@@ -352,8 +327,7 @@ fn split_records(
         }
         let mut failed = None;
         while n < batch.len() {
-            let (record, span) = &mut batch[n];
-            let start = reader.position().byte();
+            let (record, line) = &mut batch[n];
             match reader.read_byte_record(record) {
                 Ok(true) => {}
                 Ok(false) => break,
@@ -370,11 +344,7 @@ fn split_records(
             // its terminator); it starts as many lines earlier as its cells hold line
             // breaks, counted when it is checked.
             let end_byte = reader.position().byte();
-            *span = Span {
-                line: 1 + breaks.borrow_mut().before(end_byte.saturating_sub(1)),
-                start,
-                end: end_byte,
-            };
+            *line = 1 + breaks.borrow_mut().before(end_byte.saturating_sub(1));
             n += 1;
         }
         let full = n == batch.len();
@@ -400,8 +370,6 @@ fn split_records(
     }
 }
 
-/// Parses and checks every row of a CSV report into `handler`.
-///
 /// UTF-16 written without a BOM, told by its NUL bytes: each ASCII character has a zero byte
 /// beside it (after it in little-endian, before it in big-endian), always on the same side.
 /// UTF-8 and Windows-1252 text has none.
@@ -427,23 +395,16 @@ fn utf16_without_bom(head: &[u8]) -> Option<&'static encoding_rs::Encoding> {
     }
 }
 
-/// Two threads: a `csv` thread splits the file into records, this one checks them. The
-/// checker prefetches the index slot of the Activity AHEAD records on, so that its
-/// look-up finds it in the CPU cache (the index is far larger than the caches and its
-/// look-ups are random).
-pub(crate) fn read<H: RowHandler>(
-    file: File,
+/// Reads and checks every row of a CSV report, handing the outcomes to `send`. Two
+/// threads: a `csv` thread splits the file into records, this one checks them.
+pub(crate) fn read(
+    path: &Path,
     schema: &Schema,
     ctx: DateContext,
-    judge: Judge<'_>,
-    handler: &mut H,
-    notes: &mut Vec<String>,
-    utf8: bool,
-) -> Result<(Layout, RowCounts, u8)> {
-    let stream: Box<dyn Read + Send> = match open(file, utf8, notes)? {
-        Stream::Plain(file) => Box::new(file),
-        Stream::Decoded(d) => Box::new(d),
-    };
+    send: &mut OnBatch<'_>,
+) -> Result<Summary> {
+    let mut notes = Vec::new();
+    let stream = open(path, &mut notes)?;
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(4);
         let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Records>();
@@ -453,320 +414,84 @@ pub(crate) fn read<H: RowHandler>(
                 split_records(stream, schema.delimiter, tx, empty_rx);
             })?;
         // Returning drops `rx`: the `csv` thread then stops at its next send.
-        check_records(schema, ctx, judge, handler, utf8, &rx, &empty_tx)
+        let checker = RowChecker::new(schema, ctx, send).with_width_checked();
+        check_records(checker, &rx, &empty_tx)?.finish(notes)
     })
 }
 
-/// A report's text as the reader sees it: the file itself (UTF-8), or decoded from it.
-enum Stream {
-    Plain(At),
-    Decoded(Decoding<At>),
-}
-
-/// A file read at a place of its own (`pread`): the two passes of a two-pass read share
-/// one open file, on two threads, and never move each other's place in it.
-struct At {
-    file: File,
-    pos: u64,
-}
-
-impl Read for At {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = std::os::unix::fs::FileExt::read_at(&self.file, buf, self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-/// Reads the report from its start as text: UTF-16 by its BOM or its zero bytes, else UTF-8
-/// when `utf8` is set, else Windows-1252. Says in `notes` how a decoded file was read.
-fn open(file: File, utf8: bool, notes: &mut Vec<String>) -> Result<Stream> {
+/// Opens the report as UTF-8 text: the file itself when it is valid UTF-8, else decoded
+/// from UTF-16 (told by its BOM or its zero bytes) or Windows-1252. Says in `notes` how a
+/// decoded file was read.
+fn open(path: &Path, notes: &mut Vec<String>) -> Result<Box<dyn Read + Send>> {
+    let open = || File::open(path).with_context(|| format!("cannot open {}", path.display()));
     let mut head = Vec::with_capacity(4096);
-    (At {
-        file: file.try_clone()?,
-        pos: 0,
-    })
-    .take(4096)
-    .read_to_end(&mut head)?;
-    let file = At { file, pos: 0 };
+    open()?.take(4096).read_to_end(&mut head)?;
     let utf16 = match &head[..head.len().min(2)] {
         [0xff, 0xfe] => Some(encoding_rs::UTF_16LE),
         [0xfe, 0xff] => Some(encoding_rs::UTF_16BE),
         _ => utf16_without_bom(&head),
     };
-    Ok(match (utf16, utf8) {
-        (Some(enc), _) => {
-            notes.push(format!("read as {} (Excel's \"Unicode Text\")", enc.name()));
-            Stream::Decoded(Decoding::new(file, enc))
-        }
-        (None, true) => Stream::Plain(file),
-        (None, false) => {
-            notes.push(
-                "the file is not valid UTF-8: read as Windows-1252 (Excel's \"CSV (Comma delimited)\")"
-                    .to_string(),
-            );
-            Stream::Decoded(Decoding::new(file, encoding_rs::WINDOWS_1252))
-        }
-    })
+    if let Some(enc) = utf16 {
+        notes.push(format!("read as {} (Excel's \"Unicode Text\")", enc.name()));
+        return Ok(Box::new(Decoding::new(open()?, enc)));
+    }
+    if is_utf8(open()?).with_context(|| format!("cannot read {}", path.display()))? {
+        return Ok(Box::new(open()?));
+    }
+    notes.push(
+        "the file is not valid UTF-8: read as Windows-1252 (Excel's \"CSV (Comma delimited)\")"
+            .to_string(),
+    );
+    Ok(Box::new(Decoding::new(open()?, encoding_rs::WINDOWS_1252)))
 }
 
-/// Reads ranges of a [`Stream`] at increasing offsets: skips what lies between (a seek
-/// in a plain file, a read in a decoded one) and keeps only what is asked for. Ranges
-/// that follow one another are read ahead in large blocks; scattered ones alone.
-struct Window {
-    stream: Stream,
-    buf: Vec<u8>,
-    /// The stream offset of `buf[0]`.
-    at: u64,
-    /// Where the last range asked for ended, and how many ranges in a row began there.
-    last_end: u64,
-    adjacent: u32,
-}
-
-/// Bytes read at a time once ranges come one after another.
-const READ_AHEAD: usize = 256 * 1024;
-
-impl Window {
-    fn new(stream: Stream) -> Window {
-        Window {
-            stream,
-            buf: Vec::with_capacity(READ_AHEAD),
-            at: 0,
-            last_end: u64::MAX,
-            adjacent: 0,
-        }
-    }
-
-    /// The bytes `start..start + len` of the stream (`start` never below an earlier one's);
-    /// fewer at the end of the stream.
-    fn get(&mut self, start: u64, len: usize) -> std::io::Result<&[u8]> {
-        self.adjacent = if start == self.last_end {
-            self.adjacent.saturating_add(1)
-        } else {
-            0
-        };
-        self.last_end = start + len as u64;
-        let end = self.at + self.buf.len() as u64;
-        if start >= end {
-            self.buf.clear();
-            let gap = start - end;
-            match &mut self.stream {
-                Stream::Plain(f) => f.pos = start,
-                Stream::Decoded(d) => {
-                    std::io::copy(&mut d.take(gap), &mut std::io::sink())?;
-                }
-            }
-            self.at = start;
-        }
-        let mut from = (start - self.at) as usize;
-        if from + len > self.buf.len() {
-            // Only when it must be refilled is what the buffer still holds moved to its front.
-            self.buf.drain(..from);
-            self.at = start;
-            from = 0;
-            let ahead = if self.adjacent >= 4 {
-                READ_AHEAD
-            } else {
-                64 * 1024
-            };
-            while self.buf.len() < len {
-                let have = self.buf.len();
-                let want = (len - have).max(ahead);
-                self.buf.resize(have + want, 0);
-                let n = match &mut self.stream {
-                    Stream::Plain(f) => f.read(&mut self.buf[have..])?,
-                    Stream::Decoded(d) => d.read(&mut self.buf[have..])?,
-                };
-                self.buf.truncate(have + n);
-                if n == 0 {
-                    break;
-                }
-            }
-        }
-        Ok(&self.buf[from..(from + len).min(self.buf.len())])
-    }
-}
-
-/// Splits one record off `bytes` into `record` (blank lines before it skipped, as the
-/// `csv` crate does); false when `bytes` holds none.
-fn parse_record(
-    core: &mut csv_core::Reader,
-    bytes: &[u8],
-    out: &mut Vec<u8>,
-    ends: &mut Vec<usize>,
-    record: &mut ::csv::ByteRecord,
-) -> bool {
-    use csv_core::ReadRecordResult as R;
-    core.reset();
-    if out.len() < bytes.len() + 16 {
-        out.resize(bytes.len() + 16, 0);
-    }
-    if ends.len() < 64 {
-        ends.resize(64, 0);
-    }
-    let (mut input, mut nout, mut nend) = (bytes, 0, 0);
-    let mut ended = false;
+/// Whether the whole stream is valid UTF-8 (read once, a block at a time).
+fn is_utf8(mut r: impl Read) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; 1 << 20];
+    // Bytes of a character cut by the end of the last block, moved to the front.
+    let mut kept = 0;
     loop {
-        // `ends` holds where each field ends, counted from the record's first output byte.
-        let (res, i, o, e) = core.read_record(input, &mut out[nout..], &mut ends[nend..]);
-        input = &input[i..];
-        nout += o;
-        nend += e;
-        match res {
-            R::Record => break,
-            R::End => return false,
-            R::OutputFull => out.resize(out.len() * 2, 0),
-            R::OutputEndsFull => ends.resize(ends.len() * 2, 0),
-            // The input is used up: an empty input then ends the record.
-            R::InputEmpty if ended => return false,
-            R::InputEmpty => ended = input.is_empty(),
+        let n = r.read(&mut buf[kept..])?;
+        if n == 0 {
+            return Ok(kept == 0);
+        }
+        let len = kept + n;
+        match simdutf8::compat::from_utf8(&buf[..len]) {
+            Ok(_) => kept = 0,
+            // Only an incomplete character at the very end may go on into the next block.
+            Err(e) if e.error_len().is_none() && len - e.valid_up_to() < 4 => {
+                let start = e.valid_up_to();
+                buf.copy_within(start..len, 0);
+                kept = len - start;
+            }
+            Err(_) => return Ok(false),
         }
     }
-    record.clear();
-    let mut from = 0;
-    for &to in &ends[..nend] {
-        record.push_field(&out[from..to]);
-        from = to;
-    }
-    true
-}
-
-/// The second pass of a two-pass read (see [`crate::deferred`]): for each settled piece of
-/// the report `pieces` brings (with the delimiter and the layout), reads again, in row
-/// order, the records of the rows settling left for the ledger side, and hands them on
-/// with their hints.
-pub(crate) fn reread<H: RowHandler>(
-    file: File,
-    schema: &Schema,
-    ctx: DateContext,
-    pieces: &std::sync::mpsc::Receiver<(Settled, u8, Layout)>,
-    handler: &mut H,
-    utf8: bool,
-) -> Result<()> {
-    let Ok((first, delimiter, layout)) = pieces.recv() else {
-        return Ok(()); // stopped before the first piece
-    };
-    let mut window = Window::new(open(file, utf8, &mut Vec::new())?);
-    let mut processor = RowProcessor::again(schema, ctx, layout, handler);
-    let mut core = csv_core::ReaderBuilder::new().delimiter(delimiter).build();
-    let (mut out, mut ends) = (Vec::new(), Vec::new());
-    let mut record = ::csv::ByteRecord::new();
-    let mut place = [0u8; PLACE];
-    let mut spare: Vec<Cell<'static>> = Vec::new();
-    let changed = || {
-        anyhow::anyhow!(
-            "the file changed while it was read (a row read again is not what it was); it is \
-             left for the next run"
-        )
-    };
-    for settled in std::iter::once(first).chain(pieces.iter().map(|(s, _, _)| s)) {
-        let mut places = BufReader::with_capacity(64 * 1024, &settled.places);
-        for &code in &settled.hints {
-            places
-                .read_exact(&mut place)
-                .context("cannot read the temporary file of row places")?;
-            let Some(hint) = Hint::from_code(code) else {
-                continue; // settled from the index
-            };
-            let start = u64::from_le_bytes(place[..8].try_into().expect("8 bytes"));
-            let len = u32::from_le_bytes(place[8..12].try_into().expect("4 bytes")) as usize;
-            let line = u64::from(u32::from_le_bytes(
-                place[12..16].try_into().expect("4 bytes"),
-            ));
-            let key = u64::from_le_bytes(place[16..].try_into().expect("8 bytes"));
-            let bytes = window.get(start, len)?;
-            if bytes.len() < len
-                || !parse_record(&mut core, bytes, &mut out, &mut ends, &mut record)
-            {
-                return Err(changed());
-            }
-            let text = simdutf8::basic::from_utf8(record.as_slice())
-                .ok()
-                .filter(|t| fields_on_char_boundaries(t, &record))
-                .ok_or_else(changed)?;
-            let mut cells = cells_of(text, &record, std::mem::take(&mut spare));
-            if !processor.row_again(line, &cells, hint, key)? {
-                return Err(changed());
-            }
-            cells.clear();
-            spare = cells.into_iter().map(|_| Cell::Empty).collect();
-        }
-    }
-    Ok(())
 }
 
 /// The checking half of [`read`]: takes the `csv` thread's records in order.
-fn check_records<H: RowHandler>(
-    schema: &Schema,
-    ctx: DateContext,
-    judge: Judge<'_>,
-    handler: &mut H,
-    utf8: bool,
+fn check_records<'s, 'o>(
+    mut checker: RowChecker<'s, 'o>,
     rx: &std::sync::mpsc::Receiver<Chunk>,
     empty: &std::sync::mpsc::Sender<Records>,
-) -> Result<(Layout, RowCounts, u8)> {
-    let mut processor = RowProcessor::new(schema, ctx, judge, handler).with_width_checked();
-    let looks_up = processor.looks_up();
-    let mut cut_tail;
+) -> Result<RowChecker<'s, 'o>> {
     let mut spare: Vec<Cell<'static>> = Vec::new();
     let mut prev_end = 0u64;
-    let prefetch = |processor: &RowProcessor<'_, H>, record: &::csv::ByteRecord| {
-        if !looks_up {
-            return;
-        }
-        if let Some(id) = processor
-            .id_column()
-            .and_then(|c| record.get(c))
-            .and_then(|b| std::str::from_utf8(b).ok())
-        {
-            processor.prefetch(id);
-        }
-    };
-    // How many records, from the start of the batch in hand, had their slots prefetched
-    // while the previous batch ended; and the next batch, if it was already there.
-    let mut prefetched = 0;
-    let mut next: Option<Chunk> = None;
+    let mut delimiter = b',';
     loop {
-        let chunk = match next.take() {
-            Some(chunk) => chunk,
-            None => rx
-                .recv()
-                .map_err(|_| anyhow::anyhow!("the CSV reading thread stopped before the end"))?,
-        };
-        let (batch, n) = match chunk {
+        let chunk = rx
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the CSV reading thread stopped before the end"))?;
+        let (batch, n, cut_tail) = match chunk {
             Chunk::Delimiter(d) => {
-                processor.set_delimiter(d);
+                delimiter = d;
                 continue;
             }
-            Chunk::Records(batch, n, unterminated) => {
-                cut_tail = unterminated;
-                (batch, n)
-            }
-            Chunk::End => break,
+            Chunk::Records(batch, n, unterminated) => (batch, n, unterminated),
+            Chunk::End => return Ok(checker),
             Chunk::Failed(e) => return Err(e),
         };
-        for (record, _) in batch[..n.min(AHEAD)].iter().skip(prefetched) {
-            prefetch(&processor, record);
-        }
-        prefetched = 0;
-        for i in 0..n {
-            if i + AHEAD < n {
-                prefetch(&processor, &batch[i + AHEAD].0);
-            } else {
-                // The record AHEAD on is in the next batch, if it has come.
-                if next.is_none() {
-                    next = rx.try_recv().ok();
-                }
-                if let Some(Chunk::Records(following, m, _)) = &next {
-                    // Up to the record AHEAD on, catching up if the batch came late.
-                    while prefetched <= i + AHEAD - n && prefetched < *m {
-                        prefetch(&processor, &following[prefetched].0);
-                        prefetched += 1;
-                    }
-                }
-            }
-            let (record, span) = &batch[i];
-            let end = span.line;
+        for (i, (record, end)) in batch[..n].iter().enumerate() {
             // One UTF-8 check for the whole record (its fields one after another), then one
             // that every field starts and ends on a character: together, every field is
             // valid. (Joined, the end of one field and the start of the next can make a
@@ -775,9 +500,6 @@ fn check_records<H: RowHandler>(
                 .ok()
                 .filter(|t| fields_on_char_boundaries(t, record));
             let Some(text) = text else {
-                if utf8 {
-                    return Err(anyhow::Error::new(NotUtf8));
-                }
                 anyhow::bail!("cannot read the CSV at line {end}: not valid text after decoding");
             };
             // Without a CR, the cells' line breaks are the record's `\n`s (a CR at the end of
@@ -790,22 +512,23 @@ fn check_records<H: RowHandler>(
             };
             let line = end.saturating_sub(breaks);
             let blank = line.saturating_sub(prev_end + 1);
-            prev_end = end;
+            prev_end = *end;
             if blank > 0 {
-                processor.blank_lines(blank);
+                checker.blank_lines(blank);
             }
             let mut cells = cells_of(text, record, std::mem::take(&mut spare));
-            processor.csv_row(bytes, breaks > 0, cut_tail && i + 1 == n);
-            processor.locate(span.start, span.end - span.start)?;
-            processor.row(line, &cells)?;
+            let csv = CsvRow {
+                text: bytes,
+                multiline: breaks > 0,
+                cut_end: cut_tail && i + 1 == n,
+                delimiter,
+            };
+            checker.row(line, &cells, Some(csv))?;
             cells.clear();
             spare = cells.into_iter().map(|_| Cell::Empty).collect();
         }
         let _ = empty.send(batch);
     }
-    let delimiter = processor.delimiter().unwrap_or(b',');
-    let (layout, counts) = processor.finish()?;
-    Ok((layout, counts, delimiter))
 }
 
 #[cfg(test)]
@@ -895,151 +618,17 @@ mod tests {
         );
     }
 
-    /// The second pass of a two-pass read finds each record where the first pass's
-    /// `csv` reader said it lay: blank lines before it, quoted line breaks of every kind,
-    /// doubled quotes, a last record with no line break; in a plain and a decoded file,
-    /// skipping records (a seek, a read) or taking each.
     #[test]
-    fn records_are_read_again_where_the_first_pass_found_them() {
-        let text = "sep=,\r\nActivity ID,State,Note\r\n\r\nA1,Ordered,\"two\r\nlines\"\r\n\nA2,\
-                    Completed,\"say \"\"hi\"\"\"\rA3,Cancelled,plain\n\n\nA4,Ordered,\"é, \r\rü\"\r\n\
-                    A5,Ordered,x\nA6,Completed,\"ü\"";
-        let dir = tempfile::tempdir().unwrap();
-        for utf8 in [true, false] {
-            let path = dir.path().join(format!("r{utf8}.csv"));
-            let bytes = if utf8 {
-                text.as_bytes().to_vec()
-            } else {
-                encoding_rs::WINDOWS_1252.encode(text).0.into_owned()
-            };
-            std::fs::write(&path, bytes).unwrap();
-            let file = || File::open(&path).unwrap();
-            let stream: Box<dyn Read> = match open(file(), utf8, &mut Vec::new()).unwrap() {
-                Stream::Plain(f) => Box::new(f),
-                Stream::Decoded(d) => Box::new(d),
-            };
-            let mut reader = ::csv::ReaderBuilder::new()
-                .has_headers(false)
-                .flexible(true)
-                .from_reader(stream);
-            let mut spans = Vec::new();
-            let mut record = ::csv::ByteRecord::new();
-            loop {
-                let start = reader.position().byte();
-                if !reader.read_byte_record(&mut record).unwrap() {
-                    break;
-                }
-                let len = (reader.position().byte() - start) as usize;
-                spans.push((start, len, record.clone()));
-            }
-            assert_eq!(spans.len(), 8, "{spans:?}");
-            for step in [1, 2, 3] {
-                let mut window = Window::new(open(file(), utf8, &mut Vec::new()).unwrap());
-                let mut core = csv_core::ReaderBuilder::new().delimiter(b',').build();
-                let (mut out, mut ends) = (Vec::new(), Vec::new());
-                for (start, len, want) in spans.iter().skip(step - 1).step_by(step) {
-                    let bytes = window.get(*start, *len).unwrap();
-                    assert_eq!(bytes.len(), *len);
-                    let mut got = ::csv::ByteRecord::new();
-                    assert!(parse_record(
-                        &mut core, bytes, &mut out, &mut ends, &mut got
-                    ));
-                    assert_eq!(&got, want, "utf8 {utf8}, step {step}");
-                }
-            }
-        }
-    }
-
-    /// Collects the rows handed on in the second pass.
-    struct Collect(Vec<(String, u64, Hint)>);
-
-    impl RowHandler for Collect {
-        fn accepted(&mut self, row: &crate::report::AcceptedRow<'_>) -> Result<()> {
-            self.0.push((row.id.to_string(), row.row, row.hint));
-            Ok(())
-        }
-        fn settled(&mut self, _: u64, _: u64) -> Result<()> {
-            Ok(())
-        }
-        fn rejected(&mut self, r: crate::report::Reject) -> Result<()> {
-            panic!("rejected: {r:?}")
-        }
-        fn warning(&mut self, _: crate::report::RowWarning) {}
-        fn skipped(&mut self, _: crate::report::Skip, _: u64) {}
-    }
-
-    /// Both passes over one file, with `between` done to it in between.
-    fn two_passes(
-        path: &std::path::Path,
-        between: impl FnOnce(),
-    ) -> Result<Vec<(String, u64, Hint)>> {
-        let schema = Schema::bundled().unwrap();
-        let ctx = DateContext::new(&schema, chrono_tz::UTC).unwrap();
-        let conn = rusqlite::Connection::open_in_memory().unwrap();
-        conn.execute_batch(crate::ledger::index::TEST_TABLES)
-            .unwrap();
-        let dir = path.parent().unwrap();
-        let mut deferred = crate::deferred::Deferred::new(dir, 0)?;
-        let mut handler = Collect(Vec::new());
-        let file = File::open(path)?;
-        let again = file.try_clone()?;
-        let (layout, _, delimiter) = read(
-            file,
-            &schema,
-            ctx.clone(),
-            Judge::Defer(&mut deferred),
-            &mut handler,
-            &mut Vec::new(),
-            true,
-        )?;
-        between();
-        let settled = deferred.settle(&conn, 1, false)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        tx.send((settled, delimiter, layout)).unwrap();
-        drop(tx);
-        reread(again, &schema, ctx, &rx, &mut handler, true)?;
-        Ok(handler.0)
-    }
-
-    /// The second pass reads the very file the first read: one put under its name in
-    /// between is not seen, and one rewritten in place is refused, not read as other rows.
-    #[test]
-    fn the_second_pass_reads_the_first_passs_file_or_refuses_it_changed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r_2026-11-01.csv");
-        let text = "Activity ID,Status,Last Updated\r\n\
-                    A1,Ordered,2026-11-01T10:00:00Z\r\n\
-                    A2,Completed,2026-11-01T10:00:00Z\r\n\
-                    A3,Ordered,2026-11-01T10:00:00Z\r\n";
-        let all = vec![
-            ("A1".to_string(), 2, Hint::New),
-            ("A2".to_string(), 3, Hint::New),
-            ("A3".to_string(), 4, Hint::New),
-        ];
-        std::fs::write(&path, text).unwrap();
-        assert_eq!(two_passes(&path, || {}).unwrap(), all);
-
-        // Another file renamed over it: the rows of the first are handed on.
-        let other = dir.path().join("other.csv");
-        let swapped = text.replace("A2", "B2").replace("A3", "B3");
-        let got = two_passes(&path, || {
-            std::fs::write(&other, &swapped).unwrap();
-            std::fs::rename(&other, &path).unwrap();
-        })
-        .unwrap();
-        assert_eq!(got, all);
-
-        // The same bytes' places now hold other Activities: refused.
-        std::fs::write(&path, text).unwrap();
-        let err = two_passes(&path, || {
-            let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-            std::io::Write::write_all(&mut f, swapped.as_bytes()).unwrap();
-        })
-        .unwrap_err();
-        assert!(
-            format!("{err:#}").contains("the file changed while it was read"),
-            "{err:#}"
-        );
+    fn utf8_is_told_across_block_boundaries() {
+        // A two-byte character split by the 1 MiB block boundary is still UTF-8.
+        let mut data = vec![b'a'; (1 << 20) - 1];
+        data.extend_from_slice("é, and more".as_bytes());
+        assert!(is_utf8(&data[..]).unwrap());
+        data.push(0xff);
+        assert!(!is_utf8(&data[..]).unwrap());
+        // Cut inside a character at the very end: not UTF-8.
+        assert!(!is_utf8(&"é".as_bytes()[..1]).unwrap());
+        assert!(is_utf8(&b""[..]).unwrap());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use indexmap::IndexMap;
 use serde::Deserialize;
 
-use crate::activity::State;
+use crate::state::State;
 
 /// The schema shipped with the tool, used when `[report] schema` is not set.
 pub(crate) const BUNDLED: &str = include_str!("../../schemas/tangoe-activity-report.toml");
@@ -118,6 +118,8 @@ pub(crate) struct Schema {
     pub(crate) datetime_formats: Vec<String>,
     pub(crate) header_search_rows: usize,
     states: HashMap<String, StateValue>,
+    /// Every normalised alias → (its field, its place in the field's list).
+    headers: HashMap<String, (usize, usize)>,
 }
 
 /// Canonical fields the pipeline itself reads; a schema must define them.
@@ -140,20 +142,26 @@ impl Schema {
     pub(crate) fn parse(text: &str, origin: &str) -> Result<Schema> {
         let raw: RawSchema =
             toml::from_str(text).with_context(|| format!("invalid report schema in {origin}"))?;
-        let mut fields = Vec::with_capacity(raw.fields.len());
+        let mut fields: Vec<Field> = Vec::with_capacity(raw.fields.len());
+        let mut headers: HashMap<String, (usize, usize)> = HashMap::new();
         for (name, f) in raw.fields {
             if f.aliases.is_empty() {
                 bail!("report schema {origin}: field `{name}` has no aliases");
             }
             let aliases: Vec<String> = f.aliases.iter().map(|a| normalize_header(a)).collect();
             // A header may name one field only: which one it feeds is not guessed.
-            for (alias, raw_alias) in aliases.iter().zip(&f.aliases) {
-                if let Some(other) = fields.iter().find(|o: &&Field| o.aliases.contains(alias)) {
-                    bail!(
+            for (rank, (alias, raw_alias)) in aliases.iter().zip(&f.aliases).enumerate() {
+                match headers.get(alias) {
+                    Some(&(other, _)) if other != fields.len() => bail!(
                         "report schema {origin}: the alias {raw_alias:?} is listed under both \
                          `{}` and `{name}`",
-                        other.name
-                    );
+                        fields[other].name
+                    ),
+                    // The same alias twice in one field's list: its first place counts.
+                    Some(_) => {}
+                    None => {
+                        headers.insert(alias.clone(), (fields.len(), rank));
+                    }
                 }
             }
             fields.push(Field {
@@ -223,6 +231,7 @@ impl Schema {
             datetime_formats: raw.report.datetime_formats,
             header_search_rows: raw.report.header_search_rows.unwrap_or(50),
             states,
+            headers,
         })
     }
 
@@ -247,12 +256,7 @@ impl Schema {
         if normalized.is_empty() {
             return None;
         }
-        self.fields.iter().enumerate().find_map(|(i, f)| {
-            f.aliases
-                .iter()
-                .position(|a| a == normalized)
-                .map(|rank| (i, rank))
-        })
+        self.headers.get(normalized).copied()
     }
 }
 

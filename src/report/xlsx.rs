@@ -11,10 +11,10 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use calamine::{CellErrorType, DataRef, Reader, Xlsx};
 
-use super::{Judge, Layout, RowCounts, RowHandler, RowProcessor};
-use crate::activity::{Cell, DateContext};
-use crate::plan::Triage;
-use crate::report::schema::Schema;
+use super::cell::{Cell, DateContext};
+use super::row::RowChecker;
+use super::schema::Schema;
+use super::{OnBatch, Summary};
 
 /// Excel's own limits: columns beyond these cannot come from a real spreadsheet.
 const MAX_COLUMNS: u32 = 16_384;
@@ -59,15 +59,15 @@ fn to_cell<'a>(d: &'a DataRef<'_>) -> Cell<'a> {
     }
 }
 
-/// Reads an XLSX report into `handler`: the schema's sheet if named and present, else the first.
-pub(crate) fn read<H: RowHandler + Send>(
+/// Reads and checks every row of an XLSX report (the schema's sheet if named and present,
+/// else the first), handing the outcomes to `send`.
+pub(crate) fn read(
     path: &Path,
     schema: &Schema,
     ctx: DateContext,
-    triage: &mut Triage,
-    handler: &mut H,
-    notes: &mut Vec<String>,
-) -> Result<(Layout, RowCounts)> {
+    send: &mut OnBatch<'_>,
+) -> Result<Summary> {
+    let mut notes = Vec::new();
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut workbook: Xlsx<_> = Xlsx::new(BufReader::with_capacity(256 * 1024, file))
         // calamine's error says what its source says too: its own text only, once.
@@ -114,12 +114,12 @@ pub(crate) fn read<H: RowHandler + Send>(
         let (tx, rx) = std::sync::mpsc::sync_channel::<Sheet<'_>>(4);
         let checker = std::thread::Builder::new()
             .name("rows".into())
-            .spawn_scoped(scope, move || -> Result<Option<(Layout, RowCounts)>> {
-                let mut processor = RowProcessor::new(schema, ctx, Judge::Index(triage), handler);
+            .spawn_scoped(scope, move || -> Result<Option<RowChecker<'_, '_>>> {
+                let mut checker = RowChecker::new(schema, ctx, send);
                 for msg in rx {
                     let batch = match msg {
                         Sheet::Rows(batch) => batch,
-                        Sheet::End => return processor.finish().map(Some),
+                        Sheet::End => return Ok(Some(checker)),
                     };
                     let mut cells: Vec<Cell<'_>> = Vec::with_capacity(64);
                     let mut uncomputed = batch.uncomputed.iter().copied().peekable();
@@ -129,7 +129,7 @@ pub(crate) fn read<H: RowHandler + Send>(
                         while let Some(at) = uncomputed.next_if(|at| range.contains(at)) {
                             cells[at - range.start] = Cell::Uncomputed;
                         }
-                        processor.row(number, &cells)?;
+                        checker.row(number, &cells, None)?;
                     }
                 }
                 Ok(None) // the sheet could not be read to its end
@@ -210,9 +210,9 @@ pub(crate) fn read<H: RowHandler + Send>(
     });
     // Every row read before a sheet error was checked, in order: an error from the checks
     // concerns an earlier row, and is the one to report.
-    let checked = match (parsed, checked) {
+    let checker = match (parsed, checked) {
         (_, Err(e)) | (Err(e), Ok(_)) => return Err(e),
-        (Ok(()), Ok(Some(checked))) => checked,
+        (Ok(()), Ok(Some(checker))) => checker,
         (Ok(()), Ok(None)) => anyhow::bail!("the rows of the sheet {sheet:?} ended early"),
     };
     if ignored_cells > 0 {
@@ -220,7 +220,7 @@ pub(crate) fn read<H: RowHandler + Send>(
             "{ignored_cells} cells beyond Excel's limits were ignored"
         ));
     }
-    Ok(checked)
+    checker.finish(notes)
 }
 
 /// Cells handed to the row checks per batch.

@@ -16,9 +16,9 @@ use indexmap::IndexMap;
 use serde_json::Value;
 
 use super::SinkSummary;
-use super::direct::DirectWriter;
-use crate::activity::{State, rfc3339};
 use crate::config::{FileFormat, FileSinkConfig};
+use crate::state::State;
+use crate::timestamp::rfc3339;
 use std::sync::Arc;
 
 use crate::ledger::{Columns, EventView, InFlight, Ledger, OwnedEvent, StoredEvent};
@@ -547,13 +547,13 @@ fn write_file(
     let mut last = mark;
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "events found");
     // This thread reads the events from the ledger; a second one renders and writes them.
-    let (count, direct) = std::thread::scope(|scope| -> Result<(u64, bool)> {
+    let count = std::thread::scope(|scope| -> Result<u64> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<OwnedEvent>>(4);
         // Rendered batches go back to be refilled: no allocation per event or batch.
         let (used_tx, used_rx) = std::sync::mpsc::sync_channel::<Vec<OwnedEvent>>(6);
         let tmp_file = tmp.as_file();
-        let writer = scope.spawn(move || -> Result<(u64, bool)> {
-            let file = DirectWriter::new(tmp_file)?;
+        let writer = scope.spawn(move || -> Result<u64> {
+            let file = std::io::BufWriter::with_capacity(1 << 20, tmp_file);
             let header = csv_header(sink, schema_fields);
             let mut out = match sink.format {
                 FileFormat::Csv => {
@@ -587,7 +587,9 @@ fn write_file(
                     .map_err(|e| anyhow::anyhow!("cannot write the import file: {}", e.error()))?,
                 Out::Jsonl(w) => w,
             };
-            Ok((count, file.finish()?))
+            file.into_inner()
+                .map_err(|e| anyhow::anyhow!("cannot write the import file: {}", e.error()))?;
+            Ok(count)
         });
         let mut shared = None;
         let read = (|| -> Result<()> {
@@ -626,11 +628,7 @@ fn write_file(
         tmp.as_file()
             .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     }
-    tracing::debug!(
-        ms = started.elapsed().as_millis() as u64,
-        direct,
-        "events written"
-    );
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "events written");
     tmp.as_file()
         .sync_all()
         .with_context(|| format!("cannot write the import file in {}", sink.dir.display()))?;

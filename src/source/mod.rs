@@ -156,16 +156,6 @@ impl HashJob {
         }
     }
 
-    /// The hash if it is known by now, without waiting.
-    pub(crate) fn poll(&mut self) -> Result<Option<&str>> {
-        if let HashJob::Running { thread, .. } = self
-            && !thread.is_finished()
-        {
-            return Ok(None);
-        }
-        self.wait().map(Some)
-    }
-
     /// Waits for the hash: a thread still at it hands its work over, and this one (at its
     /// own priority, which a nice 19 thread cannot get back) finishes it.
     pub(crate) fn wait(&mut self) -> Result<&str> {

@@ -447,67 +447,91 @@ fn a_large_report_is_judged_row_by_row_in_row_order() {
     assert_eq!(s["reports"][1]["events"], 1_000, "{s}");
 }
 
-/// A ledger of an earlier release (one Activity index table, schema version 4) is migrated
-/// and its index rebuilt from `activities`: the next report is judged against what the
-/// ledger holds.
+/// A ledger made by the release before this one (schema version 5, with the persisted
+/// Activity index of that release), kept zipped in `fixtures/ledger-v5.zip`. It was made by
+/// two runs over `r_2026-11-01.csv` (A1, A2, A3 ordered) and `r_2026-11-02.csv` (A1
+/// completed, A2 ordered again, A3 cancelled then ordered later in the report). Migrated,
+/// it has no index tables left, its Activities keep their states, a backfill over its
+/// reports emits nothing, and a new report moves on from what it recorded.
 #[test]
-fn an_index_of_an_earlier_release_is_rebuilt_from_the_ledger() {
+fn a_ledger_of_the_release_before_is_migrated_without_its_index() {
     let w = Workdir::new();
-    w.report(
-        "r_2026-11-01.csv",
-        &[
-            "A1,Ordered,,2026-11-01T10:00:00Z,,,,",
-            "A2,Ordered,,2026-11-01T10:00:00Z,,,,",
-        ],
+    let zipped = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/it/fixtures/ledger-v5.zip"
+    ))
+    .unwrap();
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zipped)).unwrap();
+    let mut ledger = Vec::new();
+    std::io::Read::read_to_end(&mut archive.by_name("ledger.sqlite").unwrap(), &mut ledger)
+        .unwrap();
+    w.write("state/ledger.sqlite", ledger);
+    let header = "Activity ID,Status,Remote Activity ID,Last Updated\n";
+    w.write(
+        "drop/r_2026-11-01.csv",
+        format!(
+            "{header}A1,Ordered,RITM1,2026-11-01T10:00:00Z\nA2,Ordered,,2026-11-01T10:00:00Z\n\
+             A3,Ordered,,2026-11-01T10:00:00Z\n"
+        ),
     );
-    w.run_ok(&["run"], 0);
+    w.write(
+        "drop/r_2026-11-02.csv",
+        format!(
+            "{header}A1,Completed,,2026-11-02T10:00:00Z\nA2,Ordered,,2026-11-02T10:00:00Z\n\
+             A3,Cancelled,,2026-11-02T09:00:00Z\nA3,Ordered,,2026-11-02T11:00:00Z\n"
+        ),
+    );
+    w.run_ok(
+        &["backfill", "--from", "2026-11-01", "--to", "2026-11-02"],
+        0,
+    );
+    assert_eq!(
+        w.events(),
+        Vec::<serde_json::Value>::new(),
+        "a replay emits nothing"
+    );
     {
         let db = w.ledger();
-        db.execute_batch(
-            "DROP TABLE activity_index_part;
-             DELETE FROM activity_index; DELETE FROM activity_index_delta;
-             INSERT INTO activity_index VALUES (0, zeroblob(8192));
-             DELETE FROM meta WHERE key = 'index_parts';
-             INSERT INTO meta VALUES ('index_bits', 10), ('index_len', 2);
-             PRAGMA user_version = 4;",
-        )
-        .unwrap();
+        let version: i64 = db
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 6);
+        let index_tables: i64 = db
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'activity_index%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(index_tables, 0);
+        let states: Vec<(String, i64)> = db
+            .prepare("SELECT activity_id, state FROM activities ORDER BY activity_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            states,
+            [("A1".into(), 3), ("A2".into(), 1), ("A3".into(), 1)]
+        );
     }
     w.report(
-        "r_2026-11-02.csv",
+        "r_2026-11-03.csv",
         &[
-            "A1,Ordered,,2026-11-01T10:00:00Z,,,,",
-            "A2,Completed,,2026-11-02T10:00:00Z,,,,",
+            "A1,Completed,,2026-11-02T10:00:00Z,,,,",
+            "A2,Completed,,2026-11-03T10:00:00Z,,,,",
+            "A3,Cancelled,,2026-11-02T10:00:00Z,,,,",
         ],
     );
     w.run_ok(&["run", "--summary-json", "s.json"], 0);
-    assert_eq!(
-        w.transitions(),
-        vec![
-            t("A1", "", "ordered"),
-            t("A2", "", "ordered"),
-            t("A2", "ordered", "completed")
-        ]
-    );
+    assert_eq!(w.transitions(), vec![t("A2", "ordered", "completed")]);
     let r = &w.summary("s.json")["reports"][0];
-    assert_eq!([&r["unchanged"], &r["events"]], [1, 1], "{r}");
-    let db = w.ledger();
-    let parts: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM activity_index_part WHERE len > 0",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(parts, 2, "the two Activities' parts are saved");
-    let old: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM meta WHERE key = 'index_bits'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(old, 0);
+    assert_eq!(
+        [&r["unchanged"], &r["stale"], &r["events"]],
+        [1, 1, 1],
+        "{r}"
+    );
 }
 
 /// XLSX, CSV, XLSX in one run: an XLSX report looks its rows up in the whole index held in

@@ -742,8 +742,12 @@ fn a_report_replaced_during_the_run_is_not_cleaned_up_unread() {
         site.remote_files(),
         ["acts_2026-11-01.csv", "acts_2026-11-01.csv.done"]
     );
-    // Old enough again for min_age; then read, and cleaned up.
-    set_mtime(&site.remote.join("acts_2026-11-01.csv"), now() - HOUR_AGO);
+    // Old enough again for min_age (and later than the first export); then read, and
+    // cleaned up.
+    set_mtime(
+        &site.remote.join("acts_2026-11-01.csv"),
+        now() - HOUR_AGO + 60,
+    );
     assert_code(&site.run(&["run"]), 0);
     assert!(site.remote_files().is_empty(), "{:?}", site.remote_files());
     assert_eq!(

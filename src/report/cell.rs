@@ -1,4 +1,4 @@
-//! `Activity` and `State`, and the normalisation of one report cell into a field value.
+//! One report cell ([`Cell`]) and its normalisation into a field value.
 //!
 //! Values are normalised the same way whatever the report's format, so the same data as
 //! CSV and as XLSX yields identical Activities: dates become ISO 8601 (date-times RFC 3339
@@ -6,61 +6,14 @@
 //! raw text. A value that cannot be read is an error for the row, never a guess.
 
 use std::borrow::Cow;
-use std::fmt;
 
 use anyhow::{Result, bail};
 use chrono::format::{Item, Parsed, StrftimeItems};
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use crate::report::schema::{FieldType, Schema};
-
-/// The four Tangoe states that trigger an update to the client's ITSM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) enum State {
-    Ordered,
-    OnBackOrder,
-    Completed,
-    Cancelled,
-}
-
-impl State {
-    pub(crate) const ALL: [State; 4] = [
-        State::Ordered,
-        State::OnBackOrder,
-        State::Completed,
-        State::Cancelled,
-    ];
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            State::Ordered => "ordered",
-            State::OnBackOrder => "on_back_order",
-            State::Completed => "completed",
-            State::Cancelled => "cancelled",
-        }
-    }
-
-    /// The code stored in the ledger.
-    pub(crate) fn code(self) -> i64 {
-        match self {
-            State::Ordered => 1,
-            State::OnBackOrder => 2,
-            State::Completed => 3,
-            State::Cancelled => 4,
-        }
-    }
-
-    pub(crate) fn from_code(code: i64) -> Option<State> {
-        State::ALL.into_iter().find(|s| s.code() == code)
-    }
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::timestamp::{iso_date, rfc3339};
 
 /// One cell of a report row, as the reader found it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -219,46 +172,6 @@ impl Temporal {
             Temporal::DateTime(t) => t.timestamp(),
         }
     }
-}
-
-/// Renders seconds since the epoch as RFC 3339 in UTC.
-/// (Formatted by hand: this runs for every event written, and chrono's formatter parses its
-/// format string each time.)
-pub(crate) fn rfc3339(ts: i64) -> String {
-    let Some(t) = DateTime::from_timestamp(ts, 0) else {
-        return String::new();
-    };
-    let mut s = iso_date(t.date_naive());
-    let hms = t.time();
-    s.push('T');
-    push2(&mut s, hms.hour());
-    s.push(':');
-    push2(&mut s, hms.minute());
-    s.push(':');
-    push2(&mut s, hms.second());
-    s.push('Z');
-    s
-}
-
-/// `YYYY-MM-DD` (years outside 0..=9999 fall back to chrono).
-fn iso_date(d: NaiveDate) -> String {
-    let y = d.year();
-    if !(0..=9999).contains(&y) {
-        return d.format("%Y-%m-%d").to_string();
-    }
-    let mut s = String::with_capacity(20);
-    push2(&mut s, (y / 100) as u32);
-    push2(&mut s, (y % 100) as u32);
-    s.push('-');
-    push2(&mut s, d.month());
-    s.push('-');
-    push2(&mut s, d.day());
-    s
-}
-
-fn push2(s: &mut String, v: u32) {
-    s.push(char::from(b'0' + (v / 10 % 10) as u8));
-    s.push(char::from(b'0' + (v % 10) as u8));
 }
 
 fn digits(s: &[u8]) -> Option<u32> {
@@ -541,15 +454,6 @@ mod tests {
         match normalize_cell(c, k, &ctx(), true) {
             CellValue::Ok { text, .. } => text.into_owned(),
             CellValue::Invalid(e) => panic!("{e}"),
-        }
-    }
-
-    #[test]
-    fn hand_formatting_matches_chrono() {
-        for ts in [0i64, 1_793_000_000, 951_782_400, 4_102_444_799, -86_400] {
-            let t = DateTime::from_timestamp(ts, 0).unwrap();
-            assert_eq!(rfc3339(ts), t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
-            assert_eq!(iso_date(t.date_naive()), t.format("%Y-%m-%d").to_string());
         }
     }
 
