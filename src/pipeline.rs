@@ -684,6 +684,31 @@ impl std::fmt::Display for Stopped {
 
 impl std::error::Error for Stopped {}
 
+/// Applies the report's batches as they come; while none is ready, writes what the planner
+/// holds.
+fn apply_batches(
+    planner: &mut Planner<'_, '_>,
+    batches: &std::sync::mpsc::Receiver<Batch>,
+) -> Result<()> {
+    use std::sync::mpsc::TryRecvError;
+    loop {
+        let batch = match batches.try_recv() {
+            Ok(batch) => batch,
+            Err(TryRecvError::Disconnected) => return Ok(()),
+            Err(TryRecvError::Empty) => {
+                if planner.idle()? {
+                    continue;
+                }
+                match batches.recv() {
+                    Ok(batch) => batch,
+                    Err(_) => return Ok(()),
+                }
+            }
+        };
+        planner.apply(&batch)?;
+    }
+}
+
 /// Parse, plan and commit: reads the report on a thread of its own while this one applies
 /// the rules to its rows in the report's transaction, then commits it whole.
 fn ingest(
@@ -701,7 +726,7 @@ fn ingest(
     if run.known.is_none() {
         run.known = Some((KnownActivities::load(ledger)?, Order::load(ledger)?));
     }
-    let mut tx = ledger.begin_report(meta, run.mode_name(), run.id)?;
+    let tx = ledger.begin_report(meta, run.mode_name(), run.id)?;
     let resend = matches!(run.opts.mode, Mode::Backfill { resend: true, .. });
     let run_first_event = run.first_event;
     let (known, order) = run.known.as_mut().expect("loaded above");
@@ -733,7 +758,7 @@ fn ingest(
         run_first_event,
     };
     let started = std::time::Instant::now();
-    let mut planner = Planner::new(known, order, &mut tx, plan);
+    let mut planner = Planner::new(known, order, &tx, plan);
     let read = std::thread::scope(|scope| -> Result<report::Summary> {
         let (to_planner, batches) = std::sync::mpsc::sync_channel::<Batch>(4);
         let reader = std::thread::Builder::new()
@@ -745,13 +770,7 @@ fn ingest(
                         .map_err(|_| anyhow::Error::new(Stopped))
                 })
             })?;
-        let mut failure = None;
-        for batch in &batches {
-            if let Err(e) = planner.apply(&batch) {
-                failure = Some(e);
-                break;
-            }
-        }
+        let failure = apply_batches(&mut planner, &batches).err();
         // Dropping the receiver stops the reader at its next batch.
         drop(batches);
         let read = reader
@@ -763,7 +782,7 @@ fn ingest(
         }
     })
     .map_err(|e| e.context(meta.name.clone()))?;
-    let outcome = planner.finish();
+    let outcome = planner.finish()?;
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         "rows read and applied"

@@ -1,17 +1,20 @@
-//! Applying the rules to one report's rows inside its transaction: each accepted row's
-//! [`Verdict`] becomes Activity updates and events in the ledger, and the in-memory
-//! [`KnownActivities`] follow every write.
+//! Applying the rules to one report's rows inside its transaction: each accepted row is
+//! judged against [`KnownActivities`] in memory; its [`Verdict`] becomes an event written
+//! at once and a new record for its Activity, kept in memory and written to `activities`
+//! later, in ID order (new Activities in sorted chunks, changed ones in a walk over the
+//! table, partly while the report is still being read).
 //!
 //! Guarantees: rows are applied in the report's row order, so events are written in that
-//! order; an Activity's writes reach `activities` in the order they are made.
+//! order; every Activity's latest record is in `activities` before the report commits.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use anyhow::Result;
 
+use super::known::Slot;
 use super::{KnownActivities, Order, Verdict, event_key, verdict};
-use crate::ledger::activities::{Fresh, History, Position, Recorded};
+use crate::ledger::activities::{Position, Record, Write};
 use crate::ledger::outbox::{EventHead, NewEvent};
 use crate::ledger::reports::ReportTx;
 use crate::report::{Batch, Outcome as RowOutcome, Reject, Row, RowWarning};
@@ -56,21 +59,57 @@ impl Outcome {
 const KEEP_REJECTS: usize = 20;
 const KEEP_WARNINGS: usize = 20;
 
-/// The event this same report already emitted for an Activity (rule 5).
-struct Own {
-    id: i64,
-    head: EventHead,
-    history: History,
+/// New Activities written at a time, in ID order (a walk over the table each time).
+const FRESH_CHUNK: usize = 262_144;
+/// Changed Activities written at a time: while the report is read and the rows wait, or
+/// in steps at the end.
+const WALK_STEP: usize = 8_192;
+
+/// ITSM numbers rows brought, until their Activity's record is written: one buffer of
+/// text and, per Activity, where its number lies in it.
+#[derive(Default)]
+struct ItsmNumbers {
+    text: String,
+    at: hashbrown::HashMap<Slot, (u32, u32)>,
+}
+
+impl ItsmNumbers {
+    fn insert(&mut self, slot: Slot, number: &str) -> Result<()> {
+        let start = u32::try_from(self.text.len())?;
+        self.text.push_str(number);
+        self.at
+            .insert(slot, (start, u32::try_from(self.text.len())?));
+        Ok(())
+    }
+
+    fn get(&self, slot: Slot) -> Option<&str> {
+        self.at
+            .get(&slot)
+            .map(|&(a, b)| &self.text[a as usize..b as usize])
+    }
+
+    /// Forgets the numbers of records written; the buffer empties with the last of them.
+    fn written(&mut self, slots: &[Slot]) {
+        for slot in slots {
+            self.at.remove(slot);
+        }
+        if self.at.is_empty() {
+            self.text.clear();
+        }
+    }
 }
 
 /// Applies a report's rows (see the module's documentation).
 pub(crate) struct Planner<'p, 'c> {
     known: &'p mut KnownActivities,
     order: &'p Order,
-    tx: &'p mut ReportTx<'c>,
+    tx: &'p ReportTx<'c>,
     plan: ReportPlan,
+    itsm_numbers: ItsmNumbers,
     /// Events by transition: from (0 for none, else the state's code) and to (code - 1).
     transitions: [[i64; 4]; 5],
+    /// Each accepted row's slot in a batch, found before the batch is applied (reused).
+    slots: Vec<Option<Slot>>,
     outcome: Outcome,
 }
 
@@ -78,7 +117,7 @@ impl<'p, 'c> Planner<'p, 'c> {
     pub(crate) fn new(
         known: &'p mut KnownActivities,
         order: &'p Order,
-        tx: &'p mut ReportTx<'c>,
+        tx: &'p ReportTx<'c>,
         plan: ReportPlan,
     ) -> Self {
         Planner {
@@ -86,12 +125,19 @@ impl<'p, 'c> Planner<'p, 'c> {
             order,
             tx,
             plan,
+            itsm_numbers: ItsmNumbers::default(),
             transitions: [[0; 4]; 5],
+            slots: Vec::new(),
             outcome: Outcome::default(),
         }
     }
 
-    pub(crate) fn finish(mut self) -> Outcome {
+    /// Writes every record still held and says what the report's rows did.
+    pub(crate) fn finish(mut self) -> Result<Outcome> {
+        self.write_fresh()?;
+        while self.known.has_dirty() {
+            self.write_dirty(WALK_STEP)?;
+        }
         let name = |code: usize| State::from_code(code as i64).map_or("none", State::as_str);
         for (from, row) in self.transitions.iter().enumerate() {
             for (to, &n) in row.iter().enumerate() {
@@ -102,14 +148,64 @@ impl<'p, 'c> Planner<'p, 'c> {
                 }
             }
         }
-        self.outcome
+        Ok(self.outcome)
+    }
+
+    /// Work to do while no rows are ready: writes some of the changed records.
+    pub(crate) fn idle(&mut self) -> Result<bool> {
+        if !self.known.has_dirty() {
+            return Ok(false);
+        }
+        self.write_dirty(WALK_STEP)?;
+        Ok(true)
+    }
+
+    /// Writes the new Activities held, in ID order.
+    fn write_fresh(&mut self) -> Result<()> {
+        let fresh = self.known.drain_fresh();
+        let writes = fresh.iter().map(|&slot| self.write_of(slot));
+        self.tx.insert_activities(writes)?;
+        self.itsm_numbers.written(&fresh);
+        Ok(())
+    }
+
+    /// Writes up to `budget` changed records, walking the table in ID order.
+    fn write_dirty(&mut self, budget: usize) -> Result<()> {
+        let dirty = self.known.drain_dirty(budget);
+        let writes = dirty.iter().map(|&slot| self.write_of(slot));
+        self.tx.update_activities(writes)?;
+        self.itsm_numbers.written(&dirty);
+        Ok(())
+    }
+
+    fn write_of(&self, slot: Slot) -> Write<'_> {
+        Write {
+            id: self.known.id_of(slot),
+            record: self.known.get(slot),
+            itsm_number: self.itsm_numbers.get(slot),
+        }
     }
 
     /// Applies a batch of a report's rows, in order.
     pub(crate) fn apply(&mut self, batch: &Batch) -> Result<()> {
+        // The look-ups first, one after another: their memory accesses overlap.
+        let mut slots = std::mem::take(&mut self.slots);
+        slots.clear();
+        slots.extend(batch.items().filter_map(|item| match item {
+            RowOutcome::Accepted(row) => Some(self.known.find(row.id)),
+            _ => None,
+        }));
+        let mut found = slots.iter();
         for item in batch.items() {
             match item {
-                RowOutcome::Accepted(row) => self.row(&row)?,
+                RowOutcome::Accepted(row) => {
+                    // An Activity an earlier row of the batch added was not there yet.
+                    let slot = match found.next().copied().flatten() {
+                        Some(slot) => Some(slot),
+                        None => self.known.find(row.id),
+                    };
+                    self.row(&row, slot)?;
+                }
                 RowOutcome::Rejected(r) => {
                     self.tx
                         .reject(&self.plan.file, r.row, &r.column, &r.reason, &r.raw)?;
@@ -124,6 +220,7 @@ impl<'p, 'c> Planner<'p, 'c> {
                 }
             }
         }
+        self.slots = slots;
         Ok(())
     }
 
@@ -141,93 +238,102 @@ impl<'p, 'c> Planner<'p, 'c> {
     }
 
     /// One accepted row: its verdict, then what the verdict writes.
-    fn row(&mut self, row: &Row<'_>) -> Result<()> {
+    fn row(&mut self, row: &Row<'_>, slot: Option<Slot>) -> Result<()> {
         let position = self.position(row);
-        let Some((slot, recorded)) = self.known.get(row.id) else {
+        let Some(slot) = slot else {
             return self.add(row, position);
         };
-        let ordering = self.order.cmp(&position, &recorded.position);
-        // An Activity this report already wrote: its buffered writes go first.
-        if recorded.position.report == self.plan.place {
-            self.tx.flush()?;
-        }
-        let own = match ordering {
-            Ordering::Greater if recorded.position.report == self.plan.place => {
-                self.own_event(row, recorded)?
+        let mut known = self.known.get(slot);
+        let ordering = self.order.cmp(&position, &known.position);
+        let own = match known.event_id {
+            Some(id) if ordering == Ordering::Greater && id >= self.tx.first_event => {
+                self.own_event(row, slot, &mut known, id)?
             }
             _ => None,
         };
         let v = verdict(
             row.state,
-            Some((recorded.state, ordering)),
-            own.as_ref().map(|o| o.head.previous_state),
+            Some((known.state, ordering)),
+            own.as_ref().map(|(_, head)| head.previous_state),
         );
-        let moved = Recorded {
-            state: row.state,
-            position,
-        };
         match v {
             Verdict::New => unreachable!("the Activity is known"),
-            Verdict::Change { from } => {
-                let history = self.tx.history(row.id)?;
-                self.change(row, from, position, &history)?;
-                self.known.update(slot, moved)?;
-            }
+            Verdict::Change { from } => self.change(row, slot, position, from, &known)?,
             Verdict::Unchanged { newer } => {
                 self.outcome.unchanged += 1;
                 if newer {
-                    self.tx.touch_activity(row.id, position)?;
-                    self.known.update(slot, moved)?;
+                    known.position = position;
+                    self.known.set(slot, &known)?;
                 }
                 if self.plan.resend {
-                    self.resend(row, position)?;
+                    self.resend(row, slot, position)?;
                 }
             }
             Verdict::Stale => {
                 self.outcome.stale += 1;
                 if self.plan.resend {
-                    self.resend(row, position)?;
+                    self.resend(row, slot, position)?;
                 }
             }
             Verdict::Amend => {
-                let own = own.expect("an amend has an event to amend");
-                self.amend(row, position, recorded.state, own)?;
-                self.known.update(slot, moved)?;
+                let (id, head) = own.expect("an amend has an event to amend");
+                self.amend(row, slot, position, &known, id, &head)?;
             }
             Verdict::Withdraw => {
-                let own = own.expect("a withdrawal has an event to withdraw");
-                self.withdraw(row, position, recorded.state, own)?;
-                self.known.update(slot, moved)?;
+                let (id, head) = own.expect("a withdrawal has an event to withdraw");
+                self.withdraw(row, slot, position, &known, id, &head)?;
             }
         }
         Ok(())
     }
 
-    /// This report's event for an Activity it already wrote, if it emitted one. A resend
-    /// this report made is not a change to fold into: a row that changes the Activity
-    /// replaces it with that change (one event), and any other row leaves it.
-    fn own_event(&mut self, row: &Row<'_>, recorded: Recorded) -> Result<Option<Own>> {
-        let history = self.tx.history(row.id)?;
-        let Some(id) = history.event_id.filter(|&id| id >= self.tx.first_event) else {
-            return Ok(None);
-        };
+    /// This report's event `id` for an Activity, if it is a change. A resend this report
+    /// made is not a change to fold into: a row that changes the Activity replaces it with
+    /// that change (one event), and any other row leaves it.
+    fn own_event(
+        &mut self,
+        row: &Row<'_>,
+        slot: Slot,
+        known: &mut Record,
+        id: i64,
+    ) -> Result<Option<(i64, EventHead)>> {
         let head = self.tx.event_head(id)?;
         if !head.resend {
-            return Ok(Some(Own { id, head, history }));
+            return Ok(Some((id, head)));
         }
-        if row.state != recorded.state {
+        if row.state != known.state {
             self.tx.delete_event(id)?;
-            self.transition(head.previous_state, recorded.state, -1);
-            self.tx.set_activity(
-                row.id,
-                recorded.state,
-                recorded.position,
-                head.prev_event_id,
-                history.events - 1,
-                None,
-            )?;
+            self.transition(head.previous_state, known.state, -1);
+            known.event_id = head.prev_event_id;
+            known.events -= 1;
+            self.known.set(slot, known)?;
         }
         Ok(None)
+    }
+
+    /// The ITSM number an event of this row carries: the row's, else the Activity's.
+    fn itsm_number(&self, row: &Row<'_>, slot: Option<Slot>) -> Result<String> {
+        if !row.itsm_number.is_empty() {
+            return Ok(row.itsm_number.to_string());
+        }
+        let Some(slot) = slot.filter(|&s| self.known.get(s).has_itsm_number) else {
+            return Ok(String::new());
+        };
+        if let Some(n) = self.itsm_numbers.get(slot) {
+            return Ok(n.to_string());
+        }
+        Ok(self
+            .tx
+            .itsm_number(self.known.id_of(slot))?
+            .unwrap_or_default())
+    }
+
+    /// Keeps the row's ITSM number for its Activity's record, if it has one.
+    fn keep_itsm_number(&mut self, row: &Row<'_>, slot: Slot) -> Result<()> {
+        if !row.itsm_number.is_empty() {
+            self.itsm_numbers.insert(slot, row.itsm_number)?;
+        }
+        Ok(())
     }
 
     /// Rule 1: a new Activity and its first event.
@@ -245,21 +351,19 @@ impl<'p, 'c> Planner<'p, 'c> {
             kind: "change",
         };
         let event_id = self.tx.insert_event(&event, self.tx.report_id)?;
-        self.tx.add_activity(Fresh {
-            id: row.id.to_string(),
+        let record = Record {
             state: row.state,
             position,
-            event_id,
-            itsm_number: (!row.itsm_number.is_empty()).then(|| row.itsm_number.to_string()),
-        })?;
-        self.known.insert(
-            row.id,
-            Recorded {
-                state: row.state,
-                position,
-            },
-        )?;
+            event_id: Some(event_id),
+            events: 1,
+            has_itsm_number: !row.itsm_number.is_empty(),
+        };
+        let slot = self.known.add(row.id, &record)?;
+        self.keep_itsm_number(row, slot)?;
         self.transition(None, row.state, 1);
+        if self.known.fresh_len() >= FRESH_CHUNK {
+            self.write_fresh()?;
+        }
         Ok(())
     }
 
@@ -267,15 +371,13 @@ impl<'p, 'c> Planner<'p, 'c> {
     fn change(
         &mut self,
         row: &Row<'_>,
-        from: State,
+        slot: Slot,
         position: Position,
-        history: &History,
+        from: State,
+        known: &Record,
     ) -> Result<()> {
-        let seq = history.events + 1;
-        let itsm = match row.itsm_number {
-            "" => history.itsm_number.as_deref().unwrap_or_default(),
-            own => own,
-        };
+        let seq = known.events + 1;
+        let itsm = self.itsm_number(row, Some(slot))?;
         let event = NewEvent {
             key: &event_key(row.id, seq, Some(from), row.state, position.at),
             activity_id: row.id,
@@ -283,128 +385,132 @@ impl<'p, 'c> Planner<'p, 'c> {
             state: row.state,
             updated_at: position.at,
             row: row.number,
-            itsm_number: itsm,
+            itsm_number: &itsm,
             attrs: row.values,
-            prev_event_id: history.event_id,
+            prev_event_id: known.event_id,
             kind: "change",
         };
         let event_id = self.tx.insert_event(&event, self.tx.report_id)?;
-        let row_itsm = (!row.itsm_number.is_empty()).then_some(row.itsm_number);
-        self.tx
-            .set_activity(row.id, row.state, position, Some(event_id), seq, row_itsm)?;
+        let record = Record {
+            state: row.state,
+            position,
+            event_id: Some(event_id),
+            events: seq,
+            has_itsm_number: known.has_itsm_number || !itsm.is_empty(),
+        };
+        self.known.set(slot, &record)?;
+        self.keep_itsm_number(row, slot)?;
         self.transition(Some(from), row.state, 1);
         Ok(())
     }
 
-    /// Rule 5: a later row replaces this report's event for the Activity.
-    fn amend(&mut self, row: &Row<'_>, position: Position, current: State, own: Own) -> Result<()> {
+    /// Rule 5: a later row replaces this report's event `id` for the Activity.
+    fn amend(
+        &mut self,
+        row: &Row<'_>,
+        slot: Slot,
+        position: Position,
+        known: &Record,
+        id: i64,
+        head: &EventHead,
+    ) -> Result<()> {
         self.outcome.merged += 1;
-        let itsm = match row.itsm_number {
-            "" => own.history.itsm_number.as_deref().unwrap_or_default(),
-            mine => mine,
-        };
+        let itsm = self.itsm_number(row, Some(slot))?;
         let event = NewEvent {
             key: &event_key(
                 row.id,
-                own.history.events,
-                own.head.previous_state,
+                known.events,
+                head.previous_state,
                 row.state,
                 position.at,
             ),
             activity_id: row.id,
-            previous_state: own.head.previous_state,
+            previous_state: head.previous_state,
             state: row.state,
             updated_at: position.at,
             row: row.number,
-            itsm_number: itsm,
+            itsm_number: &itsm,
             attrs: row.values,
-            prev_event_id: own.head.prev_event_id,
+            prev_event_id: head.prev_event_id,
             kind: "change",
         };
-        self.tx.amend_event(own.id, &event)?;
-        let row_itsm = (!row.itsm_number.is_empty()).then_some(row.itsm_number);
-        self.tx.set_activity(
-            row.id,
-            row.state,
+        self.tx.amend_event(id, &event)?;
+        let record = Record {
+            state: row.state,
             position,
-            Some(own.id),
-            own.history.events,
-            row_itsm,
-        )?;
-        if current != row.state {
-            self.transition(own.head.previous_state, current, -1);
-            self.transition(own.head.previous_state, row.state, 1);
+            has_itsm_number: known.has_itsm_number || !itsm.is_empty(),
+            ..*known
+        };
+        self.known.set(slot, &record)?;
+        self.keep_itsm_number(row, slot)?;
+        if known.state != row.state {
+            self.transition(head.previous_state, known.state, -1);
+            self.transition(head.previous_state, row.state, 1);
         }
         Ok(())
     }
 
-    /// Rule 5: a later row puts the Activity back where it was before this report.
+    /// Rule 5: a later row puts the Activity back where it was before this report: its
+    /// event `id` is withdrawn.
     fn withdraw(
         &mut self,
         row: &Row<'_>,
+        slot: Slot,
         position: Position,
-        current: State,
-        own: Own,
+        known: &Record,
+        id: i64,
+        head: &EventHead,
     ) -> Result<()> {
         self.outcome.merged += 1;
-        self.tx.delete_event(own.id)?;
-        self.tx.set_activity(
-            row.id,
-            row.state,
+        self.tx.delete_event(id)?;
+        let record = Record {
+            state: row.state,
             position,
-            own.head.prev_event_id,
-            own.history.events - 1,
-            None,
-        )?;
-        self.transition(own.head.previous_state, current, -1);
+            event_id: head.prev_event_id,
+            events: known.events - 1,
+            has_itsm_number: known.has_itsm_number,
+        };
+        self.known.set(slot, &record)?;
+        self.transition(head.previous_state, known.state, -1);
         Ok(())
     }
 
     /// `backfill --resend`: emits the Activity's current state again, once per run. Its
     /// values are this row's when the row is the recorded one or newer, else those of the
     /// Activity's latest event (with that event's report and row).
-    fn resend(&mut self, row: &Row<'_>, position: Position) -> Result<()> {
-        self.tx.flush()?;
-        let history = self.tx.history(row.id)?;
-        let Some(last) = history.event_id else {
+    fn resend(&mut self, row: &Row<'_>, slot: Slot, position: Position) -> Result<()> {
+        let known = self.known.get(slot);
+        let Some(last) = known.event_id else {
             return Ok(());
         };
         if last >= self.plan.run_first_event {
             return Ok(()); // this run already sent it (as a change or a resend)
         }
-        let (_, recorded) = self.known.get(row.id).expect("the Activity is known");
         let head = self.tx.event_head(last)?;
-        let current = self.order.cmp(&position, &recorded.position) != Ordering::Less;
+        let current = self.order.cmp(&position, &known.position) != Ordering::Less;
+        let itsm = self.itsm_number(row, Some(slot))?;
         let payload = if current {
             None
         } else {
             Some(self.tx.event_payload(last)?)
         };
         let (attrs, report_id, source_row, itsm) = match &payload {
-            None => (
-                row.values,
-                self.tx.report_id,
-                row.number,
-                match row.itsm_number {
-                    "" => history.itsm_number.as_deref().unwrap_or_default(),
-                    mine => mine,
-                },
-            ),
+            None => (row.values, self.tx.report_id, row.number, itsm.as_str()),
             Some(p) => (&p.attrs[..], p.report_id, p.row, p.itsm_number.as_str()),
         };
-        let seq = history.events + 1;
+        let seq = known.events + 1;
         let event = NewEvent {
             key: &event_key(
                 row.id,
                 seq,
                 head.previous_state,
-                recorded.state,
-                recorded.position.at,
+                known.state,
+                known.position.at,
             ),
             activity_id: row.id,
             previous_state: head.previous_state,
-            state: recorded.state,
-            updated_at: recorded.position.at,
+            state: known.state,
+            updated_at: known.position.at,
             row: source_row,
             itsm_number: itsm,
             attrs,
@@ -412,15 +518,13 @@ impl<'p, 'c> Planner<'p, 'c> {
             kind: "resend",
         };
         let event_id = self.tx.insert_event(&event, report_id)?;
-        self.tx.set_activity(
-            row.id,
-            recorded.state,
-            recorded.position,
-            Some(event_id),
-            seq,
-            None,
-        )?;
-        self.transition(head.previous_state, recorded.state, 1);
+        let record = Record {
+            event_id: Some(event_id),
+            events: seq,
+            ..known
+        };
+        self.known.set(slot, &record)?;
+        self.transition(head.previous_state, known.state, 1);
         Ok(())
     }
 }

@@ -167,8 +167,6 @@ impl Ledger {
             first_event: 0,
             run_id,
             now: now(),
-            fresh: Vec::new(),
-            touched: Vec::new(),
             done: false,
         };
         self.conn.execute(
@@ -203,10 +201,6 @@ pub(crate) struct ReportTx<'c> {
     pub(super) run_id: i64,
     /// When the report started (events' `created_at`).
     pub(super) now: i64,
-    /// Activities first seen in this report, written in ID order (see `activities.rs`).
-    pub(super) fresh: Vec<super::activities::Fresh>,
-    /// Newer positions of Activities whose state did not change, written in ID order.
-    pub(super) touched: Vec<(String, super::activities::Position)>,
     done: bool,
 }
 
@@ -232,7 +226,6 @@ impl ReportTx<'_> {
         columns: &Columns,
         sha256: &str,
     ) -> Result<()> {
-        self.flush()?;
         self.conn.execute(
             "UPDATE reports SET columns = ?2, rows = ?3, accepted = ?4, rejected = ?5, skipped = ?6,
                 unchanged = ?7, stale = ?8, events = ?9, warnings = ?10, sha256 = ?11 WHERE id = ?1",
