@@ -721,7 +721,15 @@ fn ingest(
 ) -> Result<()> {
     let (cfg, ledger) = (run.cfg, run.ledger);
     let ctx = DateContext::new(&cfg.schema, cfg.timezone)?;
-    let report_time = ctx.date_start(meta.report_date).timestamp();
+    // A replay keeps the place its content had: rows without `updated_at` take the date it
+    // had then.
+    let date = match &replay {
+        Some(first) => NaiveDate::parse_from_str(&first.date, "%Y-%m-%d").with_context(|| {
+            format!("ledger: report {} has the date {:?}", first.id, first.date)
+        })?,
+        None => meta.report_date,
+    };
+    let report_time = ctx.date_start(date).timestamp();
     let before = stamp(path);
     if run.known.is_none() {
         run.known = Some((KnownActivities::load(ledger)?, Order::load(ledger)?));

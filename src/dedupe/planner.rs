@@ -282,6 +282,10 @@ impl<'p, 'c> Planner<'p, 'c> {
             Verdict::Withdraw => {
                 let (id, head) = own.expect("a withdrawal has an event to withdraw");
                 self.withdraw(row, slot, position, &known, id, &head)?;
+                // Back where it was: in a resend, its state goes out again all the same.
+                if self.plan.resend {
+                    self.resend(row, slot, position)?;
+                }
             }
         }
         Ok(())
