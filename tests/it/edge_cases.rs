@@ -1,5 +1,7 @@
-//! Edge cases found in review: resend folding, ITSM fallback, far-future times, CR line
-//! ends, DST gaps, a BOM on a Windows-1252 file.
+//! Edge cases found in review, each kept as the guarantee it now gives: resend folding,
+//! the ITSM number's fallback, far-future times, CR line ends, DST gaps, a BOM on a
+//! Windows-1252 file, a ledger edited by hand, unreadable drop-folder entries, import
+//! files of a ledger started afresh.
 
 use crate::support::{HEADER, Workdir, t};
 
@@ -12,8 +14,8 @@ fn reject_rows(w: &Workdir) -> Vec<i64> {
         .collect()
 }
 
-/// Rule 5 folding must not drop the ITSM number the ledger knows (emit falls back to it;
-/// amend does not).
+/// A later row folded into the report's event (rule 5) keeps the ITSM number the ledger
+/// knows when the row has none.
 #[test]
 fn amended_event_keeps_the_known_itsm_number() {
     let w = Workdir::new();
@@ -37,10 +39,10 @@ fn amended_event_keeps_the_known_itsm_number() {
 }
 
 /// backfill --resend: a later row of the same report that moves the Activity back to the
-/// state before its last change withdraws the *resend* event, and the real change
-/// (completed → ordered) is never emitted although the ledger records it.
+/// state before its last change replaces the report's resend with that real change
+/// (completed → ordered), which the ledger records too.
 #[test]
-fn resend_then_change_back_in_one_report_loses_the_change() {
+fn resend_then_change_back_in_one_report_emits_the_change() {
     let w = Workdir::new();
     w.report(
         "r_2026-11-01.csv",
@@ -85,10 +87,10 @@ fn resend_then_change_back_in_one_report_loses_the_change() {
     );
 }
 
-/// Same, with a different later state: the event goes out as a 'resend' claiming
-/// ordered → cancelled, though the Activity was completed.
+/// Same, with another later state: the change goes out from the state the Activity was
+/// in (completed → cancelled), not as a resend.
 #[test]
-fn resend_then_change_in_one_report_has_wrong_previous_state() {
+fn resend_then_change_in_one_report_starts_from_the_state_it_was_in() {
     let w = Workdir::new();
     w.report(
         "r_2026-11-01.csv",
@@ -123,7 +125,8 @@ fn resend_then_change_in_one_report_has_wrong_previous_state() {
     assert_eq!(last["previous_state"], "completed", "{last:?}");
 }
 
-/// A lone CR inside a quoted cell: count_line_breaks counts it, LineTracker does not.
+/// A lone CR inside a quoted cell counts as a line break: the reject names the line the
+/// row starts on.
 #[test]
 fn lone_cr_in_a_cell_gives_the_right_row_number() {
     let w = Workdir::new();
@@ -134,7 +137,7 @@ fn lone_cr_in_a_cell_gives_the_right_row_number() {
     assert_eq!(reject_rows(&w), vec![2]);
 }
 
-/// CR-only line endings (classic Mac Excel): every row is reported as line 1.
+/// CR-only line endings (classic Mac Excel): rejects name each row's own line.
 #[test]
 fn cr_only_line_endings_give_the_right_row_numbers() {
     let w = Workdir::new();
@@ -146,8 +149,8 @@ fn cr_only_line_endings_give_the_right_row_numbers() {
     assert_eq!(reject_rows(&w), vec![3]);
 }
 
-/// The index clamps times beyond ±2^35 s (year ~3058): the fast path then disagrees with
-/// `activities` and lets an older row regress updated_at, after which rule 4 fails.
+/// Times far in the future (year 3100) are compared exactly: an older row never moves
+/// the recorded time back, and a later older row stays stale.
 #[test]
 fn far_future_times_do_not_break_rule_4() {
     let w = Workdir::new();
@@ -199,11 +202,10 @@ fn crlf_bom_multiline_row_numbers() {
     assert_eq!(reject_rows(&w), vec![5]);
 }
 
-/// A resend built from an older report's payload, then amended by a later row: the
-/// event keeps the old report_id, so the new row's values are named by the old
-/// report's columns.
+/// A resend built from an older report's payload, then replaced by a later row's change:
+/// the event names its values by the new report's columns, under the new report.
 #[test]
-fn amended_resend_event_keeps_the_old_reports_columns() {
+fn a_change_replacing_a_resend_names_its_values_by_its_own_reports_columns() {
     let w = Workdir::new();
     w.report(
         "r_2026-11-01.csv",
@@ -234,7 +236,8 @@ fn amended_resend_event_keeps_the_old_reports_columns() {
     assert_eq!(last["extra"]["Cost Center"], "CC9", "{last:?}");
 }
 
-/// A local time in the DST gap is turned into "naive + 1 h as UTC", not "naive + 1 h local".
+/// A local time in the DST gap is read as the same wall time an hour later, in the
+/// report's zone.
 #[test]
 fn local_time_in_the_dst_gap_converts_in_the_report_zone() {
     let w = Workdir::new();
@@ -247,8 +250,8 @@ fn local_time_in_the_dst_gap_converts_in_the_report_zone() {
     assert_eq!(w.events()[0]["updated_at"], "2026-03-08T07:30:00Z");
 }
 
-/// A UTF-8 BOM on a file that is otherwise Windows-1252: the retry decodes the BOM as
-/// "ï»¿", which header normalisation keeps ('ï' is alphanumeric): the report fails.
+/// A UTF-8 BOM on a file that is otherwise Windows-1252: the BOM is dropped, the header
+/// found and the row read.
 #[test]
 fn bom_on_a_windows_1252_file_still_finds_the_header() {
     let w = Workdir::new();
@@ -260,8 +263,9 @@ fn bom_on_a_windows_1252_file_still_finds_the_header() {
     assert_eq!(w.events().len(), 1);
 }
 
-/// The Activity index and `activities` disagree (the ledger edited by hand): the change
-/// the index announced is checked against `activities`, which wins.
+/// `activities` is the one record of each Activity's state: a ledger edited by hand is
+/// judged as it now stands, in both directions (a change it already records is unchanged;
+/// a state it no longer records is a change from the one it does).
 #[test]
 fn a_hand_edited_ledger_is_decided_from_activities() {
     let w = Workdir::new();
@@ -274,7 +278,7 @@ fn a_hand_edited_ledger_is_decided_from_activities() {
         ],
     );
     w.run_ok(&["run"], 0);
-    // Completed (3), and on back order (2), behind the index's back.
+    // Completed (3), and on back order (2), by hand.
     w.ledger()
         .execute_batch(
             "UPDATE activities SET state = 3 WHERE activity_id = 'A1';
@@ -303,14 +307,13 @@ fn a_hand_edited_ledger_is_decided_from_activities() {
     );
     let ev = w.events();
     assert_eq!(ev[3]["itsm_number"], "RITM2");
-    // A3's change, decided again from `activities`, still carries the row's values and
-    // the Activity's ITSM number.
+    // A3's change carries the row's values and the Activity's ITSM number.
     assert_eq!(ev[4]["itsm_number"], "RITM3");
     assert_eq!(ev[4]["device"], "Pixel 9");
     assert_eq!(ev[4]["shipping_address"], "1 Main St\nApt 2");
     assert_eq!(ev[4]["extra"]["Cost Center"], "CC-3");
-    // The ledger now also moves A2 far into the future behind the index's back: a stale
-    // row must not leave the index believing it, or a later real change would be missed.
+    // The ledger now also moves A2 far into the future by hand: the next row is stale
+    // against it, and a later one is a change from the state it records.
     w.ledger()
         .execute(
             "UPDATE activities SET state = 4, updated_at = 4102444800 WHERE activity_id = 'A2'",

@@ -852,3 +852,64 @@ fn a_long_report_with_every_line_end_keeps_exact_line_numbers() {
         .unwrap();
     assert_eq!(cafe["extra"]["Cost Center"], "Café");
 }
+
+/// How long a malformed header may take before the test calls it a hang (a guard, not a
+/// timing: it takes well under a second).
+const HANG: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A header of 100,000 columns, one unknown name repeated: matched and named in linear
+/// time; the report is processed, its extra columns named apart.
+#[test]
+fn a_header_of_100000_repeats_of_one_unknown_name_is_read() {
+    let w = Workdir::new();
+    let n = 100_000;
+    let mut text = String::from("Activity ID,Status");
+    text.push_str(&",Note".repeat(n));
+    text.push_str("\nA1,Ordered");
+    text.push_str(&",x".repeat(n));
+    text.push('\n');
+    w.write("drop/r_2026-11-01.csv", text);
+    w.cmd()
+        .args(["run", "--summary-json", "s.json"])
+        .timeout(HANG)
+        .assert()
+        .code(0);
+    let e = &w.events()[0];
+    let extra = e["extra"].as_object().unwrap();
+    assert_eq!(extra.len(), n);
+    assert_eq!(extra["Note"], "x");
+    assert_eq!(extra["Note (100000)"], "x");
+}
+
+/// A report repeating one field's header 3,000 times fails as a whole, saying which
+/// columns name the same field; the run goes on.
+#[test]
+fn a_report_of_3000_repeats_of_one_header_fails_with_a_clear_message() {
+    let w = Workdir::new();
+    let mut text = String::from("Activity ID");
+    text.push_str(&",Status".repeat(3_000));
+    text.push_str("\nA1");
+    text.push_str(&",Ordered".repeat(3_000));
+    text.push('\n');
+    w.write("drop/r_2026-11-01.csv", text);
+    w.report(
+        "r_2026-11-02.csv",
+        &["A2,Ordered,,2026-11-02T10:00:00Z,,,,"],
+    );
+    let out = w
+        .cmd()
+        .args(["run", "--summary-json", "s.json"])
+        .timeout(HANG)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let s = w.summary("s.json");
+    assert_eq!(s["reports"][0]["status"], "failed");
+    let error = s["reports"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("\"Status\" (column 2) and \"Status\" (column 3) both name the field state"),
+        "{error}"
+    );
+    assert_eq!(s["reports"][1]["status"], "processed");
+    assert_eq!(w.transitions().len(), 1);
+}
