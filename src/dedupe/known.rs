@@ -1,12 +1,18 @@
-//! What the ledger records of every Activity, held in memory for one run: a compact hash
-//! table from Activity ID to its [`Record`], so that each report row is judged without a
-//! look-up in SQLite, and each Activity's changes are written to `activities` later, in ID
-//! order, a walk over the table instead of a jump per row.
+//! What the ledger records of every Activity, held in memory for one run: a hash table
+//! from Activity ID to its [`Record`], so that each report row is judged without a look-up
+//! in SQLite, and each Activity's changes are written to `activities` later, in rowid
+//! order: a walk over the table instead of a jump per row.
 //!
 //! Guarantees: built from `activities` when a run starts and thrown away with the run;
-//! never stored. Every change made here is marked until it is written ([`drain_fresh`],
+//! never stored. Every change made here stays marked until it is written ([`drain_fresh`],
 //! [`drain_dirty`]); after a report is rolled back the table is built again from
-//! `activities`. 28 bytes an Activity, plus its ID and about 5 bytes of hash table.
+//! `activities`.
+//!
+//! Layout: the Activities lie one after another in one buffer, each as the length of its
+//! ID (2 bytes), the ID, then its record in 28 bytes (rowid, position, latest event, and
+//! in one word its event count, state and flags); a hash table of 4-byte offsets into the
+//! buffer finds them. A look-up touches the table and one place in the buffer. With IDs of
+//! a dozen characters that is ~47 bytes an Activity.
 //!
 //! [`drain_fresh`]: KnownActivities::drain_fresh
 //! [`drain_dirty`]: KnownActivities::drain_dirty
@@ -20,21 +26,12 @@ use crate::ledger::Ledger;
 use crate::ledger::activities::{Position, Record};
 use crate::state::State;
 
-/// One Activity, packed: where its ID ends in [`KnownActivities::ids`] (it starts where
-/// the one before it ends), its position, its latest event, and in `meta` its event count
-/// (the low 24 bits), state and flags.
-#[derive(Debug, Clone, Copy)]
-#[repr(C, packed(4))]
-struct Entry {
-    at: i64,
-    id_end: u32,
-    report: u32,
-    row: u32,
-    /// 0 for none (event ids start at 1).
-    event_id: u32,
-    meta: u32,
-}
+/// The bytes of an Activity's record after its ID: rowid, at, report, row, event id, meta.
+const RECORD: usize = 4 + 8 + 4 + 4 + 4 + 4;
+/// The longest ID the table holds (an Activity ID is far shorter: see `report::row`).
+const MAX_ID: usize = u16::MAX as usize;
 
+// `meta`: the event count (24 bits), the state code (3 bits) and flags.
 const EVENTS: u32 = (1 << 24) - 1;
 const STATE_SHIFT: u32 = 24;
 const STATE: u32 = 0b111 << STATE_SHIFT;
@@ -44,8 +41,37 @@ const DIRTY: u32 = 1 << 28;
 /// Not in `activities` yet.
 const FRESH: u32 = 1 << 29;
 
-impl Entry {
-    fn new(id_end: u32, r: &Record, flags: u32) -> Result<Entry> {
+/// An Activity's place in the table (its offset in the buffer). Those loaded from the
+/// ledger lie in rowid order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Slot(u32);
+
+/// Every Activity the ledger knows (see the module's documentation).
+pub(crate) struct KnownActivities {
+    /// Offsets into `data`, by the hash of the Activity's ID.
+    table: HashTable<u32>,
+    data: Vec<u8>,
+    hasher: DefaultHashBuilder,
+    /// Activities not in `activities` yet.
+    fresh: Vec<Slot>,
+    /// How many Activities are marked [`DIRTY`], and where [`KnownActivities::drain_dirty`]
+    /// goes on from.
+    dirty: usize,
+    cursor: usize,
+}
+
+/// A record as the buffer holds it.
+struct Packed {
+    rowid: u32,
+    at: i64,
+    report: u32,
+    row: u32,
+    event_id: u32,
+    meta: u32,
+}
+
+impl Packed {
+    fn new(rowid: u32, r: &Record, flags: u32) -> Result<Packed> {
         let (Ok(report), Ok(row)) = (
             u32::try_from(r.position.report),
             u32::try_from(r.position.row),
@@ -70,9 +96,9 @@ impl Entry {
             bail!("an Activity with more than {EVENTS} events");
         }
         let itsm = if r.has_itsm_number { HAS_ITSM } else { 0 };
-        Ok(Entry {
+        Ok(Packed {
+            rowid,
             at: r.position.at,
-            id_end,
             report,
             row,
             event_id,
@@ -80,11 +106,31 @@ impl Entry {
         })
     }
 
+    fn read(b: &[u8]) -> Packed {
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        Packed {
+            rowid: u32_at(0),
+            at: i64::from_le_bytes(b[4..12].try_into().expect("8 bytes")),
+            report: u32_at(12),
+            row: u32_at(16),
+            event_id: u32_at(20),
+            meta: u32_at(24),
+        }
+    }
+
+    fn write(&self, b: &mut [u8]) {
+        b[0..4].copy_from_slice(&self.rowid.to_le_bytes());
+        b[4..12].copy_from_slice(&self.at.to_le_bytes());
+        b[12..16].copy_from_slice(&self.report.to_le_bytes());
+        b[16..20].copy_from_slice(&self.row.to_le_bytes());
+        b[20..24].copy_from_slice(&self.event_id.to_le_bytes());
+        b[24..28].copy_from_slice(&self.meta.to_le_bytes());
+    }
+
     fn record(&self) -> Record {
-        let meta = self.meta;
         Record {
-            state: State::from_code(i64::from((meta & STATE) >> STATE_SHIFT))
-                .expect("a state stored by Entry::new"),
+            state: State::from_code(i64::from((self.meta & STATE) >> STATE_SHIFT))
+                .expect("a state stored by Packed::new"),
             position: Position {
                 at: self.at,
                 report: i64::from(self.report),
@@ -94,38 +140,17 @@ impl Entry {
                 0 => None,
                 id => Some(i64::from(id)),
             },
-            events: i64::from(meta & EVENTS),
-            has_itsm_number: meta & HAS_ITSM != 0,
+            events: i64::from(self.meta & EVENTS),
+            has_itsm_number: self.meta & HAS_ITSM != 0,
         }
     }
 }
-
-/// Every Activity the ledger knows (see the module's documentation).
-pub(crate) struct KnownActivities {
-    /// Indices into `entries`, by the hash of the Activity's ID.
-    table: HashTable<u32>,
-    entries: Vec<Entry>,
-    /// Every ID, one after another, in the order of `entries`.
-    ids: Vec<u8>,
-    hasher: DefaultHashBuilder,
-    /// Slots of Activities not in `activities` yet.
-    fresh: Vec<Slot>,
-    /// How many entries are marked [`DIRTY`], and where [`KnownActivities::drain_dirty`]
-    /// goes on from.
-    dirty: usize,
-    cursor: usize,
-}
-
-/// An Activity's place in the table. Those loaded from the ledger take theirs in ID order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct Slot(u32);
 
 impl KnownActivities {
     fn with_capacity(capacity: usize) -> Self {
         KnownActivities {
             table: HashTable::with_capacity(capacity),
-            entries: Vec::with_capacity(capacity),
-            ids: Vec::with_capacity(capacity * 12),
+            data: Vec::with_capacity(capacity * (2 + 12 + RECORD)),
             hasher: DefaultHashBuilder::default(),
             fresh: Vec::new(),
             dirty: 0,
@@ -137,83 +162,101 @@ impl KnownActivities {
     pub(crate) fn load(ledger: &Ledger) -> Result<Self> {
         let started = std::time::Instant::now();
         let mut known = KnownActivities::with_capacity(ledger.count_activities()? as usize);
-        ledger.each_activity(|id, record| known.push(id, &record, 0).map(drop))?;
+        ledger.each_activity(|rowid, id, record| {
+            let Ok(rowid) = u32::try_from(rowid) else {
+                bail!("more than 4 billion Activities");
+            };
+            known.push(id, rowid, &record, 0).map(drop)
+        })?;
         tracing::debug!(
-            activities = known.entries.len(),
+            activities = known.table.len(),
             ms = started.elapsed().as_millis() as u64,
             "Activities loaded"
         );
         Ok(known)
     }
 
-    fn id(&self, i: usize) -> &[u8] {
-        let start = match i {
-            0 => 0,
-            _ => self.entries[i - 1].id_end as usize,
-        };
-        &self.ids[start..self.entries[i].id_end as usize]
+    /// The ID at `offset` and where the record after it starts.
+    fn id_at(data: &[u8], offset: usize) -> (&[u8], usize) {
+        let len = u16::from_le_bytes([data[offset], data[offset + 1]]) as usize;
+        (&data[offset + 2..offset + 2 + len], offset + 2 + len)
+    }
+
+    fn packed(&self, slot: Slot) -> Packed {
+        let (_, at) = Self::id_at(&self.data, slot.0 as usize);
+        Packed::read(&self.data[at..at + RECORD])
+    }
+
+    fn store(&mut self, slot: Slot, p: &Packed) {
+        let (_, at) = Self::id_at(&self.data, slot.0 as usize);
+        p.write(&mut self.data[at..at + RECORD]);
     }
 
     /// The ID of the Activity in `slot`.
     pub(crate) fn id_of(&self, slot: Slot) -> &str {
-        // Every ID went in as a `str`, and IDs are stored one after another whole.
-        std::str::from_utf8(self.id(slot.0 as usize)).unwrap_or_default()
+        // Every ID went in as a `str`, whole.
+        std::str::from_utf8(Self::id_at(&self.data, slot.0 as usize).0).unwrap_or_default()
     }
 
     /// The Activity's slot, if the table holds it.
     pub(crate) fn find(&self, id: &str) -> Option<Slot> {
         let hash = self.hasher.hash_one(id.as_bytes());
         self.table
-            .find(hash, |&i| self.id(i as usize) == id.as_bytes())
-            .map(|&i| Slot(i))
+            .find(hash, |&o| {
+                Self::id_at(&self.data, o as usize).0 == id.as_bytes()
+            })
+            .map(|&o| Slot(o))
     }
 
     pub(crate) fn get(&self, slot: Slot) -> Record {
-        self.entries[slot.0 as usize].record()
+        self.packed(slot).record()
+    }
+
+    /// The Activity's rowid in `activities` (0 while it is not there yet).
+    pub(crate) fn rowid(&self, slot: Slot) -> i64 {
+        i64::from(self.packed(slot).rowid)
     }
 
     /// Adds an Activity the ledger does not know yet (see [`KnownActivities::drain_fresh`]).
     pub(crate) fn add(&mut self, id: &str, record: &Record) -> Result<Slot> {
-        let slot = self.push(id, record, FRESH)?;
+        let slot = self.push(id, 0, record, FRESH)?;
         self.fresh.push(slot);
         Ok(slot)
     }
 
-    fn push(&mut self, id: &str, record: &Record, flags: u32) -> Result<Slot> {
-        let i = u32::try_from(self.entries.len())
-            .map_err(|_| anyhow::anyhow!("more than 4 billion Activities"))?;
-        self.ids.extend_from_slice(id.as_bytes());
-        let Ok(id_end) = u32::try_from(self.ids.len()) else {
-            bail!("the Activity IDs take more than 4 GB");
+    fn push(&mut self, id: &str, rowid: u32, record: &Record, flags: u32) -> Result<Slot> {
+        if id.len() > MAX_ID {
+            bail!("an Activity ID of {} bytes (at most {MAX_ID})", id.len());
+        }
+        let Ok(offset) = u32::try_from(self.data.len()) else {
+            bail!("the Activities take more than 4 GB of memory");
         };
-        self.entries.push(Entry::new(id_end, record, flags)?);
+        self.data
+            .extend_from_slice(&(id.len() as u16).to_le_bytes());
+        self.data.extend_from_slice(id.as_bytes());
+        let at = self.data.len();
+        self.data.resize(at + RECORD, 0);
+        Packed::new(rowid, record, flags)?.write(&mut self.data[at..]);
         let hash = self.hasher.hash_one(id.as_bytes());
-        let (entries, ids, hasher) = (&self.entries, &self.ids, &self.hasher);
-        self.table.insert_unique(hash, i, |&j| {
-            let j = j as usize;
-            let start = if j == 0 {
-                0
-            } else {
-                entries[j - 1].id_end as usize
-            };
-            hasher.hash_one(&ids[start..entries[j].id_end as usize])
+        let (data, hasher) = (&self.data, &self.hasher);
+        self.table.insert_unique(hash, offset, |&o| {
+            hasher.hash_one(Self::id_at(data, o as usize).0)
         });
-        Ok(Slot(i))
+        Ok(Slot(offset))
     }
 
     /// Records a known Activity's new record, to be written (see
     /// [`KnownActivities::drain_dirty`]).
     pub(crate) fn set(&mut self, slot: Slot, record: &Record) -> Result<()> {
-        let e = &mut self.entries[slot.0 as usize];
-        let old = e.meta;
-        let flags = old & (FRESH | DIRTY);
-        let flags = if flags == 0 {
-            self.dirty += 1;
-            DIRTY
-        } else {
-            flags
+        let old = self.packed(slot);
+        let flags = match old.meta & (FRESH | DIRTY) {
+            0 => {
+                self.dirty += 1;
+                DIRTY
+            }
+            flags => flags,
         };
-        *e = Entry::new(e.id_end, record, flags)?;
+        self.store(slot, &Packed::new(old.rowid, record, flags)?);
         Ok(())
     }
 
@@ -222,14 +265,24 @@ impl KnownActivities {
         self.fresh.len()
     }
 
-    /// The Activities added since the last call, in ID order; they count as written.
+    /// The Activities added since the last call, in ID order; they count as written once
+    /// [`KnownActivities::set_rowid`] gives each its rowid.
     pub(crate) fn drain_fresh(&mut self) -> Vec<Slot> {
         let mut fresh = std::mem::take(&mut self.fresh);
-        fresh.sort_unstable_by(|a, b| self.id(a.0 as usize).cmp(self.id(b.0 as usize)));
-        for s in &fresh {
-            self.entries[s.0 as usize].meta &= !FRESH;
-        }
+        fresh.sort_unstable_by(|a, b| self.id_of(*a).cmp(self.id_of(*b)));
         fresh
+    }
+
+    /// Records the rowid a fresh Activity was inserted under.
+    pub(crate) fn set_rowid(&mut self, slot: Slot, rowid: i64) -> Result<()> {
+        let Ok(rowid) = u32::try_from(rowid) else {
+            bail!("more than 4 billion Activities");
+        };
+        let mut p = self.packed(slot);
+        p.rowid = rowid;
+        p.meta &= !FRESH;
+        self.store(slot, &p);
+        Ok(())
     }
 
     /// Whether changes to known Activities wait to be written.
@@ -237,25 +290,31 @@ impl KnownActivities {
         self.dirty > 0
     }
 
-    /// Up to `budget` known Activities whose changes wait to be written, in slot order from
-    /// where the last call stopped (wrapping around: a walk over the table); they count as
-    /// written.
+    /// Up to `budget` known Activities whose changes wait to be written, in the buffer's
+    /// order from where the last call stopped (wrapping around: a walk over the table);
+    /// they count as written.
     pub(crate) fn drain_dirty(&mut self, budget: usize) -> Vec<Slot> {
         let mut out = Vec::with_capacity(budget.min(self.dirty));
-        let n = self.entries.len();
-        let mut scanned = 0;
-        while self.dirty > 0 && out.len() < budget && scanned < n {
-            if self.cursor >= n {
+        let end = self.data.len();
+        let mut wrapped = false;
+        while self.dirty > 0 && out.len() < budget {
+            if self.cursor >= end {
+                if wrapped {
+                    break;
+                }
                 self.cursor = 0;
+                wrapped = true;
             }
-            let e = &mut self.entries[self.cursor];
-            if e.meta & DIRTY != 0 {
-                e.meta &= !DIRTY;
+            let slot = Slot(self.cursor as u32);
+            let (_, at) = Self::id_at(&self.data, self.cursor);
+            let mut p = Packed::read(&self.data[at..at + RECORD]);
+            if p.meta & DIRTY != 0 {
+                p.meta &= !DIRTY;
+                p.write(&mut self.data[at..at + RECORD]);
                 self.dirty -= 1;
-                out.push(Slot(self.cursor as u32));
+                out.push(slot);
             }
-            self.cursor += 1;
-            scanned += 1;
+            self.cursor = at + RECORD;
         }
         out
     }
@@ -280,21 +339,26 @@ mod tests {
         let mut k = KnownActivities::with_capacity(0);
         let ids: Vec<String> = (0..10_000).map(|i| format!("ACT-{i:07}")).collect();
         for (i, id) in ids.iter().enumerate() {
-            k.push(id, &rec(State::Ordered, i as i64, 1, i as u64), 0)
-                .unwrap();
+            k.push(
+                id,
+                i as u32 + 1,
+                &rec(State::Ordered, i as i64, 1, i as u64),
+                0,
+            )
+            .unwrap();
         }
         k.add("", &rec(State::Cancelled, 0, 2, 0)).unwrap();
         k.add("Zoë", &rec(State::Completed, -5, 3, 9)).unwrap();
         for (i, id) in ids.iter().enumerate() {
             let slot = k.find(id).unwrap();
             assert_eq!(k.id_of(slot), id);
+            assert_eq!(k.rowid(slot), i as i64 + 1);
             assert_eq!(k.get(slot), rec(State::Ordered, i as i64, 1, i as u64));
         }
         assert_eq!(k.get(k.find("").unwrap()), rec(State::Cancelled, 0, 2, 0));
-        assert_eq!(
-            k.get(k.find("Zoë").unwrap()),
-            rec(State::Completed, -5, 3, 9)
-        );
+        let zoe = k.find("Zoë").unwrap();
+        assert_eq!(k.get(zoe), rec(State::Completed, -5, 3, 9));
+        assert_eq!(k.rowid(zoe), 0);
         assert!(k.find("ACT-0010000").is_none());
         assert!(k.find("Zo").is_none());
         let mut none = rec(State::OnBackOrder, i64::MIN, 7, 0);
@@ -303,6 +367,7 @@ mod tests {
         let slot = k.find("ACT-0000042").unwrap();
         k.set(slot, &none).unwrap();
         assert_eq!(k.get(slot), none);
+        assert_eq!(k.rowid(slot), 43);
         assert_eq!(
             k.get(k.find("ACT-0000043").unwrap()),
             rec(State::Ordered, 43, 1, 43)
@@ -310,10 +375,10 @@ mod tests {
     }
 
     #[test]
-    fn changes_are_drained_once_fresh_ones_in_id_order_known_ones_in_slot_order() {
+    fn changes_are_drained_once_fresh_ones_in_id_order_known_ones_in_table_order() {
         let mut k = KnownActivities::with_capacity(0);
         for i in 0..100 {
-            k.push(&format!("A{i:03}"), &rec(State::Ordered, 0, 1, 0), 0)
+            k.push(&format!("A{i:03}"), i + 1, &rec(State::Ordered, 0, 1, 0), 0)
                 .unwrap();
         }
         let b = k.add("B2", &rec(State::Ordered, 0, 1, 0)).unwrap();
@@ -324,16 +389,23 @@ mod tests {
             let s = k.find(&format!("A{i:03}")).unwrap();
             k.set(s, &rec(State::Completed, 1, 1, 1)).unwrap();
         }
-        let fresh: Vec<&str> = k.drain_fresh().iter().map(|&s| k.id_of(s)).collect();
-        assert_eq!(fresh, ["B1", "B2"]);
+        let fresh = k.drain_fresh();
+        let ids: Vec<&str> = fresh.iter().map(|&s| k.id_of(s)).collect();
+        assert_eq!(ids, ["B1", "B2"]);
+        for (i, s) in fresh.into_iter().enumerate() {
+            k.set_rowid(s, 101 + i as i64).unwrap();
+        }
+        assert_eq!(k.rowid(b), 102);
         assert!(k.drain_fresh().is_empty());
+        // Written, B2 is known: a change to it is dirty now.
+        k.set(b, &rec(State::Cancelled, 2, 1, 1)).unwrap();
         let first: Vec<&str> = k.drain_dirty(2).iter().map(|&s| k.id_of(s)).collect();
         assert_eq!(first, ["A010", "A040"]);
         // Changed again behind the walk: found when it wraps around.
         let s = k.find("A005").unwrap();
         k.set(s, &rec(State::Cancelled, 2, 1, 1)).unwrap();
         let rest: Vec<&str> = k.drain_dirty(10).iter().map(|&s| k.id_of(s)).collect();
-        assert_eq!(rest, ["A070", "A005"]);
+        assert_eq!(rest, ["A070", "B2", "A005"]);
         assert!(!k.has_dirty());
         assert!(k.drain_dirty(10).is_empty());
     }

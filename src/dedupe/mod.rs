@@ -86,26 +86,49 @@ pub(crate) fn verdict(
 }
 
 /// The order of rows across reports (see the module's documentation): each processed
-/// report's date, mtime, name and content hash, by the id positions name it with.
+/// report's date, mtime, name and content hash, by the id positions name it with, and its
+/// rank in that order.
 #[derive(Debug, Default)]
 pub(crate) struct Order {
     reports: HashMap<i64, ReportKey>,
+    /// By report id: its rank among the reports (from 1; 0 for an id that is no processed
+    /// report's). Two records of one report's content under one name (a replay recorded by
+    /// an earlier release) share a rank.
+    rank: Vec<u32>,
 }
 
 impl Order {
     /// The places of the reports the ledger holds as processed.
     pub(crate) fn load(ledger: &Ledger) -> Result<Order> {
-        let reports = ledger
-            .processed_reports()?
-            .into_iter()
-            .map(|k| (k.id, k))
-            .collect();
-        Ok(Order { reports })
+        let mut order = Order::default();
+        for key in ledger.processed_reports()? {
+            order.reports.insert(key.id, key);
+        }
+        order.rank();
+        Ok(order)
     }
 
     /// Adds (or replaces) a report's place.
     pub(crate) fn insert(&mut self, key: ReportKey) {
         self.reports.insert(key.id, key);
+        self.rank();
+    }
+
+    fn rank(&mut self) {
+        let mut keys: Vec<&ReportKey> = self.reports.values().collect();
+        keys.sort_by(|a, b| place(a).cmp(&place(b)));
+        let top = keys.iter().map(|k| k.id).max().unwrap_or(0);
+        let mut rank = vec![0u32; usize::try_from(top).unwrap_or(0) + 1];
+        let mut r = 0;
+        for (i, k) in keys.iter().enumerate() {
+            if i == 0 || place(keys[i - 1]) != place(k) {
+                r += 1;
+            }
+            if let Ok(id) = usize::try_from(k.id) {
+                rank[id] = r;
+            }
+        }
+        self.rank = rank;
     }
 
     /// Whether a report's place among those known needs its content hash: another report
@@ -123,20 +146,26 @@ impl Order {
             .then(a.row.cmp(&b.row))
     }
 
-    /// Reports by date, mtime, name, then content hash. Two records of one report's content
-    /// under one name (a replay recorded by an earlier release) are the same place. A report
-    /// the ledger does not hold as processed (an edited ledger) comes before all others.
+    /// Reports by date, mtime, name, then content hash. A report the ledger does not hold
+    /// as processed (an edited ledger) comes before all others.
     fn cmp_reports(&self, a: i64, b: i64) -> Ordering {
         if a == b {
             return Ordering::Equal;
         }
-        let key = |id: i64| {
-            self.reports
-                .get(&id)
-                .map(|k| (&k.date, k.mtime, &k.name, &k.sha256))
+        let rank = |id: i64| {
+            usize::try_from(id)
+                .ok()
+                .and_then(|i| self.rank.get(i))
+                .copied()
+                .unwrap_or(0)
         };
-        key(a).cmp(&key(b))
+        rank(a).cmp(&rank(b))
     }
+}
+
+/// A report's place: date, mtime, name, content hash.
+fn place(k: &ReportKey) -> (&str, i64, &str, &str) {
+    (&k.date, k.mtime, &k.name, &k.sha256)
 }
 
 /// The stable id of an event: the same history gives the same id, in any ledger.

@@ -14,7 +14,7 @@ use anyhow::Result;
 
 use super::known::Slot;
 use super::{KnownActivities, Order, Verdict, event_key, verdict};
-use crate::ledger::activities::{Position, Record, Write};
+use crate::ledger::activities::{Position, Record};
 use crate::ledger::outbox::{EventHead, NewEvent};
 use crate::ledger::reports::ReportTx;
 use crate::report::{Batch, Outcome as RowOutcome, Reject, Row, RowWarning};
@@ -163,27 +163,29 @@ impl<'p, 'c> Planner<'p, 'c> {
     /// Writes the new Activities held, in ID order.
     fn write_fresh(&mut self) -> Result<()> {
         let fresh = self.known.drain_fresh();
-        let writes = fresh.iter().map(|&slot| self.write_of(slot));
-        self.tx.insert_activities(writes)?;
+        for &slot in &fresh {
+            let record = self.known.get(slot);
+            let itsm = self.itsm_numbers.get(slot);
+            let rowid = self
+                .tx
+                .insert_activity(self.known.id_of(slot), &record, itsm)?;
+            self.known.set_rowid(slot, rowid)?;
+        }
         self.itsm_numbers.written(&fresh);
         Ok(())
     }
 
-    /// Writes up to `budget` changed records, walking the table in ID order.
+    /// Writes up to `budget` changed records, walking the table in rowid order.
     fn write_dirty(&mut self, budget: usize) -> Result<()> {
         let dirty = self.known.drain_dirty(budget);
-        let writes = dirty.iter().map(|&slot| self.write_of(slot));
-        self.tx.update_activities(writes)?;
+        for &slot in &dirty {
+            let record = self.known.get(slot);
+            let itsm = self.itsm_numbers.get(slot);
+            self.tx
+                .update_activity(self.known.rowid(slot), &record, itsm)?;
+        }
         self.itsm_numbers.written(&dirty);
         Ok(())
-    }
-
-    fn write_of(&self, slot: Slot) -> Write<'_> {
-        Write {
-            id: self.known.id_of(slot),
-            record: self.known.get(slot),
-            itsm_number: self.itsm_numbers.get(slot),
-        }
     }
 
     /// Applies a batch of a report's rows, in order.
@@ -328,7 +330,7 @@ impl<'p, 'c> Planner<'p, 'c> {
         }
         Ok(self
             .tx
-            .itsm_number(self.known.id_of(slot))?
+            .itsm_number(self.known.rowid(slot))?
             .unwrap_or_default())
     }
 

@@ -2,8 +2,8 @@
 //! position of the greatest row applied to it, its latest event and its ITSM number.
 //!
 //! Guarantee: `activities` is the only stored copy of an Activity's state. Within a report's
-//! transaction the caller writes each Activity's latest record ([`ReportTx::insert_activities`],
-//! [`ReportTx::update_activities`]); the commit makes them durable with the rest of the report.
+//! transaction the caller writes each Activity's latest record ([`ReportTx::insert_activity`],
+//! [`ReportTx::update_activity`]); the commit makes them durable with the rest of the report.
 
 use anyhow::{Context, Result};
 use rusqlite::{OptionalExtension, params};
@@ -37,45 +37,37 @@ pub(crate) struct Record {
     pub(crate) has_itsm_number: bool,
 }
 
-/// An Activity's record as it is written.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Write<'a> {
-    pub(crate) id: &'a str,
-    pub(crate) record: Record,
-    /// A new ITSM number; `None` keeps the one recorded.
-    pub(crate) itsm_number: Option<&'a str>,
-}
-
 impl Ledger {
-    /// Calls `f` with every Activity's ID and record, in ID order.
+    /// Calls `f` with every Activity's rowid, ID and record, in rowid order.
     pub(crate) fn each_activity(
         &self,
-        mut f: impl FnMut(&str, Record) -> Result<()>,
+        mut f: impl FnMut(i64, &str, Record) -> Result<()>,
     ) -> Result<()> {
         let mut stmt = self.conn.prepare(
-            "SELECT activity_id, state, updated_at, report_id, row, event_id, events,
-                    COALESCE(itsm_number, '') != ''
+            "SELECT id, activity_id, state, updated_at, report_id, row, event_id, events,
+                    length(itsm_number) > 0
              FROM activities",
         )?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            let id = r.get_ref(0)?.as_str()?;
-            let code: i64 = r.get(1)?;
+            let rowid: i64 = r.get(0)?;
+            let id = r.get_ref(1)?.as_str()?;
+            let code: i64 = r.get(2)?;
             let state = State::from_code(code).with_context(|| {
                 format!("ledger: Activity {id:?} has the unknown state code {code}")
             })?;
             let record = Record {
                 state,
                 position: Position {
-                    at: r.get(2)?,
-                    report: r.get(3)?,
-                    row: r.get::<_, i64>(4)? as u64,
+                    at: r.get(3)?,
+                    report: r.get(4)?,
+                    row: r.get::<_, i64>(5)? as u64,
                 },
-                event_id: r.get(5)?,
-                events: r.get(6)?,
-                has_itsm_number: r.get(7)?,
+                event_id: r.get(6)?,
+                events: r.get(7)?,
+                has_itsm_number: r.get::<_, Option<bool>>(8)?.unwrap_or(false),
             };
-            f(id, record)?;
+            f(rowid, id, record)?;
         }
         Ok(())
     }
@@ -89,65 +81,65 @@ impl Ledger {
 }
 
 impl ReportTx<'_> {
-    /// Records Activities the ledger does not know yet (in ID order, a B-tree takes them
-    /// far faster than scattered).
-    pub(crate) fn insert_activities<'a>(
+    /// Records an Activity the ledger does not know yet; returns its rowid. (Inserted in ID
+    /// order, their index takes them far faster than scattered.)
+    pub(crate) fn insert_activity(
         &self,
-        writes: impl Iterator<Item = Write<'a>>,
-    ) -> Result<()> {
-        let mut stmt = self.conn.prepare_cached(
-            "INSERT INTO activities (activity_id, state, updated_at, report_id, row, event_id, events, itsm_number)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?;
-        for w in writes {
-            let r = &w.record;
-            stmt.execute(params![
-                w.id,
+        id: &str,
+        r: &Record,
+        itsm_number: Option<&str>,
+    ) -> Result<i64> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO activities (activity_id, state, updated_at, report_id, row, event_id, events, itsm_number)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                id,
                 r.state.code(),
                 r.position.at,
                 r.position.report,
                 r.position.row as i64,
                 r.event_id,
                 r.events,
-                w.itsm_number
+                itsm_number
             ])?;
-        }
-        Ok(())
+        Ok(self.conn.last_insert_rowid())
     }
 
-    /// Rewrites the records of known Activities (in ID order, they walk the table page by
-    /// page).
-    pub(crate) fn update_activities<'a>(
+    /// Rewrites the record of the Activity at `rowid`; `itsm_number` `None` keeps the one
+    /// recorded. (In rowid order, these walk the table page by page.)
+    pub(crate) fn update_activity(
         &self,
-        writes: impl Iterator<Item = Write<'a>>,
+        rowid: i64,
+        r: &Record,
+        itsm_number: Option<&str>,
     ) -> Result<()> {
-        let mut stmt = self.conn.prepare_cached(
-            "UPDATE activities SET state = ?2, updated_at = ?3, report_id = ?4, row = ?5,
-                event_id = ?6, events = ?7, itsm_number = COALESCE(?8, itsm_number)
-             WHERE activity_id = ?1",
-        )?;
-        for w in writes {
-            let r = &w.record;
-            stmt.execute(params![
-                w.id,
+        self.conn
+            .prepare_cached(
+                "UPDATE activities SET state = ?2, updated_at = ?3, report_id = ?4, row = ?5,
+                    event_id = ?6, events = ?7, itsm_number = COALESCE(?8, itsm_number)
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                rowid,
                 r.state.code(),
                 r.position.at,
                 r.position.report,
                 r.position.row as i64,
                 r.event_id,
                 r.events,
-                w.itsm_number
+                itsm_number
             ])?;
-        }
         Ok(())
     }
 
-    /// The ITSM number recorded for an Activity.
-    pub(crate) fn itsm_number(&self, id: &str) -> Result<Option<String>> {
+    /// The ITSM number recorded for the Activity at `rowid`.
+    pub(crate) fn itsm_number(&self, rowid: i64) -> Result<Option<String>> {
         Ok(self
             .conn
-            .prepare_cached("SELECT itsm_number FROM activities WHERE activity_id = ?1")?
-            .query_row([id], |r| r.get(0))
+            .prepare_cached("SELECT itsm_number FROM activities WHERE id = ?1")?
+            .query_row([rowid], |r| r.get(0))
             .optional()?
             .flatten())
     }

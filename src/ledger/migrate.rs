@@ -149,7 +149,8 @@ const STEPS: &[&str] = &[
     "#,
     // 6: `activities` is the one stored record of an Activity's state. The persisted index
     // of steps 3-5 goes (look-ups are built in memory from `activities` at each run), and
-    // each Activity records the row of its position (its time, report and row: see
+    // `activities` becomes a rowid table (its changes are written by rowid, in rowid order)
+    // whose rows record the row of their position (its time, report and row: see
     // `crate::dedupe`). Where the report that set the position also wrote the Activity's
     // latest event, that event's row is the position's; otherwise 0 (before any row of that
     // report, so a replay of it changes nothing).
@@ -158,15 +159,26 @@ const STEPS: &[&str] = &[
     DROP TABLE activity_index_delta;
     DROP TABLE activity_index_part;
     DELETE FROM meta WHERE key IN ('index_parts', 'index_bits', 'index_len');
-    ALTER TABLE activities ADD COLUMN row INTEGER NOT NULL DEFAULT 0;
-    UPDATE activities SET row = (
-        SELECT e.row FROM events e
-        WHERE e.id = activities.event_id AND e.report_id = activities.report_id
-    )
-    WHERE EXISTS (
-        SELECT 1 FROM events e
-        WHERE e.id = activities.event_id AND e.report_id = activities.report_id
+    CREATE TABLE activities_v6 (
+        id          INTEGER PRIMARY KEY,
+        activity_id TEXT NOT NULL UNIQUE,
+        state       INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,      -- the position: effective time,
+        report_id   INTEGER NOT NULL,      -- report (its place in `crate::dedupe`'s order)
+        row         INTEGER NOT NULL,      -- and row of the greatest row applied
+        event_id    INTEGER,               -- its latest event (which holds the attributes)
+        events      INTEGER NOT NULL DEFAULT 0,
+        itsm_number TEXT
     );
+    INSERT INTO activities_v6
+        (activity_id, state, updated_at, report_id, row, event_id, events, itsm_number)
+    SELECT a.activity_id, a.state, a.updated_at, a.report_id,
+           COALESCE((SELECT e.row FROM events e
+                     WHERE e.id = a.event_id AND e.report_id = a.report_id), 0),
+           a.event_id, a.events, a.itsm_number
+    FROM activities a ORDER BY a.activity_id;
+    DROP TABLE activities;
+    ALTER TABLE activities_v6 RENAME TO activities;
     "#,
 ];
 

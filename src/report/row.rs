@@ -38,6 +38,9 @@ struct Checked<'c> {
     itsm: std::ops::Range<usize>,
 }
 
+/// The longest Activity ID a row may carry (Tangoe's are a dozen characters).
+const MAX_ID: usize = 255;
+
 /// Why a row is rejected: (column, reason).
 type Rejection = (String, String);
 
@@ -412,6 +415,13 @@ fn activity_id<'c>(
         CellValue::Ok { text, .. } if text.is_empty() => {
             Err((layout.header(col), "empty activity_id".to_string()))
         }
+        CellValue::Ok { text, .. } if text.len() > MAX_ID => Err((
+            layout.header(col),
+            format!(
+                "an activity_id of {} bytes (at most {MAX_ID}): not an ID; is this the ID column?",
+                text.len()
+            ),
+        )),
         CellValue::Ok { text, .. } => Ok(text),
         CellValue::Invalid(e) => Err((layout.header(col), e)),
     }

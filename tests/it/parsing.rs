@@ -913,3 +913,27 @@ fn a_report_of_3000_repeats_of_one_header_fails_with_a_clear_message() {
     assert_eq!(s["reports"][1]["status"], "processed");
     assert_eq!(w.transitions().len(), 1);
 }
+
+/// An "Activity ID" of thousands of characters (a cell from another column) rejects its
+/// row alone, saying why.
+#[test]
+fn an_activity_id_longer_than_255_bytes_rejects_its_row() {
+    let w = Workdir::new();
+    let long = "A".repeat(300);
+    w.report(
+        "r_2026-11-01.csv",
+        &[
+            &format!("{long},Ordered,,2026-11-01T10:00:00Z,,,,"),
+            "A2,Ordered,,2026-11-01T10:00:00Z,,,,",
+        ],
+    );
+    w.run_ok(&["run"], 2);
+    let r = rejects(&w);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].0, 2);
+    assert!(
+        r[0].2.contains("an activity_id of 300 bytes (at most 255)"),
+        "{r:?}"
+    );
+    assert_eq!(w.transitions().len(), 1);
+}
