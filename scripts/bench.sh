@@ -23,7 +23,7 @@ if [ ! -x /usr/bin/time ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
 fi
 cargo build --release --quiet --bins --examples
-BIN=$PWD/target/release/tangoe-ingest
+BIN=${BIN:-$PWD/target/release/tangoe-ingest}
 GEN=$PWD/target/release/examples/gen_reports
 FLOOR=$PWD/target/release/examples/floor
 

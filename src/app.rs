@@ -1,14 +1,15 @@
 //! The command layer: turns parsed arguments into library calls, prints results, and maps
 //! the outcome to an exit code. The only place that prints to stdout.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
 use crate::cli::{Cli, Command, HostkeyArgs, LogFormat, RunArgs};
 use crate::config::Config;
-use crate::pipeline::{self, EXIT_FAILED, EXIT_LOCKED, Locked, Mode, Options, Summary};
+use crate::lock::Locked;
+use crate::pipeline::{self, Mode, Options};
+use crate::summary::{EXIT_FAILED, EXIT_LOCKED, Summary, render};
 
 /// Runs the command; returns the process exit code.
 pub fn execute(cli: Cli) -> i32 {
@@ -203,178 +204,4 @@ fn status(config: &Path, json: bool) -> Result<i32> {
         print!("{}", crate::status::render(&s));
     }
     Ok(0)
-}
-
-/// The human summary; for a dry run, the audit of what would happen.
-fn render(s: &Summary) -> String {
-    let mut o = String::new();
-    if s.dry_run {
-        let _ = writeln!(
-            o,
-            "DRY RUN: nothing was written; this is what the {} would do.",
-            s.mode
-        );
-    }
-    if !s.interrupted.is_empty() {
-        let _ = writeln!(
-            o,
-            "An earlier run was interrupted before it could report these reports it processed:"
-        );
-    }
-    for (i, r) in s.interrupted.iter().chain(&s.reports).enumerate() {
-        if i == s.interrupted.len() && i > 0 {
-            let _ = writeln!(o, "This run:");
-        }
-        let _ = writeln!(o, "{} [{}] {}", r.name, r.report_date, r.status);
-        match r.status.as_str() {
-            "duplicate" => {
-                if let Some(d) = &r.duplicate_of {
-                    let _ = writeln!(o, "  same content as {d}, already processed");
-                }
-                continue;
-            }
-            "failed" => {
-                let _ = writeln!(o, "  error: {}", r.error.as_deref().unwrap_or(""));
-                continue;
-            }
-            "deferred" => {
-                for n in &r.notes {
-                    let _ = writeln!(o, "  left for a later run: {n}");
-                }
-                continue;
-            }
-            _ => {}
-        }
-        let _ = writeln!(
-            o,
-            "  rows {}, accepted {}, rejected {}, skipped {}, unchanged {}, stale {}, events {}{}{}",
-            r.rows,
-            r.accepted,
-            r.rejected,
-            r.skipped,
-            r.unchanged,
-            r.stale,
-            r.events,
-            if r.merged > 0 {
-                format!(", merged {}", r.merged)
-            } else {
-                String::new()
-            },
-            if r.warnings > 0 {
-                format!(", warnings {}", r.warnings)
-            } else {
-                String::new()
-            }
-        );
-        for n in &r.notes {
-            let _ = writeln!(o, "  note: {n}");
-        }
-        for rej in &r.rejects {
-            let _ = writeln!(
-                o,
-                "  rejected row {}, column {:?}: {}",
-                rej.row, rej.column, rej.reason
-            );
-        }
-        if r.rejected > r.rejects.len() as u64 {
-            let _ = writeln!(
-                o,
-                "  ... and {} more rejected rows",
-                r.rejected - r.rejects.len() as u64
-            );
-        }
-        for (t, n) in &r.transitions {
-            let _ = writeln!(
-                o,
-                "  {}: {t}: {n}",
-                if s.dry_run { "would emit" } else { "emitted" }
-            );
-        }
-    }
-    let mut by_transition: std::collections::BTreeMap<&str, u64> = Default::default();
-    for r in &s.reports {
-        for (t, n) in &r.transitions {
-            *by_transition.entry(t).or_default() += n;
-        }
-    }
-    if s.already_processed > 0 {
-        let _ = writeln!(
-            o,
-            "{} files in the source were processed by earlier runs",
-            s.already_processed
-        );
-    }
-    let _ = writeln!(
-        o,
-        "Total: {} reports, {} rows, {} rejected, {} events{}",
-        s.reports.len(),
-        s.rows,
-        s.rejected,
-        s.events,
-        if s.dry_run {
-            " would be emitted".to_string()
-        } else {
-            format!(", {} delivered, {} pending", s.delivered, s.pending)
-        }
-    );
-    for (t, n) in by_transition {
-        let _ = writeln!(o, "  {t}: {n}");
-    }
-    for k in &s.sinks {
-        if let Some(e) = &k.error {
-            let _ = writeln!(o, "sink {}: delivery failed: {e}", k.name);
-        }
-        for f in &k.files {
-            let _ = writeln!(o, "sink {}: wrote {f}", k.name);
-        }
-        render_http_sink(&mut o, s, k);
-    }
-    o
-}
-
-/// The HTTP sinks' part of the summary: outcomes, failures, and a dry run's requests.
-fn render_http_sink(o: &mut String, s: &Summary, k: &crate::sink::SinkSummary) {
-    if k.failed > 0 || k.skipped > 0 || (s.mode == "deliver" && !s.dry_run) {
-        let _ = writeln!(
-            o,
-            "sink {}: delivered {}, failed {}, skipped {}, pending {}",
-            k.name, k.delivered, k.failed, k.skipped, k.pending
-        );
-    }
-    for (reason, n) in &k.skip_reasons {
-        let _ = writeln!(o, "  skipped {n}: {reason}");
-    }
-    for f in &k.failures {
-        let _ = writeln!(
-            o,
-            "  failed event {} (activity {}): {}",
-            f.event_id, f.activity_id, f.error
-        );
-    }
-    if k.failed > k.failures.len() as u64 {
-        let _ = writeln!(
-            o,
-            "  ... and {} more failed events (see `tangoe-ingest status`)",
-            k.failed - k.failures.len() as u64
-        );
-    }
-    if !k.previews.is_empty() {
-        let _ = writeln!(
-            o,
-            "sink {}: would send requests for {} pending events; the first requests:",
-            k.name, k.pending
-        );
-        for p in &k.previews {
-            let _ = writeln!(o, "  {} {}", p.method, p.url);
-            for h in &p.headers {
-                let _ = writeln!(o, "    {h}");
-            }
-            if let Some(b) = &p.body {
-                let text = serde_json::to_string_pretty(b).unwrap_or_default();
-                for line in text.lines() {
-                    let _ = writeln!(o, "    {line}");
-                }
-            }
-        }
-    }
 }

@@ -12,6 +12,17 @@ use super::{Ledger, now_text};
 /// could finish; the next run records it so.
 pub(crate) const EXIT_INTERRUPTED: i32 = -1;
 
+/// What a run did, as `runs` records it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RunCounts {
+    pub(crate) reports: u64,
+    pub(crate) rows: u64,
+    pub(crate) rejected: u64,
+    pub(crate) events: u64,
+    pub(crate) delivered: u64,
+    pub(crate) pending: u64,
+}
+
 /// A report an interrupted run committed.
 #[derive(Debug, Clone)]
 pub(crate) struct InterruptedReport {
@@ -115,29 +126,19 @@ impl Ledger {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn finish_run(
-        &self,
-        run_id: i64,
-        reports: u64,
-        rows: u64,
-        rejected: u64,
-        events: u64,
-        delivered: u64,
-        pending: u64,
-        exit_code: i32,
-    ) -> Result<()> {
+    /// Records a run's end, its counts and exit code.
+    pub(crate) fn finish_run(&self, run_id: i64, c: &RunCounts, exit_code: i32) -> Result<()> {
         self.conn.execute(
             "UPDATE runs SET ended_at = ?1, reports = ?2, rows = ?3, rejected = ?4, events = ?5,
                 delivered = ?6, pending = ?7, exit_code = ?8 WHERE id = ?9",
             params![
                 now_text(),
-                reports,
-                rows,
-                rejected,
-                events,
-                delivered,
-                pending,
+                c.reports,
+                c.rows,
+                c.rejected,
+                c.events,
+                c.delivered,
+                c.pending,
                 exit_code,
                 run_id
             ],

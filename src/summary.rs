@@ -1,0 +1,364 @@
+//! The summary of a command: what became of each report and each sink, and the exit code
+//! that follows. One structure, printed for a person ([`render`]) and written as JSON
+//! (`--summary-json`): the two never disagree.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use chrono::NaiveDate;
+use serde::Serialize;
+
+use crate::ledger::ReportCounts;
+use crate::sink::SinkSummary;
+
+/// Exit codes: the contract with cron and the operator.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_INCOMPLETE: i32 = 2;
+pub const EXIT_LOCKED: i32 = 75;
+
+/// What became of a listed report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportStatus {
+    /// Read and committed to the ledger.
+    Processed,
+    /// Its content was processed before (under this name or another): skipped.
+    Duplicate,
+    /// It could not be read whole; nothing of it was committed. Tried again next run.
+    Failed,
+    /// Left for a later run (still being uploaded, or gone from the server meanwhile).
+    Deferred,
+}
+
+impl ReportStatus {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ReportStatus::Processed => "processed",
+            ReportStatus::Duplicate => "duplicate",
+            ReportStatus::Failed => "failed",
+            ReportStatus::Deferred => "deferred",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectSummary {
+    pub row: u64,
+    pub column: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportSummary {
+    pub name: String,
+    pub status: ReportStatus,
+    pub rows: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub skipped: u64,
+    pub unchanged: u64,
+    pub stale: u64,
+    pub events: u64,
+    /// Rows folded into an earlier row of the same Activity in this report (rule 5).
+    pub merged: u64,
+    pub warnings: u64,
+    pub report_date: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_of: Option<String>,
+    /// Events by transition, e.g. "ordered → completed": 12.
+    pub transitions: BTreeMap<String, u64>,
+    /// The first rejected rows (row, column, reason; never the row's contents).
+    pub rejects: Vec<RejectSummary>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl ReportSummary {
+    pub(crate) fn set_counts(&mut self, c: &ReportCounts) {
+        self.rows = c.rows;
+        self.accepted = c.accepted;
+        self.rejected = c.rejected;
+        self.skipped = c.skipped;
+        self.unchanged = c.unchanged;
+        self.stale = c.stale;
+        self.events = c.events;
+        self.warnings = c.warnings;
+    }
+
+    pub(crate) fn new(name: &str, status: ReportStatus, date: NaiveDate) -> Self {
+        ReportSummary {
+            name: name.to_string(),
+            status,
+            rows: 0,
+            accepted: 0,
+            rejected: 0,
+            skipped: 0,
+            unchanged: 0,
+            stale: 0,
+            events: 0,
+            merged: 0,
+            warnings: 0,
+            report_date: date.to_string(),
+            sha256: None,
+            error: None,
+            duplicate_of: None,
+            transitions: BTreeMap::new(),
+            rejects: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub mode: String,
+    pub dry_run: bool,
+    pub rows: u64,
+    pub rejected: u64,
+    pub events: u64,
+    pub delivered: u64,
+    pub pending: u64,
+    pub failed_reports: u64,
+    /// Files still in the source that an earlier run processed (same name, size, mtime):
+    /// not read again and not listed in `reports`.
+    pub already_processed: u64,
+    pub reports: Vec<ReportSummary>,
+    /// Reports an earlier run committed before it was interrupted (killed), so that its
+    /// summary never came out: reported once, here. Not in this run's totals.
+    #[serde(rename = "interrupted_reports", skip_serializing_if = "Vec::is_empty")]
+    pub interrupted: Vec<ReportSummary>,
+    pub sinks: Vec<SinkSummary>,
+    pub exit_code: i32,
+}
+
+impl Summary {
+    /// An empty summary for a command in `mode`, with a line for each sink.
+    pub(crate) fn new<'a>(
+        mode: &str,
+        dry_run: bool,
+        sinks: impl Iterator<Item = &'a str>,
+    ) -> Summary {
+        Summary {
+            mode: mode.to_string(),
+            dry_run,
+            rows: 0,
+            rejected: 0,
+            events: 0,
+            delivered: 0,
+            pending: 0,
+            failed_reports: 0,
+            already_processed: 0,
+            reports: Vec::new(),
+            interrupted: Vec::new(),
+            sinks: sinks
+                .map(|name| SinkSummary {
+                    name: name.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            exit_code: EXIT_OK,
+        }
+    }
+
+    /// Adds a report's counts to the totals and lists it.
+    pub(crate) fn add_report(&mut self, rs: ReportSummary) {
+        self.rows += rs.rows;
+        self.rejected += rs.rejected;
+        self.events += rs.events;
+        if rs.status == ReportStatus::Failed {
+            self.failed_reports += 1;
+        }
+        self.reports.push(rs);
+    }
+
+    /// The exit code the summary gives: 2 when a report or row was rejected (an interrupted
+    /// run's included), an event remains undelivered, or a sink failed; else 0. A dry run
+    /// delivers nothing by design: its pending events are the audit, not a failure.
+    pub(crate) fn set_exit_code(&mut self) {
+        let incomplete = self.failed_reports > 0
+            || self.rejected > 0
+            || self.interrupted.iter().any(|r| r.rejected > 0)
+            || (self.pending > 0 && !self.dry_run)
+            || self.sinks.iter().any(|s| s.error.is_some() || s.failed > 0);
+        self.exit_code = if incomplete { EXIT_INCOMPLETE } else { EXIT_OK };
+    }
+}
+
+/// The human summary; for a dry run, the audit of what would happen.
+pub(crate) fn render(s: &Summary) -> String {
+    let mut o = String::new();
+    if s.dry_run {
+        let _ = writeln!(
+            o,
+            "DRY RUN: nothing was written; this is what the {} would do.",
+            s.mode
+        );
+    }
+    if !s.interrupted.is_empty() {
+        let _ = writeln!(
+            o,
+            "An earlier run was interrupted before it could report these reports it processed:"
+        );
+    }
+    for (i, r) in s.interrupted.iter().chain(&s.reports).enumerate() {
+        if i == s.interrupted.len() && i > 0 {
+            let _ = writeln!(o, "This run:");
+        }
+        let _ = writeln!(o, "{} [{}] {}", r.name, r.report_date, r.status.as_str());
+        match r.status {
+            ReportStatus::Duplicate => {
+                if let Some(d) = &r.duplicate_of {
+                    let _ = writeln!(o, "  same content as {d}, already processed");
+                }
+                continue;
+            }
+            ReportStatus::Failed => {
+                let _ = writeln!(o, "  error: {}", r.error.as_deref().unwrap_or(""));
+                continue;
+            }
+            ReportStatus::Deferred => {
+                for n in &r.notes {
+                    let _ = writeln!(o, "  left for a later run: {n}");
+                }
+                continue;
+            }
+            ReportStatus::Processed => {}
+        }
+        let _ = writeln!(
+            o,
+            "  rows {}, accepted {}, rejected {}, skipped {}, unchanged {}, stale {}, events {}{}{}",
+            r.rows,
+            r.accepted,
+            r.rejected,
+            r.skipped,
+            r.unchanged,
+            r.stale,
+            r.events,
+            if r.merged > 0 {
+                format!(", merged {}", r.merged)
+            } else {
+                String::new()
+            },
+            if r.warnings > 0 {
+                format!(", warnings {}", r.warnings)
+            } else {
+                String::new()
+            }
+        );
+        for n in &r.notes {
+            let _ = writeln!(o, "  note: {n}");
+        }
+        for rej in &r.rejects {
+            let _ = writeln!(
+                o,
+                "  rejected row {}, column {:?}: {}",
+                rej.row, rej.column, rej.reason
+            );
+        }
+        if r.rejected > r.rejects.len() as u64 {
+            let _ = writeln!(
+                o,
+                "  ... and {} more rejected rows",
+                r.rejected - r.rejects.len() as u64
+            );
+        }
+        for (t, n) in &r.transitions {
+            let _ = writeln!(
+                o,
+                "  {}: {t}: {n}",
+                if s.dry_run { "would emit" } else { "emitted" }
+            );
+        }
+    }
+    let mut by_transition: std::collections::BTreeMap<&str, u64> = Default::default();
+    for r in &s.reports {
+        for (t, n) in &r.transitions {
+            *by_transition.entry(t).or_default() += n;
+        }
+    }
+    if s.already_processed > 0 {
+        let _ = writeln!(
+            o,
+            "{} files in the source were processed by earlier runs",
+            s.already_processed
+        );
+    }
+    let _ = writeln!(
+        o,
+        "Total: {} reports, {} rows, {} rejected, {} events{}",
+        s.reports.len(),
+        s.rows,
+        s.rejected,
+        s.events,
+        if s.dry_run {
+            " would be emitted".to_string()
+        } else {
+            format!(", {} delivered, {} pending", s.delivered, s.pending)
+        }
+    );
+    for (t, n) in by_transition {
+        let _ = writeln!(o, "  {t}: {n}");
+    }
+    for k in &s.sinks {
+        if let Some(e) = &k.error {
+            let _ = writeln!(o, "sink {}: delivery failed: {e}", k.name);
+        }
+        for f in &k.files {
+            let _ = writeln!(o, "sink {}: wrote {f}", k.name);
+        }
+        render_http_sink(&mut o, s, k);
+    }
+    o
+}
+
+/// The HTTP sinks' part of the summary: outcomes, failures, and a dry run's requests.
+fn render_http_sink(o: &mut String, s: &Summary, k: &SinkSummary) {
+    if k.failed > 0 || k.skipped > 0 || (s.mode == "deliver" && !s.dry_run) {
+        let _ = writeln!(
+            o,
+            "sink {}: delivered {}, failed {}, skipped {}, pending {}",
+            k.name, k.delivered, k.failed, k.skipped, k.pending
+        );
+    }
+    for (reason, n) in &k.skip_reasons {
+        let _ = writeln!(o, "  skipped {n}: {reason}");
+    }
+    for f in &k.failures {
+        let _ = writeln!(
+            o,
+            "  failed event {} (activity {}): {}",
+            f.event_id, f.activity_id, f.error
+        );
+    }
+    if k.failed > k.failures.len() as u64 {
+        let _ = writeln!(
+            o,
+            "  ... and {} more failed events (see `tangoe-ingest status`)",
+            k.failed - k.failures.len() as u64
+        );
+    }
+    if !k.previews.is_empty() {
+        let _ = writeln!(
+            o,
+            "sink {}: would send requests for {} pending events; the first requests:",
+            k.name, k.pending
+        );
+        for p in &k.previews {
+            let _ = writeln!(o, "  {} {}", p.method, p.url);
+            for h in &p.headers {
+                let _ = writeln!(o, "    {h}");
+            }
+            if let Some(b) = &p.body {
+                let text = serde_json::to_string_pretty(b).unwrap_or_default();
+                for line in text.lines() {
+                    let _ = writeln!(o, "    {line}");
+                }
+            }
+        }
+    }
+}
