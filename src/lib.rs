@@ -5,6 +5,7 @@
 //! real state changes go out to ITSM import files. See README.md for the whole picture.
 
 pub mod app;
+pub(crate) mod attrs;
 pub mod cli;
 pub(crate) mod config;
 pub(crate) mod dedupe;

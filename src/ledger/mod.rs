@@ -9,7 +9,6 @@
 //! memory, per run, from these tables.
 
 pub(crate) mod activities;
-pub(crate) mod attrs;
 pub(crate) mod deliveries;
 pub(crate) mod migrate;
 mod open;

@@ -7,8 +7,9 @@
 use anyhow::{Context, Result};
 use rusqlite::{OptionalExtension, params};
 
+use super::Ledger;
 use super::reports::ReportTx;
-use super::{Ledger, attrs};
+use crate::attrs;
 use crate::state::State;
 
 /// An event to insert.

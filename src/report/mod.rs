@@ -84,7 +84,7 @@ pub(crate) struct RowCounts {
 }
 
 /// An accepted row, borrowed from its [`Batch`]: the Activity's key fields, and every value
-/// in the ledger's attribute encoding (`crate::ledger::attrs`): each schema field in schema
+/// in the ledger's attribute encoding (`crate::attrs`): each schema field in schema
 /// order (empty when the report lacks the column), then each extra column.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Row<'a> {
@@ -255,8 +255,8 @@ mod tests {
     fn a_batch_gives_back_its_rows_as_they_went_in() {
         let mut b = Batch::with_capacity();
         let mark = b.start_row();
-        crate::ledger::attrs::push(b.bytes_mut(), "A1");
-        let itsm = crate::ledger::attrs::push(b.bytes_mut(), "RITM1");
+        crate::attrs::push(b.bytes_mut(), "A1");
+        let itsm = crate::attrs::push(b.bytes_mut(), "RITM1");
         b.finish_row(mark, 2, "A1", State::Ordered, Some(5), itsm);
         b.push(Item::Warning(RowWarning {
             row: 3,
@@ -264,10 +264,10 @@ mod tests {
             message: "odd".into(),
         }));
         let mark = b.start_row();
-        crate::ledger::attrs::push(b.bytes_mut(), "dropped");
+        crate::attrs::push(b.bytes_mut(), "dropped");
         b.abandon_row(mark);
         let mark = b.start_row();
-        crate::ledger::attrs::push(b.bytes_mut(), "x");
+        crate::attrs::push(b.bytes_mut(), "x");
         b.finish_row(mark, 4, "Zoë", State::Completed, None, 0..0);
         let got: Vec<String> = b
             .items()

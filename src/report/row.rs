@@ -13,7 +13,7 @@ use super::cell::{Cell, CellValue, DateContext, UNCOMPUTED, normalize_cell};
 use super::header::{HeaderSearch, Layout, header_text};
 use super::schema::{FieldType, Schema, StateValue};
 use super::{Batch, Item, OnBatch, Reject, RowCounts, RowWarning, Summary};
-use crate::ledger::attrs;
+use crate::attrs;
 use crate::state::State;
 
 /// What a CSV reader knows of the row it hands over next.

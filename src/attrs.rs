@@ -1,6 +1,7 @@
-//! The encoding of an event's attribute values in the ledger: for each value, its length
-//! as a LEB128 varint, then its UTF-8 bytes. Compact and decoded without allocating; the
-//! names of the values are stored once per report (`reports.columns`).
+//! The encoding of a row's values, as a report row carries them and an event stores them
+//! (`events.attrs`): for each value, its length as a LEB128 varint, then its UTF-8 bytes.
+//! Compact and decoded without allocating; the names of the values are stored once per
+//! report (`reports.columns`). A leaf module: reports, the ledger and sinks all use it.
 
 use anyhow::{Result, bail};
 
