@@ -4,6 +4,7 @@
 //! delivered it (for a file sink: the file holding it is in place under its final name).
 //! Each sink keeps its own delivery state, so sinks never wait on each other.
 
+pub(crate) mod canonical;
 pub(crate) mod file;
 pub(crate) mod http;
 

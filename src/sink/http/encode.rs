@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::config::{Api, HttpSinkConfig, WebhookMethod};
 use super::transport::{Method, Request};
 use crate::ledger::StoredEvent;
-use crate::sink::file::canonical;
+use crate::sink::canonical::canonical;
 
 /// The event's fields as a JSON object: the sink's mapping, else the canonical event.
 pub(crate) fn body(
