@@ -41,7 +41,7 @@ use crate::ledger::reports::ReportKey;
 use crate::state::State;
 
 pub(crate) use known::KnownActivities;
-pub(crate) use planner::{Planner, ReportPlan};
+pub(crate) use planner::{Outcome, Planner, ReportPlan};
 
 /// What one accepted row does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -266,16 +266,6 @@ fn ingest(
     rs: &mut ReportSummary,
 ) -> Result<()> {
     let (cfg, ledger) = (run.cfg, run.ledger);
-    let ctx = DateContext::new(&cfg.schema, cfg.timezone)?;
-    // A replay keeps the place its content had: rows without `updated_at` take the date it
-    // had then.
-    let date = match &replay {
-        Some(first) => NaiveDate::parse_from_str(&first.date, "%Y-%m-%d").with_context(|| {
-            format!("ledger: report {} has the date {:?}", first.id, first.date)
-        })?,
-        None => meta.report_date,
-    };
-    let report_time = ctx.date_start(date).timestamp();
     let before = stamp(path);
     if run.known.is_none() {
         run.known = Some((KnownActivities::load(ledger)?, Order::load(ledger)?));
@@ -284,58 +274,27 @@ fn ingest(
     let resend = matches!(run.opts.mode, Mode::Backfill { resend: true, .. });
     let run_first_event = run.first_event;
     let (known, order) = run.known.as_mut().expect("loaded above");
-    // A replay's rows keep the place its content had when first processed.
-    let place = match replay {
-        Some(first) => first.id,
+    // A replay's rows keep the place (and date) its content had when first processed.
+    let (place, date) = match &replay {
+        Some(first) => (first.id, parse_date(first)?),
         None => {
-            let date = meta.report_date.to_string();
-            let sha256 = if order.needs_hash(&date, meta.mtime, &meta.name) {
-                hash.wait()?.to_string()
-            } else {
-                meta.sha256.clone()
-            };
-            order.insert(ReportKey {
-                id: tx.report_id,
-                date,
-                mtime: meta.mtime,
-                name: meta.name.clone(),
-                sha256,
-            });
-            tx.report_id
+            let key = own_key(meta, tx.report_id, order, hash)?;
+            order.insert(key);
+            (tx.report_id, meta.report_date)
         }
     };
+    let ctx = DateContext::new(&cfg.schema, cfg.timezone)?;
     let plan = ReportPlan {
         file: meta.name.clone(),
-        report_time,
+        report_time: ctx.date_start(date).timestamp(),
         place,
         resend,
         run_first_event,
     };
     let started = std::time::Instant::now();
     let mut planner = Planner::new(known, order, &tx, plan);
-    let read = std::thread::scope(|scope| -> Result<report::Summary> {
-        let (to_planner, batches) = std::sync::mpsc::sync_channel::<Batch>(4);
-        let reader = std::thread::Builder::new()
-            .name("parse".into())
-            .spawn_scoped(scope, move || {
-                report::read(path, &cfg.schema, ctx, &mut |batch| {
-                    to_planner
-                        .send(batch)
-                        .map_err(|_| anyhow::Error::new(Stopped))
-                })
-            })?;
-        let failure = apply_batches(&mut planner, &batches).err();
-        // Dropping the receiver stops the reader at its next batch.
-        drop(batches);
-        let read = reader
-            .join()
-            .map_err(|_| anyhow::anyhow!("the report parsing thread panicked"))?;
-        match failure {
-            Some(e) => Err(e),
-            None => read,
-        }
-    })
-    .map_err(|e| e.context(meta.name.clone()))?;
+    let read =
+        read_and_apply(cfg, path, ctx, &mut planner).map_err(|e| e.context(meta.name.clone()))?;
     let outcome = planner.finish()?;
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
@@ -350,17 +309,7 @@ fn ingest(
         );
     }
     let sha256 = hash.wait()?.to_string();
-    for n in &read.notes {
-        tracing::warn!("{n}");
-    }
-    for w in &outcome.warnings {
-        tracing::warn!(row = w.row, column = %w.column, "{}", w.message);
-    }
-    for r in &outcome.rejects {
-        // Logs above debug carry no row contents (personal data): values are elided.
-        tracing::warn!(row = r.row, column = %r.column, "row rejected: {}", elide_values(&r.reason));
-        tracing::debug!(row = r.row, column = %r.column, "row rejected: {}", r.reason);
-    }
+    log_findings(&read, &outcome);
     let totals = ReportCounts {
         rows: read.counts.rows,
         accepted: read.counts.accepted,
@@ -373,12 +322,13 @@ fn ingest(
     };
     let columns = Columns {
         fields: cfg.schema.fields.iter().map(|f| f.name.clone()).collect(),
-        extras: read.extras,
+        extras: read.extras.clone(),
     };
     let own_place = place == tx.report_id;
     tx.commit(&totals, &columns, &sha256)?;
     if own_place {
-        // Its hash was not known when its place was taken: a later report may need it.
+        // Its hash may not have been known when its place was taken: a later report may
+        // need it.
         order.insert(ReportKey {
             id: place,
             date: meta.report_date.to_string(),
@@ -406,6 +356,76 @@ fn ingest(
         })
         .collect();
     Ok(())
+}
+
+/// The date a report first processed had (a replay's rows without `updated_at` take it).
+fn parse_date(first: &ReportKey) -> Result<NaiveDate> {
+    NaiveDate::parse_from_str(&first.date, "%Y-%m-%d")
+        .with_context(|| format!("ledger: report {} has the date {:?}", first.id, first.date))
+}
+
+/// A new report's place in the order of rows. Its content hash decides only between
+/// reports of the same date, mtime and name: it is waited for then, and only then.
+fn own_key(meta: &ReportMeta, id: i64, order: &Order, hash: &mut HashJob) -> Result<ReportKey> {
+    let date = meta.report_date.to_string();
+    let sha256 = if order.needs_hash(&date, meta.mtime, &meta.name) {
+        hash.wait()?.to_string()
+    } else {
+        meta.sha256.clone()
+    };
+    Ok(ReportKey {
+        id,
+        date,
+        mtime: meta.mtime,
+        name: meta.name.clone(),
+        sha256,
+    })
+}
+
+/// Reads the report on a `parse` thread and hands its batches to `planner` on this one.
+fn read_and_apply(
+    cfg: &Config,
+    path: &Path,
+    ctx: DateContext,
+    planner: &mut Planner<'_, '_>,
+) -> Result<report::Summary> {
+    std::thread::scope(|scope| {
+        let (to_planner, batches) = std::sync::mpsc::sync_channel::<Batch>(4);
+        let reader = std::thread::Builder::new()
+            .name("parse".into())
+            .spawn_scoped(scope, move || {
+                report::read(path, &cfg.schema, ctx, &mut |batch| {
+                    to_planner
+                        .send(batch)
+                        .map_err(|_| anyhow::Error::new(Stopped))
+                })
+            })?;
+        let failure = apply_batches(planner, &batches).err();
+        // Dropping the receiver stops the reader at its next batch.
+        drop(batches);
+        let read = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the report parsing thread panicked"))?;
+        match failure {
+            Some(e) => Err(e),
+            None => read,
+        }
+    })
+}
+
+/// Logs how the report was read, its warnings and its rejects (values elided above debug).
+fn log_findings(read: &report::Summary, outcome: &crate::dedupe::Outcome) {
+    for n in &read.notes {
+        tracing::warn!("{n}");
+    }
+    for w in &outcome.warnings {
+        tracing::warn!(row = w.row, column = %w.column, "{}", w.message);
+    }
+    for r in &outcome.rejects {
+        // Logs above debug carry no row contents (personal data): values are elided.
+        tracing::warn!(row = r.row, column = %r.column, "row rejected: {}", elide_values(&r.reason));
+        tracing::debug!(row = r.row, column = %r.column, "row rejected: {}", r.reason);
+    }
 }
 
 /// A file's size and modification time, to tell whether it changed while it was read.

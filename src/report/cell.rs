@@ -381,64 +381,81 @@ pub(crate) fn normalize_cell<'a>(
                 warning,
             }
         }
-        Cell::Text(raw) => {
-            let s = trim_cell(raw);
-            if kind.is_temporal() {
-                if s.is_empty() {
-                    return ok(empty);
-                }
-                return match ctx.parse_text(s) {
-                    Some(t) => CellValue::Ok {
-                        text: if want_text {
-                            Cow::Owned(t.render(kind))
-                        } else {
-                            empty
-                        },
-                        temporal: Some(t),
-                        warning: None,
-                    },
-                    None => CellValue::Invalid(format!(
-                        "{:?} matches no accepted {} format (ISO 8601 or the schema's formats)",
-                        s,
-                        if kind == FieldType::Date {
-                            "date"
-                        } else {
-                            "date-time"
-                        }
-                    )),
-                };
+        Cell::Text(raw) if kind.is_temporal() => {
+            normalize_date_text(trim_cell(raw), kind, ctx, want_text)
+        }
+        Cell::Text(raw) => normalize_text(trim_cell(raw), kind),
+    }
+}
+
+/// A text cell in a date or date-time column: ISO 8601 or one of the schema's formats.
+fn normalize_date_text<'a>(
+    s: &'a str,
+    kind: FieldType,
+    ctx: &DateContext,
+    want_text: bool,
+) -> CellValue<'a> {
+    if s.is_empty() {
+        return CellValue::Ok {
+            text: Cow::Borrowed(""),
+            temporal: None,
+            warning: None,
+        };
+    }
+    match ctx.parse_text(s) {
+        Some(t) => CellValue::Ok {
+            text: if want_text {
+                Cow::Owned(t.render(kind))
+            } else {
+                Cow::Borrowed("")
+            },
+            temporal: Some(t),
+            warning: None,
+        },
+        None => CellValue::Invalid(format!(
+            "{:?} matches no accepted {} format (ISO 8601 or the schema's formats)",
+            s,
+            if kind == FieldType::Date {
+                "date"
+            } else {
+                "date-time"
             }
-            let mut warning = None;
-            let mut text = s;
-            if matches!(kind, FieldType::Phone | FieldType::Text) {
-                if is_exponent_notation(s) {
-                    warning = Some(
-                        "a number in exponent notation: digits were already lost before this \
-                         report was written"
-                            .to_string(),
-                    );
-                } else if kind == FieldType::Phone {
-                    // "5551234567.0" as written by a spreadsheet round trip.
-                    if let Some(int) = s.strip_suffix(".0")
-                        && !int.is_empty()
-                        && int.bytes().all(|b| b.is_ascii_digit())
-                    {
-                        text = int;
-                    }
-                    if significant_digits(text) > 15 && text.bytes().all(|b| b.is_ascii_digit()) {
-                        warning = Some("more than 15 significant digits".to_string());
-                    }
-                }
+        )),
+    }
+}
+
+/// A text cell in any other column: kept as it is (trimmed), with a warning where its
+/// value may already be lossy, and a phone number's spreadsheet `.0` dropped.
+fn normalize_text(s: &str, kind: FieldType) -> CellValue<'_> {
+    let mut warning = None;
+    let mut text = s;
+    if matches!(kind, FieldType::Phone | FieldType::Text) {
+        if is_exponent_notation(s) {
+            warning = Some(
+                "a number in exponent notation: digits were already lost before this report \
+                 was written"
+                    .to_string(),
+            );
+        } else if kind == FieldType::Phone {
+            // "5551234567.0" as written by a spreadsheet round trip.
+            if let Some(int) = s.strip_suffix(".0")
+                && !int.is_empty()
+                && int.bytes().all(|b| b.is_ascii_digit())
+            {
+                text = int;
             }
-            if kind == FieldType::Email && !s.is_empty() && !s.contains('@') {
-                warning = Some("not an e-mail address".to_string());
-            }
-            CellValue::Ok {
-                text: Cow::Borrowed(text),
-                temporal: None,
-                warning,
+            if significant_digits(text) > 15 && text.bytes().all(|b| b.is_ascii_digit()) {
+                warning = Some("more than 15 significant digits".to_string());
             }
         }
+    }
+    if kind == FieldType::Email && !s.is_empty() && !s.contains('@') {
+        warning = Some("not an e-mail address".to_string());
+    }
+    CellValue::Ok {
+        text: Cow::Borrowed(text),
+        temporal: None,
+        warning,
     }
 }
 

@@ -136,18 +136,24 @@ pub(crate) fn write_canonical_json(v: &EventView<'_>, map: &FieldMap, out: &mut 
     out.extend_from_slice(b"}}");
 }
 
+/// The fields of an event the canonical event names before its attributes.
+struct Head<'a> {
+    key: &'a str,
+    activity_id: &'a str,
+    previous_state: Option<State>,
+    state: State,
+    itsm_number: &'a str,
+    updated_at: i64,
+    report: &'a str,
+    row: u64,
+    kind: &'a str,
+}
+
 impl<'a> Canonical<'a> {
-    #[allow(clippy::too_many_arguments)]
+    /// `fields`: the event's report's fields, by name, with their values; `map` prepared for
+    /// those fields.
     fn build(
-        key: &'a str,
-        activity_id: &'a str,
-        previous_state: Option<State>,
-        state: State,
-        itsm_number: &'a str,
-        updated_at: i64,
-        report: &'a str,
-        row: u64,
-        kind: &'a str,
+        head: Head<'a>,
         fields: &[(&'a str, &'a str)],
         extra: Vec<(&'a str, &'a str)>,
         map: &FieldMap,
@@ -155,16 +161,16 @@ impl<'a> Canonical<'a> {
     ) -> Canonical<'a> {
         let mut out: Vec<(&'a str, Cow<'a, str>)> =
             Vec::with_capacity(CANONICAL.len() + schema_fields.len() + 1);
-        out.push(("event_id", Cow::Borrowed(key)));
-        out.push(("activity_id", Cow::Borrowed(activity_id)));
+        out.push(("event_id", Cow::Borrowed(head.key)));
+        out.push(("activity_id", Cow::Borrowed(head.activity_id)));
         out.push((
             "previous_state",
-            Cow::Borrowed(previous_state.map_or("", State::as_str)),
+            Cow::Borrowed(head.previous_state.map_or("", State::as_str)),
         ));
-        out.push(("state", Cow::Borrowed(state.as_str())));
-        out.push(("itsm_number", Cow::Borrowed(itsm_number)));
-        out.push(("updated_at", Cow::Owned(rfc3339(updated_at))));
-        out.push(("report", Cow::Borrowed(report)));
+        out.push(("state", Cow::Borrowed(head.state.as_str())));
+        out.push(("itsm_number", Cow::Borrowed(head.itsm_number)));
+        out.push(("updated_at", Cow::Owned(rfc3339(head.updated_at))));
+        out.push(("report", Cow::Borrowed(head.report)));
         for &(i, pos) in &map.positions {
             let v = pos.and_then(|p| fields.get(p)).map_or("", |f| f.1);
             out.push((schema_fields[i].as_str(), Cow::Borrowed(v)));
@@ -173,12 +179,12 @@ impl<'a> Canonical<'a> {
         for &(name, v) in map.kept.iter().filter_map(|&i| fields.get(i)) {
             out.push((name, Cow::Borrowed(v)));
         }
-        if kind != "change" {
-            out.push(("kind", Cow::Borrowed(kind)));
+        if head.kind != "change" {
+            out.push(("kind", Cow::Borrowed(head.kind)));
         }
         Canonical {
             fields: out,
-            row,
+            row: head.row,
             extra,
         }
     }
@@ -202,21 +208,18 @@ impl<'a> Canonical<'a> {
             .map(String::as_str)
             .zip(v.values.iter().skip(n).copied())
             .collect();
-        Canonical::build(
-            v.key,
-            v.activity_id,
-            v.previous_state,
-            v.state,
-            v.itsm_number,
-            v.updated_at,
-            v.report,
-            v.row,
-            v.kind,
-            &fields,
-            extra,
-            map,
-            schema_fields,
-        )
+        let head = Head {
+            key: v.key,
+            activity_id: v.activity_id,
+            previous_state: v.previous_state,
+            state: v.state,
+            itsm_number: v.itsm_number,
+            updated_at: v.updated_at,
+            report: v.report,
+            row: v.row,
+            kind: v.kind,
+        };
+        Canonical::build(head, &fields, extra, map, schema_fields)
     }
 
     pub(crate) fn of_stored(e: &'a StoredEvent, schema_fields: &'a [String]) -> Canonical<'a> {
@@ -236,21 +239,18 @@ impl<'a> Canonical<'a> {
             .skip(e.extra_from)
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        Canonical::build(
-            &e.key,
-            &e.activity_id,
-            e.previous_state,
-            e.state,
-            &e.itsm_number,
-            e.updated_at,
-            &e.report,
-            e.row,
-            &e.kind,
-            &fields,
-            extra,
-            &map,
-            schema_fields,
-        )
+        let head = Head {
+            key: &e.key,
+            activity_id: &e.activity_id,
+            previous_state: e.previous_state,
+            state: e.state,
+            itsm_number: &e.itsm_number,
+            updated_at: e.updated_at,
+            report: &e.report,
+            row: e.row,
+            kind: &e.kind,
+        };
+        Canonical::build(head, &fields, extra, &map, schema_fields)
     }
 
     /// As one JSON object, appended to `out`: the reference [`write_canonical_json`] is

@@ -245,6 +245,7 @@ fn not_sent(
     }
 }
 
+/// Sends one event as the sink's API wants it and records the outcome.
 fn deliver_one(
     ledger: &Ledger,
     cfg: &HttpSinkConfig,
@@ -253,178 +254,193 @@ fn deliver_one(
     schema_fields: &[String],
 ) -> Result<Done> {
     match cfg.api {
-        Api::ImportSet | Api::Webhook => {
-            let req = match encode::send_request(cfg, e, schema_fields) {
-                Ok(r) => r,
-                Err(err) => return failed(ledger, cfg, e, 0, format!("{err:#}")),
-            };
-            let reply = match t.send(&req) {
-                Ok(r) => r,
-                Err(f) => return not_sent(ledger, cfg, e, f, 0),
-            };
-            if cfg.api == Api::Webhook {
-                return delivered(ledger, cfg, e, reply.attempts);
-            }
-            match encode::import_set_outcome(&reply.body) {
-                RowOutcome::Accepted => delivered(ledger, cfg, e, reply.attempts),
-                RowOutcome::Note(note) => {
-                    tracing::warn!(event = %e.key, activity = %e.activity_id, "ServiceNow took the row without applying it: {note}");
-                    delivered(ledger, cfg, e, reply.attempts)
-                }
-                RowOutcome::Error(msg) => failed(
-                    ledger,
-                    cfg,
-                    e,
-                    reply.attempts,
-                    format!("ServiceNow rejected the row (HTTP {}): {msg}", reply.status),
-                ),
-                RowOutcome::NotServiceNow(msg) => Ok(Done::Unavailable(format!(
-                    "POST {}: HTTP {} but {msg} (is the instance hibernating or behind a login page?)",
-                    cfg.url, reply.status
-                ))),
-            }
+        Api::ImportSet | Api::Webhook => send_row(ledger, cfg, t, e, schema_fields),
+        Api::Table if e.itsm_number.is_empty() && !cfg.create_missing => {
+            ledger.record_delivery(&cfg.name, e.id, Outcome::Skipped, 0, Some(SKIP_NO_NUMBER))?;
+            Ok(Done::Skipped(SKIP_NO_NUMBER))
         }
-        Api::Table if e.itsm_number.is_empty() => {
-            if !cfg.create_missing {
-                ledger.record_delivery(
-                    &cfg.name,
-                    e.id,
-                    Outcome::Skipped,
-                    0,
-                    Some(SKIP_NO_NUMBER),
-                )?;
-                return Ok(Done::Skipped(SKIP_NO_NUMBER));
-            }
-            let req = match encode::create_request(cfg, e) {
-                Ok(r) => r,
-                Err(err) => return failed(ledger, cfg, e, 0, format!("{err:#}")),
-            };
-            let reply = match t.send(&req) {
-                Ok(r) => r,
-                Err(f) => return not_sent(ledger, cfg, e, f, 0),
-            };
-            match encode::created_ticket(&reply.body) {
-                Ok((number, sys_id)) => {
-                    tracing::info!(activity = %e.activity_id, number = %number, "ticket created");
-                    ledger.record_ticket(
-                        &cfg.name,
-                        &e.activity_id,
-                        &number,
-                        &sys_id,
-                        e.id,
-                        reply.attempts,
-                    )?;
-                    Ok(Done::Delivered)
-                }
-                Err(err) => failed(
-                    ledger,
-                    cfg,
-                    e,
-                    reply.attempts,
-                    format!(
-                        "POST {}: HTTP {}, {err:#}: a ticket may have been created; check before `retry --failed`",
-                        cfg.url, reply.status
-                    ),
-                ),
-            }
-        }
-        Api::Table => {
-            let number = e.itsm_number.as_str();
-            if !encode::plain_token(number) {
-                return failed(
-                    ledger,
-                    cfg,
-                    e,
-                    0,
-                    format!(
-                        "the ITSM number {number:?} is not a ticket number (letters, digits, - _ . only): \
-                         not looked up, so that it cannot change the query"
-                    ),
-                );
-            }
-            let mut spent = 0;
-            let cache_key = (cfg.url.clone(), number.to_string());
-            let known = match ledger.ticket_sys_id(&e.activity_id, number)? {
-                Some(s) => Some(s),
-                None => sys_id_cache()
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("sys_id cache poisoned"))?
-                    .get(&cache_key)
-                    .cloned(),
-            };
-            let sys_id = match known {
-                Some(s) => s,
-                None => {
-                    let reply = match t.send(&encode::lookup_request(cfg, number, &e.key)) {
-                        Ok(r) => r,
-                        Err(f) => return not_sent(ledger, cfg, e, f, 0),
-                    };
-                    spent = reply.attempts;
-                    match encode::lookup_sys_id(&reply.body) {
-                        Ok(Some(found)) => {
-                            // The record must be the one asked for, and its sys_id fit a URL.
-                            let other = found
-                                .number
-                                .as_deref()
-                                .filter(|n| !n.eq_ignore_ascii_case(number));
-                            if let Some(other) = other {
-                                return failed(
-                                    ledger,
-                                    cfg,
-                                    e,
-                                    spent,
-                                    format!(
-                                        "the lookup of {number} in {} returned {other}",
-                                        cfg.table()
-                                    ),
-                                );
-                            }
-                            if !encode::plain_token(&found.sys_id) {
-                                return failed(
-                                    ledger,
-                                    cfg,
-                                    e,
-                                    spent,
-                                    format!(
-                                        "the lookup of {number} returned the sys_id {:?}, which cannot be a sys_id",
-                                        found.sys_id
-                                    ),
-                                );
-                            }
-                            sys_id_cache()
-                                .lock()
-                                .map_err(|_| anyhow::anyhow!("sys_id cache poisoned"))?
-                                .insert(cache_key, found.sys_id.clone());
-                            found.sys_id
-                        }
-                        Ok(None) => {
-                            return failed(
-                                ledger,
-                                cfg,
-                                e,
-                                spent,
-                                format!("no {number} in {}", cfg.table()),
-                            );
-                        }
-                        Err(err) => {
-                            return Ok(Done::Unavailable(format!(
-                                "GET {}: HTTP {}: {err:#}",
-                                cfg.url, reply.status
-                            )));
-                        }
-                    }
-                }
-            };
-            let req = match encode::update_request(cfg, &sys_id, e, schema_fields) {
-                Ok(r) => r,
-                Err(err) => return failed(ledger, cfg, e, spent, format!("{err:#}")),
-            };
-            match t.send(&req) {
-                Ok(reply) => delivered(ledger, cfg, e, spent + reply.attempts),
-                Err(f) => not_sent(ledger, cfg, e, f, spent),
-            }
-        }
+        Api::Table if e.itsm_number.is_empty() => create_ticket(ledger, cfg, t, e),
+        Api::Table => update_ticket(ledger, cfg, t, e, schema_fields),
     }
+}
+
+/// Import Set or webhook: one request with the mapped row; an Import Set's answer says
+/// whether ServiceNow applied it.
+fn send_row(
+    ledger: &Ledger,
+    cfg: &HttpSinkConfig,
+    t: &mut Transport,
+    e: &StoredEvent,
+    schema_fields: &[String],
+) -> Result<Done> {
+    let req = match encode::send_request(cfg, e, schema_fields) {
+        Ok(r) => r,
+        Err(err) => return failed(ledger, cfg, e, 0, format!("{err:#}")),
+    };
+    let reply = match t.send(&req) {
+        Ok(r) => r,
+        Err(f) => return not_sent(ledger, cfg, e, f, 0),
+    };
+    if cfg.api == Api::Webhook {
+        return delivered(ledger, cfg, e, reply.attempts);
+    }
+    match encode::import_set_outcome(&reply.body) {
+        RowOutcome::Accepted => delivered(ledger, cfg, e, reply.attempts),
+        RowOutcome::Note(note) => {
+            tracing::warn!(event = %e.key, activity = %e.activity_id, "ServiceNow took the row without applying it: {note}");
+            delivered(ledger, cfg, e, reply.attempts)
+        }
+        RowOutcome::Error(msg) => failed(
+            ledger,
+            cfg,
+            e,
+            reply.attempts,
+            format!("ServiceNow rejected the row (HTTP {}): {msg}", reply.status),
+        ),
+        RowOutcome::NotServiceNow(msg) => Ok(Done::Unavailable(format!(
+            "POST {}: HTTP {} but {msg} (is the instance hibernating or behind a login page?)",
+            cfg.url, reply.status
+        ))),
+    }
+}
+
+/// Mirroring: an event of an Activity without an ITSM number creates its ticket, recorded
+/// with the Activity.
+fn create_ticket(
+    ledger: &Ledger,
+    cfg: &HttpSinkConfig,
+    t: &mut Transport,
+    e: &StoredEvent,
+) -> Result<Done> {
+    let req = match encode::create_request(cfg, e) {
+        Ok(r) => r,
+        Err(err) => return failed(ledger, cfg, e, 0, format!("{err:#}")),
+    };
+    let reply = match t.send(&req) {
+        Ok(r) => r,
+        Err(f) => return not_sent(ledger, cfg, e, f, 0),
+    };
+    match encode::created_ticket(&reply.body) {
+        Ok((number, sys_id)) => {
+            tracing::info!(activity = %e.activity_id, number = %number, "ticket created");
+            ledger.record_ticket(
+                &cfg.name,
+                &e.activity_id,
+                &number,
+                &sys_id,
+                e.id,
+                reply.attempts,
+            )?;
+            Ok(Done::Delivered)
+        }
+        Err(err) => failed(
+            ledger,
+            cfg,
+            e,
+            reply.attempts,
+            format!(
+                "POST {}: HTTP {}, {err:#}: a ticket may have been created; check before `retry --failed`",
+                cfg.url, reply.status
+            ),
+        ),
+    }
+}
+
+/// Table API: finds the ticket's sys_id by its number, then updates it.
+fn update_ticket(
+    ledger: &Ledger,
+    cfg: &HttpSinkConfig,
+    t: &mut Transport,
+    e: &StoredEvent,
+    schema_fields: &[String],
+) -> Result<Done> {
+    let number = e.itsm_number.as_str();
+    if !encode::plain_token(number) {
+        return failed(
+            ledger,
+            cfg,
+            e,
+            0,
+            format!(
+                "the ITSM number {number:?} is not a ticket number (letters, digits, - _ . only): \
+                 not looked up, so that it cannot change the query"
+            ),
+        );
+    }
+    let (sys_id, spent) = match find_sys_id(ledger, cfg, t, e)? {
+        Ok(found) => found,
+        Err(done) => return Ok(done),
+    };
+    let req = match encode::update_request(cfg, &sys_id, e, schema_fields) {
+        Ok(r) => r,
+        Err(err) => return failed(ledger, cfg, e, spent, format!("{err:#}")),
+    };
+    match t.send(&req) {
+        Ok(reply) => delivered(ledger, cfg, e, spent + reply.attempts),
+        Err(f) => not_sent(ledger, cfg, e, f, spent),
+    }
+}
+
+/// The sys_id of the event's ticket (a created ticket's, a cached look-up's, or a new
+/// look-up's) and the attempts spent finding it; or, when it cannot be found, what became
+/// of the event.
+fn find_sys_id(
+    ledger: &Ledger,
+    cfg: &HttpSinkConfig,
+    t: &mut Transport,
+    e: &StoredEvent,
+) -> Result<std::result::Result<(String, u32), Done>> {
+    let number = e.itsm_number.as_str();
+    let cache_key = (cfg.url.clone(), number.to_string());
+    let known = match ledger.ticket_sys_id(&e.activity_id, number)? {
+        Some(s) => Some(s),
+        None => sys_id_cache()
+            .lock()
+            .map_err(|_| anyhow::anyhow!("sys_id cache poisoned"))?
+            .get(&cache_key)
+            .cloned(),
+    };
+    if let Some(s) = known {
+        return Ok(Ok((s, 0)));
+    }
+    let reply = match t.send(&encode::lookup_request(cfg, number, &e.key)) {
+        Ok(r) => r,
+        Err(f) => return not_sent(ledger, cfg, e, f, 0).map(Err),
+    };
+    let spent = reply.attempts;
+    let fail = |message: String| failed(ledger, cfg, e, spent, message).map(Err);
+    let found = match encode::lookup_sys_id(&reply.body) {
+        Ok(Some(found)) => found,
+        Ok(None) => return fail(format!("no {number} in {}", cfg.table())),
+        Err(err) => {
+            return Ok(Err(Done::Unavailable(format!(
+                "GET {}: HTTP {}: {err:#}",
+                cfg.url, reply.status
+            ))));
+        }
+    };
+    // The record must be the one asked for, and its sys_id fit a URL.
+    if let Some(other) = found
+        .number
+        .as_deref()
+        .filter(|n| !n.eq_ignore_ascii_case(number))
+    {
+        return fail(format!(
+            "the lookup of {number} in {} returned {other}",
+            cfg.table()
+        ));
+    }
+    if !encode::plain_token(&found.sys_id) {
+        return fail(format!(
+            "the lookup of {number} returned the sys_id {:?}, which cannot be a sys_id",
+            found.sys_id
+        ));
+    }
+    sys_id_cache()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("sys_id cache poisoned"))?
+        .insert(cache_key, found.sys_id.clone());
+    Ok(Ok((found.sys_id, spent)))
 }
 
 fn preview_of(cfg: &HttpSinkConfig, req: &Request) -> RequestPreview {
