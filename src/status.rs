@@ -126,6 +126,25 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
     }
     let ledger = Ledger::read_only(&cfg.ledger)?;
     let c = ledger.conn();
+    let sinks = cfg
+        .sinks
+        .iter()
+        .map(|s| sink_row(c, s.name()))
+        .collect::<Result<Vec<_>>>()?;
+    let (rejects, recent_rejects) = rejects(c)?;
+    Ok(Status {
+        runs: runs(c)?,
+        reports: report_totals(c)?,
+        failed_reports: failed_reports(c)?,
+        activities: activities(c)?,
+        sinks,
+        rejects,
+        recent_rejects,
+    })
+}
+
+/// The last ten runs, the latest first.
+fn runs(c: &rusqlite::Connection) -> Result<Vec<RunRow>> {
     let mut stmt = c.prepare(
         "SELECT id, started_at, ended_at, mode, reports, rows, rejected, events, delivered, pending, exit_code
          FROM runs ORDER BY id DESC LIMIT 10",
@@ -147,7 +166,11 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let reports = c.query_row(
+    Ok(runs)
+}
+
+fn report_totals(c: &rusqlite::Connection) -> Result<ReportTotals> {
+    Ok(c.query_row(
         // Failed: reports whose last attempt failed (an attempt of the same name and report
         // date processed since clears it; a daily file under a fixed name does not).
         // Last: the report processed most recently, not the greatest name.
@@ -167,8 +190,11 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
                 last_processed: r.get(2)?,
             })
         },
-    )?;
-    // The reports counted as failed, each with its last error: what to look at.
+    )?)
+}
+
+/// The reports counted as failed, each with its last error: what to look at.
+fn failed_reports(c: &rusqlite::Connection) -> Result<Vec<FailedReport>> {
     let mut stmt = c.prepare(
         "SELECT f.name, f.report_date, COUNT(*), MAX(f.processed_at),
                 (SELECT g.error FROM reports g
@@ -191,6 +217,11 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(failed_reports)
+}
+
+/// Activities by state.
+fn activities(c: &rusqlite::Connection) -> Result<Vec<(String, i64)>> {
     let mut activities = Vec::new();
     for s in State::ALL {
         let n: i64 = c.query_row(
@@ -200,66 +231,72 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
         )?;
         activities.push((s.as_str().to_string(), n));
     }
-    let mut sinks = Vec::new();
-    let names: Vec<String> = cfg.sinks.iter().map(|s| s.name().to_string()).collect();
-    for name in names {
-        let known: Option<i64> = c
-            .query_row(
-                "SELECT delivered_through FROM sinks WHERE name = ?1",
-                [&name],
-                |r| r.get(0),
-            )
-            .optional()?;
-        // A sink no run delivered to yet starts with the events created after it was
-        // added (see `Ledger::sink_mark`): none of the ledger's events is pending for it.
-        let new = known.is_none();
-        let mark = match known {
-            Some(m) => m,
-            None => c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?,
-        };
-        // Pending: after the mark and without an outcome (delivered, failed or skipped).
-        let pending: i64 = c.query_row(
-            "SELECT COUNT(*) FROM events e WHERE e.id > ?1
-             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.sink = ?2 AND d.event_id = e.id)",
-            params![mark, name],
-            |r| r.get(0),
-        )?;
-        let failed: i64 = c.query_row(
-            "SELECT COUNT(*) FROM deliveries WHERE sink = ?1 AND status = 'failed'",
+    Ok(activities)
+}
+
+/// A configured sink: its mark, what is pending and failed, and the first of each.
+fn sink_row(c: &rusqlite::Connection, name: &str) -> Result<SinkRow> {
+    let name = name.to_string();
+    let known: Option<i64> = c
+        .query_row(
+            "SELECT delivered_through FROM sinks WHERE name = ?1",
             [&name],
             |r| r.get(0),
-        )?;
-        let skipped: i64 = c.query_row(
-            "SELECT COUNT(*) FROM deliveries WHERE sink = ?1 AND status = 'skipped'",
-            [&name],
-            |r| r.get(0),
-        )?;
-        let pending_events = event_rows(
-            c,
-            "SELECT e.id, e.event_key, e.activity_id, e.itsm_number, e.previous_state, e.state, NULL, NULL
-             FROM events e WHERE e.id > ?1
-             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.sink = ?2 AND d.event_id = e.id)
-             ORDER BY e.id LIMIT ?3",
-            params![mark, name, LIST_EVENTS],
-        )?;
-        let failed_events = event_rows(
-            c,
-            "SELECT e.id, e.event_key, e.activity_id, e.itsm_number, e.previous_state, e.state, d.attempts, d.error
-             FROM deliveries d JOIN events e ON e.id = d.event_id
-             WHERE d.sink = ?1 AND d.status = 'failed' ORDER BY e.id LIMIT ?2",
-            params![name, LIST_EVENTS],
-        )?;
-        sinks.push(SinkRow {
-            name,
-            new,
-            delivered_through: mark,
-            pending,
-            failed,
-            skipped,
-            pending_events,
-            failed_events,
-        });
-    }
+        )
+        .optional()?;
+    // A sink no run delivered to yet starts with the events created after it was
+    // added (see `Ledger::sink_mark`): none of the ledger's events is pending for it.
+    let new = known.is_none();
+    let mark = match known {
+        Some(m) => m,
+        None => c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?,
+    };
+    // Pending: after the mark and without an outcome (delivered, failed or skipped).
+    let pending: i64 = c.query_row(
+        "SELECT COUNT(*) FROM events e WHERE e.id > ?1
+         AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.sink = ?2 AND d.event_id = e.id)",
+        params![mark, name],
+        |r| r.get(0),
+    )?;
+    let failed: i64 = c.query_row(
+        "SELECT COUNT(*) FROM deliveries WHERE sink = ?1 AND status = 'failed'",
+        [&name],
+        |r| r.get(0),
+    )?;
+    let skipped: i64 = c.query_row(
+        "SELECT COUNT(*) FROM deliveries WHERE sink = ?1 AND status = 'skipped'",
+        [&name],
+        |r| r.get(0),
+    )?;
+    let pending_events = event_rows(
+        c,
+        "SELECT e.id, e.event_key, e.activity_id, e.itsm_number, e.previous_state, e.state, NULL, NULL
+         FROM events e WHERE e.id > ?1
+         AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.sink = ?2 AND d.event_id = e.id)
+         ORDER BY e.id LIMIT ?3",
+        params![mark, name, LIST_EVENTS],
+    )?;
+    let failed_events = event_rows(
+        c,
+        "SELECT e.id, e.event_key, e.activity_id, e.itsm_number, e.previous_state, e.state, d.attempts, d.error
+         FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.sink = ?1 AND d.status = 'failed' ORDER BY e.id LIMIT ?2",
+        params![name, LIST_EVENTS],
+    )?;
+    Ok(SinkRow {
+        name,
+        new,
+        delivered_through: mark,
+        pending,
+        failed,
+        skipped,
+        pending_events,
+        failed_events,
+    })
+}
+
+/// How many rows were rejected in all, and the last twenty.
+fn rejects(c: &rusqlite::Connection) -> Result<(i64, Vec<RejectRow>)> {
     let rejects: i64 = c.query_row("SELECT COUNT(*) FROM rejects", [], |r| r.get(0))?;
     let mut stmt =
         c.prepare("SELECT file, row, col, reason FROM rejects ORDER BY id DESC LIMIT 20")?;
@@ -273,15 +310,7 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(Status {
-        runs,
-        reports,
-        failed_reports,
-        activities,
-        sinks,
-        rejects,
-        recent_rejects,
-    })
+    Ok((rejects, recent_rejects))
 }
 
 pub(crate) fn render(s: &Status) -> String {
@@ -341,68 +370,7 @@ pub(crate) fn render(s: &Status) -> String {
     }
     let _ = writeln!(o, "Sinks:");
     for k in &s.sinks {
-        if k.new {
-            let _ = writeln!(
-                o,
-                "  {:<16} new: starts with the events after event {} (use `backfill --resend` \
-                 to fill it with earlier ones)",
-                k.name, k.delivered_through
-            );
-            continue;
-        }
-        let _ = writeln!(
-            o,
-            "  {:<16} pending {:>7}  failed {:>5}  (delivered through event {})",
-            k.name, k.pending, k.failed, k.delivered_through
-        );
-        if k.skipped > 0 {
-            let _ = writeln!(
-                o,
-                "    skipped {} events (see the run summaries for the reasons)",
-                k.skipped
-            );
-        }
-        for e in &k.pending_events {
-            let _ = writeln!(
-                o,
-                "    pending #{} {} activity {} {} {}",
-                e.id, e.event_id, e.activity_id, e.itsm_number, e.transition
-            );
-        }
-        if k.pending > k.pending_events.len() as i64 {
-            let _ = writeln!(
-                o,
-                "    ... and {} more pending",
-                k.pending - k.pending_events.len() as i64
-            );
-        }
-        for e in &k.failed_events {
-            let _ = writeln!(
-                o,
-                "    failed  #{} {} activity {} {} {} after {} attempts: {}",
-                e.id,
-                e.event_id,
-                e.activity_id,
-                e.itsm_number,
-                e.transition,
-                e.attempts.unwrap_or(0),
-                e.error.as_deref().unwrap_or("")
-            );
-        }
-        if k.failed > k.failed_events.len() as i64 {
-            let _ = writeln!(
-                o,
-                "    ... and {} more failed",
-                k.failed - k.failed_events.len() as i64
-            );
-        }
-        if k.failed > 0 {
-            let _ = writeln!(
-                o,
-                "    once the cause is fixed: tangoe-ingest retry --failed --sink {}",
-                k.name
-            );
-        }
+        render_sink(&mut o, k);
     }
     let _ = writeln!(o, "Rejected rows: {} in all", s.rejects);
     for r in &s.recent_rejects {
@@ -413,4 +381,70 @@ pub(crate) fn render(s: &Status) -> String {
         );
     }
     o
+}
+
+/// One sink's part of the status: its mark, and its pending and failed events.
+fn render_sink(o: &mut String, k: &SinkRow) {
+    if k.new {
+        let _ = writeln!(
+            o,
+            "  {:<16} new: starts with the events after event {} (use `backfill --resend` \
+             to fill it with earlier ones)",
+            k.name, k.delivered_through
+        );
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "  {:<16} pending {:>7}  failed {:>5}  (delivered through event {})",
+        k.name, k.pending, k.failed, k.delivered_through
+    );
+    if k.skipped > 0 {
+        let _ = writeln!(
+            o,
+            "    skipped {} events (see the run summaries for the reasons)",
+            k.skipped
+        );
+    }
+    for e in &k.pending_events {
+        let _ = writeln!(
+            o,
+            "    pending #{} {} activity {} {} {}",
+            e.id, e.event_id, e.activity_id, e.itsm_number, e.transition
+        );
+    }
+    if k.pending > k.pending_events.len() as i64 {
+        let _ = writeln!(
+            o,
+            "    ... and {} more pending",
+            k.pending - k.pending_events.len() as i64
+        );
+    }
+    for e in &k.failed_events {
+        let _ = writeln!(
+            o,
+            "    failed  #{} {} activity {} {} {} after {} attempts: {}",
+            e.id,
+            e.event_id,
+            e.activity_id,
+            e.itsm_number,
+            e.transition,
+            e.attempts.unwrap_or(0),
+            e.error.as_deref().unwrap_or("")
+        );
+    }
+    if k.failed > k.failed_events.len() as i64 {
+        let _ = writeln!(
+            o,
+            "    ... and {} more failed",
+            k.failed - k.failed_events.len() as i64
+        );
+    }
+    if k.failed > 0 {
+        let _ = writeln!(
+            o,
+            "    once the cause is fixed: tangoe-ingest retry --failed --sink {}",
+            k.name
+        );
+    }
 }

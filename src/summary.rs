@@ -209,71 +209,7 @@ pub(crate) fn render(s: &Summary) -> String {
         if i == s.interrupted.len() && i > 0 {
             let _ = writeln!(o, "This run:");
         }
-        let _ = writeln!(o, "{} [{}] {}", r.name, r.report_date, r.status.as_str());
-        match r.status {
-            ReportStatus::Duplicate => {
-                if let Some(d) = &r.duplicate_of {
-                    let _ = writeln!(o, "  same content as {d}, already processed");
-                }
-                continue;
-            }
-            ReportStatus::Failed => {
-                let _ = writeln!(o, "  error: {}", r.error.as_deref().unwrap_or(""));
-                continue;
-            }
-            ReportStatus::Deferred => {
-                for n in &r.notes {
-                    let _ = writeln!(o, "  left for a later run: {n}");
-                }
-                continue;
-            }
-            ReportStatus::Processed => {}
-        }
-        let _ = writeln!(
-            o,
-            "  rows {}, accepted {}, rejected {}, skipped {}, unchanged {}, stale {}, events {}{}{}",
-            r.rows,
-            r.accepted,
-            r.rejected,
-            r.skipped,
-            r.unchanged,
-            r.stale,
-            r.events,
-            if r.merged > 0 {
-                format!(", merged {}", r.merged)
-            } else {
-                String::new()
-            },
-            if r.warnings > 0 {
-                format!(", warnings {}", r.warnings)
-            } else {
-                String::new()
-            }
-        );
-        for n in &r.notes {
-            let _ = writeln!(o, "  note: {n}");
-        }
-        for rej in &r.rejects {
-            let _ = writeln!(
-                o,
-                "  rejected row {}, column {:?}: {}",
-                rej.row, rej.column, rej.reason
-            );
-        }
-        if r.rejected > r.rejects.len() as u64 {
-            let _ = writeln!(
-                o,
-                "  ... and {} more rejected rows",
-                r.rejected - r.rejects.len() as u64
-            );
-        }
-        for (t, n) in &r.transitions {
-            let _ = writeln!(
-                o,
-                "  {}: {t}: {n}",
-                if s.dry_run { "would emit" } else { "emitted" }
-            );
-        }
+        render_report(&mut o, r, s.dry_run);
     }
     let mut by_transition: std::collections::BTreeMap<&str, u64> = Default::default();
     for r in &s.reports {
@@ -360,5 +296,74 @@ fn render_http_sink(o: &mut String, s: &Summary, k: &SinkSummary) {
                 }
             }
         }
+    }
+}
+
+/// One report's part of the summary: its counts, notes, first rejects and transitions.
+fn render_report(o: &mut String, r: &ReportSummary, dry_run: bool) {
+    let _ = writeln!(o, "{} [{}] {}", r.name, r.report_date, r.status.as_str());
+    match r.status {
+        ReportStatus::Duplicate => {
+            if let Some(d) = &r.duplicate_of {
+                let _ = writeln!(o, "  same content as {d}, already processed");
+            }
+            return;
+        }
+        ReportStatus::Failed => {
+            let _ = writeln!(o, "  error: {}", r.error.as_deref().unwrap_or(""));
+            return;
+        }
+        ReportStatus::Deferred => {
+            for n in &r.notes {
+                let _ = writeln!(o, "  left for a later run: {n}");
+            }
+            return;
+        }
+        ReportStatus::Processed => {}
+    }
+    let _ = writeln!(
+        o,
+        "  rows {}, accepted {}, rejected {}, skipped {}, unchanged {}, stale {}, events {}{}{}",
+        r.rows,
+        r.accepted,
+        r.rejected,
+        r.skipped,
+        r.unchanged,
+        r.stale,
+        r.events,
+        if r.merged > 0 {
+            format!(", merged {}", r.merged)
+        } else {
+            String::new()
+        },
+        if r.warnings > 0 {
+            format!(", warnings {}", r.warnings)
+        } else {
+            String::new()
+        }
+    );
+    for n in &r.notes {
+        let _ = writeln!(o, "  note: {n}");
+    }
+    for rej in &r.rejects {
+        let _ = writeln!(
+            o,
+            "  rejected row {}, column {:?}: {}",
+            rej.row, rej.column, rej.reason
+        );
+    }
+    if r.rejected > r.rejects.len() as u64 {
+        let _ = writeln!(
+            o,
+            "  ... and {} more rejected rows",
+            r.rejected - r.rejects.len() as u64
+        );
+    }
+    for (t, n) in &r.transitions {
+        let _ = writeln!(
+            o,
+            "  {}: {t}: {n}",
+            if dry_run { "would emit" } else { "emitted" }
+        );
     }
 }
