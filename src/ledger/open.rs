@@ -99,9 +99,12 @@ fn sweep_stale_scratch(tmp: &Path) {
             continue;
         }
         let dir = entry.path();
-        let stale = match std::fs::File::open(dir.join("lock")) {
-            Ok(f) => f.try_lock().is_ok(),
-            Err(_) => entry
+        // The lock is held while the copy is removed: a dry run that takes it after this
+        // finds its copy gone, and makes another (see `Ledger::scratch_copy`).
+        let held = std::fs::File::open(dir.join("lock")).ok();
+        let stale = match &held {
+            Some(f) => f.try_lock().is_ok(),
+            None => entry
                 .metadata()
                 .and_then(|m| m.modified())
                 .ok()
@@ -111,7 +114,30 @@ fn sweep_stale_scratch(tmp: &Path) {
         if stale && std::fs::remove_dir_all(&dir).is_ok() {
             tracing::info!(dir = %dir.display(), "removed the ledger copy of a dry run that was interrupted");
         }
+        drop(held);
     }
+}
+
+/// A folder of its own for a dry run's copy of the ledger, with its lock held. Held while
+/// the dry run lives: a dry run killed before it could remove its copy leaves it behind,
+/// and the next dry run removes it (see `sweep_stale_scratch`). Another dry run's sweep may
+/// take the lock of a folder just made, before this one could: the folder is then gone
+/// once this one has the lock, and another is made.
+fn scratch_dir() -> Result<(tempfile::TempDir, std::fs::File)> {
+    for _ in 0..10 {
+        let dir = tempfile::Builder::new().prefix(SCRATCH_PREFIX).tempdir()?;
+        let path = dir.path().join("lock");
+        let lock = std::fs::File::create(&path)?;
+        lock.lock()?;
+        if path.exists() {
+            return Ok((dir, lock));
+        }
+    }
+    anyhow::bail!(
+        "cannot make a folder for the dry run's copy of the ledger in {}: other dry runs keep \
+         removing it",
+        std::env::temp_dir().display()
+    )
 }
 
 /// Opens an existing ledger without writing to it, even to its -wal/-shm files where it
@@ -175,11 +201,7 @@ impl Ledger {
     /// run would, against the copy, and the copy is thrown away. The real ledger is only read.
     pub(crate) fn scratch_copy(path: &Path) -> Result<Ledger> {
         sweep_stale_scratch(&std::env::temp_dir());
-        let dir = tempfile::Builder::new().prefix(SCRATCH_PREFIX).tempdir()?;
-        // Held while this dry run lives: a dry run killed before it could remove its copy
-        // leaves it behind, and the next dry run removes it (see `sweep_stale_scratch`).
-        let lock = std::fs::File::create(dir.path().join("lock"))?;
-        lock.lock()?;
+        let (dir, lock) = scratch_dir()?;
         let copy = dir.path().join("ledger.sqlite");
         if path.exists() {
             let wal = PathBuf::from(format!("{}-wal", path.display()));
@@ -294,6 +316,28 @@ mod tests {
         drop(held);
         sweep_stale_scratch(tmp.path());
         assert!(!live.exists(), "its lock released");
+    }
+
+    /// Dry runs that start together sweep each other's folders while they make their own:
+    /// none loses the folder it got.
+    #[test]
+    fn concurrent_dry_runs_never_sweep_each_others_copies() {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    for _ in 0..100 {
+                        sweep_stale_scratch(&std::env::temp_dir());
+                        let (dir, _lock) = scratch_dir().unwrap();
+                        std::fs::write(dir.path().join("ledger.sqlite"), b"copy").unwrap();
+                        assert!(dir.path().join("lock").exists());
+                        assert!(dir.path().join("ledger.sqlite").exists());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
     }
 
     #[test]
