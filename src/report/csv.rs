@@ -144,6 +144,8 @@ struct LineBreaks {
     read: u64,
     /// The last byte read is a CR: a break unless the next byte is `\n`.
     trailing_cr: Option<u64>,
+    /// The last three bytes read, the last last (0 where the input is shorter).
+    tail: [u8; 3],
     /// The last byte read.
     last: Option<u8>,
 }
@@ -179,6 +181,9 @@ impl LineBreaks {
             }
         }
         self.read += chunk.len() as u64;
+        for &b in chunk.iter().rev().take(3).rev() {
+            self.tail = [self.tail[1], self.tail[2], b];
+        }
         if let Some(&b) = chunk.last() {
             self.last = Some(b);
         }
@@ -330,7 +335,14 @@ fn split_records(
             let (record, line) = &mut batch[n];
             match reader.read_byte_record(record) {
                 Ok(true) => {}
-                Ok(false) => break,
+                Ok(false) => {
+                    // The file's last record ends in a quote left open at its end: its last
+                    // line break is its own, not a terminator (see `breaks_its_own`).
+                    if n > 0 && breaks_its_own(breaks.borrow().tail, &batch[n - 1].0) {
+                        batch[n - 1].1 += 1;
+                    }
+                    break;
+                }
                 Err(e) => {
                     let where_ = match e.position() {
                         Some(p) => format!(" at line {}", p.line()),
@@ -368,6 +380,24 @@ fn split_records(
             return;
         }
     }
+}
+
+/// Whether the input's final line break belongs to its last record: the record's last
+/// field ends with a line break (only a quoted field can hold one) and no quote closes it
+/// before the end of the input (`tail`, its last three bytes). Such a record was cut inside
+/// a quote left open, and its last line is the input's last.
+fn breaks_its_own(tail: [u8; 3], last: &::csv::ByteRecord) -> bool {
+    let ends_in_break = last
+        .iter()
+        .last()
+        .and_then(|f| f.last())
+        .is_some_and(|b| matches!(b, b'\n' | b'\r'));
+    let before_break = match tail {
+        [x, b'\r', b'\n'] => x,
+        [_, x, b'\n' | b'\r'] => x,
+        _ => return false,
+    };
+    ends_in_break && before_break != b'"'
 }
 
 /// UTF-16 written without a BOM, told by its NUL bytes: each ASCII character has a zero byte

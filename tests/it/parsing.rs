@@ -937,3 +937,27 @@ fn an_activity_id_longer_than_255_bytes_rejects_its_row() {
     );
     assert_eq!(w.transitions().len(), 1);
 }
+
+/// A quote left open to the end of the file: the reject names the line its row starts on
+/// (the file's last line break is the cell's, not a row's end), with LF and CRLF endings.
+#[test]
+fn a_quote_left_open_to_the_end_names_the_line_its_row_starts_on() {
+    for eol in ["\n", "\r\n"] {
+        let w = Workdir::new();
+        let lines = [
+            "Activity ID,Status,Remote Activity ID,Last Updated,Phone Number,Device",
+            "A1,Ordered,,2026-11-01T10:00:00Z,,x",
+            "A2,Ordered,,2026-11-01T10:00:00Z,,\"Pixel 9",
+            "A3,Ordered,,2026-11-01T10:00:00Z,,y",
+            "A4,Ordered,,2026-11-01T10:00:00Z,,z",
+        ];
+        let mut text = lines.join(eol);
+        text.push_str(eol);
+        w.write("drop/r_2026-11-01.csv", text);
+        w.run_ok(&["run"], 2);
+        let r = rejects(&w);
+        assert_eq!(r.len(), 1, "{eol:?}: {r:?}");
+        assert_eq!(r[0].0, 3, "{eol:?}: {r:?}");
+        assert!(r[0].2.contains("a quote left open"), "{r:?}");
+    }
+}
