@@ -389,7 +389,7 @@ fn split_records(
 fn breaks_its_own(tail: [u8; 3], last: &::csv::ByteRecord) -> bool {
     let ends_in_break = last
         .iter()
-        .last()
+        .next_back()
         .and_then(|f| f.last())
         .is_some_and(|b| matches!(b, b'\n' | b'\r'));
     let before_break = match tail {
