@@ -532,11 +532,25 @@ fn normalized_eq(normalized: &str, raw: &str) -> bool {
     want.next().is_none()
 }
 
-/// The row as one CSV line, for the rejects table and a person fixing the report.
+/// The row as one CSV line, for the rejects table and a person fixing the report: at most
+/// [`MAX_RAW`] bytes of it, with a note of its whole length where it is cut (a reject is
+/// looked at, not replayed; one bad report must not swell the ledger).
 fn raw_row(cells: &[Cell<'_>]) -> String {
     let mut w = ::csv::WriterBuilder::new().from_writer(Vec::new());
     let fields: Vec<String> = cells.iter().map(header_text).collect();
     let _ = w.write_record(&fields);
     let bytes = w.into_inner().unwrap_or_default();
-    String::from_utf8_lossy(&bytes).trim_end().to_string()
+    let text = String::from_utf8_lossy(&bytes);
+    let text = text.trim_end();
+    if text.len() <= MAX_RAW {
+        return text.to_string();
+    }
+    let mut cut = MAX_RAW;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… [cut: {} bytes in all]", &text[..cut], text.len())
 }
+
+/// The most raw text a reject keeps.
+const MAX_RAW: usize = 1024;

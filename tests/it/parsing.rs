@@ -961,3 +961,23 @@ fn a_quote_left_open_to_the_end_names_the_line_its_row_starts_on() {
         assert!(r[0].2.contains("a quote left open"), "{r:?}");
     }
 }
+
+/// A rejected row keeps at most about a kilobyte of its raw text, saying it was cut: one
+/// bad report cannot swell the ledger.
+#[test]
+fn a_rejects_raw_text_is_cut_to_a_kilobyte_saying_so() {
+    let w = Workdir::new();
+    let big = "é".repeat(20_000);
+    w.report(
+        "r_2026-11-01.csv",
+        &[&format!("A1,Shipped?,,2026-11-01T10:00:00Z,,{big},,")],
+    );
+    w.run_ok(&["run"], 2);
+    let raw: String = w
+        .ledger()
+        .query_row("SELECT raw FROM rejects", [], |r| r.get(0))
+        .unwrap();
+    assert!(raw.len() < 1_100, "{}", raw.len());
+    assert!(raw.starts_with("A1,Shipped?,"), "{raw}");
+    assert!(raw.ends_with("bytes in all]"), "{raw}");
+}
