@@ -35,13 +35,33 @@ pub(crate) enum Format {
 
 impl Format {
     /// Decides the format from the file's first bytes (a ZIP archive is XLSX) and its name.
+    /// An Office binary container (an encrypted workbook, or a legacy `.xls`) is refused
+    /// saying which it is.
     pub(crate) fn detect(path: &Path) -> Result<Format> {
         use std::io::Read;
-        let mut magic = [0u8; 4];
-        let mut f = std::fs::File::open(path)?;
-        let n = f.read(&mut magic)?;
-        if n == 4 && magic == *b"PK\x03\x04" {
+        let mut head = Vec::with_capacity(64 * 1024);
+        std::fs::File::open(path)?
+            .take(64 * 1024)
+            .read_to_end(&mut head)?;
+        if head.starts_with(b"PK\x03\x04") {
             return Ok(Format::Xlsx);
+        }
+        if head.starts_with(&OLE_MAGIC) {
+            let encrypted: Vec<u8> = "EncryptedPackage"
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes)
+                .collect();
+            if memchr::memmem::find(&head, &encrypted).is_some() {
+                bail!(
+                    "the workbook is encrypted (password-protected): open it in Excel and save it \
+                     without a password (File > Info > Protect Workbook > Encrypt with Password, \
+                     empty), or export the report as CSV"
+                );
+            }
+            bail!(
+                "the file is an Office binary document (a legacy .xls workbook?), which is not \
+                 supported: save the report as .xlsx or .csv"
+            );
         }
         let lower = path.to_string_lossy().to_lowercase();
         if lower.ends_with(".xlsx") || lower.ends_with(".xlsm") {
@@ -55,6 +75,9 @@ impl Format {
         Ok(Format::Csv)
     }
 }
+
+/// The first bytes of an OLE compound file (Office's binary container).
+const OLE_MAGIC: [u8; 8] = [0xd0, 0xcf, 0x11, 0xe0, 0xa1, 0xb1, 0x1a, 0xe1];
 
 /// A rejected row: where, why, and the raw row for a person to fix it.
 #[derive(Debug, Clone)]

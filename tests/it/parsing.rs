@@ -981,3 +981,29 @@ fn a_rejects_raw_text_is_cut_to_a_kilobyte_saying_so() {
     assert!(raw.starts_with("A1,Shipped?,"), "{raw}");
     assert!(raw.ends_with("bytes in all]"), "{raw}");
 }
+
+/// A password-protected workbook (`fixtures/encrypted.xlsx`, made by msoffcrypto-tool from
+/// a two-row sheet) fails alone, saying it is encrypted and how to save it.
+#[test]
+fn an_encrypted_workbook_fails_saying_it_is_encrypted() {
+    let w = Workdir::new();
+    let encrypted = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/it/fixtures/encrypted.xlsx"
+    ))
+    .unwrap();
+    w.write("drop/r_2026-11-01.xlsx", encrypted);
+    w.report(
+        "r_2026-11-02.csv",
+        &["A2,Ordered,,2026-11-02T10:00:00Z,,,,"],
+    );
+    w.run_ok(&["run", "--summary-json", "s.json"], 2);
+    let s = w.summary("s.json");
+    let error = s["reports"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("the workbook is encrypted (password-protected)"),
+        "{error}"
+    );
+    assert!(error.contains("without a password"), "{error}");
+    assert_eq!(s["reports"][1]["status"], "processed");
+}
