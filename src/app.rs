@@ -48,7 +48,7 @@ pub fn execute(cli: Cli) -> i32 {
                 });
                 eprintln!("{line}");
             } else {
-                eprintln!("error: {message}");
+                eprintln!("error: {}", crate::printable::printable(&message));
             }
             if locked { EXIT_LOCKED } else { EXIT_FAILED }
         }

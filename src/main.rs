@@ -1,9 +1,7 @@
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tangoe_ingest::cli::{Cli, LogFormat};
-use tracing_subscriber::EnvFilter;
+use tangoe_ingest::cli::Cli;
 
 fn main() -> ExitCode {
     // A command line clap cannot take is a configuration error (exit 1): clap's own code, 2,
@@ -21,17 +19,7 @@ fn main() -> ExitCode {
         (false, 1) => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder
-            .with_target(false)
-            .with_ansi(std::io::stderr().is_terminal())
-            .init(),
-    }
+    tangoe_ingest::logging::init(cli.log_format, level);
     let code = tangoe_ingest::app::execute(cli);
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

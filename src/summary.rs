@@ -9,6 +9,7 @@ use chrono::NaiveDate;
 use serde::Serialize;
 
 use crate::ledger::ReportCounts;
+use crate::printable::printable;
 use crate::sink::SinkSummary;
 
 /// Exit codes: the contract with cron and the operator.
@@ -242,7 +243,7 @@ pub(crate) fn render(s: &Summary) -> String {
     }
     for k in &s.sinks {
         if let Some(e) = &k.error {
-            let _ = writeln!(o, "sink {}: delivery failed: {e}", k.name);
+            let _ = writeln!(o, "sink {}: delivery failed: {}", k.name, printable(e));
         }
         for f in &k.files {
             let _ = writeln!(o, "sink {}: wrote {f}", k.name);
@@ -262,13 +263,15 @@ fn render_http_sink(o: &mut String, s: &Summary, k: &SinkSummary) {
         );
     }
     for (reason, n) in &k.skip_reasons {
-        let _ = writeln!(o, "  skipped {n}: {reason}");
+        let _ = writeln!(o, "  skipped {n}: {}", printable(reason));
     }
     for f in &k.failures {
         let _ = writeln!(
             o,
             "  failed event {} (activity {}): {}",
-            f.event_id, f.activity_id, f.error
+            f.event_id,
+            printable(&f.activity_id),
+            printable(&f.error)
         );
     }
     if k.failed > k.failures.len() as u64 {
@@ -301,21 +304,31 @@ fn render_http_sink(o: &mut String, s: &Summary, k: &SinkSummary) {
 
 /// One report's part of the summary: its counts, notes, first rejects and transitions.
 fn render_report(o: &mut String, r: &ReportSummary, dry_run: bool) {
-    let _ = writeln!(o, "{} [{}] {}", r.name, r.report_date, r.status.as_str());
+    let _ = writeln!(
+        o,
+        "{} [{}] {}",
+        printable(&r.name),
+        r.report_date,
+        r.status.as_str()
+    );
     match r.status {
         ReportStatus::Duplicate => {
             if let Some(d) = &r.duplicate_of {
-                let _ = writeln!(o, "  same content as {d}, already processed");
+                let _ = writeln!(o, "  same content as {}, already processed", printable(d));
             }
             return;
         }
         ReportStatus::Failed => {
-            let _ = writeln!(o, "  error: {}", r.error.as_deref().unwrap_or(""));
+            let _ = writeln!(
+                o,
+                "  error: {}",
+                printable(r.error.as_deref().unwrap_or(""))
+            );
             return;
         }
         ReportStatus::Deferred => {
             for n in &r.notes {
-                let _ = writeln!(o, "  left for a later run: {n}");
+                let _ = writeln!(o, "  left for a later run: {}", printable(n));
             }
             return;
         }
@@ -343,13 +356,15 @@ fn render_report(o: &mut String, r: &ReportSummary, dry_run: bool) {
         }
     );
     for n in &r.notes {
-        let _ = writeln!(o, "  note: {n}");
+        let _ = writeln!(o, "  note: {}", printable(n));
     }
     for rej in &r.rejects {
         let _ = writeln!(
             o,
             "  rejected row {}, column {:?}: {}",
-            rej.row, rej.column, rej.reason
+            rej.row,
+            printable(&rej.column),
+            printable(&rej.reason)
         );
     }
     if r.rejected > r.rejects.len() as u64 {

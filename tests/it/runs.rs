@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::support::{Workdir, set_mtime};
+use crate::support::{HEADER, Workdir, set_mtime};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -771,4 +771,32 @@ fn status_counts_a_failed_report_until_it_is_processed_and_names_the_latest_one(
     assert!(out.contains("Reports: 2 processed, 0 failed"), "{out}");
     assert!(!out.contains("failed r_2026-11-02.csv"), "{out}");
     assert!(out.contains("last: r_2026-11-02.csv"), "{out}");
+}
+
+/// A file name holding a line break and an escape sequence cannot forge a log line or drive
+/// the terminal: text logs and the printed summary show it escaped, on one line.
+#[test]
+fn control_characters_in_a_file_name_are_escaped_in_logs_and_the_summary() {
+    let w = Workdir::new();
+    let name = "r_2026-11-01\n2026-12-06T00:00:00Z ERROR forged\u{1b}[31m.csv";
+    w.write(
+        &format!("drop/{name}"),
+        format!("{HEADER}\nA1,Shipped?,,2026-11-01T10:00:00Z,,,,\n"),
+    );
+    let out = w.run(&["run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for text in [&stdout, &stderr] {
+        assert!(!text.contains('\u{1b}'), "{text}");
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("2026-12-06T00:00:00Z ERROR forged")),
+            "{text}"
+        );
+        assert!(
+            text.contains("\\n2026-12-06T00:00:00Z ERROR forged\\u{1b}[31m.csv"),
+            "{text}"
+        );
+    }
 }
