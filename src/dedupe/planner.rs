@@ -344,18 +344,7 @@ impl<'p, 'c> Planner<'p, 'c> {
 
     /// Rule 1: a new Activity and its first event.
     fn add(&mut self, row: &Row<'_>, position: Position) -> Result<()> {
-        let event = NewEvent {
-            key: &event_key(row.id, 1, None, row.state, position.at),
-            activity_id: row.id,
-            previous_state: None,
-            state: row.state,
-            updated_at: position.at,
-            row: row.number,
-            itsm_number: row.itsm_number,
-            attrs: row.values,
-            prev_event_id: None,
-            kind: "change",
-        };
+        let event = change_event(row, position.at, 1, None, row.itsm_number, None);
         let event_id = self.tx.insert_event(&event, self.tx.report_id)?;
         let record = Record {
             state: row.state,
@@ -384,18 +373,7 @@ impl<'p, 'c> Planner<'p, 'c> {
     ) -> Result<()> {
         let seq = known.events + 1;
         let itsm = self.itsm_number(row, Some(slot))?;
-        let event = NewEvent {
-            key: &event_key(row.id, seq, Some(from), row.state, position.at),
-            activity_id: row.id,
-            previous_state: Some(from),
-            state: row.state,
-            updated_at: position.at,
-            row: row.number,
-            itsm_number: &itsm,
-            attrs: row.values,
-            prev_event_id: known.event_id,
-            kind: "change",
-        };
+        let event = change_event(row, position.at, seq, Some(from), &itsm, known.event_id);
         let event_id = self.tx.insert_event(&event, self.tx.report_id)?;
         let record = Record {
             state: row.state,
@@ -422,24 +400,14 @@ impl<'p, 'c> Planner<'p, 'c> {
     ) -> Result<()> {
         self.outcome.merged += 1;
         let itsm = self.itsm_number(row, Some(slot))?;
-        let event = NewEvent {
-            key: &event_key(
-                row.id,
-                known.events,
-                head.previous_state,
-                row.state,
-                position.at,
-            ),
-            activity_id: row.id,
-            previous_state: head.previous_state,
-            state: row.state,
-            updated_at: position.at,
-            row: row.number,
-            itsm_number: &itsm,
-            attrs: row.values,
-            prev_event_id: head.prev_event_id,
-            kind: "change",
-        };
+        let event = change_event(
+            row,
+            position.at,
+            known.events,
+            head.previous_state,
+            &itsm,
+            head.prev_event_id,
+        );
         self.tx.amend_event(id, &event)?;
         let record = Record {
             state: row.state,
@@ -506,7 +474,7 @@ impl<'p, 'c> Planner<'p, 'c> {
         };
         let seq = known.events + 1;
         let event = NewEvent {
-            key: &event_key(
+            key: event_key(
                 row.id,
                 seq,
                 head.previous_state,
@@ -532,5 +500,29 @@ impl<'p, 'c> Planner<'p, 'c> {
         self.known.set(slot, &record)?;
         self.transition(head.previous_state, known.state, 1);
         Ok(())
+    }
+}
+
+/// The event of a change a row makes: the Activity's `seq`-th, from `previous` to the row's
+/// state at `at`, carrying the row's values.
+fn change_event<'r>(
+    row: &Row<'r>,
+    at: i64,
+    seq: i64,
+    previous: Option<State>,
+    itsm_number: &'r str,
+    prev_event_id: Option<i64>,
+) -> NewEvent<'r> {
+    NewEvent {
+        key: event_key(row.id, seq, previous, row.state, at),
+        activity_id: row.id,
+        previous_state: previous,
+        state: row.state,
+        updated_at: at,
+        row: row.number,
+        itsm_number,
+        attrs: row.values,
+        prev_event_id,
+        kind: "change",
     }
 }

@@ -14,7 +14,7 @@ use crate::state::State;
 
 /// An event to insert.
 pub(crate) struct NewEvent<'a> {
-    pub(crate) key: &'a str,
+    pub(crate) key: String,
     pub(crate) activity_id: &'a str,
     pub(crate) previous_state: Option<State>,
     pub(crate) state: State,

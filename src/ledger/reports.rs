@@ -115,15 +115,7 @@ impl Ledger {
         let mut stmt = self.conn.prepare(
             "SELECT id, report_date, mtime, name, sha256 FROM reports WHERE status = 'processed'",
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(ReportKey {
-                id: r.get(0)?,
-                date: r.get(1)?,
-                mtime: r.get(2)?,
-                name: r.get(3)?,
-                sha256: r.get(4)?,
-            })
-        })?;
+        let rows = stmt.query_map([], ReportKey::of_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -136,15 +128,7 @@ impl Ledger {
                 "SELECT id, report_date, mtime, name, sha256 FROM reports
                  WHERE sha256 = ?1 AND status = 'processed' ORDER BY id LIMIT 1",
             )?
-            .query_row([sha256], |r| {
-                Ok(ReportKey {
-                    id: r.get(0)?,
-                    date: r.get(1)?,
-                    mtime: r.get(2)?,
-                    name: r.get(3)?,
-                    sha256: r.get(4)?,
-                })
-            })
+            .query_row([sha256], ReportKey::of_row)
             .optional()?)
     }
 
@@ -189,6 +173,19 @@ pub(crate) struct ReportKey {
     pub(crate) mtime: i64,
     pub(crate) name: String,
     pub(crate) sha256: String,
+}
+
+impl ReportKey {
+    /// The key a row of `SELECT id, report_date, mtime, name, sha256 FROM reports` holds.
+    fn of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReportKey> {
+        Ok(ReportKey {
+            id: r.get(0)?,
+            date: r.get(1)?,
+            mtime: r.get(2)?,
+            name: r.get(3)?,
+            sha256: r.get(4)?,
+        })
+    }
 }
 
 /// The open transaction of one report. Dropped without [`ReportTx::commit`], it rolls
