@@ -150,8 +150,8 @@ for N in $SIZES; do
   }
   prep_case2() { restore; cp "$C1" "$W/drop/copy_2026-11-01.csv"; }
   prep_case3() { restore; cp "$C3" "$W/drop/r_2026-11-02.csv"; }
-  # Memory follows the ledger (its Activity index), not the report: the 100k report of
-  # case 3, against this ledger.
+  # Memory follows the ledger (its Activities are held in memory for the run), not the
+  # report: the 100k report of case 3, against this ledger.
   prep_case3b() { restore; cp "$BENCH_DIR/case3_100000.csv" "$W/drop/r_2026-11-03.csv"; }
   measure "1. new ledger, $N rows" "$N" "$F1" prep_case1 "$BIN" --config "$W/cfg.toml" -q run
   cp -a "$W/state" "$W/state.base"
