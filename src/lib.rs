@@ -15,6 +15,7 @@ pub mod logging;
 pub(crate) mod pipeline;
 pub(crate) mod printable;
 pub(crate) mod report;
+pub(crate) mod secret;
 pub(crate) mod sftp;
 pub(crate) mod sink;
 pub(crate) mod source;

@@ -4,14 +4,14 @@
 //! variable or a file) and they are loaded only when the sink is about to send, so `status`
 //! and dry runs work without them and no secret sits in memory longer than needed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::config::{parse_duration, resolve};
+use crate::secret::Secret;
 use crate::template::Mapping;
 
 #[derive(Debug, Deserialize)]
@@ -55,49 +55,12 @@ impl Api {
     }
 }
 
-/// Where a secret comes from.
-#[derive(Debug, Clone)]
-pub(crate) enum SecretSource {
-    Env(String),
-    File(PathBuf),
-}
-
-impl SecretSource {
-    /// Reads the secret. The error names the variable or file, never the value.
-    pub(crate) fn load(&self) -> Result<SecretString> {
-        let value = match self {
-            SecretSource::Env(var) => std::env::var(var).map_err(|_| {
-                anyhow::anyhow!("the environment variable {var} is not set (or not UTF-8)")
-            })?,
-            SecretSource::File(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read the secret file {}", path.display()))?;
-                text.trim_end_matches(['\r', '\n']).to_string()
-            }
-        };
-        if value.is_empty() {
-            bail!("{} is empty", self.describe());
-        }
-        Ok(SecretString::from(value))
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            SecretSource::Env(var) => format!("the environment variable {var}"),
-            SecretSource::File(path) => format!("the secret file {}", path.display()),
-        }
-    }
-}
-
 /// How requests authenticate.
 #[derive(Debug, Clone)]
 pub(crate) enum Auth {
     None,
-    Basic {
-        username: String,
-        password: SecretSource,
-    },
-    Bearer(SecretSource),
+    Basic { username: String, password: Secret },
+    Bearer(Secret),
 }
 
 impl Auth {
@@ -219,7 +182,7 @@ impl RawHttpSink {
         let secret = |env: &Option<String>,
                       file: &Option<String>,
                       key: &str|
-         -> Result<Option<SecretSource>> {
+         -> Result<Option<Secret>> {
             match (env, file) {
                 (Some(_), Some(_)) => bail!("{what}: give {key}_env or {key}_file, not both"),
                 (Some(v), None) => {
@@ -228,9 +191,9 @@ impl RawHttpSink {
                             "{what}: {key}_env is empty: name the environment variable that holds it"
                         );
                     }
-                    Ok(Some(SecretSource::Env(v.clone())))
+                    Ok(Some(Secret::env(&format!("{key}_env"), v)))
                 }
-                (None, Some(f)) => Ok(Some(SecretSource::File(resolve(base, f)))),
+                (None, Some(f)) => Ok(Some(Secret::file(&format!("{key}_file"), resolve(base, f)))),
                 (None, None) => Ok(None),
             }
         };

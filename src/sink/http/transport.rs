@@ -137,7 +137,7 @@ impl Transport {
         let authorization = match &cfg.auth {
             Auth::None => None,
             Auth::Basic { username, password } => {
-                let password = password.load().context("cannot load the sink's password")?;
+                let password = password.read().context("cannot load the sink's password")?;
                 let raw = format!("{username}:{}", password.expose_secret());
                 Some(SecretString::from(format!(
                     "Basic {}",
@@ -146,7 +146,7 @@ impl Transport {
             }
             Auth::Bearer(token) => {
                 let token = token
-                    .load()
+                    .read()
                     .context("cannot load the sink's bearer token")?;
                 Some(SecretString::from(format!(
                     "Bearer {}",
