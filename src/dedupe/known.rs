@@ -41,6 +41,64 @@ const DIRTY: u32 = 1 << 28;
 /// Not in `activities` yet.
 const FRESH: u32 = 1 << 29;
 
+/// Below this many Activities, one thread reads them all.
+const PARALLEL_LOAD: u64 = 50_000;
+
+/// Activities read on another thread: their buffer as [`KnownActivities`] lays it out, and
+/// each one's hash and offset in it.
+struct Part {
+    data: Vec<u8>,
+    entries: Vec<(u64, u32)>,
+}
+
+impl Part {
+    /// The Activities of `rowids`, each hashed by `hasher` (the table's own).
+    fn read(
+        ledger: &Ledger,
+        rowids: std::ops::Range<i64>,
+        hasher: DefaultHashBuilder,
+        capacity: usize,
+    ) -> Result<Part> {
+        let mut part = Part {
+            data: Vec::with_capacity(capacity * (2 + 12 + RECORD)),
+            entries: Vec::with_capacity(capacity),
+        };
+        ledger.each_activity(rowids, |rowid, id, record| {
+            let offset = write_entry(&mut part.data, id, row_id(rowid)?, &record, 0)?;
+            part.entries.push((hasher.hash_one(id.as_bytes()), offset));
+            Ok(())
+        })?;
+        Ok(part)
+    }
+}
+
+/// A rowid as the table holds it.
+fn row_id(rowid: i64) -> Result<u32> {
+    u32::try_from(rowid).map_err(|_| anyhow::anyhow!("more than 4 billion Activities"))
+}
+
+/// Appends an Activity (its ID's length, its ID, its record) to `data`; returns its offset.
+fn write_entry(
+    data: &mut Vec<u8>,
+    id: &str,
+    rowid: u32,
+    record: &Record,
+    flags: u32,
+) -> Result<u32> {
+    if id.len() > MAX_ID {
+        bail!("an Activity ID of {} bytes (at most {MAX_ID})", id.len());
+    }
+    let Ok(offset) = u32::try_from(data.len()) else {
+        bail!("the Activities take more than 4 GB of memory");
+    };
+    data.extend_from_slice(&(id.len() as u16).to_le_bytes());
+    data.extend_from_slice(id.as_bytes());
+    let at = data.len();
+    data.resize(at + RECORD, 0);
+    Packed::new(rowid, record, flags)?.write(&mut data[at..]);
+    Ok(offset)
+}
+
 /// An Activity's place in the table (its offset in the buffer). Those loaded from the
 /// ledger lie in rowid order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -158,22 +216,59 @@ impl KnownActivities {
         }
     }
 
-    /// Every Activity `activities` holds.
+    /// Every Activity `activities` holds. The second half of the rowids is read on another
+    /// thread, through a connection of its own, while this one reads the first.
     pub(crate) fn load(ledger: &Ledger) -> Result<Self> {
         let started = std::time::Instant::now();
-        let mut known = KnownActivities::with_capacity(ledger.count_activities()? as usize);
-        ledger.each_activity(|rowid, id, record| {
-            let Ok(rowid) = u32::try_from(rowid) else {
-                bail!("more than 4 billion Activities");
-            };
-            known.push(id, rowid, &record, 0).map(drop)
+        let (count, rowids) = ledger.activity_rowids()?;
+        let mut known = KnownActivities::with_capacity(count as usize);
+        let mid = rowids.start + (rowids.end - rowids.start) / 2;
+        let second = match ledger.reader()? {
+            Some(reader) if count >= 2 * PARALLEL_LOAD => {
+                let (range, hasher) = (mid..rowids.end, known.hasher.clone());
+                Some(std::thread::spawn(move || {
+                    Part::read(&reader, range, hasher, count as usize / 2)
+                }))
+            }
+            _ => None,
+        };
+        let first = match &second {
+            Some(_) => rowids.start..mid,
+            None => rowids,
+        };
+        ledger.each_activity(first, |rowid, id, record| {
+            known.push(id, row_id(rowid)?, &record, 0).map(drop)
         })?;
+        if let Some(second) = second {
+            let part = second
+                .join()
+                .map_err(|_| anyhow::anyhow!("the thread reading Activities panicked"))??;
+            known.append(part)?;
+        }
         tracing::debug!(
             activities = known.table.len(),
             ms = started.elapsed().as_millis() as u64,
             "Activities loaded"
         );
         Ok(known)
+    }
+
+    /// Adds Activities read on another thread, after those the table holds.
+    fn append(&mut self, part: Part) -> Result<()> {
+        let Ok(shift) = u32::try_from(self.data.len()) else {
+            bail!("the Activities take more than 4 GB of memory");
+        };
+        if u32::try_from(self.data.len() + part.data.len()).is_err() {
+            bail!("the Activities take more than 4 GB of memory");
+        }
+        self.data.extend_from_slice(&part.data);
+        let (data, hasher) = (&self.data, &self.hasher);
+        for (hash, offset) in part.entries {
+            self.table.insert_unique(hash, offset + shift, |&o| {
+                hasher.hash_one(Self::id_at(data, o as usize).0)
+            });
+        }
+        Ok(())
     }
 
     /// The ID at `offset` and where the record after it starts.
@@ -225,18 +320,7 @@ impl KnownActivities {
     }
 
     fn push(&mut self, id: &str, rowid: u32, record: &Record, flags: u32) -> Result<Slot> {
-        if id.len() > MAX_ID {
-            bail!("an Activity ID of {} bytes (at most {MAX_ID})", id.len());
-        }
-        let Ok(offset) = u32::try_from(self.data.len()) else {
-            bail!("the Activities take more than 4 GB of memory");
-        };
-        self.data
-            .extend_from_slice(&(id.len() as u16).to_le_bytes());
-        self.data.extend_from_slice(id.as_bytes());
-        let at = self.data.len();
-        self.data.resize(at + RECORD, 0);
-        Packed::new(rowid, record, flags)?.write(&mut self.data[at..]);
+        let offset = write_entry(&mut self.data, id, rowid, record, flags)?;
         let hash = self.hasher.hash_one(id.as_bytes());
         let (data, hasher) = (&self.data, &self.hasher);
         self.table.insert_unique(hash, offset, |&o| {
@@ -275,11 +359,8 @@ impl KnownActivities {
 
     /// Records the rowid a fresh Activity was inserted under.
     pub(crate) fn set_rowid(&mut self, slot: Slot, rowid: i64) -> Result<()> {
-        let Ok(rowid) = u32::try_from(rowid) else {
-            bail!("more than 4 billion Activities");
-        };
         let mut p = self.packed(slot);
-        p.rowid = rowid;
+        p.rowid = row_id(rowid)?;
         p.meta &= !FRESH;
         self.store(slot, &p);
         Ok(())
@@ -408,5 +489,63 @@ mod tests {
         assert_eq!(rest, ["A070", "B2", "A005"]);
         assert!(!k.has_dirty());
         assert!(k.drain_dirty(10).is_empty());
+    }
+
+    /// A ledger large enough to be read on two threads: every Activity is found, with its
+    /// record and rowid, whichever half it was read in.
+    #[test]
+    fn a_large_ledger_is_read_whole_on_two_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("ledger.sqlite")).unwrap();
+        let n = 2 * PARALLEL_LOAD as i64 + 7;
+        ledger
+            .conn()
+            .execute_batch(&format!(
+                "WITH RECURSIVE i(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM i WHERE x < {n})
+                 INSERT INTO activities
+                     (id, activity_id, state, updated_at, report_id, row, event_id, events, itsm_number)
+                 SELECT x, 'ACT-' || x, 1 + x % 4, x * 10, 1 + x % 3, x % 50, x, 1 + x % 5,
+                        CASE WHEN x % 2 = 0 THEN 'RITM' || x END
+                 FROM i;"
+            ))
+            .unwrap();
+        let k = KnownActivities::load(&ledger).unwrap();
+        assert_eq!(k.table.len() as i64, n);
+        for x in [
+            1,
+            2,
+            PARALLEL_LOAD as i64,
+            PARALLEL_LOAD as i64 + 1,
+            n - 1,
+            n,
+        ] {
+            let slot = k.find(&format!("ACT-{x}")).unwrap();
+            assert_eq!(k.rowid(slot), x);
+            assert_eq!(
+                k.get(slot),
+                Record {
+                    state: State::from_code(1 + x % 4).unwrap(),
+                    position: Position {
+                        at: x * 10,
+                        report: 1 + x % 3,
+                        row: (x % 50) as u64,
+                    },
+                    event_id: Some(x),
+                    events: 1 + x % 5,
+                    has_itsm_number: x % 2 == 0,
+                },
+                "ACT-{x}"
+            );
+        }
+        assert!(k.find(&format!("ACT-{}", n + 1)).is_none());
+        // The buffer lies in rowid order: a walk over it walks the table in order.
+        let mut rowids = Vec::new();
+        let mut at = 0;
+        while at < k.data.len() {
+            let (_, record_at) = KnownActivities::id_at(&k.data, at);
+            rowids.push(k.rowid(Slot(at as u32)));
+            at = record_at + RECORD;
+        }
+        assert_eq!(rowids, (1..=n).collect::<Vec<_>>());
     }
 }

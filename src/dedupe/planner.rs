@@ -163,12 +163,12 @@ impl<'p, 'c> Planner<'p, 'c> {
     /// Writes the new Activities held, in ID order.
     fn write_fresh(&mut self) -> Result<()> {
         let fresh = self.known.drain_fresh();
-        for &slot in &fresh {
-            let record = self.known.get(slot);
-            let itsm = self.itsm_numbers.get(slot);
-            let rowid = self
-                .tx
-                .insert_activity(self.known.id_of(slot), &record, itsm)?;
+        let (known, itsm) = (&*self.known, &self.itsm_numbers);
+        let writes = fresh
+            .iter()
+            .map(|&slot| (known.id_of(slot), known.get(slot), itsm.get(slot)));
+        let rowids = self.tx.insert_activities(writes)?;
+        for (&slot, rowid) in fresh.iter().zip(rowids) {
             self.known.set_rowid(slot, rowid)?;
         }
         self.itsm_numbers.written(&fresh);
@@ -178,12 +178,11 @@ impl<'p, 'c> Planner<'p, 'c> {
     /// Writes up to `budget` changed records, walking the table in rowid order.
     fn write_dirty(&mut self, budget: usize) -> Result<()> {
         let dirty = self.known.drain_dirty(budget);
-        for &slot in &dirty {
-            let record = self.known.get(slot);
-            let itsm = self.itsm_numbers.get(slot);
-            self.tx
-                .update_activity(self.known.rowid(slot), &record, itsm)?;
-        }
+        let (known, itsm) = (&*self.known, &self.itsm_numbers);
+        let writes = dirty
+            .iter()
+            .map(|&slot| (known.rowid(slot), known.get(slot), itsm.get(slot)));
+        self.tx.update_activities(writes)?;
         self.itsm_numbers.written(&dirty);
         Ok(())
     }

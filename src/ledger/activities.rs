@@ -2,8 +2,9 @@
 //! position of the greatest row applied to it, its latest event and its ITSM number.
 //!
 //! Guarantee: `activities` is the only stored copy of an Activity's state. Within a report's
-//! transaction the caller writes each Activity's latest record ([`ReportTx::insert_activity`],
-//! [`ReportTx::update_activity`]); the commit makes them durable with the rest of the report.
+//! transaction the caller writes each Activity's latest record
+//! ([`ReportTx::insert_activities`], [`ReportTx::update_activities`]); the commit makes them
+//! durable with the rest of the report.
 
 use anyhow::{Context, Result};
 use rusqlite::{OptionalExtension, params};
@@ -38,17 +39,19 @@ pub(crate) struct Record {
 }
 
 impl Ledger {
-    /// Calls `f` with every Activity's rowid, ID and record, in rowid order.
+    /// Calls `f` with the rowid, ID and record of every Activity whose rowid is in `rowids`,
+    /// in rowid order.
     pub(crate) fn each_activity(
         &self,
+        rowids: std::ops::Range<i64>,
         mut f: impl FnMut(i64, &str, Record) -> Result<()>,
     ) -> Result<()> {
         let mut stmt = self.conn.prepare(
             "SELECT id, activity_id, state, updated_at, report_id, row, event_id, events,
                     length(itsm_number) > 0
-             FROM activities",
+             FROM activities WHERE id >= ?1 AND id < ?2",
         )?;
-        let mut rows = stmt.query([])?;
+        let mut rows = stmt.query([rowids.start, rowids.end])?;
         while let Some(r) = rows.next()? {
             let rowid: i64 = r.get(0)?;
             let id = r.get_ref(1)?.as_str()?;
@@ -72,29 +75,32 @@ impl Ledger {
         Ok(())
     }
 
-    pub(crate) fn count_activities(&self) -> Result<u64> {
-        let n: i64 = self
-            .conn
-            .query_row("SELECT COUNT(*) FROM activities", [], |r| r.get(0))?;
-        Ok(n as u64)
+    /// How many Activities there are, and the range their rowids lie in.
+    pub(crate) fn activity_rowids(&self) -> Result<(u64, std::ops::Range<i64>)> {
+        let (n, first, last): (i64, i64, i64) = self.conn.query_row(
+            "SELECT COUNT(*), COALESCE(MIN(id), 0), COALESCE(MAX(id), -1) FROM activities",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        Ok((n as u64, first..last + 1))
     }
 }
 
 impl ReportTx<'_> {
-    /// Records an Activity the ledger does not know yet; returns its rowid. (Inserted in ID
-    /// order, their index takes them far faster than scattered.)
-    pub(crate) fn insert_activity(
+    /// Records Activities the ledger does not know yet: `(ID, record, ITSM number)` each;
+    /// returns their rowids, in the same order. (Inserted in ID order, their index takes
+    /// them far faster than scattered.)
+    pub(crate) fn insert_activities<'a>(
         &self,
-        id: &str,
-        r: &Record,
-        itsm_number: Option<&str>,
-    ) -> Result<i64> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO activities (activity_id, state, updated_at, report_id, row, event_id, events, itsm_number)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
+        writes: impl Iterator<Item = (&'a str, Record, Option<&'a str>)>,
+    ) -> Result<Vec<i64>> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO activities (activity_id, state, updated_at, report_id, row, event_id, events, itsm_number)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        let mut rowids = Vec::new();
+        for (id, r, itsm_number) in writes {
+            stmt.execute(params![
                 id,
                 r.state.code(),
                 r.position.at,
@@ -104,24 +110,25 @@ impl ReportTx<'_> {
                 r.events,
                 itsm_number
             ])?;
-        Ok(self.conn.last_insert_rowid())
+            rowids.push(self.conn.last_insert_rowid());
+        }
+        Ok(rowids)
     }
 
-    /// Rewrites the record of the Activity at `rowid`; `itsm_number` `None` keeps the one
-    /// recorded. (In rowid order, these walk the table page by page.)
-    pub(crate) fn update_activity(
+    /// Rewrites the records of known Activities: `(rowid, record, ITSM number)` each, where
+    /// a `None` number keeps the one recorded. (In rowid order, these walk the table page by
+    /// page.)
+    pub(crate) fn update_activities<'a>(
         &self,
-        rowid: i64,
-        r: &Record,
-        itsm_number: Option<&str>,
+        writes: impl Iterator<Item = (i64, Record, Option<&'a str>)>,
     ) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "UPDATE activities SET state = ?2, updated_at = ?3, report_id = ?4, row = ?5,
-                    event_id = ?6, events = ?7, itsm_number = COALESCE(?8, itsm_number)
-                 WHERE id = ?1",
-            )?
-            .execute(params![
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE activities SET state = ?2, updated_at = ?3, report_id = ?4, row = ?5,
+                event_id = ?6, events = ?7, itsm_number = COALESCE(?8, itsm_number)
+             WHERE id = ?1",
+        )?;
+        for (rowid, r, itsm_number) in writes {
+            stmt.execute(params![
                 rowid,
                 r.state.code(),
                 r.position.at,
@@ -131,6 +138,7 @@ impl ReportTx<'_> {
                 r.events,
                 itsm_number
             ])?;
+        }
         Ok(())
     }
 

@@ -258,6 +258,20 @@ impl Ledger {
             _scratch: None,
         })
     }
+    /// Another connection to this ledger's file, read-only, for a thread of its own (`None`
+    /// for a ledger opened without a file to name).
+    pub(crate) fn reader(&self) -> Result<Option<Ledger>> {
+        let Some(path) = &self.path else {
+            return Ok(None);
+        };
+        Ok(Some(Ledger {
+            conn: open_read_only(path, true)?,
+            path: None,
+            checkpointer: std::cell::RefCell::new(None),
+            _scratch: None,
+        }))
+    }
+
     /// Starts folding what was just committed back into the ledger file, on another thread.
     pub(crate) fn checkpoint_in_background(&self) {
         let mut slot = self.checkpointer.borrow_mut();
