@@ -55,6 +55,18 @@ pub fn execute(cli: Cli) -> i32 {
     }
 }
 
+/// Every file and folder the job creates from here on is its owner's alone (0600, 0700),
+/// whatever umask it was started with: ledgers, import files and downloads hold personal
+/// data. A file sink's `mode` loosens its import files on purpose. Process-wide: the
+/// binary calls it first thing.
+pub fn owner_only() {
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file mode creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 fn load(path: &Path) -> Result<Config> {
     Config::load(path)
 }
@@ -179,15 +191,8 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
         let mut tmp = tempfile::Builder::new()
             .prefix(".summary-")
             .tempfile_in(dir)?;
+        // Owner-only, as the temporary file is made: it names reports and rows' columns.
         std::io::Write::write_all(&mut tmp, text.as_bytes())?;
-        // Readable by monitoring running as another user, like any file this user writes
-        // (a temporary file is created owner-only).
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            tmp.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-        }
         tmp.as_file().sync_all()?;
         tmp.persist(path).map_err(|e| e.error)?;
         Ok(())

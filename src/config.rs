@@ -118,6 +118,8 @@ struct RawFileSink {
     prefix: Option<String>,
     /// Also upload each import file to an SFTP folder.
     upload: Option<Box<crate::sftp::config::RawUpload>>,
+    /// The import files' permissions, in octal (e.g. "0640"); owner-only when absent.
+    mode: Option<String>,
 }
 
 fn jsonl() -> String {
@@ -144,6 +146,8 @@ pub(crate) struct FileSinkConfig {
     pub(crate) mapping: Option<Mapping>,
     pub(crate) prefix: String,
     pub(crate) upload: Option<crate::sftp::config::UploadConfig>,
+    /// The import files' permissions (`mode`); owner-only (0600) when `None`.
+    pub(crate) mode: Option<u32>,
 }
 
 pub(crate) enum SinkConfig {
@@ -322,6 +326,13 @@ impl Config {
                         }
                         None => None,
                     };
+                    let mode = match &f.mode {
+                        Some(m) => Some(
+                            file_mode(m)
+                                .with_context(|| format!("{origin}: [[sink]] #{}", i + 1))?,
+                        ),
+                        None => None,
+                    };
                     sinks.push(SinkConfig::File(FileSinkConfig {
                         name,
                         dir: resolve(&base, &f.dir),
@@ -329,6 +340,7 @@ impl Config {
                         mapping,
                         prefix,
                         upload,
+                        mode,
                     }));
                 }
                 RawSink::Http(h) => sinks.push(SinkConfig::Http(h.validate(
@@ -400,6 +412,20 @@ impl Config {
             sinks,
         })
     }
+}
+
+/// A file sink's `mode`: permissions in octal ("0640"), never more than read and write for
+/// the owner and read for the group and others, and never less than the owner's own.
+fn file_mode(s: &str) -> Result<u32> {
+    let mode = u32::from_str_radix(s.trim(), 8)
+        .with_context(|| format!("mode {s:?} is not octal permissions (e.g. \"0640\")"))?;
+    if mode & !0o644 != 0 || mode & 0o600 != 0o600 {
+        bail!(
+            "mode {s:?}: import files are read and written by their owner and at most read by \
+             others (0600 to 0644)"
+        );
+    }
+    Ok(mode)
 }
 
 /// Parses durations such as "30s", "2m", "1h", "90d".

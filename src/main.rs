@@ -4,6 +4,7 @@ use clap::Parser;
 use tangoe_ingest::cli::Cli;
 
 fn main() -> ExitCode {
+    tangoe_ingest::app::owner_only();
     // A command line clap cannot take is a configuration error (exit 1): clap's own code, 2,
     // means "finished with rejects or undelivered events" here. Help and version exit 0.
     let cli = match Cli::try_parse() {

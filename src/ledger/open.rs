@@ -118,6 +118,20 @@ fn sweep_stale_scratch(tmp: &Path) {
     }
 }
 
+/// Makes a file its owner's alone if it is not (a ledger an earlier release made under a
+/// looser umask): SQLite gives the ledger's -wal and -shm files the ledger's permissions.
+pub(crate) fn owner_only(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))?;
+        }
+    }
+    Ok(())
+}
+
 /// A folder of its own for a dry run's copy of the ledger, with its lock held. Held while
 /// the dry run lives: a dry run killed before it could remove its copy leaves it behind,
 /// and the next dry run removes it (see `sweep_stale_scratch`). Another dry run's sweep may
@@ -186,6 +200,7 @@ impl Ledger {
         }
         let mut conn = Connection::open(path)
             .with_context(|| format!("cannot open the ledger {}", path.display()))?;
+        owner_only(path).with_context(|| format!("cannot open the ledger {}", path.display()))?;
         configure(&conn).with_context(|| format!("cannot open the ledger {}", path.display()))?;
         migrate::migrate(&mut conn).with_context(|| format!("ledger {}", path.display()))?;
         Ok(Ledger {

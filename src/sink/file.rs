@@ -225,12 +225,13 @@ fn write_file(
     let upto = again.and_then(|f| f.last).unwrap_or(i64::MAX);
     let written = render(ledger, sink, schema_fields, mark, upto, tmp.as_file())
         .with_context(|| format!("cannot write the import file in {}", sink.dir.display()))?;
-    // Readable by the ITSM's collector like any file this user writes (not 0600).
+    // Owner-only, as the temporary file is made, unless the sink says otherwise (an
+    // import folder another program reads).
     #[cfg(unix)]
-    {
+    if let Some(mode) = sink.mode {
         use std::os::unix::fs::PermissionsExt;
         tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+            .set_permissions(std::fs::Permissions::from_mode(mode))?;
     }
     tmp.as_file()
         .sync_all()

@@ -575,13 +575,13 @@ fn the_summary_file_reports_every_failure_and_an_unwritable_one_stops_the_run_fi
     w.report("r_2026-11-01.csv", &["A1,Ordered,,,,,,"]);
     w.run_ok(&["run", "--summary-json", "s.json"], 0);
     assert_eq!(w.summary("s.json")["exit_code"], 0);
-    // Readable by a monitoring user, not owner-only.
+    // Its owner's alone: it names reports and columns.
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(w.path().join("s.json"))
         .unwrap()
         .permissions()
         .mode();
-    assert_eq!(mode & 0o044, 0o044, "{mode:o}");
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
     // A configuration mistake.
     w.config(&Workdir::config_with("bogus_key = 1\n"));
     let out = w.run(&["run", "--summary-json", "s.json"]);
@@ -799,4 +799,71 @@ fn control_characters_in_a_file_name_are_escaped_in_logs_and_the_summary() {
             "{text}"
         );
     }
+}
+
+/// Whatever umask the job starts with, what it creates is its owner's alone: the state
+/// folder, the ledger and its lock, the output folder, import files and the summary; a
+/// file sink's `mode` loosens its import files on purpose.
+#[test]
+fn files_and_folders_are_created_owner_only_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = Workdir::new();
+    w.config(&Workdir::config_with(
+        "\n[[sink]]\ntype = \"file\"\nname = \"shared\"\ndir = \"shared\"\nmode = \"0640\"\n",
+    ));
+    w.report(
+        "r_2026-11-01.csv",
+        &["A1,Ordered,,2026-11-01T10:00:00Z,,,,"],
+    );
+    let bin = assert_cmd::cargo::cargo_bin!("tangoe-ingest");
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"umask 000; exec "$0" --config tangoe-ingest.toml run --summary-json s.json"#)
+        .arg(bin)
+        .current_dir(w.path())
+        .env_remove("TANGOE_INGEST_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mode = |rel: &str| {
+        std::fs::metadata(w.path().join(rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    for dir in ["state", "out", "shared"] {
+        assert_eq!(mode(dir), 0o700, "{dir}");
+    }
+    let file = w.files("out").remove(0);
+    let shared = w.files("shared").remove(0);
+    for (rel, want) in [
+        ("state/ledger.sqlite", 0o600),
+        ("state/ledger.sqlite.lock", 0o600),
+        ("s.json", 0o600),
+        (&format!("out/{file}"), 0o600),
+        (&format!("shared/{shared}"), 0o640),
+    ] {
+        assert_eq!(mode(rel), want, "{rel}: {:o}", mode(rel));
+    }
+}
+
+/// A ledger an earlier release left readable by others is made its owner's alone.
+#[test]
+fn a_ledger_readable_by_others_is_made_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = Workdir::new();
+    w.report(
+        "r_2026-11-01.csv",
+        &["A1,Ordered,,2026-11-01T10:00:00Z,,,,"],
+    );
+    w.run_ok(&["run"], 0);
+    let ledger = w.path().join("state/ledger.sqlite");
+    std::fs::set_permissions(&ledger, std::fs::Permissions::from_mode(0o644)).unwrap();
+    w.run_ok(&["run"], 0);
+    let mode = std::fs::metadata(&ledger).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{mode:o}");
 }
