@@ -13,7 +13,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-use super::base64;
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, STANDARD_PAD_INDIFFERENT};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Marker {
@@ -81,7 +82,7 @@ pub(crate) fn lookup_name(host: &str, port: u16) -> String {
 
 /// `SHA256:<base64, unpadded>` of a key blob, as `ssh-keygen -lf` prints it.
 pub(crate) fn fingerprint(blob: &[u8]) -> String {
-    format!("SHA256:{}", base64::encode(&Sha256::digest(blob), false))
+    format!("SHA256:{}", STANDARD_NO_PAD.encode(Sha256::digest(blob)))
 }
 
 /// The key type named inside an SSH public key blob (e.g. `ssh-ed25519`).
@@ -173,14 +174,14 @@ fn parse_line(line: usize, text: &str) -> Option<Entry> {
     let hosts = if let Some(rest) = first.strip_prefix("|1|") {
         let (salt, hash) = rest.split_once('|')?;
         Hosts::Hashed {
-            salt: base64::decode(salt)?,
-            hash: base64::decode(hash)?,
+            salt: STANDARD_PAD_INDIFFERENT.decode(salt).ok()?,
+            hash: STANDARD_PAD_INDIFFERENT.decode(hash).ok()?,
         }
     } else {
         Hosts::Patterns(first.split(',').map(str::to_string).collect())
     };
     let key_type = fields.next()?.to_string();
-    let blob = base64::decode(fields.next()?)?;
+    let blob = STANDARD_PAD_INDIFFERENT.decode(fields.next()?).ok()?;
     Some(Entry {
         line,
         marker,
@@ -249,16 +250,17 @@ impl KnownHosts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD;
 
     #[test]
     fn matches_plain_bracketed_wildcard_negated_and_hashed_names() {
         let blob = b"\0\0\0\x0bssh-ed25519\0\0\0\x01k".to_vec();
-        let b64 = base64::encode(&blob, true);
+        let b64 = STANDARD.encode(&blob);
         // HMAC-SHA1 of "[sftp.example.com]:2222" keyed with this salt (computed with Python's hmac).
         let salt = b"0123456789abcdefghij";
         let hashed = format!(
             "|1|{}|{}",
-            base64::encode(salt, true),
+            STANDARD.encode(salt),
             "NNl375YL/yxsLOBr7rEl9NzMrM4="
         );
         let text = format!(
@@ -268,7 +270,9 @@ mod tests {
              *.example.org,!bad.example.org ecdsa-sha2-nistp256 {b64}\n\
              {hashed} ssh-ed25519 {b64}\n\
              @revoked old.example.com ssh-ed25519 {b64}\n\
-             garbage\n"
+             garbage\n\
+             unpadded.example.com ssh-ed25519 {}\n",
+            b64.trim_end_matches('=')
         );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("known_hosts");
@@ -292,6 +296,7 @@ mod tests {
         );
         assert!(kh.lookup("bad.example.org", 22).keys.is_empty());
         assert_eq!(kh.lookup("old.example.com", 22).revoked.len(), 1);
+        assert_eq!(kh.lookup("unpadded.example.com", 22).keys[0].blob, blob);
         assert_eq!(key_type_of(&blob).as_deref(), Some("ssh-ed25519"));
     }
 }

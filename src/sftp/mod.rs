@@ -7,7 +7,6 @@
 //! is bounded by the endpoint's `timeout`. Secrets are loaded only to authenticate and are
 //! never written to logs or error messages.
 
-pub(crate) mod base64;
 pub(crate) mod config;
 pub(crate) mod known_hosts;
 
@@ -16,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_PAD_INDIFFERENT};
 use secrecy::{ExposeSecret, SecretString};
 use ssh2::{MethodType, Session, Sftp};
 
@@ -131,7 +132,7 @@ pub(crate) fn known_hosts_line(host: &str, port: u16, blob: &[u8]) -> String {
     format!(
         "{} {key_type} {}",
         lookup_name(host, port),
-        base64::encode(blob, true)
+        STANDARD.encode(blob)
     )
 }
 
@@ -789,7 +790,7 @@ fn key_is_encrypted(path: &std::path::Path) -> Option<bool> {
         };
     }
     // "openssh-key-v1\0", then the cipher's name as a length-prefixed string.
-    let raw = base64::decode(&body)?;
+    let raw = STANDARD_PAD_INDIFFERENT.decode(&body).ok()?;
     let rest = raw.strip_prefix(b"openssh-key-v1\0")?;
     let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
     let cipher = rest.get(4..4 + len)?;
