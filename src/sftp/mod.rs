@@ -10,11 +10,13 @@
 pub(crate) mod config;
 pub(crate) mod known_hosts;
 
+use std::cell::Cell;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use backon::{BlockingRetryable, ExponentialBuilder};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_PAD_INDIFFERENT};
 use secrecy::{ExposeSecret, SecretString};
@@ -101,6 +103,9 @@ pub(crate) fn sftp_status(e: &anyhow::Error, codes: &[i32]) -> bool {
     })
 }
 
+/// The wait before the second try; each later wait is twice the one before.
+const FIRST_WAIT: Duration = Duration::from_secs(1);
+
 /// Runs `f` up to `tries` times, waiting 1 s, 2 s, 4 s... between tries; a [`Final`]
 /// error ends at once. `f` gets the attempt number (1-based).
 pub(crate) fn with_retries<T>(
@@ -108,22 +113,27 @@ pub(crate) fn with_retries<T>(
     tries: u32,
     mut f: impl FnMut(u32) -> Result<T>,
 ) -> Result<T> {
-    let mut attempt = 1;
-    loop {
-        match f(attempt) {
-            Ok(v) => return Ok(v),
-            Err(e) if attempt >= tries || is_final(&e) => return Err(e),
-            Err(e) => {
-                let wait = Duration::from_secs(1 << (attempt - 1));
-                tracing::warn!(
-                    "{what} failed (try {attempt} of {tries}), retrying in {}s: {e:#}",
-                    wait.as_secs()
-                );
-                std::thread::sleep(wait);
-                attempt += 1;
-            }
-        }
-    }
+    let attempt = Cell::new(0u32);
+    let waits = ExponentialBuilder::default()
+        .with_min_delay(FIRST_WAIT)
+        .with_factor(2.0)
+        .without_max_delay()
+        .with_max_times(tries.saturating_sub(1) as usize);
+    (|| {
+        attempt.set(attempt.get() + 1);
+        f(attempt.get())
+    })
+    .retry(waits)
+    .sleep(std::thread::sleep)
+    .when(|e| !is_final(e))
+    .notify(|e, wait| {
+        tracing::warn!(
+            "{what} failed (try {} of {tries}), retrying in {}s: {e:#}",
+            attempt.get(),
+            wait.as_secs()
+        );
+    })
+    .call()
 }
 
 /// One line of a known_hosts file for `blob`.
@@ -795,4 +805,36 @@ fn key_is_encrypted(path: &std::path::Path) -> Option<bool> {
     let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
     let cipher = rest.get(4..4 + len)?;
     Some(cipher != b"none")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_stop_at_a_final_error_or_after_the_tries() {
+        let mut calls = Vec::new();
+        let r: Result<()> = with_retries("test", 3, |a| {
+            calls.push(a);
+            bail!(Final("refused".into()))
+        });
+        assert!(r.is_err());
+        assert_eq!(calls, [1], "a final error is not tried again");
+
+        let mut calls = Vec::new();
+        let r = with_retries("test", 2, |a| {
+            calls.push(a);
+            if a < 2 { bail!("dropped") } else { Ok(a) }
+        });
+        assert_eq!(r.unwrap(), 2);
+        assert_eq!(calls, [1, 2]);
+
+        let mut calls = 0;
+        let r: Result<()> = with_retries("test", 2, |_| {
+            calls += 1;
+            bail!("dropped")
+        });
+        assert!(r.is_err());
+        assert_eq!(calls, 2, "gives up after `tries`");
+    }
 }
