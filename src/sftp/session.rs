@@ -18,9 +18,30 @@ pub(crate) struct Connection {
     sftp: Sftp,
 }
 
+/// libssh2's codes for a packet whose integrity check failed: `LIBSSH2_ERROR_DECRYPT`
+/// (an AEAD cipher's tag, e.g. chacha20-poly1305) and `LIBSSH2_ERROR_INVALID_MAC`.
+const CORRUPTED_PACKET: [i32; 2] = [-12, -4];
+
 impl Connection {
     pub(crate) fn sftp(&self) -> &Sftp {
         &self.sftp
+    }
+
+    /// `e`, an I/O error of a read or write on this connection, with what libssh2 knows of
+    /// its cause: the `io::Error` that `ssh2` returns keeps only libssh2's last message
+    /// ("channel read"), so a packet that failed its integrity check is named here.
+    pub(crate) fn io_error(&self, e: std::io::Error) -> anyhow::Error {
+        let corrupted = ssh2::Error::last_session_error(&self.session).is_some_and(|last| {
+            matches!(last.code(), ssh2::ErrorCode::Session(c) if CORRUPTED_PACKET.contains(&c))
+        });
+        if corrupted {
+            anyhow!(e).context(
+                "the data arrived corrupted: what the server sent failed the SSH integrity \
+                 check (a faulty network path, or something on it altering the connection)",
+            )
+        } else {
+            anyhow!(e)
+        }
     }
 }
 

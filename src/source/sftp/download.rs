@@ -10,7 +10,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 
 use super::spool::Spool;
 use super::{SftpSource, Stat, TRIES};
@@ -154,9 +154,9 @@ impl SftpSource {
                         Ok(n) => n,
                         Err(e) => {
                             spool.give_back(buf);
-                            return Err(
-                                anyhow!(e).context(format!("reading {name} from the server"))
-                            );
+                            return Err(conn
+                                .io_error(e)
+                                .context(format!("reading {name} from the server")));
                         }
                     };
                     if n == 0 {

@@ -231,7 +231,8 @@ impl RangeJob<'_> {
                         rest.min((rest / 4).max(64 << 10)).min(buf.len() as u64) as usize
                     };
                     let n = remote.read(&mut buf[..want]).map_err(|e| {
-                        anyhow!(e).context(format!("reading {name} from the server"))
+                        c.io_error(e)
+                            .context(format!("reading {name} from the server"))
                     })?;
                     if n == 0 {
                         break;
