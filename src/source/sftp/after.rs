@@ -15,6 +15,8 @@ use crate::sftp::{Connection, Final, is_missing, remote_path};
 use crate::source::Listed;
 
 impl SftpSource {
+    /// [`Source::after`](crate::source::Source::after): deletes or moves the report (its
+    /// done marker first) as `after` says.
     pub(super) fn clean_up(&mut self, report: &Listed) -> Result<()> {
         if self.dry_run || self.cfg.after == After::Leave {
             return Ok(());

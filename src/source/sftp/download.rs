@@ -23,6 +23,8 @@ use crate::source::{Fetched, Listed, hash_file};
 const SEGMENTED_MIN: u64 = 64 << 20;
 
 impl SftpSource {
+    /// [`Source::fetch`](crate::source::Source::fetch): the archive's copy when it is whole,
+    /// else a download.
     pub(super) fn fetch_report(&mut self, report: &Listed) -> Result<Fetched> {
         if let Some(entry) = self
             .archive

@@ -1,7 +1,7 @@
 //! Listing `remote_dir`, and the decisions a listing allows: which names are safe to take,
 //! and which files are left for a later run because they may still be uploading.
 //!
-//! Invariant: a remote name never writes outside `download_dir` (names holding `/`, `\\`,
+//! Invariant: a remote name never writes outside `download_dir` (names holding `/`, `\`,
 //! `..` or control characters are skipped with a warning), and a file is offered for
 //! download only when it is old enough (`min_age`), has its done marker (`done_suffix`)
 //! and, when new, did not change across two listings `settle` apart.
@@ -102,6 +102,8 @@ impl SftpSource {
         Ok(RemoteListing { files, names })
     }
 
+    /// [`Source::list`](crate::source::Source::list): the folder's reports, each deferred
+    /// when it may still be uploading; with backfill, the archive's too.
     pub(super) fn list_reports(&mut self) -> Result<Vec<Listed>> {
         if !self.dry_run {
             self.prune();
@@ -158,6 +160,8 @@ impl SftpSource {
         Ok(out)
     }
 
+    /// [`Source::settle`](crate::source::Source::settle): lists the folder again `settle`
+    /// later and defers the new reports whose size or mtime changed meanwhile.
     pub(super) fn settle_new(
         &mut self,
         listed: &mut [Listed],
