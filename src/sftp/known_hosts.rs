@@ -5,6 +5,11 @@
 //! *types* the file holds for a host before the handshake: the negotiation is then restricted
 //! to those types, and a host listed with several key types verifies whichever the server
 //! would have preferred.
+//!
+//! Invariant: a host's keys are those of the lines whose patterns match its lookup name
+//! (a negated pattern on a line excludes it) and that are not `@cert-authority`; a key on a
+//! `@revoked` line is reported as revoked, never as known. A line that cannot be read is
+//! skipped, so it can never make a key trusted.
 
 use std::path::Path;
 
