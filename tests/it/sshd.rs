@@ -353,25 +353,66 @@ impl Drop for Sshd {
     }
 }
 
-/// A TCP relay on 127.0.0.1 that forwards to `target`, limited to `bytes_per_sec` in each
-/// direction (so that a download lasts long enough to be interrupted). `cut(true)` drops
-/// every connection and refuses new ones, as a lost line would.
+/// A TCP relay on 127.0.0.1 that forwards to `target`. `cut(true)` drops every connection
+/// and refuses new ones, as a lost line would.
 pub struct Relay {
     pub port: u16,
     stop: Arc<AtomicBool>,
     cut: Arc<AtomicBool>,
+    tamper: Arc<AtomicBool>,
+}
+
+/// What a relay does to the bytes it forwards.
+#[derive(Clone, Copy)]
+struct Rules {
+    /// At most this many bytes a second in each direction.
+    bytes_per_sec: Option<u64>,
+    /// Flips one bit of the byte at this offset of each connection's server-to-client
+    /// stream, while tampering is on.
+    flip_at: Option<u64>,
 }
 
 impl Relay {
+    /// Limited to `bytes_per_sec` in each direction (so that a download lasts long enough
+    /// to be interrupted).
     pub fn throttled(target: u16, bytes_per_sec: u64) -> Relay {
+        Relay::start(
+            target,
+            Rules {
+                bytes_per_sec: Some(bytes_per_sec),
+                flip_at: None,
+            },
+        )
+    }
+
+    /// Flips one bit of every connection's server-to-client stream at byte `flip_at` (long
+    /// after the key exchange), as a faulty line or someone on the path would, until
+    /// `tamper(false)`.
+    pub fn tampering(target: u16, flip_at: u64) -> Relay {
+        let relay = Relay::start(
+            target,
+            Rules {
+                bytes_per_sec: None,
+                flip_at: Some(flip_at),
+            },
+        );
+        relay.tamper(true);
+        relay
+    }
+
+    fn start(target: u16, rules: Rules) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let cut = Arc::new(AtomicBool::new(false));
-        let (stop2, cut2) = (stop.clone(), cut.clone());
+        let relay = Relay {
+            port,
+            stop: Arc::new(AtomicBool::new(false)),
+            cut: Arc::new(AtomicBool::new(false)),
+            tamper: Arc::new(AtomicBool::new(false)),
+        };
+        let (stop, cut, tamper) = (relay.stop.clone(), relay.cut.clone(), relay.tamper.clone());
         listener.set_nonblocking(true).unwrap();
         std::thread::spawn(move || {
-            while !stop2.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 let client = match listener.accept() {
                     Ok((c, _)) => c,
                     Err(_) => {
@@ -379,7 +420,7 @@ impl Relay {
                         continue;
                     }
                 };
-                if cut2.load(Ordering::Relaxed) {
+                if cut.load(Ordering::Relaxed) {
                     drop(client);
                     continue;
                 }
@@ -387,53 +428,79 @@ impl Relay {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
                     continue;
                 };
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
+                let downstream = Rules {
+                    flip_at: rules.flip_at.filter(|_| tamper.load(Ordering::Relaxed)),
+                    ..rules
+                };
+                let upstream = Rules {
+                    flip_at: None,
+                    ..rules
+                };
+                for (from, to, rules) in [
+                    (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        upstream,
+                    ),
+                    (server, client, downstream),
                 ] {
-                    let (stop3, cut3) = (stop2.clone(), cut2.clone());
-                    from.set_read_timeout(Some(Duration::from_millis(50)))
-                        .unwrap();
-                    std::thread::spawn(move || {
-                        let mut buf = vec![0u8; 16 * 1024];
-                        let started = Instant::now();
-                        let mut sent = 0u64;
-                        while !stop3.load(Ordering::Relaxed) && !cut3.load(Ordering::Relaxed) {
-                            let n = match from.read(&mut buf) {
-                                Ok(0) => break,
-                                Ok(n) => n,
-                                Err(e)
-                                    if matches!(
-                                        e.kind(),
-                                        std::io::ErrorKind::WouldBlock
-                                            | std::io::ErrorKind::TimedOut
-                                    ) =>
-                                {
-                                    continue;
-                                }
-                                Err(_) => break,
-                            };
-                            if to.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                            sent += n as u64;
-                            let due = Duration::from_secs_f64(sent as f64 / bytes_per_sec as f64);
-                            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                                std::thread::sleep(wait);
-                            }
-                        }
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                        let _ = from.shutdown(std::net::Shutdown::Both);
-                    });
+                    let (stop, cut) = (stop.clone(), cut.clone());
+                    std::thread::spawn(move || pump(from, to, rules, &stop, &cut));
                 }
             }
         });
-        Relay { port, stop, cut }
+        relay
     }
 
     pub fn cut(&self, on: bool) {
         self.cut.store(on, Ordering::Relaxed);
     }
+
+    /// Whether connections opened from now on are tampered with.
+    pub fn tamper(&self, on: bool) {
+        self.tamper.store(on, Ordering::Relaxed);
+    }
+}
+
+/// Forwards `from` to `to` until either side closes or the relay stops or is cut.
+fn pump(mut from: TcpStream, mut to: TcpStream, rules: Rules, stop: &AtomicBool, cut: &AtomicBool) {
+    from.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut buf = vec![0u8; 16 * 1024];
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while !stop.load(Ordering::Relaxed) && !cut.load(Ordering::Relaxed) {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(_) => break,
+        };
+        if let Some(at) = rules.flip_at
+            && (sent..sent + n as u64).contains(&at)
+        {
+            buf[(at - sent) as usize] ^= 0x10;
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        sent += n as u64;
+        if let Some(rate) = rules.bytes_per_sec {
+            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+    let _ = from.shutdown(std::net::Shutdown::Both);
 }
 
 impl Drop for Relay {
