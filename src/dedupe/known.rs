@@ -11,8 +11,8 @@
 //! Layout: the Activities lie one after another in one buffer, each as the length of its
 //! ID (2 bytes), the ID, then its record in 28 bytes (rowid, position, latest event, and
 //! in one word its event count, state and flags); a hash table of 4-byte offsets into the
-//! buffer finds them. A look-up touches the table and one place in the buffer. With IDs of
-//! a dozen characters that is ~47 bytes an Activity.
+//! buffer finds them. A look-up touches the table and one place in the
+//! buffer. With IDs of a dozen characters that is ~47 bytes an Activity.
 //!
 //! [`drain_fresh`]: KnownActivities::drain_fresh
 //! [`drain_dirty`]: KnownActivities::drain_dirty
@@ -42,33 +42,50 @@ const DIRTY: u32 = 1 << 28;
 const FRESH: u32 = 1 << 29;
 
 /// Below this many Activities, one thread reads them all.
-const PARALLEL_LOAD: u64 = 50_000;
+const PARALLEL_LOAD: u64 = 100_000;
 
-/// Activities read on another thread: their buffer as [`KnownActivities`] lays it out, and
-/// each one's hash and offset in it.
-struct Part {
+/// Activities read on another thread, laid out as [`KnownActivities`] holds them, with
+/// each one's hash and offset in the chunk.
+struct Chunk {
     data: Vec<u8>,
     entries: Vec<(u64, u32)>,
 }
 
-impl Part {
-    /// The Activities of `rowids`, each hashed by `hasher` (the table's own).
-    fn read(
+/// Activities a chunk holds.
+const CHUNK: usize = 4096;
+
+impl Chunk {
+    fn new() -> Chunk {
+        Chunk {
+            data: Vec::with_capacity(CHUNK * (2 + 12 + RECORD)),
+            entries: Vec::with_capacity(CHUNK),
+        }
+    }
+
+    /// Reads the Activities of `rowids`, each hashed by `hasher` (the table's own), and
+    /// sends them on in chunks.
+    fn read_all(
         ledger: &Ledger,
         rowids: std::ops::Range<i64>,
-        hasher: DefaultHashBuilder,
-        capacity: usize,
-    ) -> Result<Part> {
-        let mut part = Part {
-            data: Vec::with_capacity(capacity * (2 + 12 + RECORD)),
-            entries: Vec::with_capacity(capacity),
-        };
+        hasher: &DefaultHashBuilder,
+        tx: &std::sync::mpsc::SyncSender<Chunk>,
+    ) -> Result<()> {
+        let mut chunk = Chunk::new();
         ledger.each_activity(rowids, |rowid, id, record| {
-            let offset = write_entry(&mut part.data, id, row_id(rowid)?, &record, 0)?;
-            part.entries.push((hasher.hash_one(id.as_bytes()), offset));
+            let offset = write_entry(&mut chunk.data, id, row_id(rowid)?, &record, 0)?;
+            chunk.entries.push((hasher.hash_one(id.as_bytes()), offset));
+            if chunk.entries.len() == CHUNK {
+                let full = std::mem::replace(&mut chunk, Chunk::new());
+                tx.send(full)
+                    .map_err(|_| anyhow::anyhow!("the table stopped taking Activities"))?;
+            }
             Ok(())
         })?;
-        Ok(part)
+        if !chunk.entries.is_empty() {
+            tx.send(chunk)
+                .map_err(|_| anyhow::anyhow!("the table stopped taking Activities"))?;
+        }
+        Ok(())
     }
 }
 
@@ -216,34 +233,30 @@ impl KnownActivities {
         }
     }
 
-    /// Every Activity `activities` holds. The second half of the rowids is read on another
-    /// thread, through a connection of its own, while this one reads the first.
+    /// Every Activity `activities` holds. When there are many, another thread steps
+    /// through SQLite and lays them out in chunks while this one takes the chunks in.
     pub(crate) fn load(ledger: &Ledger) -> Result<Self> {
         let started = std::time::Instant::now();
         let (count, rowids) = ledger.activity_rowids()?;
         let mut known = KnownActivities::with_capacity(count as usize);
-        let mid = rowids.start + (rowids.end - rowids.start) / 2;
-        let second = match ledger.reader()? {
-            Some(reader) if count >= 2 * PARALLEL_LOAD => {
-                let (range, hasher) = (mid..rowids.end, known.hasher.clone());
-                Some(std::thread::spawn(move || {
-                    Part::read(&reader, range, hasher, count as usize / 2)
-                }))
+        match ledger.reader()? {
+            Some(reader) if count >= PARALLEL_LOAD => {
+                let hasher = known.hasher.clone();
+                std::thread::scope(|scope| -> Result<()> {
+                    let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(4);
+                    let reading =
+                        scope.spawn(move || Chunk::read_all(&reader, rowids, &hasher, &tx));
+                    for chunk in rx {
+                        known.append(chunk)?;
+                    }
+                    reading
+                        .join()
+                        .map_err(|_| anyhow::anyhow!("the thread reading Activities panicked"))?
+                })?;
             }
-            _ => None,
-        };
-        let first = match &second {
-            Some(_) => rowids.start..mid,
-            None => rowids,
-        };
-        ledger.each_activity(first, |rowid, id, record| {
-            known.push(id, row_id(rowid)?, &record, 0).map(drop)
-        })?;
-        if let Some(second) = second {
-            let part = second
-                .join()
-                .map_err(|_| anyhow::anyhow!("the thread reading Activities panicked"))??;
-            known.append(part)?;
+            _ => ledger.each_activity(rowids, |rowid, id, record| {
+                known.push(id, row_id(rowid)?, &record, 0).map(drop)
+            })?,
         }
         tracing::debug!(
             activities = known.table.len(),
@@ -253,17 +266,17 @@ impl KnownActivities {
         Ok(known)
     }
 
-    /// Adds Activities read on another thread, after those the table holds.
-    fn append(&mut self, part: Part) -> Result<()> {
+    /// Adds Activities laid out on another thread, after those the table holds.
+    fn append(&mut self, chunk: Chunk) -> Result<()> {
         let Ok(shift) = u32::try_from(self.data.len()) else {
             bail!("the Activities take more than 4 GB of memory");
         };
-        if u32::try_from(self.data.len() + part.data.len()).is_err() {
+        if u32::try_from(self.data.len() + chunk.data.len()).is_err() {
             bail!("the Activities take more than 4 GB of memory");
         }
-        self.data.extend_from_slice(&part.data);
+        self.data.extend_from_slice(&chunk.data);
         let (data, hasher) = (&self.data, &self.hasher);
-        for (hash, offset) in part.entries {
+        for (hash, offset) in chunk.entries {
             self.table.insert_unique(hash, offset + shift, |&o| {
                 hasher.hash_one(Self::id_at(data, o as usize).0)
             });
