@@ -3,12 +3,14 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::cli::{Cli, Command, HostkeyArgs, LogFormat, RunArgs};
-use crate::config::Config;
+use crate::config::{Config, SourceConfig};
 use crate::lock::Locked;
 use crate::pipeline::{self, Mode, Options};
+use crate::sftp::Endpoint;
+use crate::sink::config::SinkConfig;
 use crate::summary::{EXIT_FAILED, EXIT_LOCKED, Summary, render};
 
 /// Runs the command; returns the process exit code.
@@ -165,18 +167,39 @@ fn hostkey(config: &Path, args: &HostkeyArgs) -> Result<i32> {
         Some(_) => None,
         None => Some(load(config)?),
     };
-    let endpoint = crate::sftp::hostkey_endpoint(
-        cfg.as_ref(),
-        args.host.as_deref(),
-        args.port,
-        args.sink.as_deref(),
-    )?;
+    let endpoint = hostkey_endpoint(cfg.as_ref(), args)?;
     print!("{}", crate::sftp::hostkey_report(&endpoint)?);
     eprintln!(
         "Check these fingerprints with the site's operator before you add a line to known_hosts \
          (or set host_key_fingerprint)."
     );
     Ok(0)
+}
+
+/// The server `tangoe-ingest hostkey` asks: HOST if given, else a sink's upload server
+/// (`--sink`), else the configured SFTP source.
+fn hostkey_endpoint(cfg: Option<&Config>, args: &HostkeyArgs) -> Result<Endpoint> {
+    if let Some(host) = &args.host {
+        return Ok(Endpoint::bare(host, args.port));
+    }
+    let cfg = cfg.context("no HOST given and no configuration")?;
+    if let Some(name) = &args.sink {
+        let upload = cfg.sinks.iter().find_map(|s| match s {
+            SinkConfig::File(f) if &f.name == name => Some(&f.upload),
+            _ => None,
+        });
+        return match upload {
+            Some(Some(u)) => Ok(u.endpoint.clone()),
+            Some(None) => bail!("the sink {name:?} has no `upload`"),
+            None => bail!("no sink is named {name:?}"),
+        };
+    }
+    match &cfg.source {
+        SourceConfig::Sftp(s) => Ok(s.endpoint.clone()),
+        _ => bail!(
+            "the configured [source] is not SFTP: give a HOST (e.g. `tangoe-ingest hostkey sftp.example.com --port 22`)"
+        ),
+    }
 }
 
 /// Writes a summary file whole: under a temporary name in its folder, then renamed, so a

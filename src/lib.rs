@@ -16,6 +16,7 @@ pub(crate) mod pipeline;
 pub(crate) mod printable;
 pub(crate) mod report;
 pub(crate) mod secret;
+pub(crate) mod setting;
 pub(crate) mod sftp;
 pub(crate) mod sink;
 pub(crate) mod source;

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::ledger::ReportCounts;
 use crate::printable::printable;
-use crate::sink::SinkSummary;
+use crate::sink::summary::SinkSummary;
 
 /// Exit codes: the contract with cron and the operator.
 pub const EXIT_OK: i32 = 0;

@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 
+use super::known::KnownActivities;
 use super::known::Slot;
-use super::{KnownActivities, Order, Verdict, event_key, verdict};
+use super::rule::{Order, Verdict, event_key, verdict};
 use crate::ledger::activities::{Position, Record};
 use crate::ledger::outbox::{EventHead, NewEvent};
 use crate::ledger::reports::ReportTx;

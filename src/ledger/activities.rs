@@ -9,7 +9,7 @@
 use anyhow::{Context, Result};
 use rusqlite::{OptionalExtension, params};
 
-use super::Ledger;
+use super::handle::Ledger;
 use super::reports::ReportTx;
 use crate::state::State;
 

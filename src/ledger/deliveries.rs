@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use anyhow::Result;
 use rusqlite::{OptionalExtension, params};
 
-use super::{Ledger, now};
+use super::handle::{Ledger, now};
 
 /// The outcome of one event for one sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

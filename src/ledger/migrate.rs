@@ -151,7 +151,7 @@ const STEPS: &[&str] = &[
     // of steps 3-5 goes (look-ups are built in memory from `activities` at each run), and
     // `activities` becomes a rowid table (its changes are written by rowid, in rowid order)
     // whose rows record the row of their position (its time, report and row: see
-    // `crate::dedupe`). Where the report that set the position also wrote the Activity's
+    // the dedupe module). Where the report that set the position also wrote the Activity's
     // latest event, that event's row is the position's; otherwise 0 (before any row of that
     // report, so a replay of it changes nothing).
     r#"
@@ -164,7 +164,7 @@ const STEPS: &[&str] = &[
         activity_id TEXT NOT NULL UNIQUE,
         state       INTEGER NOT NULL,
         updated_at  INTEGER NOT NULL,      -- the position: effective time,
-        report_id   INTEGER NOT NULL,      -- report (its place in `crate::dedupe`'s order)
+        report_id   INTEGER NOT NULL,      -- report (its place in the dedupe order)
         row         INTEGER NOT NULL,      -- and row of the greatest row applied
         event_id    INTEGER,               -- its latest event (which holds the attributes)
         events      INTEGER NOT NULL DEFAULT 0,

@@ -1,5 +1,5 @@
 //! Opening the ledger: for a real run (created and migrated), as a dry run's private copy,
-//! or read-only (`status`); and folding its WAL back into the file (checkpoints).
+//! or read-only (`status`).
 //!
 //! Guarantees: a dry run never writes the real ledger (its copy holds whole reports only,
 //! however a run writes meanwhile); `status` never writes it either.
@@ -9,45 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags};
 
-use super::{Ledger, migrate};
-
-/// A thread with its own connection that folds the WAL back into the ledger file
-/// (`wal_checkpoint(PASSIVE)`) whenever a report is committed: the copy runs while the
-/// next report is read or the sinks deliver, instead of inside the next commit.
-pub(super) struct Checkpointer {
-    tx: Option<std::sync::mpsc::SyncSender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Checkpointer {
-    fn start(path: &Path) -> Result<Checkpointer> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
-        let thread = std::thread::Builder::new()
-            .name("checkpoint".into())
-            .spawn(move || {
-                for () in rx {
-                    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
-                        tracing::debug!("background checkpoint: {e}");
-                    }
-                }
-            })?;
-        Ok(Checkpointer {
-            tx: Some(tx),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+use super::handle::Ledger;
+use super::migrate;
 
 /// SQLite's page cache is 8 MiB: what a report touches at random (`activities`) is far larger
 /// than any cache worth its memory, and a page missed is read from the OS page cache. 32 MiB
@@ -285,32 +248,6 @@ impl Ledger {
             checkpointer: std::cell::RefCell::new(None),
             _scratch: None,
         }))
-    }
-
-    /// Starts folding what was just committed back into the ledger file, on another thread.
-    pub(crate) fn checkpoint_in_background(&self) {
-        let mut slot = self.checkpointer.borrow_mut();
-        if slot.is_none()
-            && let Some(path) = &self.path
-        {
-            match Checkpointer::start(path) {
-                Ok(c) => *slot = Some(c),
-                Err(e) => tracing::debug!("no background checkpoints: {e}"),
-            }
-        }
-        if let Some(tx) = slot.as_ref().and_then(|c| c.tx.as_ref()) {
-            // A checkpoint already asked for covers this commit too.
-            let _ = tx.try_send(());
-        }
-    }
-
-    /// Folds the WAL back into the ledger file (at the end of a run).
-    pub(crate) fn checkpoint(&self) -> Result<()> {
-        // Waits for a background checkpoint still running.
-        drop(self.checkpointer.borrow_mut().take());
-        self.conn
-            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
-        Ok(())
     }
 }
 

@@ -7,8 +7,8 @@
 use anyhow::{Context, Result};
 use rusqlite::{OptionalExtension, params};
 
-use super::Ledger;
-use super::reports::ReportTx;
+use super::handle::Ledger;
+use super::reports::{Columns, ReportTx};
 use crate::attrs;
 use crate::state::State;
 
@@ -397,13 +397,6 @@ impl EventView<'_> {
         }
     }
 }
-/// The names of the values an event's `attrs` holds, stored once per report.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Columns {
-    pub(crate) fields: Vec<String>,
-    pub(crate) extras: Vec<String>,
-}
-
 /// The parts of an event a later row of its report needs to fold into it.
 #[derive(Debug, Clone)]
 pub(crate) struct EventHead {

@@ -7,7 +7,7 @@
 use anyhow::Result;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Columns, Ledger, now, now_text};
+use super::handle::{Ledger, now, now_text};
 
 /// A report as listed and hashed, before processing.
 #[derive(Debug, Clone)]
@@ -263,4 +263,11 @@ impl Drop for ReportTx<'_> {
             self.restore_autocheckpoint();
         }
     }
+}
+
+/// The names of the values an event's `attrs` holds, stored once per report.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Columns {
+    pub(crate) fields: Vec<String>,
+    pub(crate) extras: Vec<String>,
 }

@@ -5,8 +5,8 @@
 use anyhow::Result;
 use rusqlite::params;
 
+use super::handle::{Ledger, now_text};
 use super::reports::ReportCounts;
-use super::{Ledger, now_text};
 
 /// The exit code the ledger records for a run that was interrupted (killed) before it
 /// could finish; the next run records it so.

@@ -6,6 +6,7 @@
 //! before delivery: the real ledger is only read, no file is written, nothing is moved.
 //! One bad report never sinks the run: it is recorded as failed and the others go on.
 
+mod options;
 mod report;
 
 use anyhow::Result;
@@ -17,26 +18,8 @@ use crate::lock::lock;
 use crate::sink;
 use crate::source::{Listed, Source, local::LocalSource, sftp::SftpSource};
 use crate::summary::{EXIT_FAILED, RejectSummary, ReportStatus, ReportSummary, Summary};
+pub use options::{Mode, Options};
 use report::Run;
-
-/// Which reports a run takes.
-#[derive(Debug, Clone)]
-pub enum Mode {
-    /// The nightly job: reports not processed before.
-    Run,
-    /// Every report whose date is in `[from, to]`, seen before or not.
-    Backfill {
-        from: NaiveDate,
-        to: NaiveDate,
-        resend: bool,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub mode: Mode,
-    pub dry_run: bool,
-}
 
 fn report_date(cfg: &Config, l: &Listed) -> NaiveDate {
     if let Some(re) = &cfg.date_from_name

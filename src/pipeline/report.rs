@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use chrono::NaiveDate;
 
-use super::{Mode, Options};
+use super::options::{Mode, Options};
 use crate::config::Config;
 use crate::dedupe::{KnownActivities, Order, Planner, ReportPlan};
 use crate::ledger::reports::ReportKey;

@@ -13,10 +13,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use super::batch::{OnBatch, Summary};
 use super::cell::{Cell, DateContext};
 use super::row::{CsvRow, RowChecker};
 use super::schema::Schema;
-use super::{OnBatch, Summary};
 
 const SNIFF_BYTES: usize = 64 * 1024;
 

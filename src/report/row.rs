@@ -9,10 +9,10 @@ use std::collections::HashMap;
 
 use anyhow::Result;
 
+use super::batch::{Batch, Item, OnBatch, Reject, RowCounts, RowWarning, Summary};
 use super::cell::{Cell, CellValue, DateContext, UNCOMPUTED, normalize_cell};
 use super::header::{HeaderSearch, Layout, header_text};
 use super::schema::{FieldType, Schema, StateValue};
-use super::{Batch, Item, OnBatch, Reject, RowCounts, RowWarning, Summary};
 use crate::attrs;
 use crate::state::State;
 

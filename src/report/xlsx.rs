@@ -11,10 +11,10 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use calamine::{CellErrorType, DataRef, Reader, Xlsx, XlsxCellFormulaMetadataRecord};
 
+use super::batch::{OnBatch, Summary};
 use super::cell::{Cell, DateContext};
 use super::row::RowChecker;
 use super::schema::Schema;
-use super::{OnBatch, Summary};
 
 /// Excel's own limits: columns beyond these cannot come from a real spreadsheet.
 const MAX_COLUMNS: u32 = 16_384;

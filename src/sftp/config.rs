@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use super::{Endpoint, SecretSource};
-use crate::config::{parse_duration, resolve};
+use super::endpoint::Endpoint;
+use crate::secret::Secret;
+use crate::setting::{parse_duration, resolve};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_PAD_INDIFFERENT;
 
@@ -129,8 +130,8 @@ fn endpoint(k: Keys<'_>, base: &Path, origin: &str) -> Result<Endpoint> {
     }
     let password = match (k.password_env, k.password_file) {
         (Some(_), Some(_)) => bail!("{origin}: set `password_env` or `password_file`, not both"),
-        (Some(var), None) => Some(SecretSource::Env(var.clone())),
-        (None, Some(p)) => Some(SecretSource::File(resolve(base, p))),
+        (Some(var), None) => Some(Secret::env("password_env", var)),
+        (None, Some(p)) => Some(Secret::file("password_file", resolve(base, p))),
         (None, None) => None,
     };
     if k.private_key.is_none() && k.private_key_passphrase_env.is_some() {
@@ -174,7 +175,10 @@ fn endpoint(k: Keys<'_>, base: &Path, origin: &str) -> Result<Endpoint> {
         username: k.username.to_string(),
         password,
         private_key: k.private_key.as_deref().map(|p| resolve(base, p)),
-        passphrase: k.private_key_passphrase_env.clone().map(SecretSource::Env),
+        passphrase: k
+            .private_key_passphrase_env
+            .as_deref()
+            .map(|var| Secret::env("private_key_passphrase_env", var)),
         use_agent: k.use_agent,
         known_hosts: k.known_hosts.as_deref().map(|p| resolve(base, p)),
         fingerprint,

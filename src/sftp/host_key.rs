@@ -5,17 +5,16 @@
 //! set); otherwise the error is [`Final`], names the key and says how to trust it, and
 //! nothing has been transferred. There is no way to accept an unknown key.
 
-use std::time::Duration;
-
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ssh2::Session;
 
+use super::endpoint::Endpoint;
 use super::known_hosts::{
     HostKeys, KEY_TYPES, KnownHosts, algorithms_for, fingerprint, key_type_of, lookup_name,
 };
-use super::{Endpoint, Final};
+use super::retry::Final;
 
 /// One line of a known_hosts file for `blob`.
 pub(crate) fn known_hosts_line(host: &str, port: u16, blob: &[u8]) -> String {
@@ -217,51 +216,6 @@ impl Endpoint {
             self.addr(),
             seen.join("; ")
         ))))
-    }
-}
-
-/// The endpoint `tangoe-ingest hostkey` asks: `host` if given, else a sink's upload server
-/// (`sink`), else the configured SFTP source.
-pub(crate) fn hostkey_endpoint(
-    cfg: Option<&crate::config::Config>,
-    host: Option<&str>,
-    port: u16,
-    sink: Option<&str>,
-) -> Result<Endpoint> {
-    if let Some(host) = host {
-        return Ok(Endpoint {
-            host: host.to_string(),
-            port,
-            username: String::new(),
-            password: None,
-            private_key: None,
-            passphrase: None,
-            use_agent: false,
-            known_hosts: None,
-            fingerprint: None,
-            timeout: Duration::from_secs(30),
-        });
-    }
-    let cfg = cfg.context("no HOST given and no configuration")?;
-    if let Some(name) = sink {
-        for s in &cfg.sinks {
-            match s {
-                crate::config::SinkConfig::File(f) if f.name == name => {
-                    return match &f.upload {
-                        Some(u) => Ok(u.endpoint.clone()),
-                        None => bail!("the sink {name:?} has no `upload`"),
-                    };
-                }
-                _ => {}
-            }
-        }
-        bail!("no sink is named {name:?}");
-    }
-    match &cfg.source {
-        crate::config::SourceConfig::Sftp(s) => Ok(s.endpoint.clone()),
-        _ => bail!(
-            "the configured [source] is not SFTP: give a HOST (e.g. `tangoe-ingest hostkey sftp.example.com --port 22`)"
-        ),
     }
 }
 

@@ -5,45 +5,22 @@
 //! appears in a log line or an error; when every way fails, the [`Final`] error names what
 //! was tried and what the server offers.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_PAD_INDIFFERENT;
 use secrecy::{ExposeSecret, SecretString};
 use ssh2::Session;
 
-use super::{Endpoint, Final};
+use super::endpoint::Endpoint;
+use super::retry::Final;
+use crate::secret::Secret;
 
-/// Where a secret comes from; it is read only when it is needed.
-#[derive(Debug, Clone)]
-pub(crate) enum SecretSource {
-    Env(String),
-    File(PathBuf),
-}
-
-impl SecretSource {
-    /// The secret; an error is [`Final`] (trying the login again cannot set a variable or
-    /// create a file).
-    fn load(&self, key: &str) -> Result<SecretString> {
-        self.read(key).map_err(|e| anyhow!(Final(format!("{e:#}"))))
-    }
-
-    fn read(&self, key: &str) -> Result<SecretString> {
-        match self {
-            SecretSource::Env(var) => match std::env::var(var) {
-                Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
-                _ => bail!("`{key}` names the environment variable {var}, which is not set"),
-            },
-            SecretSource::File(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read the {key} file {}", path.display()))?;
-                let text = text.strip_suffix('\n').unwrap_or(&text);
-                let text = text.strip_suffix('\r').unwrap_or(text);
-                Ok(SecretString::from(text.to_string()))
-            }
-        }
-    }
+/// A secret, read now to log in; an error is [`Final`] (trying the login again cannot set a
+/// variable or create a file).
+fn load(secret: &Secret) -> Result<SecretString> {
+    secret.read().map_err(|e| anyhow!(Final(format!("{e:#}"))))
 }
 
 impl Endpoint {
@@ -68,7 +45,7 @@ impl Endpoint {
         if let Some(key) = &self.private_key {
             if offers("publickey") {
                 let passphrase = match &self.passphrase {
-                    Some(p) => Some(p.load("private_key_passphrase_env")?),
+                    Some(p) => Some(load(p)?),
                     None => None,
                 };
                 match session.userauth_pubkey_file(
@@ -104,7 +81,7 @@ impl Endpoint {
             }
         }
         if let Some(source) = &self.password {
-            let password = source.load("password")?;
+            let password = load(source)?;
             if offers("password") {
                 match session.userauth_password(user, password.expose_secret()) {
                     Ok(()) if session.authenticated() => return Ok(()),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use ssh2::{MethodType, Session, Sftp};
 
-use super::Endpoint;
+use super::endpoint::Endpoint;
 
 /// An authenticated SFTP session.
 pub(crate) struct Connection {

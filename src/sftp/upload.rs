@@ -9,7 +9,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Connection, Final, is_missing, remote_path};
+use super::endpoint::remote_path;
+use super::retry::{Final, is_missing};
+use super::session::Connection;
 
 impl Connection {
     /// The names in `remote_dir` that start with `prefix`. The upload temporaries of import

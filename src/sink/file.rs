@@ -12,9 +12,9 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 
-use super::SinkSummary;
 use super::canonical::{CANONICAL, Canonical, FieldMap, write_canonical_json};
-use crate::config::{FileFormat, FileSinkConfig};
+use super::config::{FileFormat, FileSinkConfig};
+use super::summary::SinkSummary;
 use crate::ledger::{InFlight, Ledger, OwnedEvent};
 use crate::sftp::config::UploadConfig;
 

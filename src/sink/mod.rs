@@ -5,43 +5,17 @@
 //! Each sink keeps its own delivery state, so sinks never wait on each other.
 
 pub(crate) mod canonical;
+pub(crate) mod config;
 pub(crate) mod file;
 pub(crate) mod http;
+pub(crate) mod summary;
 
 use anyhow::Result;
 
-use crate::config::SinkConfig;
 use crate::ledger::Ledger;
-
-/// What one sink did in a run.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub(crate) struct SinkSummary {
-    pub(crate) name: String,
-    pub(crate) delivered: u64,
-    pub(crate) pending: u64,
-    pub(crate) failed: u64,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub(crate) files: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) error: Option<String>,
-    /// Events deliberately not sent, and why (HTTP sinks).
-    pub(crate) skipped: u64,
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub(crate) skip_reasons: std::collections::BTreeMap<String, u64>,
-    /// The first events that failed for good in this run (HTTP sinks).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub(crate) failures: Vec<http::FailureNote>,
-    /// Dry run: the first requests the sink would send (HTTP sinks), secrets redacted.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub(crate) previews: Vec<http::RequestPreview>,
-}
-
-impl SinkSummary {
-    pub(crate) fn count_skip(&mut self, reason: &str) {
-        self.skipped += 1;
-        *self.skip_reasons.entry(reason.to_string()).or_default() += 1;
-    }
-}
+use config::SinkConfig;
+use summary::RequestPreview;
+pub(crate) use summary::SinkSummary;
 
 /// Delivers every pending event to `sink`; a failure leaves the events pending.
 pub(crate) fn deliver(ledger: &Ledger, sink: &SinkConfig, schema_fields: &[String]) -> SinkSummary {
@@ -84,7 +58,7 @@ pub(crate) fn preview(
     ledger: &Ledger,
     sink: &SinkConfig,
     schema_fields: &[String],
-) -> Result<Vec<http::RequestPreview>> {
+) -> Result<Vec<RequestPreview>> {
     match sink {
         SinkConfig::File(_) => Ok(Vec::new()),
         SinkConfig::Http(h) => http::preview(ledger, h, schema_fields, PREVIEW_REQUESTS),

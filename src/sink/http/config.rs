@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use crate::config::{parse_duration, resolve};
 use crate::secret::Secret;
+use crate::setting::{parse_duration, resolve};
 use crate::template::Mapping;
 
 #[derive(Debug, Deserialize)]

@@ -24,14 +24,13 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use anyhow::Result;
-use serde::Serialize;
 
 use config::Api;
-pub(crate) use config::{HttpSinkConfig, RawHttpSink};
+pub(crate) use config::HttpSinkConfig;
 use encode::RowOutcome;
 use transport::{Failure, Request, Transport};
 
-use super::SinkSummary;
+use super::summary::{FailureNote, RequestPreview, SinkSummary};
 use crate::ledger::deliveries::Outcome;
 use crate::ledger::{Ledger, StoredEvent};
 
@@ -44,25 +43,6 @@ const KEEP_FAILURES: usize = 20;
 const SKIP_NO_NUMBER: &str = "no itsm_number to update and create_missing is off";
 const SKIP_SUPERSEDED: &str =
     "superseded: a later event of the same Activity was already delivered";
-
-/// A request a dry run would send, secrets redacted.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct RequestPreview {
-    pub(crate) event_id: String,
-    pub(crate) method: String,
-    pub(crate) url: String,
-    pub(crate) headers: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) body: Option<serde_json::Value>,
-}
-
-/// An event that failed for good in this run.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct FailureNote {
-    pub(crate) event_id: String,
-    pub(crate) activity_id: String,
-    pub(crate) error: String,
-}
 
 /// sys_ids found by number, for the life of the process (one run): (table URL, number).
 fn sys_id_cache() -> &'static Mutex<HashMap<(String, String), String>> {
