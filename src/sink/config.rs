@@ -70,6 +70,69 @@ fn jsonl() -> String {
     "jsonl".into()
 }
 
+impl RawFileSink {
+    /// The file sink this table describes (the `i`th `[[sink]]`, from 0).
+    fn validate(
+        self,
+        base: &Path,
+        origin: &str,
+        i: usize,
+        schema_fields: &[String],
+    ) -> Result<FileSinkConfig> {
+        let format = match self.format.as_str() {
+            "jsonl" => FileFormat::Jsonl,
+            "csv" => FileFormat::Csv,
+            other => bail!(
+                "{origin}: [[sink]] #{}: format {other:?} must be \"jsonl\" or \"csv\"",
+                i + 1
+            ),
+        };
+        let mapping = match &self.mapping {
+            Some(m) => Some(Mapping::load(&resolve(base, m), schema_fields)?),
+            None => None,
+        };
+        let name = self.name.unwrap_or_else(|| {
+            if i == 0 {
+                "file".into()
+            } else {
+                format!("file-{}", i + 1)
+            }
+        });
+        let prefix = self.prefix.unwrap_or_else(|| "tangoe-events".into());
+        // The prefix starts a file name in `dir`: never a path out of it.
+        if prefix.is_empty()
+            || prefix.starts_with('.')
+            || prefix.contains(['/', '\\'])
+            || prefix.chars().any(char::is_control)
+        {
+            bail!(
+                "{origin}: [[sink]] #{}: prefix {prefix:?} must be a plain file name \
+                 start (no `/`, `\\`, leading `.` or control characters, not empty)",
+                i + 1
+            );
+        }
+        let upload = match &self.upload {
+            Some(u) => Some(u.resolve(base, &format!("{origin}: [[sink]] #{}", i + 1))?),
+            None => None,
+        };
+        let mode = match &self.mode {
+            Some(m) => {
+                Some(file_mode(m).with_context(|| format!("{origin}: [[sink]] #{}", i + 1))?)
+            }
+            None => None,
+        };
+        Ok(FileSinkConfig {
+            name,
+            dir: resolve(base, &self.dir),
+            format,
+            mapping,
+            prefix,
+            upload,
+            mode,
+        })
+    }
+}
+
 /// The sinks the `[[sink]]` tables describe, in order.
 pub(crate) fn sinks(
     tables: Vec<toml::Table>,
@@ -97,68 +160,17 @@ pub(crate) fn sinks(
                 })
             },
         )?;
-        match s {
-            RawSink::File(f) => {
-                let format = match f.format.as_str() {
-                    "jsonl" => FileFormat::Jsonl,
-                    "csv" => FileFormat::Csv,
-                    other => bail!(
-                        "{origin}: [[sink]] #{}: format {other:?} must be \"jsonl\" or \"csv\"",
-                        i + 1
-                    ),
-                };
-                let mapping = match &f.mapping {
-                    Some(m) => Some(Mapping::load(&resolve(base, m), schema_fields)?),
-                    None => None,
-                };
-                let name = f.name.unwrap_or_else(|| {
-                    if i == 0 {
-                        "file".into()
-                    } else {
-                        format!("file-{}", i + 1)
-                    }
-                });
-                let prefix = f.prefix.unwrap_or_else(|| "tangoe-events".into());
-                // The prefix starts a file name in `dir`: never a path out of it.
-                if prefix.is_empty()
-                    || prefix.starts_with('.')
-                    || prefix.contains(['/', '\\'])
-                    || prefix.chars().any(char::is_control)
-                {
-                    bail!(
-                        "{origin}: [[sink]] #{}: prefix {prefix:?} must be a plain file name \
-                         start (no `/`, `\\`, leading `.` or control characters, not empty)",
-                        i + 1
-                    );
-                }
-                let upload = match &f.upload {
-                    Some(u) => Some(u.resolve(base, &format!("{origin}: [[sink]] #{}", i + 1))?),
-                    None => None,
-                };
-                let mode = match &f.mode {
-                    Some(m) => Some(
-                        file_mode(m).with_context(|| format!("{origin}: [[sink]] #{}", i + 1))?,
-                    ),
-                    None => None,
-                };
-                sinks.push(SinkConfig::File(FileSinkConfig {
-                    name,
-                    dir: resolve(base, &f.dir),
-                    format,
-                    mapping,
-                    prefix,
-                    upload,
-                    mode,
-                }));
-            }
-            RawSink::Http(h) => sinks.push(SinkConfig::Http(h.validate(
-                base,
-                origin,
-                i,
-                schema_fields,
-            )?)),
-        }
+        sinks.push(match s {
+            RawSink::File(f) => SinkConfig::File(f.validate(base, origin, i, schema_fields)?),
+            RawSink::Http(h) => SinkConfig::Http(h.validate(base, origin, i, schema_fields)?),
+        });
     }
+    check_together(&sinks, origin)?;
+    Ok(sinks)
+}
+
+/// What no two sinks may share: a name, or the file names they write or upload.
+fn check_together(sinks: &[SinkConfig], origin: &str) -> Result<()> {
     if sinks.iter().any(|s| s.name().trim().is_empty()) {
         bail!("{origin}: a sink has an empty `name`");
     }
@@ -210,7 +222,7 @@ pub(crate) fn sinks(
             w[0]
         );
     }
-    Ok(sinks)
+    Ok(())
 }
 
 /// The first two file sinks with the same `key` (sinks without one never clash).

@@ -179,52 +179,7 @@ impl RawHttpSink {
             ),
         };
         let url = check_url(&self.url, &what)?;
-        let secret = |env: &Option<String>,
-                      file: &Option<String>,
-                      key: &str|
-         -> Result<Option<Secret>> {
-            match (env, file) {
-                (Some(_), Some(_)) => bail!("{what}: give {key}_env or {key}_file, not both"),
-                (Some(v), None) => {
-                    if v.is_empty() {
-                        bail!(
-                            "{what}: {key}_env is empty: name the environment variable that holds it"
-                        );
-                    }
-                    Ok(Some(Secret::env(&format!("{key}_env"), v)))
-                }
-                (None, Some(f)) => Ok(Some(Secret::file(&format!("{key}_file"), resolve(base, f)))),
-                (None, None) => Ok(None),
-            }
-        };
-        let password = secret(&self.password_env, &self.password_file, "password")?;
-        let bearer = secret(
-            &self.bearer_token_env,
-            &self.bearer_token_file,
-            "bearer_token",
-        )?;
-        let auth = match (self.username, password, bearer) {
-            (_, Some(_), Some(_)) => bail!("{what}: give a password or a bearer token, not both"),
-            (Some(_), None, Some(_)) => {
-                bail!("{what}: `username` goes with a password, not with a bearer token")
-            }
-            (Some(username), Some(password), None) => Auth::Basic { username, password },
-            (None, Some(_), None) => bail!("{what}: a password needs a `username`"),
-            (Some(_), None, None) => {
-                bail!("{what}: `username` needs password_env or password_file")
-            }
-            (None, None, Some(token)) => Auth::Bearer(token),
-            (None, None, None) => Auth::None,
-        };
-        if url.starts_with("http://") && !matches!(auth, Auth::None) {
-            let host = url["http://".len()..]
-                .split(['/', ':'])
-                .next()
-                .unwrap_or("");
-            if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
-                tracing::warn!(sink = %name, "credentials would travel unencrypted over plain http: use https://");
-            }
-        }
+        let auth = self.auth(base, &what, &name, &url)?;
         let mapping = match &self.mapping {
             Some(m) => Some(Mapping::load(&resolve(base, m), schema_fields)?),
             None if api == Api::Webhook => None,
@@ -274,23 +229,7 @@ impl RawHttpSink {
         };
         let ca_certs = match &self.ca_file {
             None => Vec::new(),
-            Some(f) => {
-                let path = resolve(base, f);
-                let pem = std::fs::read(&path)
-                    .with_context(|| format!("{what}: cannot read ca_file {}", path.display()))?;
-                let mut certs = Vec::new();
-                for item in ureq::tls::parse_pem(&pem) {
-                    if let ureq::tls::PemItem::Certificate(c) = item.with_context(|| {
-                        format!("{what}: ca_file {} is not valid PEM", path.display())
-                    })? {
-                        certs.push(c);
-                    }
-                }
-                if certs.is_empty() {
-                    bail!("{what}: ca_file {} holds no certificate", path.display());
-                }
-                certs
-            }
+            Some(f) => ca_certs(&resolve(base, f), &what)?,
         };
         let backoff = match std::env::var(BACKOFF_ENV) {
             Ok(v) => parse_duration(&v).context(BACKOFF_ENV)?,
@@ -311,6 +250,76 @@ impl RawHttpSink {
             backoff,
         })
     }
+
+    /// Who the sink logs in as: basic (`username` and a password), a bearer token, or no
+    /// one. Warns when credentials would go over plain http to another host.
+    fn auth(&self, base: &Path, what: &str, name: &str, url: &str) -> Result<Auth> {
+        let secret = |env: &Option<String>,
+                      file: &Option<String>,
+                      key: &str|
+         -> Result<Option<Secret>> {
+            match (env, file) {
+                (Some(_), Some(_)) => bail!("{what}: give {key}_env or {key}_file, not both"),
+                (Some(v), None) => {
+                    if v.is_empty() {
+                        bail!(
+                            "{what}: {key}_env is empty: name the environment variable that holds it"
+                        );
+                    }
+                    Ok(Some(Secret::env(&format!("{key}_env"), v)))
+                }
+                (None, Some(f)) => Ok(Some(Secret::file(&format!("{key}_file"), resolve(base, f)))),
+                (None, None) => Ok(None),
+            }
+        };
+        let password = secret(&self.password_env, &self.password_file, "password")?;
+        let bearer = secret(
+            &self.bearer_token_env,
+            &self.bearer_token_file,
+            "bearer_token",
+        )?;
+        let auth = match (self.username.clone(), password, bearer) {
+            (_, Some(_), Some(_)) => bail!("{what}: give a password or a bearer token, not both"),
+            (Some(_), None, Some(_)) => {
+                bail!("{what}: `username` goes with a password, not with a bearer token")
+            }
+            (Some(username), Some(password), None) => Auth::Basic { username, password },
+            (None, Some(_), None) => bail!("{what}: a password needs a `username`"),
+            (Some(_), None, None) => {
+                bail!("{what}: `username` needs password_env or password_file")
+            }
+            (None, None, Some(token)) => Auth::Bearer(token),
+            (None, None, None) => Auth::None,
+        };
+        if url.starts_with("http://") && !matches!(auth, Auth::None) {
+            let host = url["http://".len()..]
+                .split(['/', ':'])
+                .next()
+                .unwrap_or("");
+            if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+                tracing::warn!(sink = %name, "credentials would travel unencrypted over plain http: use https://");
+            }
+        }
+        Ok(auth)
+    }
+}
+
+/// The certificates in the PEM file at `path` (`ca_file`), at least one.
+fn ca_certs(path: &Path, what: &str) -> Result<Vec<ureq::tls::Certificate<'static>>> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("{what}: cannot read ca_file {}", path.display()))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        if let ureq::tls::PemItem::Certificate(c) =
+            item.with_context(|| format!("{what}: ca_file {} is not valid PEM", path.display()))?
+        {
+            certs.push(c);
+        }
+    }
+    if certs.is_empty() {
+        bail!("{what}: ca_file {} holds no certificate", path.display());
+    }
+    Ok(certs)
 }
 
 #[cfg(test)]
