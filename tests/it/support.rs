@@ -1,9 +1,18 @@
-//! Test support: a temp work dir with a config, report files, and the real binary.
+//! Test support: a [`Case`] is a temp folder with a config, report files and a ledger, and
+//! the real binary run on it. Reports are written from [`Row`]s named field by field:
+//!
+//! ```ignore
+//! let c = Case::new();
+//! c.report("r_2026-11-01.csv", &[row("A1", "Ordered").at("2026-11-01T10:00:00Z")]);
+//! c.run().code(0);
+//! assert_eq!(c.transitions(), [t("A1", "", "ordered")]);
+//! ```
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::ops::Deref;
 
 use assert_cmd::Command;
 
@@ -180,6 +189,223 @@ format = "jsonl"
 
     pub fn summary(&self, rel: &str) -> serde_json::Value {
         serde_json::from_str(&self.read(rel)).unwrap()
+    }
+}
+
+/// One row of a generated report, by field (the columns of [`HEADER`]); fields not set
+/// are empty.
+#[derive(Clone, Debug, Default)]
+pub struct Row {
+    pub id: String,
+    pub state: String,
+    pub itsm: String,
+    pub at: String,
+    pub phone: String,
+    pub device: String,
+    pub address: String,
+    pub cost_center: String,
+}
+
+/// A row of Activity `id` in `state` (as a report writes it: "Ordered", "Completed"...).
+pub fn row(id: &str, state: &str) -> Row {
+    Row {
+        id: id.into(),
+        state: state.into(),
+        ..Row::default()
+    }
+}
+
+impl Row {
+    /// `Remote Activity ID` (the ITSM number).
+    pub fn itsm(mut self, v: &str) -> Row {
+        self.itsm = v.into();
+        self
+    }
+    /// `Last Updated`.
+    pub fn at(mut self, v: &str) -> Row {
+        self.at = v.into();
+        self
+    }
+    pub fn phone(mut self, v: &str) -> Row {
+        self.phone = v.into();
+        self
+    }
+    pub fn device(mut self, v: &str) -> Row {
+        self.device = v.into();
+        self
+    }
+    pub fn address(mut self, v: &str) -> Row {
+        self.address = v.into();
+        self
+    }
+    pub fn cost_center(mut self, v: &str) -> Row {
+        self.cost_center = v.into();
+        self
+    }
+
+    /// The row as a CSV line under [`HEADER`] (quoted where a value needs it).
+    pub fn line(&self) -> String {
+        [
+            &self.id,
+            &self.state,
+            &self.itsm,
+            &self.at,
+            &self.phone,
+            &self.device,
+            &self.address,
+            &self.cost_center,
+        ]
+        .iter()
+        .map(|v| quote(v))
+        .collect::<Vec<_>>()
+        .join(",")
+    }
+}
+
+fn quote(v: &str) -> String {
+    if v.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
+    } else {
+        v.to_string()
+    }
+}
+
+/// A CSV report: [`HEADER`], then `rows`.
+pub fn csv(rows: &[Row]) -> String {
+    let mut s = String::from(HEADER);
+    s.push('\n');
+    for r in rows {
+        s.push_str(&r.line());
+        s.push('\n');
+    }
+    s
+}
+
+/// What one run of the binary did: its exit code and output, to assert on.
+#[must_use]
+pub struct Ran {
+    args: Vec<String>,
+    out: Output,
+}
+
+impl Ran {
+    /// Asserts the exit code (showing the command's output when it differs).
+    pub fn code(self, code: i32) -> Ran {
+        assert_eq!(
+            self.out.status.code(),
+            Some(code),
+            "args {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.args,
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+
+    /// Asserts that stdout or stderr holds `text`.
+    pub fn says(self, text: &str) -> Ran {
+        assert!(
+            self.text().contains(text),
+            "expected {text:?} in the output of {:?}:\n{}",
+            self.args,
+            self.text()
+        );
+        self
+    }
+
+    /// Asserts that neither stdout nor stderr holds `text`.
+    pub fn never_says(self, text: &str) -> Ran {
+        assert!(
+            !self.text().contains(text),
+            "{text:?} must not appear in the output of {:?}:\n{}",
+            self.args,
+            self.text()
+        );
+        self
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+
+    /// stdout then stderr.
+    pub fn text(&self) -> String {
+        format!("{}{}", self.stdout(), self.stderr())
+    }
+
+    /// The exit code (`None` when killed by a signal).
+    pub fn exit_code(&self) -> Option<i32> {
+        self.out.status.code()
+    }
+}
+
+/// A test case: a [`Workdir`] and the environment its runs get. Derefs to the
+/// [`Workdir`] for reading what a run left (events, files, the ledger).
+pub struct Case {
+    w: Workdir,
+    env: Vec<(String, String)>,
+}
+
+impl Deref for Case {
+    type Target = Workdir;
+    fn deref(&self) -> &Workdir {
+        &self.w
+    }
+}
+
+impl Case {
+    /// The default set-up ([`Workdir::new`]): `drop/` as the source, a JSONL sink in `out/`.
+    pub fn new() -> Case {
+        Case {
+            w: Workdir::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// The default configuration with `toml` appended (more `[[sink]]` tables...).
+    pub fn with_config(toml: &str) -> Case {
+        let c = Case::new();
+        c.config(&Workdir::config_with(toml));
+        c
+    }
+
+    /// Every run of this case gets `key=value` in its environment.
+    pub fn env(mut self, key: &str, value: &str) -> Case {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Writes the CSV report `name` into the drop folder.
+    pub fn report(&self, name: &str, rows: &[Row]) -> &Case {
+        self.w.write(&format!("drop/{name}"), csv(rows));
+        self
+    }
+
+    /// Writes any file (relative to the case's folder).
+    pub fn file(&self, rel: &str, content: impl AsRef<[u8]>) -> &Case {
+        self.w.write(rel, content);
+        self
+    }
+
+    /// `tangoe-ingest run`.
+    pub fn run(&self) -> Ran {
+        self.exec(&["run"])
+    }
+
+    /// `tangoe-ingest ARGS`.
+    pub fn exec(&self, args: &[&str]) -> Ran {
+        let mut cmd = self.w.cmd();
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        Ran {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            out: cmd.args(args).output().unwrap(),
+        }
     }
 }
 
