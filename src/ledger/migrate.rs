@@ -180,6 +180,18 @@ const STEPS: &[&str] = &[
     DROP TABLE activities;
     ALTER TABLE activities_v6 RENAME TO activities;
     "#,
+    // 7: a report's unfinished attempts, by its listing (name, size, mtime), recorded
+    // before it is read: one that kills the process every time is not tried forever.
+    r#"
+    CREATE TABLE attempts (
+        name     TEXT NOT NULL,
+        size     INTEGER NOT NULL,
+        mtime    INTEGER NOT NULL,
+        tries    INTEGER NOT NULL,
+        last_try TEXT NOT NULL,
+        PRIMARY KEY (name, size, mtime)
+    );
+    "#,
 ];
 
 /// The version this build writes.

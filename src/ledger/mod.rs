@@ -9,6 +9,7 @@
 //! memory, per run, from these tables.
 
 pub(crate) mod activities;
+pub(crate) mod attempts;
 mod checkpoint;
 pub(crate) mod deliveries;
 mod handle;

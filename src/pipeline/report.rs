@@ -14,6 +14,7 @@ use chrono::NaiveDate;
 use super::options::{Mode, Options};
 use crate::config::Config;
 use crate::dedupe::{KnownActivities, Order, Planner, ReportPlan};
+use crate::ledger::attempts::MAX_TRIES;
 use crate::ledger::reports::ReportKey;
 use crate::ledger::{Columns, Ledger, ReportCounts, ReportMeta};
 use crate::report::{self, Batch, cell::DateContext};
@@ -127,6 +128,11 @@ fn process_report(
         sha256: String::new(),
         report_date: date,
     };
+    match ledger.unfinished_tries(meta.listing()) {
+        Ok(tries) if tries >= MAX_TRIES => return never_finished(run, &meta, rs),
+        Ok(_) => {}
+        Err(e) => return failed(rs, e),
+    }
     // Only a file of the size of one processed before can hold content processed before
     // (a duplicate, or in a backfill a replay): it is hashed first, at full speed, and
     // recognised before a row is read. Any other is hashed while it is read.
@@ -148,6 +154,9 @@ fn process_report(
     }
     if let Some(first) = replay.as_ref().filter(|_| !run.is_backfill()) {
         return duplicate(run, &meta, &first.name);
+    }
+    if let Err(e) = ledger.begin_attempt(meta.listing()) {
+        return failed(rs, e);
     }
     let result = ingest(run, &meta, &fetched.path, &mut hash, replay, &mut rs);
     if let Ok(sha) = hash.wait() {
@@ -177,12 +186,32 @@ fn process_report(
             let e = ledger.name_in(e);
             meta.sha256 = rs.sha256.clone().unwrap_or_default();
             let msg = format!("{e:#}");
-            if let Err(e2) = ledger.record_failed_report(&meta, run.mode_name(), run.id, &msg) {
+            if let Err(e2) = ledger
+                .record_failed_report(&meta, run.mode_name(), run.id, &msg)
+                .and_then(|()| ledger.end_attempt(meta.listing()))
+            {
                 tracing::error!("cannot record the failed report: {e2:#}");
             }
             failed(rs, e)
         }
     }
+}
+
+/// A report whose processing did not finish [`MAX_TRIES`] times (the process was killed
+/// while reading it): recorded as failed without reading it again, so that the reports
+/// after it go through.
+fn never_finished(run: &Run<'_>, meta: &ReportMeta, rs: ReportSummary) -> ReportSummary {
+    let e = anyhow::anyhow!(
+        "processing did not finish twice (killed or out of memory?); it is not read again \
+         until the file changes"
+    );
+    if let Err(e2) =
+        run.ledger
+            .record_failed_report(meta, run.mode_name(), run.id, &format!("{e:#}"))
+    {
+        tracing::error!("cannot record the failed report: {e2:#}");
+    }
+    failed(rs, e)
 }
 
 /// A report whose content was processed before (under this name or another): skipped,
@@ -325,6 +354,7 @@ fn ingest(
         extras: read.extras.clone(),
     };
     let own_place = place == tx.report_id;
+    tx.end_attempt(meta.listing())?;
     tx.commit(&totals, &columns, &sha256)?;
     if own_place {
         // Its hash may not have been known when its place was taken: a later report may

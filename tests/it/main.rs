@@ -11,5 +11,6 @@ mod edge_cases;
 mod http_sink;
 mod oracle;
 mod parsing;
+mod reliability;
 mod runs;
 mod sftp;

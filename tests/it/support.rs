@@ -10,9 +10,9 @@
 
 #![allow(dead_code)]
 
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::ops::Deref;
 
 use assert_cmd::Command;
 
