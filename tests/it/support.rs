@@ -282,7 +282,6 @@ pub fn csv(rows: &[Row]) -> String {
 }
 
 /// What one run of the binary did: its exit code and output, to assert on.
-#[must_use]
 pub struct Ran {
     args: Vec<String>,
     out: Output,
