@@ -9,6 +9,7 @@ pub(crate) mod attrs;
 pub mod cli;
 pub(crate) mod config;
 pub(crate) mod dedupe;
+pub mod interrupt;
 pub(crate) mod ledger;
 pub(crate) mod lock;
 pub mod logging;

@@ -21,6 +21,9 @@ fn main() -> ExitCode {
         _ => "trace",
     };
     tangoe_ingest::logging::init(cli.log_format, level);
+    if let Err(e) = tangoe_ingest::interrupt::install() {
+        tracing::warn!("SIGTERM and SIGINT will end the job at once: {e}");
+    }
     let code = tangoe_ingest::app::execute(cli);
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

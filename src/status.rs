@@ -337,6 +337,8 @@ pub(crate) fn render(s: &Status) -> String {
                 Some(c) if c == i64::from(crate::ledger::EXIT_INTERRUPTED) => {
                     "(interrupted)".to_string()
                 }
+                Some(143) => "143 (stopped by SIGTERM)".to_string(),
+                Some(130) => "130 (stopped by SIGINT)".to_string(),
                 Some(c) => c.to_string(),
             }
         );

@@ -181,6 +181,10 @@ impl Summary {
     /// run's included), an event remains undelivered, or a sink failed; else 0. A dry run
     /// delivers nothing by design: its pending events are the audit, not a failure.
     pub(crate) fn set_exit_code(&mut self) {
+        if let Some(code) = crate::interrupt::requested() {
+            self.exit_code = code;
+            return;
+        }
         let incomplete = self.failed_reports > 0
             || self.rejected > 0
             || self.interrupted.iter().any(|r| r.rejected > 0)

@@ -13,6 +13,7 @@ use anyhow::Result;
 use chrono::NaiveDate;
 
 use crate::config::{Config, SourceConfig};
+use crate::interrupt;
 use crate::ledger::Ledger;
 use crate::lock::lock;
 use crate::sink;
@@ -148,6 +149,10 @@ fn run_started(
     // Reports the ledger holds, for the source's clean-up after delivery.
     let mut settled: Vec<&Listed> = Vec::new();
     for (date, l) in &dated {
+        if interrupt::requested().is_some() {
+            tracing::warn!("stopping: the reports left are read by the next run");
+            break;
+        }
         let Some(rs) = run.process(source.as_mut(), *date, l) else {
             // Taken by an earlier run (same name, size and mtime): not read again.
             summary.already_processed += 1;
@@ -163,7 +168,8 @@ fn run_started(
     deliver_stage(ledger, cfg, opts.dry_run, &mut summary)?;
 
     // after: remote clean-up, only once the ledger holds the report; a failure is a warning.
-    if !opts.dry_run {
+    // When stopping, the next run does it (it settles reports processed before too).
+    if !opts.dry_run && interrupt::requested().is_none() {
         for l in settled {
             if let Err(e) = source.after(l) {
                 tracing::warn!(file = %l.name, "the report is processed, but its clean-up on the server failed: {e:#}");

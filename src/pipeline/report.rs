@@ -14,6 +14,7 @@ use chrono::NaiveDate;
 use super::options::{Mode, Options};
 use crate::config::Config;
 use crate::dedupe::{KnownActivities, Order, Planner, ReportPlan};
+use crate::interrupt;
 use crate::ledger::attempts::MAX_TRIES;
 use crate::ledger::reports::ReportKey;
 use crate::ledger::{Columns, Ledger, ReportCounts, ReportMeta};
@@ -118,6 +119,7 @@ fn process_report(
             rs.notes.push(why);
             return rs;
         }
+        Err(e) if interrupt::is_interrupted(&e) => return stopped(rs, &e),
         Err(e) => return failed(rs, e),
     };
     let size = std::fs::metadata(&fetched.path).map_or(l.size, |m| m.len());
@@ -183,6 +185,12 @@ fn process_report(
         Err(e) => {
             // The report was rolled back: what the run holds in memory is reloaded.
             run.known = None;
+            if interrupt::is_interrupted(&e) {
+                if let Err(e2) = ledger.end_attempt(meta.listing()) {
+                    tracing::error!("cannot record the end of the attempt: {e2:#}");
+                }
+                return stopped(rs, &e);
+            }
             let e = ledger.name_in(e);
             meta.sha256 = rs.sha256.clone().unwrap_or_default();
             let msg = format!("{e:#}");
@@ -229,11 +237,27 @@ fn duplicate(run: &Run<'_>, meta: &ReportMeta, first: &str) -> ReportSummary {
     dup
 }
 
-fn failed(mut rs: ReportSummary, e: anyhow::Error) -> ReportSummary {
+/// A report the run was asked to stop in: rolled back, left for the next run.
+fn stopped(rs: ReportSummary, e: &anyhow::Error) -> ReportSummary {
+    tracing::warn!("{e}: the report is rolled back and left for the next run");
+    let mut rs = rolled_back(rs);
+    rs.status = ReportStatus::Deferred;
+    rs.notes
+        .push(format!("{e}: rolled back, read again by the next run"));
+    rs
+}
+
+fn failed(rs: ReportSummary, e: anyhow::Error) -> ReportSummary {
     let msg = format!("{e:#}");
     tracing::error!("report failed: {msg}");
+    let mut rs = rolled_back(rs);
     rs.status = ReportStatus::Failed;
     rs.error = Some(msg);
+    rs
+}
+
+/// The summary of a report nothing of which was committed.
+fn rolled_back(mut rs: ReportSummary) -> ReportSummary {
     rs.rows = 0;
     rs.accepted = 0;
     rs.rejected = 0;
@@ -280,6 +304,7 @@ fn apply_batches(
                 }
             }
         };
+        crate::interrupt::check()?;
         planner.apply(&batch)?;
     }
 }

@@ -24,9 +24,11 @@ impl std::fmt::Display for Final {
 impl std::error::Error for Final {}
 
 /// Whether trying `e` again on a new connection cannot help: a [`Final`] error, or the
-/// server's "no such file" or "permission denied".
+/// server's "no such file" or "permission denied", or a stop request (SIGTERM, SIGINT).
 pub(crate) fn is_final(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<Final>().is_some()) || sftp_status(e, &[2, 3])
+    e.chain().any(|c| c.downcast_ref::<Final>().is_some())
+        || sftp_status(e, &[2, 3])
+        || crate::interrupt::is_interrupted(e)
 }
 
 /// The server's "no such file".

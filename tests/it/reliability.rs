@@ -101,3 +101,159 @@ fn a_report_that_fails_cleanly_is_tried_again_at_every_run() {
     }
     assert_eq!(unfinished_tries(&c, "a_2026-11-01.csv"), None);
 }
+
+/// A report of `n` new Activities, big enough that reading it takes a while.
+fn big_report(c: &Case, name: &str, n: usize) {
+    let rows: Vec<_> = (0..n)
+        .map(|i| {
+            row(&format!("A{i:07}"), "Ordered")
+                .itsm(&format!("RITM{i}"))
+                .at("2026-11-01T10:00:00Z")
+        })
+        .collect();
+    c.file(&format!("drop/{name}"), csv(&rows));
+}
+
+fn signal(child: &std::process::Child, sig: i32) {
+    // SAFETY: kill(2) on a child this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
+
+/// Waits for the child to end (a guard against a hang, not a timing); its exit code.
+fn exit_code(mut child: std::process::Child) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run did not stop (hang guard)"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The last run's exit code as the ledger records it (`None` while it is unfinished).
+fn last_run_exit(c: &Case) -> Option<i64> {
+    c.ledger()
+        .query_row(
+            "SELECT exit_code FROM runs ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+/// A stop signal while a report is read: the report is rolled back (not failed), the run
+/// is recorded with 128 + the signal and exits with it, and the next run reads it whole.
+fn stop_while_reading(sig: i32, code: i32) {
+    let c = Case::new();
+    big_report(&c, "a_2026-11-01.csv", 300_000);
+    c.report(
+        "b_2026-11-02.csv",
+        &[row("B1", "Ordered").at("2026-11-02T10:00:00Z")],
+    );
+    let child = c
+        .process()
+        .args(["run", "--summary-json", "s.json"])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while unfinished_tries(&c, "a_2026-11-01.csv") != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "no attempt recorded (hang guard)"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    signal(&child, sig);
+    assert_eq!(exit_code(child), Some(code));
+
+    let events: i64 = c
+        .ledger()
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        events, 0,
+        "the report was rolled back, the next one not read"
+    );
+    let failed: i64 = c
+        .ledger()
+        .query_row(
+            "SELECT count(*) FROM reports WHERE status = 'failed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(failed, 0, "a stopped report is not a failed one");
+    assert_eq!(
+        unfinished_tries(&c, "a_2026-11-01.csv"),
+        None,
+        "its attempt ended"
+    );
+    assert_eq!(last_run_exit(&c), Some(i64::from(code)));
+    let s = c.summary("s.json");
+    assert_eq!(s["exit_code"], code);
+    assert_eq!(s["reports"][0]["status"], "deferred");
+
+    c.run().code(0);
+    let events: i64 = c
+        .ledger()
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(events, 300_001);
+}
+
+#[test]
+fn sigterm_while_a_report_is_read_rolls_it_back_and_exits_143() {
+    stop_while_reading(libc::SIGTERM, 143);
+}
+
+#[test]
+fn sigint_while_a_report_is_read_rolls_it_back_and_exits_130() {
+    stop_while_reading(libc::SIGINT, 130);
+}
+
+#[test]
+fn a_second_signal_ends_the_run_at_once_even_with_a_request_in_flight() {
+    use crate::server::{Reply, Server};
+    // The endpoint takes the request and never answers (the sink waits up to a minute).
+    let server = Server::start(|_, _| Reply::Hang(Duration::from_secs(120)));
+    let c = Case::with_config(&format!(
+        "[[sink]]\ntype = \"http\"\nname = \"hook\"\napi = \"webhook\"\nurl = \"{}\"\ntimeout = \"60s\"\n",
+        server.url("/hook")
+    ));
+    c.report(
+        "a_2026-11-01.csv",
+        &[row("A1", "Ordered").at("2026-11-01T10:00:00Z")],
+    );
+    let child = c.process().arg("run").spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.requests().is_empty() {
+        assert!(Instant::now() < deadline, "no request sent (hang guard)");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The first asks the run to finish the request in flight (up to its timeout); the
+    // second ends it now.
+    signal(&child, libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&child, libc::SIGTERM);
+    let started = Instant::now();
+    assert_eq!(exit_code(child), Some(143));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the second signal did not end the run before the request's timeout"
+    );
+    // The run never finished: the next one closes it as interrupted; the event is pending.
+    assert_eq!(last_run_exit(&c), None);
+    let pending: i64 = c
+        .ledger()
+        .query_row(
+            "SELECT count(*) FROM deliveries WHERE sink = 'hook'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(pending, 0, "nothing is recorded delivered");
+}

@@ -126,6 +126,10 @@ pub(crate) fn deliver(
     let mut held: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut unavailable_in_a_row = 0;
     each_pending(ledger, &cfg.name, &mut |e| {
+        if crate::interrupt::requested().is_some() {
+            // Stopping: no new request; the rest stay pending.
+            return Ok(false);
+        }
         if held.contains(&e.activity_id) {
             return Ok(true);
         }

@@ -151,6 +151,7 @@ impl SftpSource {
                     remote.seek(SeekFrom::Start(done))?;
                 }
                 loop {
+                    crate::interrupt::check()?;
                     let mut buf = spool.buffer()?;
                     let n = match remote.read(&mut buf) {
                         Ok(n) => n,

@@ -230,6 +230,7 @@ impl RangeJob<'_> {
                         }
                         rest.min((rest / 4).max(64 << 10)).min(buf.len() as u64) as usize
                     };
+                    crate::interrupt::check()?;
                     let n = remote.read(&mut buf[..want]).map_err(|e| {
                         c.io_error(e)
                             .context(format!("reading {name} from the server"))
