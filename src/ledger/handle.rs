@@ -37,6 +37,16 @@ impl Ledger {
         &self.conn
     }
 
+    /// Runs `f` with each commit on disk before it returns (`synchronous = FULL`; else
+    /// NORMAL, where a power loss may take the last commits back). For the delivery
+    /// marks: one lost would send its event again. It syncs what was committed before too.
+    pub(crate) fn durably<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.conn.execute_batch("PRAGMA synchronous = FULL")?;
+        let out = f();
+        self.conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        out
+    }
+
     /// Starts folding what was just committed back into the ledger file, on another thread.
     pub(crate) fn checkpoint_in_background(&self) {
         let mut slot = self.checkpointer.borrow_mut();

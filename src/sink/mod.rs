@@ -2,7 +2,8 @@
 //!
 //! Invariant: an event is marked delivered for a sink only after the sink has really
 //! delivered it (for a file sink: the file holding it is in place under its final name).
-//! Each sink keeps its own delivery state, so sinks never wait on each other.
+//! Each sink keeps its own delivery state, so sinks never wait on each other. Every mark is
+//! on disk (synced) before the next event is sent: a power loss never loses one.
 
 pub(crate) mod canonical;
 pub(crate) mod config;
@@ -20,10 +21,11 @@ pub(crate) use summary::SinkSummary;
 /// Delivers every pending event to `sink`; a failure leaves the events pending.
 pub(crate) fn deliver(ledger: &Ledger, sink: &SinkConfig, schema_fields: &[String]) -> SinkSummary {
     let name = sink.name().to_string();
-    let result: Result<SinkSummary> = match sink {
+    // The marks of what was delivered must survive a power loss (see `Ledger::durably`).
+    let result: Result<SinkSummary> = ledger.durably(|| match sink {
         SinkConfig::File(f) => file::deliver(ledger, f, schema_fields),
         SinkConfig::Http(h) => http::deliver(ledger, h, schema_fields),
-    };
+    });
     match result {
         Ok(s) => s,
         Err(e) => {

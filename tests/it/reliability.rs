@@ -257,3 +257,49 @@ fn a_second_signal_ends_the_run_at_once_even_with_a_request_in_flight() {
         .unwrap();
     assert_eq!(pending, 0, "nothing is recorded delivered");
 }
+
+#[test]
+fn each_delivery_mark_is_synced_to_disk_before_the_next_request() {
+    use crate::server::Server;
+    let server = Server::ok();
+    let c = Case::with_config(&format!(
+        "[[sink]]\ntype = \"http\"\nname = \"hook\"\napi = \"webhook\"\nurl = \"{}\"\n",
+        server.url("/hook")
+    ));
+    let rows: Vec<_> = (0..20)
+        .map(|i| row(&format!("A{i}"), "Ordered").at("2026-11-01T10:00:00Z"))
+        .collect();
+    c.report("a_2026-11-01.csv", &rows);
+    // strace counts the process's syncs: each of the 20 marks is one (a power loss after
+    // a request can then never take its mark back and send the event again).
+    #[allow(deprecated)]
+    let bin = assert_cmd::cargo::cargo_bin("tangoe-ingest");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-c", "-e", "trace=fsync,fdatasync", "-o"])
+        .arg(c.path().join("syncs.txt"))
+        .arg(bin)
+        .arg("--config")
+        .arg(c.path().join("tangoe-ingest.toml"))
+        .arg("run")
+        .current_dir(c.path())
+        .output()
+        .expect("strace runs (the CI installs it)");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(server.requests().len(), 20);
+    let syncs: u64 = c
+        .read("syncs.txt")
+        .lines()
+        .filter(|l| l.trim_end().ends_with("fsync") || l.trim_end().ends_with("fdatasync"))
+        .map(|l| l.split_whitespace().nth(3).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(
+        syncs >= 20,
+        "{syncs} syncs for 20 delivery marks:\n{}",
+        c.read("syncs.txt")
+    );
+}
