@@ -1,23 +1,25 @@
 //! The five dedupe rules, seen from the outside: import files and the ledger.
 
-use crate::support::{Workdir, X, set_mtime, t, write_xlsx};
+use crate::support::{Case, Row, X, row, set_mtime, t, write_xlsx};
 
 #[test]
 fn new_activity_emits_none_to_state() {
-    let w = Workdir::new();
-    w.report(
+    let c = Case::new();
+    c.report(
         "r_2026-11-01.csv",
         &[
-            "A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,",
-            "A2,On Back Order,,2026-11-01T10:00:00Z,,,,",
+            row("A1", "Ordered")
+                .itsm("RITM1")
+                .at("2026-11-01T10:00:00Z"),
+            row("A2", "On Back Order").at("2026-11-01T10:00:00Z"),
         ],
     );
-    w.run_ok(&["run"], 0);
+    c.run().code(0);
     assert_eq!(
-        w.transitions(),
+        c.transitions(),
         vec![t("A1", "", "ordered"), t("A2", "", "on_back_order")]
     );
-    let e = &w.events()[0];
+    let e = &c.events()[0];
     assert_eq!(e["itsm_number"], "RITM1");
     assert_eq!(e["updated_at"], "2026-11-01T10:00:00Z");
     assert_eq!(e["report"], "r_2026-11-01.csv");
@@ -27,40 +29,44 @@ fn new_activity_emits_none_to_state() {
 
 #[test]
 fn changed_state_emits_old_to_new_and_same_state_emits_nothing() {
-    let w = Workdir::new();
-    w.report(
+    let c = Case::new();
+    c.report(
         "r_2026-11-01.csv",
         &[
-            "A1,Ordered,,2026-11-01T10:00:00Z,,,,",
-            "A2,Ordered,,2026-11-01T10:00:00Z,,,,",
+            row("A1", "Ordered").at("2026-11-01T10:00:00Z"),
+            row("A2", "Ordered").at("2026-11-01T10:00:00Z"),
         ],
     );
-    w.run_ok(&["run"], 0);
-    w.report(
+    c.run().code(0);
+    c.report(
         "r_2026-11-02.csv",
         &[
-            "A1,Completed,,2026-11-02T10:00:00Z,,,,",
-            "A2,Ordered,,2026-11-01T10:00:00Z,,,,",
+            row("A1", "Completed").at("2026-11-02T10:00:00Z"),
+            row("A2", "Ordered").at("2026-11-01T10:00:00Z"),
         ],
     );
     // Different content (a device filled in), same states.
-    w.report(
+    c.report(
         "r_2026-11-03.csv",
         &[
-            "A1,Completed,,2026-11-02T10:00:00Z,,Pixel 9,,",
-            "A2,Ordered,,2026-11-01T10:00:00Z,,,,",
+            row("A1", "Completed")
+                .at("2026-11-02T10:00:00Z")
+                .device("Pixel 9"),
+            row("A2", "Ordered").at("2026-11-01T10:00:00Z"),
         ],
     );
-    w.run_ok(&["run", "--summary-json", "s.json"], 0);
+    let s = c
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(0)
+        .summary();
     assert_eq!(
-        w.transitions(),
+        c.transitions(),
         vec![
             t("A1", "", "ordered"),
             t("A2", "", "ordered"),
             t("A1", "ordered", "completed")
         ]
     );
-    let s = w.summary("s.json");
     assert_eq!(s["reports"][0]["unchanged"], 1);
     assert_eq!(s["reports"][1]["unchanged"], 2);
     assert_eq!(s["reports"][1]["events"], 0);
@@ -68,81 +74,81 @@ fn changed_state_emits_old_to_new_and_same_state_emits_nothing() {
 
 #[test]
 fn stale_report_never_regresses_state() {
-    let w = Workdir::new();
-    w.report(
+    let c = Case::new();
+    c.report(
         "r_2026-11-05.csv",
-        &["A1,Completed,,2026-11-05T10:00:00Z,,,,"],
+        &[row("A1", "Completed").at("2026-11-05T10:00:00Z")],
     );
-    w.run_ok(&["run"], 0);
+    c.run().code(0);
     // An older report arrives late (its rows carry older updated_at values).
-    w.report(
+    c.report(
         "r_2026-11-02.csv",
-        &["A1,Ordered,,2026-11-02T10:00:00Z,,,,"],
+        &[row("A1", "Ordered").at("2026-11-02T10:00:00Z")],
     );
-    w.run_ok(&["run", "--summary-json", "s.json"], 0);
-    assert_eq!(w.transitions(), vec![t("A1", "", "completed")]);
-    assert_eq!(w.summary("s.json")["reports"][0]["stale"], 1);
-    let state: i64 = w
-        .ledger()
-        .query_row(
-            "SELECT state FROM activities WHERE activity_id='A1'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let s = c
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(0)
+        .summary();
+    assert_eq!(c.transitions(), vec![t("A1", "", "completed")]);
+    assert_eq!(s["reports"][0]["stale"], 1);
+    let state: i64 = c.ledger_value("SELECT state FROM activities WHERE activity_id='A1'", []);
     assert_eq!(state, 3, "completed stays completed");
 }
 
 #[test]
 fn without_updated_at_the_report_date_decides_staleness() {
-    let w = Workdir::new();
+    let c = Case::new();
     let header = "Activity ID,Status\n";
-    w.write("drop/r_2026-11-05.csv", format!("{header}A1,Completed\n"));
-    w.run_ok(&["run"], 0);
-    w.write("drop/r_2026-11-02.csv", format!("{header}A1,Ordered\n"));
-    w.run_ok(&["run"], 0);
-    w.write("drop/r_2026-11-06.csv", format!("{header}A1,Cancelled\n"));
-    w.run_ok(&["run"], 0);
+    c.file("drop/r_2026-11-05.csv", format!("{header}A1,Completed\n"));
+    c.run().code(0);
+    c.file("drop/r_2026-11-02.csv", format!("{header}A1,Ordered\n"));
+    c.run().code(0);
+    c.file("drop/r_2026-11-06.csv", format!("{header}A1,Cancelled\n"));
+    c.run().code(0);
     assert_eq!(
-        w.transitions(),
+        c.transitions(),
         vec![t("A1", "", "completed"), t("A1", "completed", "cancelled")]
     );
-    assert_eq!(w.events()[1]["updated_at"], "2026-11-06T00:00:00Z");
+    assert_eq!(c.events()[1]["updated_at"], "2026-11-06T00:00:00Z");
 }
 
 #[test]
 fn same_activity_twice_in_one_report_latest_wins_one_event() {
-    let w = Workdir::new();
-    w.report(
+    let c = Case::new();
+    c.report(
         "r_2026-11-01.csv",
-        &["A1,Ordered,,2026-11-01T10:00:00Z,,,,"],
+        &[row("A1", "Ordered").at("2026-11-01T10:00:00Z")],
     );
-    w.run_ok(&["run"], 0);
-    w.report(
+    c.run().code(0);
+    c.report(
         "r_2026-11-02.csv",
         &[
             // later by updated_at, though listed first
-            "A1,Completed,,2026-11-02T12:00:00Z,,Pixel 9,,",
-            "A1,On Back Order,,2026-11-02T09:00:00Z,,,,",
+            row("A1", "Completed")
+                .at("2026-11-02T12:00:00Z")
+                .device("Pixel 9"),
+            row("A1", "On Back Order").at("2026-11-02T09:00:00Z"),
             // no updated_at ordering between these two: the last row wins
-            "A2,Ordered,,2026-11-02T09:00:00Z,,,,",
-            "A2,Cancelled,,2026-11-02T09:00:00Z,,,,",
+            row("A2", "Ordered").at("2026-11-02T09:00:00Z"),
+            row("A2", "Cancelled").at("2026-11-02T09:00:00Z"),
             // new and changed twice: still one event, from none
-            "A3,Ordered,,2026-11-02T08:00:00Z,,,,",
-            "A3,Completed,,2026-11-02T09:00:00Z,,,,",
+            row("A3", "Ordered").at("2026-11-02T08:00:00Z"),
+            row("A3", "Completed").at("2026-11-02T09:00:00Z"),
         ],
     );
-    let out = w.run_ok(&["run", "--summary-json", "s.json"], 0);
+    let ran = c
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(0)
+        .prints("events 3, merged 2");
     // A1's second row is older (stale); A2's and A3's later rows fold into their events.
-    let r = &w.summary("s.json")["reports"][0];
+    let r = &ran.summary()["reports"][0];
     assert_eq!(
         [&r["accepted"], &r["events"], &r["stale"], &r["merged"]],
         [6, 3, 1, 2],
         "{r}"
     );
-    assert!(out.contains("events 3, merged 2"), "{out}");
     assert_eq!(
-        w.transitions(),
+        c.transitions(),
         vec![
             t("A1", "", "ordered"),
             t("A1", "ordered", "completed"),
@@ -150,34 +156,37 @@ fn same_activity_twice_in_one_report_latest_wins_one_event() {
             t("A3", "", "completed"),
         ]
     );
-    assert_eq!(w.events()[1]["device"], "Pixel 9");
+    assert_eq!(c.events()[1]["device"], "Pixel 9");
 }
 
 #[test]
 fn a_change_undone_within_one_report_emits_nothing() {
-    let w = Workdir::new();
-    w.report(
+    let c = Case::new();
+    c.report(
         "r_2026-11-01.csv",
-        &["A1,Ordered,,2026-11-01T10:00:00Z,,,,"],
+        &[row("A1", "Ordered").at("2026-11-01T10:00:00Z")],
     );
-    w.run_ok(&["run"], 0);
-    w.report(
+    c.run().code(0);
+    c.report(
         "r_2026-11-02.csv",
         &[
-            "A1,On Back Order,,2026-11-02T09:00:00Z,,,,",
-            "A1,Ordered,,2026-11-02T10:00:00Z,,,,",
+            row("A1", "On Back Order").at("2026-11-02T09:00:00Z"),
+            row("A1", "Ordered").at("2026-11-02T10:00:00Z"),
         ],
     );
-    w.run_ok(&["run", "--summary-json", "s.json"], 0);
-    let r = &w.summary("s.json")["reports"][0];
+    let s = c
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(0)
+        .summary();
+    let r = &s["reports"][0];
     assert_eq!([&r["events"], &r["merged"]], [0, 1], "{r}");
-    w.report(
+    c.report(
         "r_2026-11-03.csv",
-        &["A1,Completed,,2026-11-03T10:00:00Z,,,,"],
+        &[row("A1", "Completed").at("2026-11-03T10:00:00Z")],
     );
-    w.run_ok(&["run"], 0);
+    c.run().code(0);
     assert_eq!(
-        w.transitions(),
+        c.transitions(),
         vec![t("A1", "", "ordered"), t("A1", "ordered", "completed")]
     );
 }
@@ -186,31 +195,31 @@ fn a_change_undone_within_one_report_emits_nothing() {
 /// where the ledger had it, at the very time the ledger has.
 #[test]
 fn a_flip_back_at_the_same_time_within_one_report_emits_nothing() {
-    let w = Workdir::new();
-    w.report(
+    let c = Case::new();
+    c.report(
         "r_2026-11-01.csv",
         &[
-            "A1,Ordered,,2026-11-01T10:00:00Z,,,,",
-            "A2,Ordered,,2026-11-01T10:00:00Z,,,,",
+            row("A1", "Ordered").at("2026-11-01T10:00:00Z"),
+            row("A2", "Ordered").at("2026-11-01T10:00:00Z"),
         ],
     );
-    w.run_ok(&["run"], 0);
-    w.report(
+    c.run().code(0);
+    c.report(
         "r_2026-11-02.csv",
         &[
-            "A1,Completed,,2026-11-01T10:00:00Z,,,,",
-            "A2,Ordered,,2026-11-01T10:00:00Z,,,,",
-            "A1,Ordered,,2026-11-01T10:00:00Z,,,,",
+            row("A1", "Completed").at("2026-11-01T10:00:00Z"),
+            row("A2", "Ordered").at("2026-11-01T10:00:00Z"),
+            row("A1", "Ordered").at("2026-11-01T10:00:00Z"),
         ],
     );
-    w.run_ok(&["run"], 0);
-    w.report(
+    c.run().code(0);
+    c.report(
         "r_2026-11-03.csv",
-        &["A1,Ordered,,2026-11-01T10:00:00Z,,,,"],
+        &[row("A1", "Ordered").at("2026-11-01T10:00:00Z")],
     );
-    w.run_ok(&["run"], 0);
+    c.run().code(0);
     assert_eq!(
-        w.transitions(),
+        c.transitions(),
         vec![t("A1", "", "ordered"), t("A2", "", "ordered")]
     );
 }
@@ -219,28 +228,26 @@ fn a_flip_back_at_the_same_time_within_one_report_emits_nothing() {
 /// also across many rows (changes to known Activities are looked up in batches).
 #[test]
 fn events_follow_the_report_row_order() {
-    let w = Workdir::new();
+    let c = Case::new();
     let n = 40_000;
-    let first: Vec<String> = (0..n)
+    let first: Vec<Row> = (0..n)
         .filter(|i| i % 2 == 0)
-        .map(|i| format!("A{i:06},Ordered,,2026-11-01T10:00:00Z,,,,"))
+        .map(|i| row(&format!("A{i:06}"), "Ordered").at("2026-11-01T10:00:00Z"))
         .collect();
-    let refs: Vec<&str> = first.iter().map(String::as_str).collect();
-    w.report("r_2026-11-01.csv", &refs);
-    w.run_ok(&["run"], 0);
+    c.report("r_2026-11-01.csv", &first);
+    c.run().code(0);
     // Every Activity, in a scrambled order: the known ones complete, the others are new.
     let order: Vec<usize> = (0..n).map(|i| (i * 7919) % n).collect();
-    let second: Vec<String> = order
+    let second: Vec<Row> = order
         .iter()
         .map(|i| {
             let state = if i % 2 == 0 { "Completed" } else { "Ordered" };
-            format!("A{i:06},{state},,2026-11-02T10:00:00Z,,,,")
+            row(&format!("A{i:06}"), state).at("2026-11-02T10:00:00Z")
         })
         .collect();
-    let refs: Vec<&str> = second.iter().map(String::as_str).collect();
-    w.report("r_2026-11-02.csv", &refs);
-    w.run_ok(&["run"], 0);
-    let got: Vec<(String, String, String)> = w.transitions().split_off(n / 2);
+    c.report("r_2026-11-02.csv", &second);
+    c.run().code(0);
+    let got: Vec<(String, String, String)> = c.transitions().split_off(n / 2);
     let want: Vec<(String, String, String)> = order
         .iter()
         .map(|i| {
@@ -261,104 +268,102 @@ fn events_follow_the_report_row_order() {
 /// backfill over that day afterwards emits nothing, and leaves the Activity completed.
 #[test]
 fn a_backfill_of_two_same_day_reports_without_times_emits_nothing() {
-    let w = Workdir::new();
+    let c = Case::new();
     let header = "Activity ID,Status\n";
-    let morning = w.write("drop/r_2026-11-05_am.csv", format!("{header}A1,Ordered\n"));
-    set_mtime(&morning, DAY5 + 8 * 3600);
-    w.run_ok(&["run"], 0);
-    let afternoon = w.write(
-        "drop/r_2026-11-05_pm.csv",
-        format!("{header}A1,Completed\n"),
-    );
-    set_mtime(&afternoon, DAY5 + 15 * 3600);
-    w.run_ok(&["run"], 0);
-    let before = w.transitions();
+    let (morning, afternoon) = ("drop/r_2026-11-05_am.csv", "drop/r_2026-11-05_pm.csv");
+    c.file(morning, format!("{header}A1,Ordered\n"));
+    set_mtime(&c.path().join(morning), DAY5 + 8 * 3600);
+    c.run().code(0);
+    c.file(afternoon, format!("{header}A1,Completed\n"));
+    set_mtime(&c.path().join(afternoon), DAY5 + 15 * 3600);
+    c.run().code(0);
+    let before = c.transitions();
     assert_eq!(
         before,
         vec![t("A1", "", "ordered"), t("A1", "ordered", "completed")]
     );
     for _ in 0..2 {
-        w.run_ok(
-            &["backfill", "--from", "2026-11-05", "--to", "2026-11-05"],
-            0,
-        );
-        assert_eq!(w.transitions(), before, "a backfill emitted events");
+        c.exec(&["backfill", "--from", "2026-11-05", "--to", "2026-11-05"])
+            .code(0);
+        assert_eq!(c.transitions(), before, "a backfill emitted events");
     }
-    assert_eq!(state_of(&w, "A1"), 3, "completed");
+    assert_eq!(state_of(&c, "A1"), 3, "completed");
 }
 
 /// The afternoon report first, then the morning one of the same date arriving late
 /// (older mtime): the Activity stays completed and nothing is emitted.
 #[test]
 fn a_late_morning_report_never_moves_the_afternoons_state_back() {
-    let w = Workdir::new();
+    let c = Case::new();
     let header = "Activity ID,Status\n";
-    let afternoon = w.write(
-        "drop/r_2026-11-05_pm.csv",
-        format!("{header}A1,Completed\n"),
-    );
-    set_mtime(&afternoon, DAY5 + 15 * 3600);
-    w.run_ok(&["run"], 0);
-    let morning = w.write("drop/r_2026-11-05_am.csv", format!("{header}A1,Ordered\n"));
-    set_mtime(&morning, DAY5 + 8 * 3600);
-    w.run_ok(&["run", "--summary-json", "s.json"], 0);
-    assert_eq!(w.transitions(), vec![t("A1", "", "completed")]);
-    assert_eq!(w.summary("s.json")["reports"][0]["stale"], 1);
-    assert_eq!(state_of(&w, "A1"), 3, "completed");
+    let (morning, afternoon) = ("drop/r_2026-11-05_am.csv", "drop/r_2026-11-05_pm.csv");
+    c.file(afternoon, format!("{header}A1,Completed\n"));
+    set_mtime(&c.path().join(afternoon), DAY5 + 15 * 3600);
+    c.run().code(0);
+    c.file(morning, format!("{header}A1,Ordered\n"));
+    set_mtime(&c.path().join(morning), DAY5 + 8 * 3600);
+    let s = c
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(0)
+        .summary();
+    assert_eq!(c.transitions(), vec![t("A1", "", "completed")]);
+    assert_eq!(s["reports"][0]["stale"], 1);
+    assert_eq!(state_of(&c, "A1"), 3, "completed");
 }
 
 /// Two reports whose rows carry the same `updated_at` with different states: the later
 /// report wins the tie once, and backfills over both send nothing again.
 #[test]
 fn equal_times_with_different_states_are_sent_once_however_often_backfilled() {
-    let w = Workdir::new();
-    w.report(
+    let c = Case::new();
+    c.report(
         "r_2026-11-01.csv",
-        &["A1,Ordered,,2026-11-01T10:00:00Z,,,,"],
+        &[row("A1", "Ordered").at("2026-11-01T10:00:00Z")],
     );
-    w.report(
+    c.report(
         "r_2026-11-02.csv",
-        &["A1,Completed,,2026-11-01T10:00:00Z,,,,"],
+        &[row("A1", "Completed").at("2026-11-01T10:00:00Z")],
     );
-    w.run_ok(&["run"], 0);
+    c.run().code(0);
     let once = vec![t("A1", "", "ordered"), t("A1", "ordered", "completed")];
-    assert_eq!(w.transitions(), once);
+    assert_eq!(c.transitions(), once);
     for _ in 0..3 {
-        w.run_ok(
-            &["backfill", "--from", "2026-11-01", "--to", "2026-11-02"],
-            0,
-        );
+        c.exec(&["backfill", "--from", "2026-11-01", "--to", "2026-11-02"])
+            .code(0);
     }
-    assert_eq!(w.transitions(), once);
-    assert_eq!(state_of(&w, "A1"), 3, "completed");
+    assert_eq!(c.transitions(), once);
+    assert_eq!(state_of(&c, "A1"), 3, "completed");
 }
 
 /// `activities` is the one record a row is judged against: set an Activity's state there
 /// and a later row in the state it had before is a change from the state it now records.
 #[test]
 fn a_row_is_judged_against_the_state_activities_records() {
-    let w = Workdir::new();
-    w.report(
+    let c = Case::new();
+    c.report(
         "r_2026-11-01.csv",
-        &["A1,Ordered,,2026-11-01T10:00:00Z,,,,"],
+        &[row("A1", "Ordered").at("2026-11-01T10:00:00Z")],
     );
-    w.run_ok(&["run"], 0);
-    w.ledger()
+    c.run().code(0);
+    c.ledger()
         .execute(
             "UPDATE activities SET state = 3 WHERE activity_id = 'A1'",
             [],
         )
         .unwrap();
-    w.report(
+    c.report(
         "r_2026-11-02.csv",
-        &["A1,Ordered,,2026-11-02T10:00:00Z,,,,"],
+        &[row("A1", "Ordered").at("2026-11-02T10:00:00Z")],
     );
-    w.run_ok(&["run", "--summary-json", "s.json"], 0);
+    let s = c
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(0)
+        .summary();
     assert_eq!(
-        w.transitions(),
+        c.transitions(),
         vec![t("A1", "", "ordered"), t("A1", "completed", "ordered")]
     );
-    assert_eq!(w.summary("s.json")["reports"][0]["unchanged"], 0);
+    assert_eq!(s["reports"][0]["unchanged"], 0);
 }
 
 /// A report with rows both with and without `updated_at` for one Activity: a row without a
@@ -367,45 +372,42 @@ fn a_row_is_judged_against_the_state_activities_records() {
 /// whatever their order in the file.
 #[test]
 fn in_one_report_a_row_without_a_time_counts_as_the_start_of_its_reports_date() {
-    let w = Workdir::new();
-    w.report(
+    let c = Case::new();
+    c.report(
         "r_2026-11-02.csv",
         &[
-            "A1,Completed,,2026-11-02T09:00:00Z,,,,",
-            "A1,Ordered,,,,,,",
-            "A2,Ordered,,2026-11-01T23:00:00Z,,,,",
-            "A2,Cancelled,,,,,,",
-            "A3,Cancelled,,,,,,",
-            "A3,Completed,,2026-11-02T00:00:00Z,,,,",
+            row("A1", "Completed").at("2026-11-02T09:00:00Z"),
+            row("A1", "Ordered"),
+            row("A2", "Ordered").at("2026-11-01T23:00:00Z"),
+            row("A2", "Cancelled"),
+            row("A3", "Cancelled"),
+            row("A3", "Completed").at("2026-11-02T00:00:00Z"),
         ],
     );
-    w.run_ok(&["run", "--summary-json", "s.json"], 0);
+    let s = c
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(0)
+        .summary();
     assert_eq!(
-        w.transitions(),
+        c.transitions(),
         vec![
             t("A1", "", "completed"),
             t("A2", "", "cancelled"),
             t("A3", "", "completed"),
         ]
     );
-    let r = &w.summary("s.json")["reports"][0];
+    let r = &s["reports"][0];
     // A1's second row is older than its first; A2's and A3's later rows win (A3's by its
     // place in the file, at the same instant).
     assert_eq!([&r["stale"], &r["merged"]], [1, 2], "{r}");
-    assert_eq!(w.events()[2]["updated_at"], "2026-11-02T00:00:00Z");
+    assert_eq!(c.events()[2]["updated_at"], "2026-11-02T00:00:00Z");
 }
 
 /// 2026-11-05T00:00:00Z.
 const DAY5: i64 = 1_793_836_800;
 
-fn state_of(w: &Workdir, id: &str) -> i64 {
-    w.ledger()
-        .query_row(
-            "SELECT state FROM activities WHERE activity_id = ?1",
-            [id],
-            |r| r.get(0),
-        )
-        .unwrap()
+fn state_of(c: &Case, id: &str) -> i64 {
+    c.ledger_value("SELECT state FROM activities WHERE activity_id = ?1", [id])
 }
 
 /// A report of thousands of rows, in no Activity order: each rule holds row by row, the
@@ -413,14 +415,13 @@ fn state_of(w: &Workdir, id: &str) -> i64 {
 /// where this one left it.
 #[test]
 fn a_large_report_is_judged_row_by_row_in_row_order() {
-    let w = Workdir::new();
-    let first: Vec<String> = (0..5_000)
-        .map(|i| format!("A{i},Ordered,,2026-11-01T10:00:00Z,,,,"))
+    let c = Case::new();
+    let first: Vec<Row> = (0..5_000)
+        .map(|i| row(&format!("A{i}"), "Ordered").at("2026-11-01T10:00:00Z"))
         .collect();
-    let first: Vec<&str> = first.iter().map(String::as_str).collect();
-    w.report("r_2026-11-01.csv", &first);
-    w.run_ok(&["run"], 0);
-    assert_eq!(w.events().len(), 5_000);
+    c.report("r_2026-11-01.csv", &first);
+    c.run().code(0);
+    assert_eq!(c.events().len(), 5_000);
 
     // Activities in a scattered order (7 is prime to 5,000), ten kinds of row; the second
     // rows of rule 5 come at the end of the file.
@@ -429,41 +430,45 @@ fn a_large_report_is_judged_row_by_row_in_row_order() {
     let mut want = Vec::new();
     for k in 0..5_000 {
         let i = (k * 7) % 5_000;
+        let a = format!("A{i}");
         match i % 10 {
             0 => {
-                rows.push(format!("A{i},Completed,,2026-11-02T10:00:00Z,,,,"));
-                want.push(t(&format!("A{i}"), "ordered", "completed"));
+                rows.push(row(&a, "Completed").at("2026-11-02T10:00:00Z"));
+                want.push(t(&a, "ordered", "completed"));
             }
             // A newer time, the same state: no event.
-            1 => rows.push(format!("A{i},Ordered,,2026-11-02T10:00:00Z,,,,")),
+            1 => rows.push(row(&a, "Ordered").at("2026-11-02T10:00:00Z")),
             // Older than the ledger: stale.
-            2 => rows.push(format!("A{i},Cancelled,,2026-10-30T10:00:00Z,,,,")),
+            2 => rows.push(row(&a, "Cancelled").at("2026-10-30T10:00:00Z")),
             // Twice, changing again: one event, to the last state (rule 5).
             3 => {
-                rows.push(format!("A{i},Completed,,2026-11-02T10:00:00Z,,,,"));
-                later.push(format!("A{i},Cancelled,,2026-11-03T10:00:00Z,,,,"));
-                want.push(t(&format!("A{i}"), "ordered", "cancelled"));
+                rows.push(row(&a, "Completed").at("2026-11-02T10:00:00Z"));
+                later.push(row(&a, "Cancelled").at("2026-11-03T10:00:00Z"));
+                want.push(t(&a, "ordered", "cancelled"));
             }
             // Twice, back where it started: no event.
             4 => {
-                rows.push(format!("A{i},Completed,,2026-11-02T10:00:00Z,,,,"));
-                later.push(format!("A{i},Ordered,,2026-11-03T10:00:00Z,,,,"));
+                rows.push(row(&a, "Completed").at("2026-11-02T10:00:00Z"));
+                later.push(row(&a, "Ordered").at("2026-11-03T10:00:00Z"));
             }
-            _ => rows.push(format!("A{i},Ordered,,2026-11-01T10:00:00Z,,,,")),
+            _ => rows.push(row(&a, "Ordered").at("2026-11-01T10:00:00Z")),
         }
         if k % 5 == 0 {
-            rows.push(format!("B{k},On Back Order,,2026-11-02T10:00:00Z,,,,"));
-            want.push(t(&format!("B{k}"), "", "on_back_order"));
+            let b = format!("B{k}");
+            rows.push(row(&b, "On Back Order").at("2026-11-02T10:00:00Z"));
+            want.push(t(&b, "", "on_back_order"));
         }
     }
     rows.extend(later);
-    let second: Vec<&str> = rows.iter().map(String::as_str).collect();
-    w.report("r_2026-11-02.csv", &second);
-    w.run_ok(&["run", "--summary-json", "s.json"], 0);
-    let got: Vec<_> = w.transitions().into_iter().skip(5_000).collect();
+    c.report("r_2026-11-02.csv", &rows);
+    let s = c
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(0)
+        .summary();
+    let got: Vec<_> = c.transitions().into_iter().skip(5_000).collect();
     // The first rows of rule 5 take the events' places: rows order them.
     assert_eq!(got, want);
-    let r = &w.summary("s.json")["reports"][0];
+    let r = &s["reports"][0];
     assert_eq!(r["events"], 2_000, "{r}");
     assert_eq!(r["stale"], 500, "{r}");
     assert_eq!(r["merged"], 1_000, "{r}");
@@ -471,15 +476,16 @@ fn a_large_report_is_judged_row_by_row_in_row_order() {
 
     // The next report finds the Activities where the last one left them: the same rows
     // again change nothing; each Activity moved back to "ordered" is one event.
-    w.report("r_2026-11-04.csv", &second);
-    let back: Vec<String> = (0..5_000)
+    c.report("r_2026-11-04.csv", &rows);
+    let back: Vec<Row> = (0..5_000)
         .filter(|i| i % 10 == 0 || i % 10 == 3)
-        .map(|i| format!("A{i},Ordered,,2026-11-05T10:00:00Z,,,,"))
+        .map(|i| row(&format!("A{i}"), "Ordered").at("2026-11-05T10:00:00Z"))
         .collect();
-    let back: Vec<&str> = back.iter().map(String::as_str).collect();
-    w.report("r_2026-11-05.csv", &back);
-    w.run_ok(&["run", "--summary-json", "s.json"], 0);
-    let s = w.summary("s.json");
+    c.report("r_2026-11-05.csv", &back);
+    let s = c
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(0)
+        .summary();
     assert_eq!(s["reports"][0]["events"], 0, "{s}");
     assert_eq!(s["reports"][1]["events"], 1_000, "{s}");
 }
@@ -492,7 +498,7 @@ fn a_large_report_is_judged_row_by_row_in_row_order() {
 /// reports emits nothing, and a new report moves on from what it recorded.
 #[test]
 fn a_ledger_of_the_release_before_is_migrated_without_its_index() {
-    let w = Workdir::new();
+    let c = Case::new();
     let zipped = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/it/fixtures/ledger-v5.zip"
@@ -502,68 +508,62 @@ fn a_ledger_of_the_release_before_is_migrated_without_its_index() {
     let mut ledger = Vec::new();
     std::io::Read::read_to_end(&mut archive.by_name("ledger.sqlite").unwrap(), &mut ledger)
         .unwrap();
-    w.write("state/ledger.sqlite", ledger);
+    c.file("state/ledger.sqlite", ledger);
     let header = "Activity ID,Status,Remote Activity ID,Last Updated\n";
-    w.write(
+    c.file(
         "drop/r_2026-11-01.csv",
         format!(
             "{header}A1,Ordered,RITM1,2026-11-01T10:00:00Z\nA2,Ordered,,2026-11-01T10:00:00Z\n\
              A3,Ordered,,2026-11-01T10:00:00Z\n"
         ),
     );
-    w.write(
+    c.file(
         "drop/r_2026-11-02.csv",
         format!(
             "{header}A1,Completed,,2026-11-02T10:00:00Z\nA2,Ordered,,2026-11-02T10:00:00Z\n\
              A3,Cancelled,,2026-11-02T09:00:00Z\nA3,Ordered,,2026-11-02T11:00:00Z\n"
         ),
     );
-    w.run_ok(
-        &["backfill", "--from", "2026-11-01", "--to", "2026-11-02"],
-        0,
-    );
+    c.exec(&["backfill", "--from", "2026-11-01", "--to", "2026-11-02"])
+        .code(0);
     assert_eq!(
-        w.events(),
+        c.events(),
         Vec::<serde_json::Value>::new(),
         "a replay emits nothing"
     );
-    {
-        let db = w.ledger();
-        let version: i64 = db
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(version, 6);
-        let index_tables: i64 = db
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'activity_index%'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(index_tables, 0);
-        let states: Vec<(String, i64)> = db
-            .prepare("SELECT activity_id, state FROM activities ORDER BY activity_id")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        assert_eq!(
-            states,
-            [("A1".into(), 3), ("A2".into(), 1), ("A3".into(), 1)]
-        );
-    }
-    w.report(
+    let version: i64 = c.ledger_value("PRAGMA user_version", []);
+    assert_eq!(version, 7, "migrated to the version this build writes");
+    let index_tables: i64 = c.ledger_value(
+        "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'activity_index%'",
+        [],
+    );
+    assert_eq!(index_tables, 0);
+    let states: Vec<(String, i64)> = c
+        .ledger()
+        .prepare("SELECT activity_id, state FROM activities ORDER BY activity_id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(
+        states,
+        [("A1".into(), 3), ("A2".into(), 1), ("A3".into(), 1)]
+    );
+    c.report(
         "r_2026-11-03.csv",
         &[
-            "A1,Completed,,2026-11-02T10:00:00Z,,,,",
-            "A2,Completed,,2026-11-03T10:00:00Z,,,,",
-            "A3,Cancelled,,2026-11-02T10:00:00Z,,,,",
+            row("A1", "Completed").at("2026-11-02T10:00:00Z"),
+            row("A2", "Completed").at("2026-11-03T10:00:00Z"),
+            row("A3", "Cancelled").at("2026-11-02T10:00:00Z"),
         ],
     );
-    w.run_ok(&["run", "--summary-json", "s.json"], 0);
-    assert_eq!(w.transitions(), vec![t("A2", "ordered", "completed")]);
-    let r = &w.summary("s.json")["reports"][0];
+    let s = c
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(0)
+        .summary();
+    assert_eq!(c.transitions(), vec![t("A2", "ordered", "completed")]);
+    let r = &s["reports"][0];
     assert_eq!(
         [&r["unchanged"], &r["stale"], &r["events"]],
         [1, 1, 1],
@@ -575,10 +575,10 @@ fn a_ledger_of_the_release_before_is_migrated_without_its_index() {
 /// left.
 #[test]
 fn xlsx_and_csv_reports_in_one_run_each_see_what_the_last_one_left() {
-    let w = Workdir::new();
+    let c = Case::new();
     let xlsx = |name: &str, a1: &'static str, day: u8| {
         write_xlsx(
-            &w.path().join(format!("drop/{name}")),
+            &c.path().join(format!("drop/{name}")),
             "Sheet1",
             &[
                 vec![X::S("Activity ID"), X::S("Status"), X::S("Last Updated")],
@@ -588,24 +588,25 @@ fn xlsx_and_csv_reports_in_one_run_each_see_what_the_last_one_left() {
         );
     };
     xlsx("r_2026-11-01.xlsx", "Ordered", 1);
-    w.report(
+    c.report(
         "r_2026-11-02.csv",
         &[
-            "A1,Completed,,2026-11-02T10:00:00Z,,,,",
-            "A2,Ordered,,2026-11-01T10:00:00Z,,,,",
+            row("A1", "Completed").at("2026-11-02T10:00:00Z"),
+            row("A2", "Ordered").at("2026-11-01T10:00:00Z"),
         ],
     );
     // What the CSV report left: nothing to do. Then A2 moves on, in a last CSV report.
     xlsx("r_2026-11-03.xlsx", "Completed", 2);
-    w.report(
+    c.report(
         "r_2026-11-04.csv",
-        &["A2,Cancelled,,2026-11-04T10:00:00Z,,,,"],
+        &[row("A2", "Cancelled").at("2026-11-04T10:00:00Z")],
     );
-    let out = w.run(&["run", "--summary-json", "s.json"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let s = c
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(0)
+        .summary();
     assert_eq!(
-        w.transitions(),
+        c.transitions(),
         vec![
             t("A1", "", "ordered"),
             t("A2", "", "ordered"),
@@ -613,7 +614,6 @@ fn xlsx_and_csv_reports_in_one_run_each_see_what_the_last_one_left() {
             t("A2", "ordered", "cancelled"),
         ]
     );
-    let s = w.summary("s.json");
     let r = &s["reports"];
     assert_eq!([&r[2]["unchanged"], &r[2]["events"]], [2, 0], "{s}");
     assert_eq!(r[3]["events"], 1, "{s}");

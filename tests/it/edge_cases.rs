@@ -3,39 +3,70 @@
 //! Windows-1252 file, a ledger edited by hand, unreadable drop-folder entries, import
 //! files of a ledger started afresh.
 
-use crate::support::{HEADER, Workdir, t};
+use crate::support::{Case, HEADER, row, t};
 
-fn reject_rows(w: &Workdir) -> Vec<i64> {
-    let c = w.ledger();
-    let mut st = c.prepare("SELECT row FROM rejects ORDER BY id").unwrap();
-    st.query_map([], |r| r.get(0))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect()
+fn reject_rows(c: &Case) -> Vec<i64> {
+    c.ledger_column("SELECT row FROM rejects ORDER BY id")
 }
 
 /// A later row folded into the report's event (rule 5) keeps the ITSM number the ledger
 /// knows when the row has none.
 #[test]
 fn amended_event_keeps_the_known_itsm_number() {
-    let w = Workdir::new();
-    w.report(
+    let c = Case::new();
+    c.report(
         "r_2026-11-01.csv",
-        &["A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,"],
+        &[row("A1", "Ordered")
+            .itsm("RITM1")
+            .at("2026-11-01T10:00:00Z")],
     );
-    w.run_ok(&["run"], 0);
-    w.report(
+    c.run().code(0);
+    c.report(
         "r_2026-11-02.csv",
         &[
-            "A1,Completed,,2026-11-02T10:00:00Z,,,,",
-            "A1,Cancelled,,2026-11-02T11:00:00Z,,,,",
+            row("A1", "Completed").at("2026-11-02T10:00:00Z"),
+            row("A1", "Cancelled").at("2026-11-02T11:00:00Z"),
         ],
     );
-    w.run_ok(&["run"], 0);
-    let ev = w.events();
+    c.run().code(0);
+    let ev = c.events();
     assert_eq!(ev.len(), 2, "{ev:?}");
     assert_eq!(ev[1]["state"], "cancelled");
     assert_eq!(ev[1]["itsm_number"], "RITM1", "{:?}", ev[1]);
+}
+
+/// `backfill --resend` over 2026-11-03.
+const RESEND_11_03: &[&str] = &[
+    "backfill",
+    "--from",
+    "2026-11-03",
+    "--to",
+    "2026-11-03",
+    "--resend",
+];
+
+/// A1 ordered on 11-01 and completed on 11-02 (both run), then a report of 11-03 that
+/// repeats the completed row and moves A1 on to `later`, replayed with `--resend`.
+fn resend_then(later: &str) -> Case {
+    let c = Case::new();
+    c.report(
+        "r_2026-11-01.csv",
+        &[row("A1", "Ordered").at("2026-11-01T10:00:00Z")],
+    );
+    c.report(
+        "r_2026-11-02.csv",
+        &[row("A1", "Completed").at("2026-11-02T10:00:00Z")],
+    );
+    c.run().code(0);
+    c.report(
+        "r_2026-11-03.csv",
+        &[
+            row("A1", "Completed").at("2026-11-02T10:00:00Z"),
+            row("A1", later).at("2026-11-03T10:00:00Z"),
+        ],
+    );
+    c.exec(RESEND_11_03).code(0);
+    c
 }
 
 /// backfill --resend: a later row of the same report that moves the Activity back to the
@@ -43,47 +74,13 @@ fn amended_event_keeps_the_known_itsm_number() {
 /// (completed → ordered), which the ledger records too.
 #[test]
 fn resend_then_change_back_in_one_report_emits_the_change() {
-    let w = Workdir::new();
-    w.report(
-        "r_2026-11-01.csv",
-        &["A1,Ordered,,2026-11-01T10:00:00Z,,,,"],
-    );
-    w.report(
-        "r_2026-11-02.csv",
-        &["A1,Completed,,2026-11-02T10:00:00Z,,,,"],
-    );
-    w.run_ok(&["run"], 0);
-    w.report(
-        "r_2026-11-03.csv",
-        &[
-            "A1,Completed,,2026-11-02T10:00:00Z,,,,",
-            "A1,Ordered,,2026-11-03T10:00:00Z,,,,",
-        ],
-    );
-    w.run_ok(
-        &[
-            "backfill",
-            "--from",
-            "2026-11-03",
-            "--to",
-            "2026-11-03",
-            "--resend",
-        ],
-        0,
-    );
-    let state: i64 = w
-        .ledger()
-        .query_row(
-            "SELECT state FROM activities WHERE activity_id = 'A1'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let c = resend_then("Ordered");
+    let state: i64 = c.ledger_value("SELECT state FROM activities WHERE activity_id = 'A1'", []);
     assert_eq!(state, 1, "the ledger moved A1 to ordered");
     assert!(
-        w.transitions().contains(&t("A1", "completed", "ordered")),
+        c.transitions().contains(&t("A1", "completed", "ordered")),
         "the ledger moved A1 completed → ordered but no event says so: {:?}",
-        w.transitions()
+        c.transitions()
     );
 }
 
@@ -91,35 +88,8 @@ fn resend_then_change_back_in_one_report_emits_the_change() {
 /// in (completed → cancelled), not as a resend.
 #[test]
 fn resend_then_change_in_one_report_starts_from_the_state_it_was_in() {
-    let w = Workdir::new();
-    w.report(
-        "r_2026-11-01.csv",
-        &["A1,Ordered,,2026-11-01T10:00:00Z,,,,"],
-    );
-    w.report(
-        "r_2026-11-02.csv",
-        &["A1,Completed,,2026-11-02T10:00:00Z,,,,"],
-    );
-    w.run_ok(&["run"], 0);
-    w.report(
-        "r_2026-11-03.csv",
-        &[
-            "A1,Completed,,2026-11-02T10:00:00Z,,,,",
-            "A1,Cancelled,,2026-11-03T10:00:00Z,,,,",
-        ],
-    );
-    w.run_ok(
-        &[
-            "backfill",
-            "--from",
-            "2026-11-03",
-            "--to",
-            "2026-11-03",
-            "--resend",
-        ],
-        0,
-    );
-    let ev = w.events();
+    let c = resend_then("Cancelled");
+    let ev = c.events();
     let last = ev.last().unwrap();
     assert_eq!(last["state"], "cancelled");
     assert_eq!(last["previous_state"], "completed", "{last:?}");
@@ -129,56 +99,55 @@ fn resend_then_change_in_one_report_starts_from_the_state_it_was_in() {
 /// row starts on.
 #[test]
 fn lone_cr_in_a_cell_gives_the_right_row_number() {
-    let w = Workdir::new();
-    let mut s = format!("{HEADER}\n");
-    s.push_str("A1,Shipped?,,2026-11-01T10:00:00Z,,,\"1 Main St\rSpringfield\",\n");
-    w.write("drop/r_2026-11-01.csv", s);
-    w.run_ok(&["run"], 2);
-    assert_eq!(reject_rows(&w), vec![2]);
+    let c = Case::new();
+    c.report(
+        "r_2026-11-01.csv",
+        &[row("A1", "Shipped?")
+            .at("2026-11-01T10:00:00Z")
+            .address("1 Main St\rSpringfield")],
+    );
+    c.run().code(2);
+    assert_eq!(reject_rows(&c), vec![2]);
 }
 
 /// CR-only line endings (classic Mac Excel): rejects name each row's own line.
 #[test]
 fn cr_only_line_endings_give_the_right_row_numbers() {
-    let w = Workdir::new();
+    let c = Case::new();
     let s = format!(
         "{HEADER}\rA1,Ordered,,2026-11-01T10:00:00Z,,,,\rA2,Shipped?,,2026-11-01T10:00:00Z,,,,\r"
     );
-    w.write("drop/r_2026-11-01.csv", s);
-    w.run_ok(&["run"], 2);
-    assert_eq!(reject_rows(&w), vec![3]);
+    c.file("drop/r_2026-11-01.csv", s);
+    c.run().code(2);
+    assert_eq!(reject_rows(&c), vec![3]);
 }
 
 /// Times far in the future (year 3100) are compared exactly: an older row never moves
 /// the recorded time back, and a later older row stays stale.
 #[test]
 fn far_future_times_do_not_break_rule_4() {
-    let w = Workdir::new();
-    w.report(
+    let c = Case::new();
+    c.report(
         "r_2026-11-01.csv",
-        &["A1,Ordered,,3100-01-02T00:00:00Z,,,,"],
+        &[row("A1", "Ordered").at("3100-01-02T00:00:00Z")],
     );
-    w.run_ok(&["run"], 0);
-    w.report(
+    c.run().code(0);
+    c.report(
         "r_2026-11-02.csv",
-        &["A1,Ordered,,3100-01-01T00:00:00Z,,,,"],
+        &[row("A1", "Ordered").at("3100-01-01T00:00:00Z")],
     );
-    w.run_ok(&["run"], 0);
-    let at: i64 = w
-        .ledger()
-        .query_row(
-            "SELECT updated_at FROM activities WHERE activity_id = 'A1'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    c.run().code(0);
+    let at: i64 = c.ledger_value(
+        "SELECT updated_at FROM activities WHERE activity_id = 'A1'",
+        [],
+    );
     assert_eq!(at, at_expected(), "updated_at regressed");
-    w.report(
+    c.report(
         "r_2026-11-03.csv",
-        &["A1,Completed,,3100-01-01T12:00:00Z,,,,"],
+        &[row("A1", "Completed").at("3100-01-01T12:00:00Z")],
     );
-    w.run_ok(&["run"], 0);
-    assert_eq!(w.transitions(), vec![t("A1", "", "ordered")]);
+    c.run().code(0);
+    assert_eq!(c.transitions(), vec![t("A1", "", "ordered")]);
 }
 
 fn at_expected() -> i64 {
@@ -193,43 +162,35 @@ fn at_expected() -> i64 {
 /// Control: CRLF, a BOM, a multi-line cell and a blank line keep row numbers right.
 #[test]
 fn crlf_bom_multiline_row_numbers() {
-    let w = Workdir::new();
+    let c = Case::new();
     let s = format!(
         "\u{feff}{HEADER}\r\nA1,Ordered,,2026-11-01T10:00:00Z,,,\"1 Main St\r\nSpringfield\",\r\n\r\nA2,Shipped?,,2026-11-01T10:00:00Z,,,,\r\n"
     );
-    w.write("drop/r_2026-11-01.csv", s);
-    w.run_ok(&["run"], 2);
-    assert_eq!(reject_rows(&w), vec![5]);
+    c.file("drop/r_2026-11-01.csv", s);
+    c.run().code(2);
+    assert_eq!(reject_rows(&c), vec![5]);
 }
 
 /// A resend built from an older report's payload, then replaced by a later row's change:
 /// the event names its values by the new report's columns, under the new report.
 #[test]
 fn a_change_replacing_a_resend_names_its_values_by_its_own_reports_columns() {
-    let w = Workdir::new();
-    w.report(
+    let c = Case::new();
+    c.report(
         "r_2026-11-01.csv",
-        &["A1,Ordered,,2026-11-02T10:00:00Z,,,,CC1"],
+        &[row("A1", "Ordered")
+            .at("2026-11-02T10:00:00Z")
+            .cost_center("CC1")],
     );
-    w.run_ok(&["run"], 0);
-    w.write(
+    c.run().code(0);
+    c.file(
         "drop/r_2026-11-03.csv",
         "Activity ID,Status,Last Updated,Region,Cost Center\n\
          A1,Ordered,2026-11-01T00:00:00Z,EU,CC9\n\
          A1,Cancelled,2026-11-03T10:00:00Z,EU,CC9\n",
     );
-    w.run_ok(
-        &[
-            "backfill",
-            "--from",
-            "2026-11-03",
-            "--to",
-            "2026-11-03",
-            "--resend",
-        ],
-        0,
-    );
-    let ev = w.events();
+    c.exec(RESEND_11_03).code(0);
+    let ev = c.events();
     let last = ev.last().unwrap();
     assert_eq!(last["state"], "cancelled");
     assert_eq!(last["report"], "r_2026-11-03.csv", "{last:?}");
@@ -240,27 +201,30 @@ fn a_change_replacing_a_resend_names_its_values_by_its_own_reports_columns() {
 /// report's zone.
 #[test]
 fn local_time_in_the_dst_gap_converts_in_the_report_zone() {
-    let w = Workdir::new();
-    w.config(
-        &Workdir::config_with("").replace("timezone = \"UTC\"", "timezone = \"America/New_York\""),
+    let c = Case::new();
+    c.config(
+        &Case::default_config("").replace("timezone = \"UTC\"", "timezone = \"America/New_York\""),
     );
-    w.report("r_2026-03-08.csv", &["A1,Ordered,,2026-03-08 02:30:00,,,,"]);
-    w.run_ok(&["run"], 0);
+    c.report(
+        "r_2026-03-08.csv",
+        &[row("A1", "Ordered").at("2026-03-08 02:30:00")],
+    );
+    c.run().code(0);
     // 02:30 does not exist; 03:30 EDT is 07:30Z (the code's intent: one hour later, local).
-    assert_eq!(w.events()[0]["updated_at"], "2026-03-08T07:30:00Z");
+    assert_eq!(c.events()[0]["updated_at"], "2026-03-08T07:30:00Z");
 }
 
 /// A UTF-8 BOM on a file that is otherwise Windows-1252: the BOM is dropped, the header
 /// found and the row read.
 #[test]
 fn bom_on_a_windows_1252_file_still_finds_the_header() {
-    let w = Workdir::new();
+    let c = Case::new();
     let mut b = b"\xef\xbb\xbf".to_vec();
     b.extend_from_slice(HEADER.as_bytes());
     b.extend_from_slice(b"\nA1,Ordered,,2026-11-01T10:00:00Z,,M\xfcller,,\n");
-    w.write("drop/r_2026-11-01.csv", b);
-    w.run_ok(&["run"], 0);
-    assert_eq!(w.events().len(), 1);
+    c.file("drop/r_2026-11-01.csv", b);
+    c.run().code(0);
+    assert_eq!(c.events().len(), 1);
 }
 
 /// `activities` is the one record of each Activity's state: a ledger edited by hand is
@@ -268,35 +232,45 @@ fn bom_on_a_windows_1252_file_still_finds_the_header() {
 /// a state it no longer records is a change from the one it does).
 #[test]
 fn a_hand_edited_ledger_is_decided_from_activities() {
-    let w = Workdir::new();
-    w.report(
+    let c = Case::new();
+    c.report(
         "r_2026-11-01.csv",
         &[
-            "A1,Ordered,,2026-11-01T10:00:00Z,,,,",
-            "A2,Ordered,,2026-11-01T10:00:00Z,,,,",
-            "A3,Ordered,RITM3,2026-11-01T10:00:00Z,,,,",
+            row("A1", "Ordered").at("2026-11-01T10:00:00Z"),
+            row("A2", "Ordered").at("2026-11-01T10:00:00Z"),
+            row("A3", "Ordered")
+                .itsm("RITM3")
+                .at("2026-11-01T10:00:00Z"),
         ],
     );
-    w.run_ok(&["run"], 0);
+    c.run().code(0);
     // Completed (3), and on back order (2), by hand.
-    w.ledger()
+    c.ledger()
         .execute_batch(
             "UPDATE activities SET state = 3 WHERE activity_id = 'A1';
              UPDATE activities SET state = 2 WHERE activity_id = 'A3';",
         )
         .unwrap();
-    w.report(
+    c.report(
         "r_2026-11-02.csv",
         &[
-            "A1,Completed,RITM1,2026-11-02T10:00:00Z,,,,",
-            "A2,Completed,RITM2,2026-11-02T10:00:00Z,,,,",
-            "A3,Completed,,2026-11-02T10:00:00Z,555 0100,Pixel 9,\"1 Main St\nApt 2\",CC-3",
+            row("A1", "Completed")
+                .itsm("RITM1")
+                .at("2026-11-02T10:00:00Z"),
+            row("A2", "Completed")
+                .itsm("RITM2")
+                .at("2026-11-02T10:00:00Z"),
+            row("A3", "Completed")
+                .at("2026-11-02T10:00:00Z")
+                .phone("555 0100")
+                .device("Pixel 9")
+                .address("1 Main St\nApt 2")
+                .cost_center("CC-3"),
         ],
     );
-    let out = w.run_ok(&["run"], 0);
-    assert!(out.contains("unchanged 1"), "{out}");
+    c.run().code(0).prints("unchanged 1");
     assert_eq!(
-        w.transitions(),
+        c.transitions(),
         vec![
             t("A1", "", "ordered"),
             t("A2", "", "ordered"),
@@ -305,7 +279,7 @@ fn a_hand_edited_ledger_is_decided_from_activities() {
             t("A3", "on_back_order", "completed"),
         ]
     );
-    let ev = w.events();
+    let ev = c.events();
     assert_eq!(ev[3]["itsm_number"], "RITM2");
     // A3's change carries the row's values and the Activity's ITSM number.
     assert_eq!(ev[4]["itsm_number"], "RITM3");
@@ -314,24 +288,24 @@ fn a_hand_edited_ledger_is_decided_from_activities() {
     assert_eq!(ev[4]["extra"]["Cost Center"], "CC-3");
     // The ledger now also moves A2 far into the future by hand: the next row is stale
     // against it, and a later one is a change from the state it records.
-    w.ledger()
+    c.ledger()
         .execute(
             "UPDATE activities SET state = 4, updated_at = 4102444800 WHERE activity_id = 'A2'",
             [],
         )
         .unwrap();
-    w.report(
+    c.report(
         "r_2026-11-03.csv",
-        &["A2,Ordered,,2026-11-03T10:00:00Z,,,,"],
+        &[row("A2", "Ordered").at("2026-11-03T10:00:00Z")],
     );
-    w.run_ok(&["run"], 0);
-    w.report(
+    c.run().code(0);
+    c.report(
         "r_2100-01-02.csv",
-        &["A2,Ordered,,2100-01-02T10:00:00Z,,,,"],
+        &[row("A2", "Ordered").at("2100-01-02T10:00:00Z")],
     );
-    w.run_ok(&["run"], 0);
+    c.run().code(0);
     assert_eq!(
-        w.transitions().last().unwrap(),
+        c.transitions().last().unwrap(),
         &t("A2", "cancelled", "ordered"),
         "the change after the hand edit was missed"
     );
@@ -339,20 +313,20 @@ fn a_hand_edited_ledger_is_decided_from_activities() {
 
 #[test]
 fn an_unreadable_entry_in_the_drop_folder_fails_alone_and_the_run_goes_on() {
-    let w = Workdir::new();
-    w.report(
+    let c = Case::new();
+    c.report(
         "b_2026-11-01.csv",
-        &["B1,Ordered,,2026-11-01T10:00:00Z,,,,"],
+        &[row("B1", "Ordered").at("2026-11-01T10:00:00Z")],
     );
     std::os::unix::fs::symlink(
-        w.path().join("nowhere/a.csv"),
-        w.path().join("drop/a_2026-11-01.csv"),
+        c.path().join("nowhere/a.csv"),
+        c.path().join("drop/a_2026-11-01.csv"),
     )
     .unwrap();
-    let out = w.run(&["run", "--summary-json", "s.json"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    let s = w.summary("s.json");
+    let s = c
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(2)
+        .summary();
     let a = &s["reports"][0];
     assert_eq!(
         (a["name"].as_str(), a["status"].as_str()),
@@ -364,104 +338,95 @@ fn an_unreadable_entry_in_the_drop_folder_fails_alone_and_the_run_goes_on() {
         "{s}"
     );
     assert_eq!(s["reports"][1]["status"], "processed");
-    assert_eq!(w.transitions(), vec![t("B1", "", "ordered")]);
+    assert_eq!(c.transitions(), vec![t("B1", "", "ordered")]);
 }
 
 #[test]
 fn a_ledger_started_afresh_never_overwrites_an_import_file_of_the_same_name() {
-    let w = Workdir::new();
-    w.report(
+    let c = Case::new();
+    c.report(
         "r_2026-11-01.csv",
-        &["A1,Ordered,,2026-11-01T10:00:00Z,,,,"],
+        &[row("A1", "Ordered").at("2026-11-01T10:00:00Z")],
     );
-    w.run_ok(&["run"], 0);
-    let first = w.files("out");
+    c.run().code(0);
+    let first = c.files("out");
     assert_eq!(first, vec!["tangoe-events-000000000001-000000000001.jsonl"]);
-    let before = w.read(&format!("out/{}", first[0]));
+    let before = c.read(&format!("out/{}", first[0]));
     // The ledger is lost; its next event is numbered 1 again, with other content.
-    std::fs::remove_dir_all(w.path().join("state")).unwrap();
-    std::fs::remove_file(w.path().join("drop/r_2026-11-01.csv")).unwrap();
-    w.report(
+    std::fs::remove_dir_all(c.path().join("state")).unwrap();
+    std::fs::remove_file(c.path().join("drop/r_2026-11-01.csv")).unwrap();
+    c.report(
         "r_2026-11-02.csv",
-        &["B1,Completed,,2026-11-02T10:00:00Z,,,,"],
+        &[row("B1", "Completed").at("2026-11-02T10:00:00Z")],
     );
-    w.run_ok(&["run"], 0);
+    c.run().code(0);
     assert_eq!(
-        w.files("out"),
+        c.files("out"),
         vec![
             "tangoe-events-000000000001-000000000001-2.jsonl",
             "tangoe-events-000000000001-000000000001.jsonl"
         ]
     );
     assert_eq!(
-        w.read(&format!("out/{}", first[0])),
+        c.read(&format!("out/{}", first[0])),
         before,
         "left as it was"
     );
     assert!(
-        w.read("out/tangoe-events-000000000001-000000000001-2.jsonl")
+        c.read("out/tangoe-events-000000000001-000000000001-2.jsonl")
             .contains("\"B1\"")
     );
 }
 
 #[test]
 fn a_rerun_after_a_crash_between_rename_and_mark_replaces_its_own_file_even_if_changed() {
-    let w = Workdir::new();
-    w.report(
+    let c = Case::new();
+    c.report(
         "r_2026-11-01.csv",
-        &["A1,Ordered,,2026-11-01T10:00:00Z,,,,"],
+        &[row("A1", "Ordered").at("2026-11-01T10:00:00Z")],
     );
-    w.run_ok(&["run"], 0);
+    c.run().code(0);
     let name = "tangoe-events-000000000001-000000000001.jsonl";
     // As if the run had died after the rename, before its delivery mark, and the file's
     // rendering had changed since (a mapping edited before the rerun).
-    w.write(&format!("out/{name}"), "rendered differently\n");
-    {
-        let c = w.ledger();
-        c.execute("UPDATE sinks SET delivered_through = 0", [])
-            .unwrap();
-        c.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('file_in_flight:file', ?1)",
-            [name],
-        )
-        .unwrap();
-    }
-    w.run_ok(&["run"], 0);
-    assert_eq!(w.files("out"), vec![name], "replaced, not a second copy");
-    assert!(w.read(&format!("out/{name}")).contains("\"A1\""));
-
-    // The same crash, but the sink's settings changed before the rerun: recorded under
-    // other settings (another folder, say), the name is not this sink's to replace, and
-    // under another format it would hold the wrong kind of content.
     let crash = |value: &str| {
-        let c = w.ledger();
-        c.execute("UPDATE sinks SET delivered_through = 0", [])
+        let db = c.ledger();
+        db.execute("UPDATE sinks SET delivered_through = 0", [])
             .unwrap();
-        c.execute(
+        db.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('file_in_flight:file', ?1)",
             [value],
         )
         .unwrap();
     };
-    w.write(&format!("out/{name}"), "someone else's\n");
+    c.file(&format!("out/{name}"), "rendered differently\n");
+    crash(name);
+    c.run().code(0);
+    assert_eq!(c.files("out"), vec![name], "replaced, not a second copy");
+    assert!(c.read(&format!("out/{name}")).contains("\"A1\""));
+
+    // The same crash, but the sink's settings changed before the rerun: recorded under
+    // other settings (another folder, say), the name is not this sink's to replace, and
+    // under another format it would hold the wrong kind of content.
+    c.file(&format!("out/{name}"), "someone else's\n");
     crash(&format!("1:00000000deadbeef:{name}"));
-    w.run_ok(&["run"], 0);
-    assert_eq!(w.read(&format!("out/{name}")), "someone else's\n");
+    c.run().code(0);
+    assert_eq!(c.read(&format!("out/{name}")), "someone else's\n");
     let second = "tangoe-events-000000000001-000000000001-2.jsonl";
-    assert_eq!(w.files("out"), vec![second, name]);
-    assert!(w.read(&format!("out/{second}")).contains("\"A1\""));
+    assert_eq!(c.files("out"), vec![second, name]);
+    assert!(c.read(&format!("out/{second}")).contains("\"A1\""));
     crash(second);
-    w.config(&Workdir::config_with("").replace("format = \"jsonl\"", "format = \"csv\""));
-    w.run_ok(&["run"], 0);
+    c.config(&Case::default_config("").replace("format = \"jsonl\"", "format = \"csv\""));
+    c.run().code(0);
     let csv = "tangoe-events-000000000001-000000000001.csv";
     assert!(
-        w.files("out").contains(&csv.to_string()),
+        c.files("out").contains(&csv.to_string()),
         "{:?}",
-        w.files("out")
+        c.files("out")
     );
-    assert!(w.read(&format!("out/{csv}")).starts_with("event_id,"));
+    assert!(c.read(&format!("out/{csv}")).starts_with("event_id,"));
     assert!(
-        w.read(&format!("out/{second}")).contains("\"A1\""),
+        c.read(&format!("out/{second}")).contains("\"A1\""),
         "left as it was"
     );
 }

@@ -1,14 +1,13 @@
 //! The HTTP sink against a real server on 127.0.0.1: ServiceNow Import Set and Table API,
 //! webhooks, retries, the durable outbox, ticket mirroring, and secrets kept out of sight.
 
-use std::process::Output;
 use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::json;
 
 use crate::server::{Recorded, Reply, Server, import_ok};
-use crate::support::Workdir;
+use crate::support::{Case, Row, row};
 
 const PASSWORD: &str = "Zq-SECRET-pw-9731";
 const IMPORT_PATH: &str = "/api/now/import/u_tangoe_activity";
@@ -34,47 +33,51 @@ max_attempts = 3
 const BASIC: &str =
     "username = \"svc_tangoe\"\npassword_env = \"SN_PASSWORD\"\nmapping = \"mapping.toml\"";
 
-fn workdir(sink_toml: &str) -> Workdir {
-    let w = Workdir::new();
-    w.config(&Workdir::config_with(sink_toml));
-    w.write(
-        "mapping.toml",
-        std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/schemas/servicenow-ritm.toml"
-        ))
-        .unwrap(),
-    );
-    w
-}
-
-/// Runs the binary with the sink's password in the environment and short retry waits.
-fn run(w: &Workdir, args: &[&str], code: i32) -> Output {
-    let out = w
-        .cmd()
-        .env("SN_PASSWORD", PASSWORD)
+/// A case with the sink table `sink_toml` added to the default config, ServiceNow's mapping
+/// as `mapping.toml`, and runs that get the sink's password and short retry waits.
+fn case(sink_toml: &str) -> Case {
+    let c = Case::with_config(sink_toml);
+    c.env("SN_PASSWORD", PASSWORD)
         .env("TANGOE_INGEST_HTTP_BACKOFF", "10ms")
-        .args(args)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "args {args:?}\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+        .file(
+            "mapping.toml",
+            std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/schemas/servicenow-ritm.toml"
+            ))
+            .unwrap(),
+        );
+    c
 }
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
+/// A case whose HTTP sink is the server's Import Set API, with basic auth.
+fn import_set(server: &Server) -> Case {
+    case(&sink(server, "servicenow_import_set", IMPORT_PATH, BASIC))
+}
+
+/// A server that answers `status` with `message` to the requests whose JSON body has
+/// `value` at `key`, and takes the others.
+fn refusing(key: &'static str, value: &'static str, status: u16, message: &'static str) -> Server {
+    Server::start(move |r, _| {
+        if r.json()[key] == value {
+            Reply::json(status, json!({"error": {"message": message}}))
+        } else {
+            import_ok()
+        }
+    })
+}
+
+/// The row of Activity `A{n}` in `state` on `day` at 10:00, with its ITSM number `RITM{n}`.
+fn ticket(n: u32, state: &str, day: &str) -> Row {
+    row(&format!("A{n}"), state)
+        .itsm(&format!("RITM{n}"))
+        .at(&format!("{day}T10:00:00Z"))
 }
 
 /// (event_id, status) of each event the ledger has an outcome for, for the sink, in order.
-fn outcomes(w: &Workdir) -> Vec<(String, String)> {
-    let c = w.ledger();
-    let mut stmt = c
+fn outcomes(c: &Case) -> Vec<(String, String)> {
+    let db = c.ledger();
+    let mut stmt = db
         .prepare(
             "SELECT e.event_key, d.status FROM deliveries d JOIN events e ON e.id = d.event_id
              WHERE d.sink = 'servicenow' ORDER BY e.id",
@@ -87,8 +90,8 @@ fn outcomes(w: &Workdir) -> Vec<(String, String)> {
 }
 
 /// Event ids in ledger order (the file sink writes every event).
-fn event_ids(w: &Workdir) -> Vec<String> {
-    w.events()
+fn event_ids(c: &Case) -> Vec<String> {
+    c.events()
         .iter()
         .map(|e| e["event_id"].as_str().unwrap().to_string())
         .collect()
@@ -101,15 +104,15 @@ fn keys(reqs: &[Recorded]) -> Vec<String> {
 #[test]
 fn import_set_delivers_each_event_once_with_basic_auth_and_idempotency_key() {
     let server = Server::ok();
-    let w = workdir(&sink(&server, "servicenow_import_set", IMPORT_PATH, BASIC));
-    w.report(
+    let c = import_set(&server);
+    c.report(
         "r_2026-11-01.csv",
         &[
-            "A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,",
-            "A2,Completed,RITM2,2026-11-01T10:00:00Z,,,,",
+            ticket(1, "Ordered", "2026-11-01"),
+            ticket(2, "Completed", "2026-11-01"),
         ],
     );
-    run(&w, &["run"], 0);
+    c.run().code(0);
     let reqs = server.requests();
     assert_eq!(reqs.len(), 2);
     let expected_auth = format!(
@@ -124,7 +127,7 @@ fn import_set_delivers_each_event_once_with_basic_auth_and_idempotency_key() {
     }
     assert_eq!(
         keys(&reqs),
-        event_ids(&w),
+        event_ids(&c),
         "X-Idempotency-Key is the event id"
     );
     assert_eq!(reqs[0].json()["number"], "RITM1");
@@ -138,7 +141,7 @@ fn import_set_delivers_each_event_once_with_basic_auth_and_idempotency_key() {
             .starts_with("Your mobility request has been completed.")
     );
     assert_eq!(
-        outcomes(&w)
+        outcomes(&c)
             .iter()
             .map(|(_, s)| s.as_str())
             .collect::<Vec<_>>(),
@@ -146,8 +149,8 @@ fn import_set_delivers_each_event_once_with_basic_auth_and_idempotency_key() {
     );
 
     // Nothing delivered is sent again: not by a run, not by `deliver`.
-    run(&w, &["run"], 0);
-    run(&w, &["deliver"], 0);
+    c.run().code(0);
+    c.exec(&["deliver"]).code(0);
     assert_eq!(server.requests().len(), 2);
 }
 
@@ -165,68 +168,54 @@ fn import_set_row_error_is_a_failed_delivery_not_retried_until_retry_failed() {
             import_ok()
         }
     });
-    let w = workdir(&sink(&server, "servicenow_import_set", IMPORT_PATH, BASIC));
-    w.report(
+    let c = import_set(&server);
+    c.report(
         "r_2026-11-01.csv",
         &[
-            "A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,",
-            "A2,Ordered,RITM2,2026-11-01T10:00:00Z,,,,",
+            ticket(1, "Ordered", "2026-11-01"),
+            ticket(2, "Ordered", "2026-11-01"),
         ],
     );
-    let out = run(&w, &["run", "--summary-json", "s.json"], 2);
-    assert!(
-        stdout(&out)
-            .contains("Unable to resolve target record, coalesce values not present: number"),
-        "{}",
-        stdout(&out)
-    );
+    let s = c
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(2)
+        .prints("Unable to resolve target record, coalesce values not present: number")
+        .summary();
     assert_eq!(server.requests().len(), 2, "the row error is not retried");
-    let s = w.summary("s.json");
     assert_eq!(s["sinks"][1]["name"], "servicenow");
     assert_eq!(s["sinks"][1]["delivered"], 1);
     assert_eq!(s["sinks"][1]["failed"], 1);
     assert_eq!(s["sinks"][1]["pending"], 0);
-    let ids = event_ids(&w);
+    let ids = event_ids(&c);
     assert_eq!(
-        outcomes(&w),
+        outcomes(&c),
         vec![
             (ids[0].clone(), "failed".into()),
             (ids[1].clone(), "delivered".into())
         ]
     );
 
-    let status = stdout(&run(&w, &["status"], 0));
-    assert!(
-        status.contains(&format!("failed  #1 {}", ids[0])),
-        "{status}"
-    );
-    assert!(
-        status.contains("Unable to resolve target record"),
-        "{status}"
-    );
-    assert!(
-        status.contains("retry --failed --sink servicenow"),
-        "{status}"
-    );
+    c.exec(&["status"])
+        .code(0)
+        .prints(&format!("failed  #1 {}", ids[0]))
+        .prints("Unable to resolve target record")
+        .prints("retry --failed --sink servicenow");
 
     // A failed event stays failed: neither `deliver` nor `run` sends it again...
-    run(&w, &["deliver"], 0);
-    run(&w, &["run"], 0);
+    c.exec(&["deliver"]).code(0);
+    c.run().code(0);
     assert_eq!(server.requests().len(), 2);
     // ...until a person re-queues it.
     server.set(|_, _| import_ok());
-    let out = run(&w, &["retry", "--failed", "--sink", "servicenow"], 0);
-    assert!(
-        stdout(&out).contains("sink servicenow: 1 failed events are pending again"),
-        "{}",
-        stdout(&out)
-    );
-    run(&w, &["deliver"], 0);
+    c.exec(&["retry", "--failed", "--sink", "servicenow"])
+        .code(0)
+        .prints("sink servicenow: 1 failed events are pending again");
+    c.exec(&["deliver"]).code(0);
     let reqs = server.requests();
     assert_eq!(reqs.len(), 3);
     assert_eq!(reqs[2].key(), ids[0]);
     assert_eq!(
-        outcomes(&w),
+        outcomes(&c),
         vec![
             (ids[0].clone(), "delivered".into()),
             (ids[1].clone(), "delivered".into())
@@ -243,12 +232,9 @@ fn rate_limited_429_waits_as_retry_after_says_then_delivers() {
             import_ok()
         }
     });
-    let w = workdir(&sink(&server, "servicenow_import_set", IMPORT_PATH, BASIC));
-    w.report(
-        "r_2026-11-01.csv",
-        &["A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,"],
-    );
-    run(&w, &["run"], 0);
+    let c = import_set(&server);
+    c.report("r_2026-11-01.csv", &[ticket(1, "Ordered", "2026-11-01")]);
+    c.run().code(0);
     let reqs = server.requests();
     assert_eq!(reqs.len(), 2);
     assert_eq!(reqs[0].key(), reqs[1].key());
@@ -258,7 +244,7 @@ fn rate_limited_429_waits_as_retry_after_says_then_delivers() {
         gap >= Duration::from_secs(1),
         "retried after {gap:?}, before Retry-After: 1"
     );
-    assert_eq!(outcomes(&w).len(), 1);
+    assert_eq!(outcomes(&c).len(), 1);
 }
 
 #[test]
@@ -273,27 +259,20 @@ fn server_error_twice_then_success_delivers_once() {
             import_ok()
         }
     });
-    let w = workdir(&sink(&server, "servicenow_import_set", IMPORT_PATH, BASIC));
-    w.report(
-        "r_2026-11-01.csv",
-        &["A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,"],
-    );
-    run(&w, &["run"], 0);
+    let c = import_set(&server);
+    c.report("r_2026-11-01.csv", &[ticket(1, "Ordered", "2026-11-01")]);
+    c.run().code(0);
     let reqs = server.requests();
     assert_eq!(reqs.len(), 3);
     assert!(reqs.iter().all(|r| r.key() == reqs[0].key()));
     assert_eq!(
-        outcomes(&w),
-        vec![(event_ids(&w)[0].clone(), "delivered".into())]
+        outcomes(&c),
+        vec![(event_ids(&c)[0].clone(), "delivered".into())]
     );
-    let attempts: i64 = w
-        .ledger()
-        .query_row(
-            "SELECT attempts FROM deliveries WHERE sink = 'servicenow'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let attempts: i64 = c.ledger_value(
+        "SELECT attempts FROM deliveries WHERE sink = 'servicenow'",
+        [],
+    );
     assert_eq!(attempts, 3);
 }
 
@@ -304,7 +283,7 @@ fn dropped_connection_and_hang_past_the_timeout_are_retried() {
         1 => Reply::Hang(Duration::from_secs(4)),
         _ => import_ok(),
     });
-    let w = workdir(
+    let c = case(
         &sink(
             &server,
             "servicenow_import_set",
@@ -313,15 +292,10 @@ fn dropped_connection_and_hang_past_the_timeout_are_retried() {
         )
         .replace("timeout = \"5s\"", "timeout = \"1s\""),
     );
-    w.report(
-        "r_2026-11-01.csv",
-        &["A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,"],
-    );
-    let out = run(&w, &["run"], 0);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("timed out"), "{stderr}");
+    c.report("r_2026-11-01.csv", &[ticket(1, "Ordered", "2026-11-01")]);
+    c.run().code(0).logs("timed out");
     assert_eq!(server.requests().len(), 3);
-    assert_eq!(outcomes(&w).len(), 1);
+    assert_eq!(outcomes(&c).len(), 1);
 }
 
 #[test]
@@ -330,34 +304,29 @@ fn endpoint_down_for_a_whole_run_leaves_events_pending_and_the_next_run_delivers
     let server = Server::start(|_, _| {
         Reply::json(503, json!({"error": {"message": "instance unavailable"}}))
     });
-    let w = workdir(
+    let c = case(
         &sink(&server, "servicenow_import_set", IMPORT_PATH, BASIC)
             .replace("max_attempts = 3", "max_attempts = 2"),
     );
-    w.report(
+    c.report(
         "r_2026-11-01.csv",
         &[
-            "A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,",
-            "A2,Ordered,RITM2,2026-11-01T10:00:00Z,,,,",
+            ticket(1, "Ordered", "2026-11-01"),
+            ticket(2, "Ordered", "2026-11-01"),
         ],
     );
-    w.report(
-        "r_2026-11-02.csv",
-        &["A1,Completed,RITM1,2026-11-02T10:00:00Z,,,,"],
-    );
-    let out = run(&w, &["run", "--summary-json", "s.json"], 2);
-    assert!(
-        stdout(&out).contains("HTTP 503: instance unavailable"),
-        "{}",
-        stdout(&out)
-    );
-    let ids = event_ids(&w);
+    c.report("r_2026-11-02.csv", &[ticket(1, "Completed", "2026-11-02")]);
+    let s = c
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(2)
+        .prints("HTTP 503: instance unavailable")
+        .summary();
+    let ids = event_ids(&c);
     assert_eq!(
         ids.len(),
         3,
         "the file sink has its own delivery state and got every event"
     );
-    let s = w.summary("s.json");
     assert_eq!(s["sinks"][0]["pending"], 0);
     assert_eq!(s["sinks"][1]["pending"], 3);
     assert_eq!(s["pending"], 3);
@@ -372,26 +341,24 @@ fn endpoint_down_for_a_whole_run_leaves_events_pending_and_the_next_run_delivers
             ids[1].clone()
         ]
     );
-    assert!(outcomes(&w).is_empty());
+    assert!(outcomes(&c).is_empty());
     // Pending events are what a dry run audits, not a failure of it: both dry runs exit 0
     // and send nothing.
     let sent = server.requests().len();
-    run(&w, &["run", "--dry-run"], 0);
-    run(&w, &["deliver", "--dry-run"], 0);
+    c.exec(&["run", "--dry-run"]).code(0);
+    c.exec(&["deliver", "--dry-run"]).code(0);
     assert_eq!(server.requests().len(), sent);
-    let status = stdout(&run(&w, &["status"], 0));
-    assert!(
-        status.contains(&format!("pending #1 {}", ids[0])),
-        "{status}"
-    );
+    c.exec(&["status"])
+        .code(0)
+        .prints(&format!("pending #1 {}", ids[0]));
 
     // The ITSM is back: the next run sends the pending events first, oldest first, once each.
     server.set(|_, _| import_ok());
-    run(&w, &["run"], 0);
+    c.run().code(0);
     let sent: Vec<String> = keys(&server.requests()[4..]);
     assert_eq!(sent, ids);
-    run(&w, &["deliver"], 0);
-    run(&w, &["run"], 0);
+    c.exec(&["deliver"]).code(0);
+    c.run().code(0);
     assert_eq!(server.requests().len(), 7);
 }
 
@@ -407,33 +374,22 @@ fn killed_during_delivery_the_rerun_delivers_every_event_and_never_resends_a_rec
             Reply::Hang(Duration::from_secs(20))
         }
     });
-    let w = workdir(
+    let c = case(
         &sink(&server, "servicenow_import_set", IMPORT_PATH, BASIC)
             .replace("timeout = \"5s\"", "timeout = \"60s\""),
     );
-    let rows: Vec<String> = (1..=6)
-        .map(|i| format!("A{i},Ordered,RITM{i},2026-11-01T10:00:00Z,,,,"))
+    let rows: Vec<Row> = (1..=6)
+        .map(|i| ticket(i, "Ordered", "2026-11-01"))
         .collect();
-    w.report(
-        "r_2026-11-01.csv",
-        &rows.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("tangoe-ingest"))
-        .current_dir(w.path())
-        .env("SN_PASSWORD", PASSWORD)
-        .env_remove("RUST_LOG")
-        .args(["--config", "tangoe-ingest.toml", "run"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    c.report("r_2026-11-01.csv", &rows);
+    let mut run = c.start(&["run"]);
     // The fourth request is in flight: kill -9.
     let got = rx.recv_timeout(Duration::from_secs(60));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    run.child.kill().unwrap();
+    run.child.wait().unwrap();
     got.expect("the fourth request never came");
     let first_run = keys(&server.requests());
-    let recorded: Vec<String> = outcomes(&w)
+    let recorded: Vec<String> = outcomes(&c)
         .into_iter()
         .filter(|(_, s)| s == "delivered")
         .map(|(k, _)| k)
@@ -445,8 +401,8 @@ fn killed_during_delivery_the_rerun_delivers_every_event_and_never_resends_a_rec
     );
 
     server.set(|_, _| import_ok());
-    run(&w, &["run"], 0);
-    let ids = event_ids(&w);
+    c.run().code(0);
+    let ids = event_ids(&c);
     assert_eq!(ids.len(), 6);
     let rerun = keys(&server.requests()[first_run.len()..]);
     assert_eq!(
@@ -454,7 +410,7 @@ fn killed_during_delivery_the_rerun_delivers_every_event_and_never_resends_a_rec
         ids[3..].to_vec(),
         "the rerun sends exactly the events without a recorded 2xx"
     );
-    assert_eq!(outcomes(&w).len(), 6);
+    assert_eq!(outcomes(&c).len(), 6);
 }
 
 fn table_server() -> Server {
@@ -488,19 +444,16 @@ fn table_server() -> Server {
 #[test]
 fn table_api_looks_up_the_sys_id_once_per_run_then_patches() {
     let server = table_server();
-    let w = workdir(&sink(&server, "servicenow_table", TABLE_PATH, BASIC));
-    w.report(
+    let c = case(&sink(&server, "servicenow_table", TABLE_PATH, BASIC));
+    c.report(
         "r_2026-11-01.csv",
         &[
-            "A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,",
-            "A2,Ordered,RITM2,2026-11-01T10:00:00Z,,,,",
+            ticket(1, "Ordered", "2026-11-01"),
+            ticket(2, "Ordered", "2026-11-01"),
         ],
     );
-    w.report(
-        "r_2026-11-02.csv",
-        &["A1,Completed,RITM1,2026-11-02T10:00:00Z,,,,"],
-    );
-    run(&w, &["run"], 0);
+    c.report("r_2026-11-02.csv", &[ticket(1, "Completed", "2026-11-02")]);
+    c.run().code(0);
     let reqs = server.requests();
     let seen: Vec<String> = reqs
         .iter()
@@ -525,7 +478,7 @@ fn table_api_looks_up_the_sys_id_once_per_run_then_patches() {
         Some("sys_id,number")
     );
     assert_eq!(reqs[4].json()["state"], "3");
-    let ids = event_ids(&w);
+    let ids = event_ids(&c);
     assert_eq!(
         keys(&reqs),
         vec![
@@ -536,55 +489,49 @@ fn table_api_looks_up_the_sys_id_once_per_run_then_patches() {
             ids[2].clone()
         ]
     );
-    assert_eq!(outcomes(&w).len(), 3);
+    assert_eq!(outcomes(&c).len(), 3);
 }
 
 #[test]
 fn table_api_unknown_number_is_a_permanent_failure() {
     let server = table_server();
-    let w = workdir(&sink(&server, "servicenow_table", TABLE_PATH, BASIC));
-    w.report(
+    let c = case(&sink(&server, "servicenow_table", TABLE_PATH, BASIC));
+    c.report(
         "r_2026-11-01.csv",
-        &["A1,Ordered,RITM404,2026-11-01T10:00:00Z,,,,"],
+        &[row("A1", "Ordered")
+            .itsm("RITM404")
+            .at("2026-11-01T10:00:00Z")],
     );
-    let out = run(&w, &["run"], 2);
-    assert!(
-        stdout(&out).contains("no RITM404 in sc_req_item"),
-        "{}",
-        stdout(&out)
-    );
+    c.run().code(2).prints("no RITM404 in sc_req_item");
     assert_eq!(
         server.requests().len(),
         1,
         "one lookup, not retried, no PATCH"
     );
-    let error: String = w
-        .ledger()
-        .query_row(
-            "SELECT error FROM deliveries WHERE status = 'failed'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let error: String = c.ledger_value("SELECT error FROM deliveries WHERE status = 'failed'", []);
     assert_eq!(error, "no RITM404 in sc_req_item");
-    run(&w, &["run"], 0);
+    c.run().code(0);
     assert_eq!(server.requests().len(), 1);
 }
 
 #[test]
 fn table_api_numbers_that_could_change_the_query_or_find_another_ticket_update_nothing() {
     let server = table_server();
-    let w = workdir(&sink(&server, "servicenow_table", TABLE_PATH, BASIC));
+    let c = case(&sink(&server, "servicenow_table", TABLE_PATH, BASIC));
     // `^` joins conditions in a ServiceNow encoded query: this number would match any ticket.
-    w.report(
+    c.report(
         "r_2026-11-01.csv",
         &[
-            "A1,Ordered,RITM1^ORnumberISNOTEMPTY,2026-11-01T10:00:00Z,,,,",
-            "A2,Ordered,RITM77,2026-11-01T10:00:00Z,,,,",
-            "A3,Ordered,RITM3,2026-11-01T10:00:00Z,,,,",
+            row("A1", "Ordered")
+                .itsm("RITM1^ORnumberISNOTEMPTY")
+                .at("2026-11-01T10:00:00Z"),
+            row("A2", "Ordered")
+                .itsm("RITM77")
+                .at("2026-11-01T10:00:00Z"),
+            ticket(3, "Ordered", "2026-11-01"),
         ],
     );
-    run(&w, &["run"], 2);
+    c.run().code(2);
     let seen: Vec<String> = server
         .requests()
         .iter()
@@ -606,14 +553,8 @@ fn table_api_numbers_that_could_change_the_query_or_find_another_ticket_update_n
         ],
         "no lookup for the number with `^`, no PATCH of the record another lookup returned"
     );
-    let errors: Vec<String> = w
-        .ledger()
-        .prepare("SELECT error FROM deliveries WHERE status = 'failed' ORDER BY event_id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let errors: Vec<String> =
+        c.ledger_column("SELECT error FROM deliveries WHERE status = 'failed' ORDER BY event_id");
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(errors[0].contains("is not a ticket number"), "{errors:?}");
     assert_eq!(
@@ -627,53 +568,41 @@ fn refused_credentials_stop_the_sink_at_the_first_request_and_keep_every_event_p
     let server = Server::start(|_, _| {
         Reply::json(401, json!({"error": {"message": "User Not Authenticated"}}))
     });
-    let w = workdir(&sink(&server, "servicenow_import_set", IMPORT_PATH, BASIC));
-    w.report(
+    let c = import_set(&server);
+    c.report(
         "r_2026-11-01.csv",
         &[
-            "A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,",
-            "A2,Ordered,RITM2,2026-11-01T10:00:00Z,,,,",
-            "A3,Ordered,RITM3,2026-11-01T10:00:00Z,,,,",
+            ticket(1, "Ordered", "2026-11-01"),
+            ticket(2, "Ordered", "2026-11-01"),
+            ticket(3, "Ordered", "2026-11-01"),
         ],
     );
-    let out = run(&w, &["run", "--summary-json", "s.json"], 2);
-    assert!(
-        stdout(&out).contains("HTTP 401: User Not Authenticated: check the sink's credentials"),
-        "{}",
-        stdout(&out)
-    );
+    c.exec(&["run", "--summary-json", "s.json"])
+        .code(2)
+        .prints("HTTP 401: User Not Authenticated: check the sink's credentials");
     assert_eq!(
         server.requests().len(),
         1,
         "one refused login, not one per event"
     );
-    assert!(outcomes(&w).is_empty(), "nothing failed for good");
-    assert_eq!(w.summary("s.json")["sinks"][1]["pending"], 3);
+    assert!(outcomes(&c).is_empty(), "nothing failed for good");
+    assert_eq!(c.summary("s.json")["sinks"][1]["pending"], 3);
 }
 
 #[test]
 fn a_403_for_one_record_fails_that_event_only() {
     // ServiceNow answers 403 for a record an ACL protects: the sink itself is fine.
-    let server = Server::start(|r, _| {
-        if r.json()["number"] == "RITM1" {
-            Reply::json(
-                403,
-                json!({"error": {"message": "Operation Failed: ACL Exception"}}),
-            )
-        } else {
-            import_ok()
-        }
-    });
-    let w = workdir(&sink(&server, "servicenow_import_set", IMPORT_PATH, BASIC));
-    w.report(
+    let server = refusing("number", "RITM1", 403, "Operation Failed: ACL Exception");
+    let c = import_set(&server);
+    c.report(
         "r_2026-11-01.csv",
         &[
-            "A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,",
-            "A2,Ordered,RITM2,2026-11-01T10:00:00Z,,,,",
+            ticket(1, "Ordered", "2026-11-01"),
+            ticket(2, "Ordered", "2026-11-01"),
         ],
     );
-    run(&w, &["run"], 2);
-    let statuses: Vec<String> = outcomes(&w).into_iter().map(|(_, s)| s).collect();
+    c.run().code(2);
+    let statuses: Vec<String> = outcomes(&c).into_iter().map(|(_, s)| s).collect();
     assert_eq!(statuses, ["failed", "delivered"]);
     assert_eq!(server.requests().len(), 2);
 }
@@ -682,14 +611,11 @@ fn a_403_for_one_record_fails_that_event_only() {
 fn a_2xx_whose_answer_is_cut_off_delivers_unless_the_answer_is_needed() {
     // A webhook's answer is not read: its 2xx delivers, and sending again would repeat it.
     let server = Server::start(|_, _| Reply::CutOff(200));
-    let w = workdir(&sink(&server, "webhook", "/hook", BASIC));
-    w.report(
-        "r_2026-11-01.csv",
-        &["A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,"],
-    );
-    run(&w, &["run"], 0);
+    let c = case(&sink(&server, "webhook", "/hook", BASIC));
+    c.report("r_2026-11-01.csv", &[ticket(1, "Ordered", "2026-11-01")]);
+    c.run().code(0);
     assert_eq!(server.requests().len(), 1, "not sent again");
-    assert_eq!(outcomes(&w).len(), 1);
+    assert_eq!(outcomes(&c).len(), 1);
 
     // An Import Set's answer says whether the row was applied: a cut-off one is asked again.
     let server = Server::start(|_, n| {
@@ -699,12 +625,9 @@ fn a_2xx_whose_answer_is_cut_off_delivers_unless_the_answer_is_needed() {
             import_ok()
         }
     });
-    let w = workdir(&sink(&server, "servicenow_import_set", IMPORT_PATH, BASIC));
-    w.report(
-        "r_2026-11-01.csv",
-        &["A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,"],
-    );
-    run(&w, &["run"], 0);
+    let c = import_set(&server);
+    c.report("r_2026-11-01.csv", &[ticket(1, "Ordered", "2026-11-01")]);
+    c.run().code(0);
     let reqs = server.requests();
     assert_eq!(reqs.len(), 2);
     assert_eq!(reqs[0].key(), reqs[1].key(), "the same idempotency key");
@@ -730,23 +653,23 @@ state = "{{ state_code }}"
 #[test]
 fn mirroring_creates_the_ticket_once_then_updates_it() {
     let server = table_server();
-    let w = workdir(&sink(
+    let c = case(&sink(
         &server,
         "servicenow_table",
         TABLE_PATH,
         &format!("{BASIC}\ncreate_missing = true"),
     ));
-    w.write("mapping.toml", MIRROR_MAPPING);
-    w.report(
+    c.file("mapping.toml", MIRROR_MAPPING);
+    c.report(
         "r_2026-11-01.csv",
-        &["A1,Ordered,,2026-11-01T10:00:00Z,,,,"],
+        &[row("A1", "Ordered").at("2026-11-01T10:00:00Z")],
     );
-    run(&w, &["run"], 0);
-    w.report(
+    c.run().code(0);
+    c.report(
         "r_2026-11-02.csv",
-        &["A1,Completed,,2026-11-02T10:00:00Z,,,,"],
+        &[row("A1", "Completed").at("2026-11-02T10:00:00Z")],
     );
-    run(&w, &["run"], 0);
+    c.run().code(0);
     let reqs = server.requests();
     let seen: Vec<String> = reqs
         .iter()
@@ -767,7 +690,7 @@ fn mirroring_creates_the_ticket_once_then_updates_it() {
         reqs[1].json(),
         json!({"number": "RITM0010001", "state": "3", "work_notes": "Tangoe activity A1 is completed."})
     );
-    let (number, sys_id): (String, String) = w
+    let (number, sys_id): (String, String) = c
         .ledger()
         .query_row(
             "SELECT a.itsm_number, t.sys_id FROM activities a JOIN tickets t USING (activity_id) WHERE activity_id = 'A1'",
@@ -780,7 +703,7 @@ fn mirroring_creates_the_ticket_once_then_updates_it() {
         ("RITM0010001", "new-sys-1")
     );
     assert_eq!(
-        w.events()[1]["itsm_number"],
+        c.events()[1]["itsm_number"],
         "RITM0010001",
         "later events carry the created number"
     );
@@ -789,21 +712,19 @@ fn mirroring_creates_the_ticket_once_then_updates_it() {
 #[test]
 fn without_create_missing_events_lacking_a_number_are_skipped_and_counted() {
     let server = table_server();
-    let w = workdir(&sink(&server, "servicenow_table", TABLE_PATH, BASIC));
-    w.report(
+    let c = case(&sink(&server, "servicenow_table", TABLE_PATH, BASIC));
+    c.report(
         "r_2026-11-01.csv",
         &[
-            "A1,Ordered,,2026-11-01T10:00:00Z,,,,",
-            "A2,Ordered,RITM2,2026-11-01T10:00:00Z,,,,",
+            row("A1", "Ordered").at("2026-11-01T10:00:00Z"),
+            ticket(2, "Ordered", "2026-11-01"),
         ],
     );
-    let out = run(&w, &["run", "--summary-json", "s.json"], 0);
-    assert!(
-        stdout(&out).contains("skipped 1: no itsm_number to update and create_missing is off"),
-        "{}",
-        stdout(&out)
-    );
-    let s = w.summary("s.json");
+    let s = c
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(0)
+        .prints("skipped 1: no itsm_number to update and create_missing is off")
+        .summary();
     assert_eq!(s["sinks"][1]["skipped"], 1);
     assert_eq!(
         s["sinks"][1]["skip_reasons"]["no itsm_number to update and create_missing is off"],
@@ -820,40 +741,20 @@ fn without_create_missing_events_lacking_a_number_are_skipped_and_counted() {
 
 #[test]
 fn a_permanently_failed_event_blocks_nothing_and_is_not_sent_after_a_newer_one() {
-    let server = Server::start(|r, _| {
-        if r.json()["state"] == "2" {
-            Reply::json(
-                400,
-                json!({"error": {"message": "Invalid value for state"}}),
-            )
-        } else {
-            import_ok()
-        }
-    });
-    let w = workdir(&sink(&server, "servicenow_import_set", IMPORT_PATH, BASIC));
-    w.report(
-        "r_2026-11-01.csv",
-        &["A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,"],
-    );
-    let out = run(&w, &["run"], 2);
-    assert!(
-        stdout(&out).contains("HTTP 400: Invalid value for state"),
-        "{}",
-        stdout(&out)
-    );
-    w.report(
-        "r_2026-11-02.csv",
-        &["A1,Completed,RITM1,2026-11-02T10:00:00Z,,,,"],
-    );
-    run(&w, &["run"], 0);
-    let ids = event_ids(&w);
+    let server = refusing("state", "2", 400, "Invalid value for state");
+    let c = import_set(&server);
+    c.report("r_2026-11-01.csv", &[ticket(1, "Ordered", "2026-11-01")]);
+    c.run().code(2).prints("HTTP 400: Invalid value for state");
+    c.report("r_2026-11-02.csv", &[ticket(1, "Completed", "2026-11-02")]);
+    c.run().code(0);
+    let ids = event_ids(&c);
     assert_eq!(
         keys(&server.requests()),
         ids,
         "the later event went out although the earlier one failed"
     );
     assert_eq!(
-        outcomes(&w),
+        outcomes(&c),
         vec![
             (ids[0].clone(), "failed".into()),
             (ids[1].clone(), "delivered".into())
@@ -862,23 +763,22 @@ fn a_permanently_failed_event_blocks_nothing_and_is_not_sent_after_a_newer_one()
 
     // Re-queued, the old "ordered" would turn the closed ticket back: it is skipped.
     server.set(|_, _| import_ok());
-    run(&w, &["retry", "--failed"], 0);
-    let out = run(&w, &["deliver"], 0);
-    assert!(stdout(&out).contains("superseded"), "{}", stdout(&out));
+    c.exec(&["retry", "--failed"]).code(0);
+    c.exec(&["deliver"]).code(0).prints("superseded");
     assert_eq!(server.requests().len(), 2);
 }
 
 #[test]
 fn webhook_body_equals_the_mapping_with_bearer_auth_and_put() {
     let server = Server::start(|_, _| Reply::json(200, json!({"ok": true})));
-    let w = workdir(&sink(
+    let c = case(&sink(
         &server,
         "webhook",
         "/hooks/tangoe",
         "method = \"PUT\"\nbearer_token_file = \"secrets/token\"\nmapping = \"webhook.toml\"",
     ));
-    w.write("secrets/token", "tok-123\n");
-    w.write(
+    c.file("secrets/token", "tok-123\n");
+    c.file(
         "webhook.toml",
         r#"
 [states]
@@ -892,11 +792,16 @@ comment = "Activity {{ activity_id }}: {{ previous_state }} -> {{ state }} on {{
 cost_center = "{{ extra['Cost Center'] | default('') }}"
 "#,
     );
-    w.report(
+    c.report(
         "r_2026-11-01.csv",
-        &["A7,Completed,SD-42,2026-11-01T10:00:00Z,5551234567,Pixel 9,,CC-100"],
+        &[row("A7", "Completed")
+            .itsm("SD-42")
+            .at("2026-11-01T10:00:00Z")
+            .phone("5551234567")
+            .device("Pixel 9")
+            .cost_center("CC-100")],
     );
-    run(&w, &["run"], 0);
+    c.run().code(0);
     let reqs = server.requests();
     assert_eq!(reqs.len(), 1);
     assert_eq!(reqs[0].method, "PUT");
@@ -918,76 +823,66 @@ fn the_password_appears_in_no_output_and_dry_run_shows_requests_redacted() {
             import_ok()
         }
     });
-    let w = workdir(&sink(&server, "servicenow_import_set", IMPORT_PATH, BASIC));
-    w.report(
+    let c = import_set(&server);
+    c.report(
         "r_2026-11-01.csv",
         &[
-            "A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,",
-            "A2,Ordered,RITM2,2026-11-01T10:00:00Z,,,,",
+            ticket(1, "Ordered", "2026-11-01"),
+            ticket(2, "Ordered", "2026-11-01"),
         ],
     );
 
     // Dry run first: no request, the first requests shown, the secret redacted.
-    let dry = run(&w, &["run", "--dry-run", "--summary-json", "dry.json"], 0);
+    let dry = c
+        .exec(&["run", "--dry-run", "--summary-json", "dry.json"])
+        .code(0)
+        .prints(&format!("POST {}", server.url(IMPORT_PATH)))
+        .prints("Authorization: Basic <redacted>")
+        .prints("\"number\": \"RITM1\"");
     assert!(server.requests().is_empty(), "a dry run sends nothing");
-    let text = stdout(&dry);
-    assert!(
-        text.contains(&format!("POST {}", server.url(IMPORT_PATH))),
-        "{text}"
-    );
-    assert!(text.contains("Authorization: Basic <redacted>"), "{text}");
-    assert!(text.contains("\"number\": \"RITM1\""), "{text}");
-    let dry_summary = w.summary("dry.json");
+    let dry_summary = dry.summary();
     assert_eq!(dry_summary["sinks"][1]["previews"][0]["method"], "POST");
     assert_eq!(
         dry_summary["sinks"][1]["previews"][0]["body"]["number"],
         "RITM1"
     );
 
-    let real = run(&w, &["-vv", "run", "--summary-json", "s.json"], 2);
-    let stderr = String::from_utf8_lossy(&real.stderr).into_owned();
-    assert!(
-        stderr.contains("Basic <redacted>"),
-        "debug logs show the Authorization header redacted:\n{stderr}"
-    );
-    assert!(
-        stdout(&real).contains("HTTP 401: User Not Authenticated"),
-        "{}",
-        stdout(&real)
-    );
-    let status = run(&w, &["status", "--json"], 0);
-    let deliver = run(&w, &["-vv", "deliver", "--dry-run"], 0);
+    let real = c
+        .exec(&["-vv", "run", "--summary-json", "s.json"])
+        .code(2)
+        // Debug logs show the Authorization header redacted.
+        .logs("Basic <redacted>")
+        .prints("HTTP 401: User Not Authenticated");
+    let status = c.exec(&["status", "--json"]).code(0);
+    let deliver = c.exec(&["-vv", "deliver", "--dry-run"]).code(0);
 
     let encoded =
         base64::engine::general_purpose::STANDARD.encode(format!("svc_tangoe:{PASSWORD}"));
     let mut places: Vec<(String, Vec<u8>)> = vec![
-        ("dry-run stdout".into(), dry.stdout.clone()),
-        ("dry-run stderr".into(), dry.stderr.clone()),
-        ("run stdout".into(), real.stdout.clone()),
-        ("run stderr".into(), real.stderr.clone()),
-        ("status".into(), status.stdout.clone()),
-        (
-            "deliver --dry-run".into(),
-            [deliver.stdout.clone(), deliver.stderr.clone()].concat(),
-        ),
+        ("dry-run stdout".into(), dry.stdout().into_bytes()),
+        ("dry-run stderr".into(), dry.stderr().into_bytes()),
+        ("run stdout".into(), real.stdout().into_bytes()),
+        ("run stderr".into(), real.stderr().into_bytes()),
+        ("status".into(), status.stdout().into_bytes()),
+        ("deliver --dry-run".into(), deliver.text().into_bytes()),
         (
             "summary".into(),
-            std::fs::read(w.path().join("s.json")).unwrap(),
+            std::fs::read(c.path().join("s.json")).unwrap(),
         ),
         (
             "dry-run summary".into(),
-            std::fs::read(w.path().join("dry.json")).unwrap(),
+            std::fs::read(c.path().join("dry.json")).unwrap(),
         ),
     ];
     for f in ["state/ledger.sqlite", "state/ledger.sqlite-wal"] {
-        if let Ok(bytes) = std::fs::read(w.path().join(f)) {
+        if let Ok(bytes) = std::fs::read(c.path().join(f)) {
             places.push((f.into(), bytes));
         }
     }
-    for f in w.files("out") {
+    for f in c.files("out") {
         places.push((
             f.clone(),
-            std::fs::read(w.path().join("out").join(&f)).unwrap(),
+            std::fs::read(c.path().join("out").join(&f)).unwrap(),
         ));
     }
     for (name, bytes) in &places {
@@ -1005,25 +900,19 @@ fn the_password_appears_in_no_output_and_dry_run_shows_requests_redacted() {
 #[test]
 fn a_missing_password_keeps_events_pending_and_names_the_variable() {
     let server = Server::ok();
-    let w = workdir(&sink(
+    let c = case(&sink(
         &server,
         "servicenow_import_set",
         IMPORT_PATH,
         &BASIC.replace("SN_PASSWORD", "SN_NOT_SET"),
     ));
-    w.report(
-        "r_2026-11-01.csv",
-        &["A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,"],
-    );
-    let out = run(&w, &["run"], 2);
-    assert!(
-        stdout(&out).contains("the environment variable SN_NOT_SET is not set"),
-        "{}",
-        stdout(&out)
-    );
+    c.report("r_2026-11-01.csv", &[ticket(1, "Ordered", "2026-11-01")]);
+    c.run()
+        .code(2)
+        .prints("the environment variable SN_NOT_SET is not set");
     assert!(server.requests().is_empty());
     assert_eq!(
-        w.events().len(),
+        c.events().len(),
         1,
         "the report is committed and the file sink delivered"
     );
@@ -1032,35 +921,33 @@ fn a_missing_password_keeps_events_pending_and_names_the_variable() {
 #[test]
 fn a_misspelt_http_sink_key_is_an_error_naming_it() {
     let server = Server::ok();
-    let w = workdir(&sink(
+    let c = case(&sink(
         &server,
         "servicenow_import_set",
         IMPORT_PATH,
         &format!("{BASIC}\nmax_attempt = 3"),
     ));
-    let out = run(&w, &["run"], 1);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("max_attempt"), "{stderr}");
+    c.run().code(1).logs("max_attempt");
 }
 
 #[test]
 fn rate_limit_spaces_the_requests() {
     let server = Server::ok();
-    let w = workdir(&sink(
+    let c = case(&sink(
         &server,
         "servicenow_import_set",
         IMPORT_PATH,
         &format!("{BASIC}\nrate_limit = \"4/s\""),
     ));
-    w.report(
+    c.report(
         "r_2026-11-01.csv",
         &[
-            "A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,",
-            "A2,Ordered,RITM2,2026-11-01T10:00:00Z,,,,",
-            "A3,Ordered,RITM3,2026-11-01T10:00:00Z,,,,",
+            ticket(1, "Ordered", "2026-11-01"),
+            ticket(2, "Ordered", "2026-11-01"),
+            ticket(3, "Ordered", "2026-11-01"),
         ],
     );
-    run(&w, &["run"], 0);
+    c.run().code(0);
     let reqs = server.requests();
     assert_eq!(reqs.len(), 3);
     for pair in reqs.windows(2) {
@@ -1084,24 +971,21 @@ fn one_record_the_itsm_keeps_refusing_for_now_holds_back_only_its_own_activity()
             import_ok()
         }
     });
-    let w = workdir(
+    let c = case(
         &sink(&server, "servicenow_import_set", IMPORT_PATH, BASIC)
             .replace("max_attempts = 3", "max_attempts = 2"),
     );
-    w.report(
+    c.report(
         "r_2026-11-01.csv",
         &[
-            "A1,Ordered,RITM1,2026-11-01T10:00:00Z,,,,",
-            "A2,Ordered,RITM2,2026-11-01T10:00:00Z,,,,",
-            "A3,Ordered,RITM3,2026-11-01T10:00:00Z,,,,",
+            ticket(1, "Ordered", "2026-11-01"),
+            ticket(2, "Ordered", "2026-11-01"),
+            ticket(3, "Ordered", "2026-11-01"),
         ],
     );
-    w.report(
-        "r_2026-11-02.csv",
-        &["A1,Completed,RITM1,2026-11-02T10:00:00Z,,,,"],
-    );
-    run(&w, &["run", "--summary-json", "s.json"], 2);
-    let ids = event_ids(&w);
+    c.report("r_2026-11-02.csv", &[ticket(1, "Completed", "2026-11-02")]);
+    c.exec(&["run", "--summary-json", "s.json"]).code(2);
+    let ids = event_ids(&c);
     let sent = keys(&server.requests());
     // A1's first event tried twice, A2 and A3 delivered, A1's later event held back.
     assert_eq!(
@@ -1113,5 +997,5 @@ fn one_record_the_itsm_keeps_refusing_for_now_holds_back_only_its_own_activity()
             ids[2].clone()
         ]
     );
-    assert_eq!(w.summary("s.json")["sinks"][1]["pending"], 2);
+    assert_eq!(c.summary("s.json")["sinks"][1]["pending"], 2);
 }

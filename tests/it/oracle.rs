@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use tangoe_ingest::app;
 use tangoe_ingest::cli::Cli;
 
-use crate::support::{Workdir, set_mtime};
+use crate::support::{Case, set_mtime};
 
 const STATES: [(&str, &str); 4] = [
     ("ordered", "Ordered"),
@@ -243,9 +243,9 @@ fn mtime(r: &Report) -> i64 {
 
 /// Runs the command in-process through the library, as the binary does; returns its exit
 /// code and its summary.
-fn execute(w: &Workdir, args: &[&str]) -> (i32, serde_json::Value) {
-    let config = w.path().join("tangoe-ingest.toml");
-    let summary = w.path().join("summary.json");
+fn execute(c: &Case, args: &[&str]) -> (i32, serde_json::Value) {
+    let config = c.path().join("tangoe-ingest.toml");
+    let summary = c.path().join("summary.json");
     let mut argv = vec![
         "tangoe-ingest".to_string(),
         "--config".into(),
@@ -255,12 +255,12 @@ fn execute(w: &Workdir, args: &[&str]) -> (i32, serde_json::Value) {
     argv.extend(["--summary-json".into(), summary.display().to_string()]);
     let cli = <Cli as clap::Parser>::try_parse_from(argv).expect("arguments");
     let code = app::execute(cli);
-    (code, w.summary("summary.json"))
+    (code, c.summary("summary.json"))
 }
 
 /// Every event in the import files: (Activity, previous state, state, kind).
-fn written(w: &Workdir) -> Vec<(String, String, String, String)> {
-    w.events()
+fn written(c: &Case) -> Vec<(String, String, String, String)> {
+    c.events()
         .iter()
         .map(|e| {
             let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
@@ -296,7 +296,7 @@ fn op_args(op: &Op) -> Vec<String> {
 }
 
 fn check(reports: Vec<Report>, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let w = Workdir::new();
+    let c = Case::new();
     let mut model = Model::default();
     let mut present: Vec<usize> = Vec::new();
     let mut seen_events = 0;
@@ -305,8 +305,9 @@ fn check(reports: Vec<Report>, ops: Vec<Op>) -> Result<(), TestCaseError> {
             for &k in arrive {
                 if !present.contains(&k) {
                     let r = &reports[k];
-                    let path = w.write(&format!("drop/{}", name(k, r)), content(&reports, k));
-                    set_mtime(&path, mtime(r));
+                    let rel = format!("drop/{}", name(k, r));
+                    c.file(&rel, content(&reports, k));
+                    set_mtime(&c.path().join(rel), mtime(r));
                     present.push(k);
                 }
             }
@@ -319,12 +320,12 @@ fn check(reports: Vec<Report>, ops: Vec<Op>) -> Result<(), TestCaseError> {
         let dry = dry_first.then(|| {
             let mut dry_args = args.clone();
             dry_args.push("--dry-run");
-            execute(&w, &dry_args)
+            execute(&c, &dry_args)
         });
-        let (code, summary) = execute(&w, &args);
+        let (code, summary) = execute(&c, &args);
         prop_assert_eq!(code, 0, "{:?}: {}", op, summary);
         let expected = model.apply(&reports, &present, op);
-        let all = written(&w);
+        let all = written(&c);
         let mut got: Vec<Expected> = all[seen_events..]
             .iter()
             .map(|(a, p, s, k)| {
@@ -372,7 +373,7 @@ fn check(reports: Vec<Report>, ops: Vec<Op>) -> Result<(), TestCaseError> {
             last.insert(a, s);
         }
         // Each Activity is in the state of its greatest row.
-        let db = w.ledger();
+        let db = c.ledger();
         let mut states: BTreeMap<String, &'static str> = BTreeMap::new();
         let mut stmt = db
             .prepare("SELECT activity_id, state FROM activities")

@@ -1,11 +1,11 @@
 //! Reading real-world reports: preambles, footers, encodings, XLSX quirks, bad rows.
 
-use crate::support::{HEADER, Workdir, X, patch_zip, write_xlsx};
+use crate::support::{Case, HEADER, X, patch_zip, row, write_xlsx};
 
 /// Events without `report` (the file name) and `row` (a CSV line and a spreadsheet row
 /// differ where a cell spans lines).
-fn events_without_report(w: &Workdir) -> Vec<serde_json::Value> {
-    w.events()
+fn events_without_report(c: &Case) -> Vec<serde_json::Value> {
+    c.events()
         .into_iter()
         .map(|mut e| {
             e.as_object_mut().unwrap().remove("report");
@@ -16,8 +16,8 @@ fn events_without_report(w: &Workdir) -> Vec<serde_json::Value> {
 }
 
 /// The ledger's rejects: (row, column, reason), by row.
-fn rejects(w: &Workdir) -> Vec<(i64, String, String)> {
-    w.ledger()
+fn rejects(c: &Case) -> Vec<(i64, String, String)> {
+    c.ledger()
         .prepare("SELECT row, col, reason FROM rejects ORDER BY row")
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -28,38 +28,33 @@ fn rejects(w: &Workdir) -> Vec<(i64, String, String)> {
 
 #[test]
 fn report_missing_a_required_column_fails_alone() {
-    let w = Workdir::new();
-    w.write(
+    let c = Case::new();
+    c.file(
         "drop/a_2026-11-01.csv",
         "Activity ID,Remote Activity ID,Device\nA1,RITM1,Pixel\n",
     );
-    w.report(
+    c.report(
         "b_2026-11-01.csv",
-        &["B1,Ordered,,2026-11-01T10:00:00Z,,,,"],
+        &[row("B1", "Ordered").at("2026-11-01T10:00:00Z")],
     );
     // No header row at all: the first row is data, and its values are not shown.
-    w.write(
+    c.file(
         "drop/c_2026-11-01.csv",
         "C1,Ordered,Jane Roe,jane.roe@example.com\nC2,Completed,John Doe,john@example.com\n",
     );
-    let out = w.run(&["run", "--summary-json", "s.json"]);
-    assert_eq!(out.status.code(), Some(2));
-    let s = w.summary("s.json");
-    let c = &s["reports"][2];
+    let ran = c.exec(&["run", "--summary-json", "s.json"]).code(2);
+    let s = ran.summary();
+    let third = &s["reports"][2];
     assert_eq!(
-        (&c["name"], &c["status"]),
+        (&third["name"], &third["status"]),
         (&"c_2026-11-01.csv".into(), &"failed".into())
     );
-    let err = c["error"].as_str().unwrap();
+    let err = third["error"].as_str().unwrap();
     assert!(
         err.contains("no header row found") && err.contains(r#""Activity ID" (activity_id)"#),
         "{err}"
     );
-    let everything = format!(
-        "{}{}{s}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let everything = format!("{}{s}", ran.text());
     assert!(!everything.contains("jane.roe"), "{everything}");
     let a = &s["reports"][0];
     assert_eq!(a["name"], "a_2026-11-01.csv");
@@ -71,24 +66,20 @@ fn report_missing_a_required_column_fails_alone() {
         "{err}"
     );
     assert_eq!(s["reports"][1]["status"], "processed");
-    assert_eq!(w.transitions().len(), 1);
+    assert_eq!(c.transitions().len(), 1);
     // The failed report is not marked processed: it is tried again next run.
-    let processed: i64 = w
-        .ledger()
-        .query_row(
-            "SELECT COUNT(*) FROM reports WHERE name='a_2026-11-01.csv' AND status='processed'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let processed: i64 = c.ledger_value(
+        "SELECT COUNT(*) FROM reports WHERE name='a_2026-11-01.csv' AND status='processed'",
+        [],
+    );
     assert_eq!(processed, 0);
-    w.run_ok(&["run", "--summary-json", "s2.json"], 2);
-    assert_eq!(w.summary("s2.json")["reports"][0]["status"], "failed");
+    c.exec(&["run", "--summary-json", "s2.json"]).code(2);
+    assert_eq!(c.summary("s2.json")["reports"][0]["status"], "failed");
 }
 
 #[test]
 fn rows_that_do_not_line_up_with_the_header_are_rejected_not_guessed() {
-    let w = Workdir::new();
+    let c = Case::new();
     // Line 2 opens a quote it never closes: the next quote (line 3's) ends the cell, so A2
     // would be swallowed into A1's address and A2's Cost Center taken as A1's. Line 4 has a
     // value past the header; line 5 only empty ones (trailing delimiters are fine); lines
@@ -105,18 +96,18 @@ fn rows_that_do_not_line_up_with_the_header_are_rejected_not_guessed() {
          A7,Cancelled,RITM7,2026-11-01T12:00:00Z\n\
          A6,Ordered,RIT"
     );
-    w.write("drop/r_2026-11-01.csv", csv);
-    let out = w.run(&["-q", "run", "--summary-json", "s.json"]);
-    assert_eq!(out.status.code(), Some(2));
+    c.file("drop/r_2026-11-01.csv", csv);
+    let ran = c.exec(&["-q", "run", "--summary-json", "s.json"]).code(2);
     // Under -q too, each reject's warning names its file.
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = ran.stderr();
     let warned: Vec<&str> = err.lines().filter(|l| l.contains("row rejected")).collect();
     assert_eq!(warned.len(), 3, "{err}");
     assert!(
         warned.iter().all(|l| l.contains("file=r_2026-11-01.csv")),
         "{err}"
     );
-    let r = &w.summary("s.json")["reports"][0];
+    let s = ran.summary();
+    let r = &s["reports"][0];
     assert_eq!(r["status"], "processed");
     assert_eq!(
         (r["accepted"].as_i64(), r["rejected"].as_i64()),
@@ -124,7 +115,7 @@ fn rows_that_do_not_line_up_with_the_header_are_rejected_not_guessed() {
         "{r}"
     );
     assert_eq!(r["warnings"], 1, "{r}");
-    let rejects = rejects(&w);
+    let rejects = rejects(&c);
     assert_eq!(
         (rejects[0].0, rejects[0].1.as_str()),
         (2, "Shipping Address")
@@ -139,10 +130,7 @@ fn rows_that_do_not_line_up_with_the_header_are_rejected_not_guessed() {
             && !rejects[0].2.contains("RITM2"),
         "{rejects:?}"
     );
-    let raw: String = w
-        .ledger()
-        .query_row("SELECT raw FROM rejects WHERE row = 2", [], |r| r.get(0))
-        .unwrap();
+    let raw: String = c.ledger_value("SELECT raw FROM rejects WHERE row = 2", []);
     assert!(raw.contains("A2,Ordered,RITM2"), "{raw}");
     assert_eq!((rejects[1].0, rejects[1].1.as_str()), (4, "column 9"));
     assert!(
@@ -156,7 +144,7 @@ fn rows_that_do_not_line_up_with_the_header_are_rejected_not_guessed() {
             .contains("3 cells where the header has 8 and the file ends inside it"),
         "{rejects:?}"
     );
-    let ev = w.events();
+    let ev = c.events();
     let ids: Vec<&str> = ev
         .iter()
         .map(|e| e["activity_id"].as_str().unwrap())
@@ -172,13 +160,13 @@ fn rows_that_do_not_line_up_with_the_header_are_rejected_not_guessed() {
 
 #[test]
 fn notes_in_a_narrow_report_that_look_like_a_row_are_not_taken_for_one() {
-    let w = Workdir::new();
-    w.write(
+    let c = Case::new();
+    c.file(
         "drop/r_2026-11-01.csv",
         "Activity ID,Status,Notes\nB1,Completed,\"Shipped today\nTracking 1Z999,Completed\"\n",
     );
-    w.run_ok(&["run"], 0);
-    let ev = w.events();
+    c.run().code(0);
+    let ev = c.events();
     assert_eq!(ev.len(), 1);
     assert!(
         ev[0]
@@ -191,22 +179,24 @@ fn notes_in_a_narrow_report_that_look_like_a_row_are_not_taken_for_one() {
 
 #[test]
 fn two_columns_naming_one_field_follow_the_schemas_alias_order_and_the_same_header_twice_fails() {
-    let w = Workdir::new();
+    let c = Case::new();
     // "Activity ID" comes before "Ticket Number" in activity_id's aliases: it holds the
     // field wherever it stands, and the other column is kept as an extra.
-    w.write(
+    c.file(
         "drop/a_2026-11-01.csv",
         "Ticket Number,Activity ID,Status,Last Updated\nRITM1,A1,Ordered,2026-11-01T10:00:00Z\n",
     );
     // Two "Status" columns that disagree: which one is right cannot be told.
-    w.write(
+    c.file(
         "drop/b_2026-11-01.csv",
         "Activity ID,Status,Last Updated,Status\nB1,Ordered,2026-11-01T10:00:00Z,Completed\n",
     );
-    w.run_ok(&["run", "--summary-json", "s.json"], 2);
-    let s = w.summary("s.json");
+    let s = c
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(2)
+        .summary();
     assert_eq!(s["reports"][0]["status"], "processed", "{s}");
-    let ev = w.events();
+    let ev = c.events();
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0]["activity_id"], "A1");
     assert_eq!(ev[0]["extra"]["Ticket Number"], "RITM1");
@@ -221,7 +211,7 @@ fn two_columns_naming_one_field_follow_the_schemas_alias_order_and_the_same_head
 
 #[test]
 fn bad_rows_are_rejected_with_their_line_and_column_while_good_rows_go_through() {
-    let w = Workdir::new();
+    let c = Case::new();
     let csv = format!(
         "\u{feff}Tangoe Mobile - Activity Report\r\nFilters: Status in (all)\r\n\r\n{HEADER}\r\n\
          A1,Ordered,RITM1,2026-11-01T10:00:00Z,5551234567,Pixel 9,\"1 Main St\nApt 2\nSpringfield\",CC-1\r\n\
@@ -234,14 +224,14 @@ fn bad_rows_are_rejected_with_their_line_and_column_while_good_rows_go_through()
          \r\n\
          Generated by Tangoe Mobile on 11/01/2026\r\n"
     );
-    w.write("drop/r_2026-11-01.csv", csv);
-    w.run_ok(&["run", "--summary-json", "s.json"], 2);
-    let r = &w.summary("s.json")["reports"][0];
+    c.file("drop/r_2026-11-01.csv", csv);
+    c.exec(&["run", "--summary-json", "s.json"]).code(2);
+    let r = &c.summary("s.json")["reports"][0];
     assert_eq!(r["accepted"], 2);
     assert_eq!(r["rejected"], 3);
     // repeated header, ignored state, blank line and footer
     assert_eq!(r["skipped"], 4, "{r}");
-    let rejects = rejects(&w);
+    let rejects = rejects(&c);
     // Lines as a person counts them: A1 spans lines 5-7.
     assert_eq!(rejects[0].0, 8);
     assert_eq!(rejects[0].1, "Status");
@@ -255,12 +245,9 @@ fn bad_rows_are_rejected_with_their_line_and_column_while_good_rows_go_through()
         (rejects[2].0, rejects[2].1.as_str(), rejects[2].2.as_str()),
         (10, "Activity ID", "empty activity_id")
     );
-    let raw: String = w
-        .ledger()
-        .query_row("SELECT raw FROM rejects WHERE row = 8", [], |r| r.get(0))
-        .unwrap();
+    let raw: String = c.ledger_value("SELECT raw FROM rejects WHERE row = 8", []);
     assert!(raw.starts_with("A2,Shipped?"), "{raw}");
-    let ev = w.events();
+    let ev = c.events();
     assert_eq!(ev.len(), 2);
     assert_eq!(ev[0]["shipping_address"], "1 Main St\nApt 2\nSpringfield");
     assert_eq!(ev[0]["extra"]["Cost Center"], "CC-1");
@@ -270,15 +257,15 @@ fn bad_rows_are_rejected_with_their_line_and_column_while_good_rows_go_through()
 
 #[test]
 fn windows_1252_semicolon_report_with_decimal_commas() {
-    let w = Workdir::new();
+    let c = Case::new();
     let mut bytes = b"Activity ID;Status;User Name;Plan Costs\r\n".to_vec();
     bytes.extend_from_slice(b"A1;Ordered;Zo\xeb M\xfcller;45,00 \x80\r\n");
-    w.write("drop/r_2026-11-01.csv", bytes);
-    w.run_ok(&["run", "--summary-json", "s.json"], 0);
-    let ev = w.events();
+    c.file("drop/r_2026-11-01.csv", bytes);
+    c.exec(&["run", "--summary-json", "s.json"]).code(0);
+    let ev = c.events();
     assert_eq!(ev[0]["user_name"], "Zoë Müller");
     assert_eq!(ev[0]["plan_cost"], "45,00 €");
-    let notes = w.summary("s.json")["reports"][0]["notes"].to_string();
+    let notes = c.summary("s.json")["reports"][0]["notes"].to_string();
     assert!(notes.contains("Windows-1252"), "{notes}");
 }
 
@@ -286,24 +273,24 @@ fn windows_1252_semicolon_report_with_decimal_commas() {
 /// the end of one field, "€" at the start of the next): still not UTF-8.
 #[test]
 fn windows_1252_that_is_utf8_only_across_a_delimiter() {
-    let w = Workdir::new();
+    let c = Case::new();
     let mut bytes = b"Activity ID,Status,Device,Shipping Address\r\n".to_vec();
     bytes.extend_from_slice(b"A1,Ordered,Jos\xc9,\x80 Street 1\r\n");
-    w.write("drop/r_2026-11-01.csv", bytes);
-    w.run_ok(&["run", "--summary-json", "s.json"], 0);
-    let ev = w.events();
+    c.file("drop/r_2026-11-01.csv", bytes);
+    c.exec(&["run", "--summary-json", "s.json"]).code(0);
+    let ev = c.events();
     assert_eq!(ev[0]["device"], "JosÉ");
     assert_eq!(ev[0]["shipping_address"], "€ Street 1");
-    let notes = w.summary("s.json")["reports"][0]["notes"].to_string();
+    let notes = c.summary("s.json")["reports"][0]["notes"].to_string();
     assert!(notes.contains("Windows-1252"), "{notes}");
 }
 
 #[test]
 fn headers_match_despite_case_spacing_nbsp_and_punctuation() {
-    let w = Workdir::new();
-    w.write("drop/r_2026-11-01.csv", "\u{feff}ACTIVITY_ID,  status ,Phone\u{a0}Number,Ship-To Address\nA1,canceled,555 123 4567,Here\n");
-    w.run_ok(&["run"], 0);
-    let ev = w.events();
+    let c = Case::new();
+    c.file("drop/r_2026-11-01.csv", "\u{feff}ACTIVITY_ID,  status ,Phone\u{a0}Number,Ship-To Address\nA1,canceled,555 123 4567,Here\n");
+    c.run().code(0);
+    let ev = c.events();
     assert_eq!(ev[0]["state"], "cancelled");
     assert_eq!(ev[0]["phone_number"], "555 123 4567");
     assert_eq!(ev[0]["shipping_address"], "Here");
@@ -311,12 +298,14 @@ fn headers_match_despite_case_spacing_nbsp_and_punctuation() {
 
 #[test]
 fn empty_and_truncated_files_fail_clearly_and_alone() {
-    let w = Workdir::new();
-    w.write("drop/empty_2026-11-01.csv", "");
-    w.write("drop/trunc_2026-11-01.xlsx", b"PK\x03\x04garbage");
-    w.report("good_2026-11-01.csv", &["A1,Ordered,,,,,,"]);
-    w.run_ok(&["run", "--summary-json", "s.json"], 2);
-    let s = w.summary("s.json");
+    let c = Case::new();
+    c.file("drop/empty_2026-11-01.csv", "");
+    c.file("drop/trunc_2026-11-01.xlsx", b"PK\x03\x04garbage");
+    c.report("good_2026-11-01.csv", &[row("A1", "Ordered")]);
+    let s = c
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(2)
+        .summary();
     let by_name = |n: &str| {
         s["reports"]
             .as_array()
@@ -345,23 +334,25 @@ fn empty_and_truncated_files_fail_clearly_and_alone() {
         "{err}"
     );
     assert_eq!(by_name("good_2026-11-01.csv")["status"], "processed");
-    assert_eq!(w.events().len(), 1);
+    assert_eq!(c.events().len(), 1);
 }
 
 #[test]
 fn an_xlsx_without_a_header_says_so_even_when_its_sheet_breaks_further_down() {
     // The rows are checked on one thread while calamine reads on another: the first error
     // in row order is the one reported, as when both ran one after the other.
-    let w = Workdir::new();
-    let path = w.path().join("drop/noheader_2026-11-01.xlsx");
+    let c = Case::new();
+    let path = c.path().join("drop/noheader_2026-11-01.xlsx");
     let rows: Vec<Vec<X>> = (0..80).map(|_| vec![X::S("junk"), X::N(1.0)]).collect();
     write_xlsx(&path, "Sheet1", &rows);
     patch_zip(&path, "xl/worksheets/sheet1.xml", |xml| {
         assert!(xml.contains("<c r=\"A80\" t=\"s\">"), "{xml}");
         xml.replace("<c r=\"A80\" t=\"s\">", "<c r=\"A80\" t=\"zz\">")
     });
-    w.run_ok(&["run", "--summary-json", "s.json"], 2);
-    let s = w.summary("s.json");
+    let s = c
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(2)
+        .summary();
     let r = &s["reports"][0];
     assert_eq!(r["status"], "failed", "{s}");
     let err = r["error"].as_str().unwrap();
@@ -416,16 +407,15 @@ fn sample_rows() -> (String, Vec<Vec<X>>) {
 #[test]
 fn the_same_data_as_csv_and_as_xlsx_gives_identical_events() {
     let (csv, rows) = sample_rows();
-    let a = Workdir::new();
-    a.write("drop/r_2026-11-03.csv", csv);
-    a.run_ok(&["run"], 0);
-    let b = Workdir::new();
+    let a = Case::new();
+    a.file("drop/r_2026-11-03.csv", csv).run().code(0);
+    let b = Case::new();
     write_xlsx(
         &b.path().join("drop/r_2026-11-03.xlsx"),
         "Activities",
         &rows,
     );
-    b.run_ok(&["run"], 0);
+    b.run().code(0);
     let (ea, eb) = (events_without_report(&a), events_without_report(&b));
     assert_eq!(ea.len(), 3);
     assert_eq!(ea, eb);
@@ -436,10 +426,10 @@ fn the_same_data_as_csv_and_as_xlsx_gives_identical_events() {
 
 #[test]
 fn xlsx_1904_date_system_is_honoured() {
-    let w = Workdir::new();
+    let c = Case::new();
     // 2026-11-02 10:00 is serial 46328.41667 in the 1900 system, 1462 days less in 1904.
     let serial_1904 = 46328.0 - 1462.0 + 10.0 / 24.0;
-    let path = w.path().join("drop/r_2026-11-02.xlsx");
+    let path = c.path().join("drop/r_2026-11-02.xlsx");
     write_xlsx(
         &path,
         "Sheet1",
@@ -466,8 +456,8 @@ fn xlsx_1904_date_system_is_honoured() {
             xml.replacen("<workbookPr ", "<workbookPr date1904=\"1\" ", 1)
         }
     });
-    w.run_ok(&["run"], 0);
-    let ev = w.events();
+    c.run().code(0);
+    let ev = c.events();
     assert_eq!(ev[0]["updated_at"], "2026-11-02T10:00:00Z");
     // A plain number in a date column is a serial too, in the same date system.
     assert_eq!(ev[0]["submitted_at"], "2026-11-01T10:00:00Z");
@@ -475,8 +465,8 @@ fn xlsx_1904_date_system_is_honoured() {
 
 #[test]
 fn xlsx_quirks_lossy_numbers_error_cells_and_huge_declared_dimensions() {
-    let w = Workdir::new();
-    let path = w.path().join("drop/r_2026-11-02.xlsx");
+    let c = Case::new();
+    let path = c.path().join("drop/r_2026-11-02.xlsx");
     write_xlsx(
         &path,
         "Sheet1",
@@ -516,24 +506,16 @@ fn xlsx_quirks_lossy_numbers_error_cells_and_huge_declared_dimensions() {
             "<c r=\"E2\" t=\"e\"><v>#N/A</v></c><c r=\"Z2\" t=\"s\"><v>",
         )
     });
-    let out = w
-        .cmd()
-        .args(["run", "--summary-json", "s.json"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s = w.summary("s.json");
+    let s = c
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(0)
+        .summary();
     let r = &s["reports"][0];
     assert_eq!(r["accepted"], 2, "{s}");
     assert_eq!(r["warnings"], 3, "{r}");
     // Allocating for the declared 16,384 × 1,048,576 cells would need terabytes: the run
     // succeeding is the proof that memory follows the cells present.
-    let ev = w.events();
+    let ev = c.events();
     assert_eq!(ev[0]["device"], "");
     assert_eq!(ev[1]["activity_id"], "1002");
     assert_eq!(ev[1]["phone_number"], "5551234567");
@@ -545,8 +527,8 @@ fn xlsx_quirks_lossy_numbers_error_cells_and_huge_declared_dimensions() {
 /// "empty".
 #[test]
 fn formulas_without_a_computed_value_are_named_as_such() {
-    let w = Workdir::new();
-    let path = w.path().join("drop/r_2026-11-02.xlsx");
+    let c = Case::new();
+    let path = c.path().join("drop/r_2026-11-02.xlsx");
     let row = |id: &'static str, state: &'static str, device: &'static str| {
         vec![X::S(id), X::S(state), X::S(device), X::S("x")]
     };
@@ -589,9 +571,9 @@ fn formulas_without_a_computed_value_are_named_as_such() {
         }
         x
     });
-    w.run_ok(&["run", "--summary-json", "s.json"], 2);
-    assert_eq!(w.summary("s.json")["reports"][0]["warnings"], 1);
-    let rejects = rejects(&w);
+    c.exec(&["run", "--summary-json", "s.json"]).code(2);
+    assert_eq!(c.summary("s.json")["reports"][0]["warnings"], 1);
+    let rejects = rejects(&c);
     assert_eq!(rejects.len(), 2, "{rejects:?}");
     assert_eq!((rejects[0].0, rejects[0].1.as_str()), (2, "Status"));
     assert_eq!((rejects[1].0, rejects[1].1.as_str()), (3, "Activity ID"));
@@ -601,22 +583,23 @@ fn formulas_without_a_computed_value_are_named_as_such() {
             "{rejects:?}"
         );
     }
-    let ev = w.events();
+    let ev = c.events();
     assert_eq!(ev.len(), 2);
     assert_eq!(
         (&ev[0]["activity_id"], &ev[0]["device"]),
         (&"A3".into(), &"".into())
     );
     assert_eq!(ev[1]["device"], "PIXEL");
-    let audit = w.run(&[
-        "backfill",
-        "--from",
-        "2026-11-02",
-        "--to",
-        "2026-11-02",
-        "--dry-run",
-    ]);
-    let err = String::from_utf8_lossy(&audit.stderr);
+    let err = c
+        .exec(&[
+            "backfill",
+            "--from",
+            "2026-11-02",
+            "--to",
+            "2026-11-02",
+            "--dry-run",
+        ])
+        .stderr();
     assert!(
         err.contains("a formula saved without its computed value") && err.contains("column=Device"),
         "the device cell's warning: {err}"
@@ -625,7 +608,7 @@ fn formulas_without_a_computed_value_are_named_as_such() {
 
 #[test]
 fn excel_unicode_text_utf16_with_tabs_is_read() {
-    let w = Workdir::new();
+    let c = Case::new();
     let text = "Activity ID\tStatus\tUser Name\r\nA1\tOn Back Order\tZoë Müller\r\nA2\tCompleted\t李雷\r\n";
     for (name, bytes) in [
         ("le_2026-11-01.txt", {
@@ -639,20 +622,20 @@ fn excel_unicode_text_utf16_with_tabs_is_read() {
             b
         }),
     ] {
-        w.write(&format!("drop/{name}"), bytes);
+        c.file(&format!("drop/{name}"), bytes);
     }
-    w.config(&Workdir::config_with("").replace(
+    c.config(&Case::default_config("").replace(
         "patterns = [\"*.csv\", \"*.xlsx\"]",
         "patterns = [\"*.txt\"]",
     ));
-    w.run_ok(&["run", "--summary-json", "s.json"], 0);
-    let ev = w.events();
+    c.exec(&["run", "--summary-json", "s.json"]).code(0);
+    let ev = c.events();
     assert_eq!(ev.len(), 2, "the second file repeats the first's states");
     assert_eq!(ev[0]["user_name"], "Zoë Müller");
     assert_eq!(ev[0]["state"], "on_back_order");
     assert_eq!(ev[1]["user_name"], "李雷");
     assert!(
-        w.summary("s.json")["reports"][0]["notes"]
+        c.summary("s.json")["reports"][0]["notes"]
             .to_string()
             .contains("UTF-16LE")
     );
@@ -660,42 +643,42 @@ fn excel_unicode_text_utf16_with_tabs_is_read() {
 
 #[test]
 fn utf16_without_a_bom_is_told_by_its_zero_bytes() {
-    let w = Workdir::new();
+    let c = Case::new();
     let text =
         "Activity ID\tStatus\tUser Name\r\nA1\tOrdered\tZoë Müller\r\nA2\tCompleted\tLi Lei\r\n";
-    w.write(
+    c.file(
         "drop/le_2026-11-01.txt",
         text.encode_utf16()
             .flat_map(u16::to_le_bytes)
             .collect::<Vec<u8>>(),
     );
-    w.write(
+    c.file(
         "drop/be_2026-11-02.txt",
         text.replace("A2\tCompleted", "A2\tCancelled")
             .encode_utf16()
             .flat_map(u16::to_be_bytes)
             .collect::<Vec<u8>>(),
     );
-    w.config(&Workdir::config_with("").replace(
+    c.config(&Case::default_config("").replace(
         "patterns = [\"*.csv\", \"*.xlsx\"]",
         "patterns = [\"*.txt\"]",
     ));
-    w.run_ok(&["run", "--summary-json", "s.json"], 0);
-    let ev = w.events();
+    c.exec(&["run", "--summary-json", "s.json"]).code(0);
+    let ev = c.events();
     assert_eq!(ev.len(), 3, "{ev:?}");
     assert_eq!(ev[0]["user_name"], "Zoë Müller");
     assert_eq!(
         (ev[2]["activity_id"].as_str(), ev[2]["state"].as_str()),
         (Some("A2"), Some("cancelled"))
     );
-    let s = w.summary("s.json");
+    let s = c.summary("s.json");
     assert!(s["reports"][0]["notes"].to_string().contains("UTF-16LE"));
     assert!(s["reports"][1]["notes"].to_string().contains("UTF-16BE"));
 }
 
 #[test]
 fn two_exports_joined_into_one_file_are_read_as_one() {
-    let w = Workdir::new();
+    let c = Case::new();
     let part = |rows: &str| {
         format!(
             "\u{feff}Tangoe Mobile - Activity Report\r\nRun date: 11/01/2026\r\n\r\n{HEADER}\r\n{rows}"
@@ -703,44 +686,44 @@ fn two_exports_joined_into_one_file_are_read_as_one() {
     };
     let csv = part("A1,Ordered,,2026-11-01T10:00:00Z,,,,\r\n")
         + &part("A2,Completed,,2026-11-01T11:00:00Z,,,,\r\n");
-    w.write("drop/r_2026-11-01.csv", csv);
-    w.run_ok(&["run", "--summary-json", "s.json"], 0);
-    let r = &w.summary("s.json")["reports"][0];
+    c.file("drop/r_2026-11-01.csv", csv);
+    c.exec(&["run", "--summary-json", "s.json"]).code(0);
+    let r = &c.summary("s.json")["reports"][0];
     assert_eq!(
         (r["accepted"].as_i64(), r["rejected"].as_i64()),
         (Some(2), Some(0)),
         "{r}"
     );
-    assert_eq!(w.transitions().len(), 2);
+    assert_eq!(c.transitions().len(), 2);
 }
 
 #[test]
 fn a_value_under_a_column_with_no_header_is_a_warning_not_silently_dropped() {
-    let w = Workdir::new();
-    w.write(
+    let c = Case::new();
+    c.file(
         "drop/r_2026-11-01.csv",
         "Activity ID,Status,,Device,\nA1,Ordered,lost value,Pixel,\nA2,Ordered,,Pixel,\n",
     );
-    w.run_ok(&["run", "--summary-json", "s.json"], 0);
-    let r = &w.summary("s.json")["reports"][0];
+    c.exec(&["run", "--summary-json", "s.json"]).code(0);
+    let r = &c.summary("s.json")["reports"][0];
     assert_eq!(
         (r["accepted"].as_i64(), r["warnings"].as_i64()),
         (Some(2), Some(1)),
         "{r}"
     );
-    assert_eq!(w.events()[0]["device"], "Pixel");
+    assert_eq!(c.events()[0]["device"], "Pixel");
 }
 
 #[test]
 fn excel_sep_line_names_the_delimiter() {
-    let w = Workdir::new();
+    let c = Case::new();
     // Commas inside values would fool a guess; Excel's `sep=` line settles it.
-    w.write(
+    c.file(
         "drop/r_2026-11-01.csv",
         "sep=;\r\nActivity ID;Status;Shipping Address\r\nA1;Ordered;1 Main St, Springfield, IL\r\n",
     );
-    w.run_ok(&["run"], 0);
-    let ev = w.events();
+    c.run().code(0);
+    let ev = c.events();
     assert_eq!(ev[0]["shipping_address"], "1 Main St, Springfield, IL");
 }
 
@@ -748,7 +731,7 @@ fn excel_sep_line_names_the_delimiter() {
 /// order, whichever the tool checks first.
 #[test]
 fn a_reject_names_the_first_bad_column_in_schema_order() {
-    let w = Workdir::new();
+    let c = Case::new();
     let bundled = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("schemas/tangoe-activity-report.toml"),
@@ -765,16 +748,16 @@ fn a_reject_names_the_first_bad_column_in_schema_order() {
         &bundled[start..mid],
         &bundled[end..]
     );
-    w.write("schema.toml", reordered);
-    w.config(
-        &Workdir::config_with("").replace("[report]\n", "[report]\nschema = \"schema.toml\"\n"),
+    c.file("schema.toml", reordered);
+    c.config(
+        &Case::default_config("").replace("[report]\n", "[report]\nschema = \"schema.toml\"\n"),
     );
-    w.write(
+    c.file(
         "drop/r_2026-11-01.csv",
         "Activity ID,Status,Submitted Date,Last Updated\nA1,Ordered,not a date,nor this\nA2,Ordered,,nor this\n",
     );
-    w.run_ok(&["run"], 2);
-    let cols: Vec<(i64, String)> = w
+    c.run().code(2);
+    let cols: Vec<(i64, String)> = c
         .ledger()
         .prepare("SELECT row, col FROM rejects ORDER BY row")
         .unwrap()
@@ -797,7 +780,7 @@ fn a_reject_names_the_first_bad_column_in_schema_order() {
 /// row is named by the line an editor shows.
 #[test]
 fn a_long_report_with_every_line_end_keeps_exact_line_numbers() {
-    let w = Workdir::new();
+    let c = Case::new();
     let mut bytes = format!("{HEADER}\r\n").into_bytes();
     let mut line = 2u64; // the line the next record starts on
     let mut bad_lines = Vec::new();
@@ -829,22 +812,20 @@ fn a_long_report_with_every_line_end_keeps_exact_line_numbers() {
             line += 2;
         }
     }
-    w.write("drop/r_2026-11-01.csv", bytes);
-    w.run_ok(&["run", "--summary-json", "s.json"], 2);
-    let s = w.summary("s.json");
+    c.file("drop/r_2026-11-01.csv", bytes);
+    let s = c
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(2)
+        .summary();
     let notes = s["reports"][0]["notes"].to_string();
     assert!(notes.contains("Windows-1252"), "{notes}");
-    let ledger = w.ledger();
-    let mut stmt = ledger
-        .prepare("SELECT row FROM rejects ORDER BY row")
-        .unwrap();
-    let got: Vec<u64> = stmt
-        .query_map([], |r| r.get::<_, i64>(0))
-        .unwrap()
-        .map(|r| r.unwrap() as u64)
+    let got: Vec<u64> = c
+        .ledger_column::<i64>("SELECT row FROM rejects ORDER BY row")
+        .into_iter()
+        .map(|r| r as u64)
         .collect();
     assert_eq!(got, bad_lines);
-    let ev = w.events();
+    let ev = c.events();
     assert_eq!(ev.len(), rows - bad_lines.len());
     let cafe = ev
         .iter()
@@ -861,20 +842,18 @@ const HANG: std::time::Duration = std::time::Duration::from_secs(30);
 /// time; the report is processed, its extra columns named apart.
 #[test]
 fn a_header_of_100000_repeats_of_one_unknown_name_is_read() {
-    let w = Workdir::new();
+    let c = Case::new();
     let n = 100_000;
     let mut text = String::from("Activity ID,Status");
     text.push_str(&",Note".repeat(n));
     text.push_str("\nA1,Ordered");
     text.push_str(&",x".repeat(n));
     text.push('\n');
-    w.write("drop/r_2026-11-01.csv", text);
-    w.cmd()
-        .args(["run", "--summary-json", "s.json"])
-        .timeout(HANG)
-        .assert()
+    c.file("drop/r_2026-11-01.csv", text);
+    c.timeout(HANG)
+        .exec(&["run", "--summary-json", "s.json"])
         .code(0);
-    let e = &w.events()[0];
+    let e = &c.events()[0];
     let extra = e["extra"].as_object().unwrap();
     assert_eq!(extra.len(), n);
     assert_eq!(extra["Note"], "x");
@@ -885,25 +864,22 @@ fn a_header_of_100000_repeats_of_one_unknown_name_is_read() {
 /// columns name the same field; the run goes on.
 #[test]
 fn a_report_of_3000_repeats_of_one_header_fails_with_a_clear_message() {
-    let w = Workdir::new();
+    let c = Case::new();
     let mut text = String::from("Activity ID");
     text.push_str(&",Status".repeat(3_000));
     text.push_str("\nA1");
     text.push_str(&",Ordered".repeat(3_000));
     text.push('\n');
-    w.write("drop/r_2026-11-01.csv", text);
-    w.report(
+    c.file("drop/r_2026-11-01.csv", text);
+    c.report(
         "r_2026-11-02.csv",
-        &["A2,Ordered,,2026-11-02T10:00:00Z,,,,"],
+        &[row("A2", "Ordered").at("2026-11-02T10:00:00Z")],
     );
-    let out = w
-        .cmd()
-        .args(["run", "--summary-json", "s.json"])
+    let s = c
         .timeout(HANG)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let s = w.summary("s.json");
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(2)
+        .summary();
     assert_eq!(s["reports"][0]["status"], "failed");
     let error = s["reports"][0]["error"].as_str().unwrap();
     assert!(
@@ -911,31 +887,31 @@ fn a_report_of_3000_repeats_of_one_header_fails_with_a_clear_message() {
         "{error}"
     );
     assert_eq!(s["reports"][1]["status"], "processed");
-    assert_eq!(w.transitions().len(), 1);
+    assert_eq!(c.transitions().len(), 1);
 }
 
 /// An "Activity ID" of thousands of characters (a cell from another column) rejects its
 /// row alone, saying why.
 #[test]
 fn an_activity_id_longer_than_255_bytes_rejects_its_row() {
-    let w = Workdir::new();
+    let c = Case::new();
     let long = "A".repeat(300);
-    w.report(
+    c.report(
         "r_2026-11-01.csv",
         &[
-            &format!("{long},Ordered,,2026-11-01T10:00:00Z,,,,"),
-            "A2,Ordered,,2026-11-01T10:00:00Z,,,,",
+            row(&long, "Ordered").at("2026-11-01T10:00:00Z"),
+            row("A2", "Ordered").at("2026-11-01T10:00:00Z"),
         ],
     );
-    w.run_ok(&["run"], 2);
-    let r = rejects(&w);
+    c.run().code(2);
+    let r = rejects(&c);
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].0, 2);
     assert!(
         r[0].2.contains("an activity_id of 300 bytes (at most 255)"),
         "{r:?}"
     );
-    assert_eq!(w.transitions().len(), 1);
+    assert_eq!(c.transitions().len(), 1);
 }
 
 /// A quote left open to the end of the file: the reject names the line its row starts on
@@ -943,7 +919,7 @@ fn an_activity_id_longer_than_255_bytes_rejects_its_row() {
 #[test]
 fn a_quote_left_open_to_the_end_names_the_line_its_row_starts_on() {
     for eol in ["\n", "\r\n"] {
-        let w = Workdir::new();
+        let c = Case::new();
         let lines = [
             "Activity ID,Status,Remote Activity ID,Last Updated,Phone Number,Device",
             "A1,Ordered,,2026-11-01T10:00:00Z,,x",
@@ -953,9 +929,9 @@ fn a_quote_left_open_to_the_end_names_the_line_its_row_starts_on() {
         ];
         let mut text = lines.join(eol);
         text.push_str(eol);
-        w.write("drop/r_2026-11-01.csv", text);
-        w.run_ok(&["run"], 2);
-        let r = rejects(&w);
+        c.file("drop/r_2026-11-01.csv", text);
+        c.run().code(2);
+        let r = rejects(&c);
         assert_eq!(r.len(), 1, "{eol:?}: {r:?}");
         assert_eq!(r[0].0, 3, "{eol:?}: {r:?}");
         assert!(r[0].2.contains("a quote left open"), "{r:?}");
@@ -966,17 +942,16 @@ fn a_quote_left_open_to_the_end_names_the_line_its_row_starts_on() {
 /// bad report cannot swell the ledger.
 #[test]
 fn a_rejects_raw_text_is_cut_to_a_kilobyte_saying_so() {
-    let w = Workdir::new();
+    let c = Case::new();
     let big = "é".repeat(20_000);
-    w.report(
+    c.report(
         "r_2026-11-01.csv",
-        &[&format!("A1,Shipped?,,2026-11-01T10:00:00Z,,{big},,")],
+        &[row("A1", "Shipped?")
+            .at("2026-11-01T10:00:00Z")
+            .device(&big)],
     );
-    w.run_ok(&["run"], 2);
-    let raw: String = w
-        .ledger()
-        .query_row("SELECT raw FROM rejects", [], |r| r.get(0))
-        .unwrap();
+    c.run().code(2);
+    let raw: String = c.ledger_value("SELECT raw FROM rejects", []);
     assert!(raw.len() < 1_100, "{}", raw.len());
     assert!(raw.starts_with("A1,Shipped?,"), "{raw}");
     assert!(raw.ends_with("bytes in all]"), "{raw}");
@@ -986,19 +961,21 @@ fn a_rejects_raw_text_is_cut_to_a_kilobyte_saying_so() {
 /// a two-row sheet) fails alone, saying it is encrypted and how to save it.
 #[test]
 fn an_encrypted_workbook_fails_saying_it_is_encrypted() {
-    let w = Workdir::new();
+    let c = Case::new();
     let encrypted = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/it/fixtures/encrypted.xlsx"
     ))
     .unwrap();
-    w.write("drop/r_2026-11-01.xlsx", encrypted);
-    w.report(
+    c.file("drop/r_2026-11-01.xlsx", encrypted);
+    c.report(
         "r_2026-11-02.csv",
-        &["A2,Ordered,,2026-11-02T10:00:00Z,,,,"],
+        &[row("A2", "Ordered").at("2026-11-02T10:00:00Z")],
     );
-    w.run_ok(&["run", "--summary-json", "s.json"], 2);
-    let s = w.summary("s.json");
+    let s = c
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(2)
+        .summary();
     let error = s["reports"][0]["error"].as_str().unwrap();
     assert!(
         error.contains("the workbook is encrypted (password-protected)"),

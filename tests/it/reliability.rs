@@ -21,7 +21,7 @@ fn unfinished_tries(c: &Case, name: &str) -> Option<i64> {
 /// Starts `run` and kills it (SIGKILL, as the kernel's OOM killer does) once the ledger
 /// records its attempt number `tries` at `name`, while it reads the report.
 fn run_killed_while_reading(c: &Case, name: &str, tries: i64) {
-    let mut child = c.process().arg("run").spawn().unwrap();
+    let mut child = c.start(&["run"]).child;
     let deadline = Instant::now() + Duration::from_secs(120);
     while unfinished_tries(c, name) != Some(tries) {
         assert!(
@@ -154,11 +154,7 @@ fn stop_while_reading(sig: i32, code: i32) {
         "b_2026-11-02.csv",
         &[row("B1", "Ordered").at("2026-11-02T10:00:00Z")],
     );
-    let child = c
-        .process()
-        .args(["run", "--summary-json", "s.json"])
-        .spawn()
-        .unwrap();
+    let child = c.start(&["run", "--summary-json", "s.json"]).child;
     let deadline = Instant::now() + Duration::from_secs(60);
     while unfinished_tries(&c, "a_2026-11-01.csv") != Some(1) {
         assert!(
@@ -228,7 +224,7 @@ fn a_second_signal_ends_the_run_at_once_even_with_a_request_in_flight() {
         "a_2026-11-01.csv",
         &[row("A1", "Ordered").at("2026-11-01T10:00:00Z")],
     );
-    let child = c.process().arg("run").spawn().unwrap();
+    let child = c.start(&["run"]).child;
     let deadline = Instant::now() + Duration::from_secs(60);
     while server.requests().is_empty() {
         assert!(Instant::now() < deadline, "no request sent (hang guard)");
@@ -272,12 +268,10 @@ fn each_delivery_mark_is_synced_to_disk_before_the_next_request() {
     c.report("a_2026-11-01.csv", &rows);
     // strace counts the process's syncs: each of the 20 marks is one (a power loss after
     // a request can then never take its mark back and send the event again).
-    #[allow(deprecated)]
-    let bin = assert_cmd::cargo::cargo_bin("tangoe-ingest");
     let out = std::process::Command::new("strace")
         .args(["-f", "-c", "-e", "trace=fsync,fdatasync", "-o"])
         .arg(c.path().join("syncs.txt"))
-        .arg(bin)
+        .arg(assert_cmd::cargo::cargo_bin!("tangoe-ingest"))
         .arg("--config")
         .arg(c.path().join("tangoe-ingest.toml"))
         .arg("run")

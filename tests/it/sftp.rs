@@ -2,22 +2,29 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use crate::server::{Reply, Server};
 use crate::sshd::{self, PASSWORD, PASSWORD_USER, Relay, Sshd};
-use crate::support::{HEADER, Workdir, set_mtime};
+use crate::support::{Case, Ran, Row, Started, csv, row, set_mtime};
 
-/// A drop site: an sshd, a work dir with a client key it accepts, a known_hosts file that
-/// lists the server, and a remote folder to put reports in.
+/// A drop site: an sshd, a case with a client key it accepts, a known_hosts file that
+/// lists the server, and a remote folder to put reports in. Derefs to the [`Case`].
 struct Site {
     sshd: Sshd,
-    w: Workdir,
+    c: Case,
     remote: PathBuf,
+}
+
+impl Deref for Site {
+    type Target = Case;
+    fn deref(&self) -> &Case {
+        &self.c
+    }
 }
 
 const HOUR_AGO: i64 = 3600;
@@ -29,30 +36,15 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-fn row(id: &str, state: &str, day: &str) -> String {
-    format!("{id},{state},RITM{id},{day}T10:00:00Z,5551234567,Pixel 9,1 Main St,CC1")
-}
-
-fn csv(rows: &[String]) -> String {
-    let mut s = String::from(HEADER);
-    s.push('\n');
-    for r in rows {
-        s.push_str(r);
-        s.push('\n');
-    }
-    s
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn assert_code(out: &Output, code: i32) {
-    assert_eq!(out.status.code(), Some(code), "output:\n{}", text(out));
+/// A row as the site's exports have it: every column filled, updated at 10:00 on `day`.
+fn export_row(id: &str, state: &str, day: &str) -> Row {
+    row(id, state)
+        .itsm(&format!("RITM{id}"))
+        .at(&format!("{day}T10:00:00Z"))
+        .phone("5551234567")
+        .device("Pixel 9")
+        .address("1 Main St")
+        .cost_center("CC1")
 }
 
 impl Site {
@@ -61,13 +53,13 @@ impl Site {
     }
 
     fn with_sshd(sshd: Sshd) -> Site {
-        let w = Workdir::new();
-        let key = sshd::keygen(w.path(), "client_key", "ed25519", "");
+        let c = Case::new();
+        let key = sshd::keygen(c.path(), "client_key", "ed25519", "");
         sshd.authorize(&key.with_extension("pub"));
-        let remote = w.path().join("remote");
+        let remote = c.path().join("remote");
         std::fs::create_dir_all(&remote).unwrap();
-        w.write("known_hosts", sshd.known_hosts_lines(sshd.port));
-        let site = Site { sshd, w, remote };
+        c.file("known_hosts", sshd.known_hosts_lines(sshd.port));
+        let site = Site { sshd, c, remote };
         site.configure(&[]);
         site
     }
@@ -103,7 +95,7 @@ impl Site {
             }
         }
         let source: String = keys.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
-        self.w.config(&format!(
+        self.config(&format!(
             "[source]\ntype = \"sftp\"\n{source}\n[report]\ntimezone = \"UTC\"\n\
              date_from_name = '(\\d{{4}}-\\d{{2}}-\\d{{2}})'\n\n[ledger]\npath = \"state/ledger.sqlite\"\n\n\
              [[sink]]\ntype = \"file\"\ndir = \"out\"\nformat = \"jsonl\"\n{sink_extra}"
@@ -118,13 +110,9 @@ impl Site {
         p
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        self.w.run(args)
-    }
-
     /// Configures the login as the password user (who must reach the remote folder) and runs.
-    fn run_as_password_user(&self, args: &[&str]) -> Output {
-        for dir in [self.w.path(), self.remote.as_path()] {
+    fn run_as_password_user(&self, args: &[&str]) -> Ran {
+        for dir in [self.path(), self.remote.as_path()] {
             std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
                 .unwrap();
         }
@@ -133,25 +121,16 @@ impl Site {
             ("private_key", ""),
             ("password_env", "\"TANGOE_TEST_SFTP_PASSWORD\""),
         ]);
-        self.w
-            .cmd()
-            .env("TANGOE_TEST_SFTP_PASSWORD", PASSWORD)
-            .args(args)
-            .output()
-            .unwrap()
+        self.env("TANGOE_TEST_SFTP_PASSWORD", PASSWORD).exec(args)
     }
 
+    /// The names in the remote folder, sorted.
     fn remote_files(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.remote)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        v.sort();
-        v
+        names_in(&self.remote)
     }
 
     fn downloads(&self) -> PathBuf {
-        self.w.path().join("state/downloads")
+        self.path().join("state/downloads")
     }
 
     /// Every file under the download folder, as `sha/name` (hidden files too).
@@ -175,14 +154,7 @@ impl Site {
     }
 
     fn processed(&self) -> Vec<String> {
-        let conn = self.w.ledger();
-        let mut stmt = conn
-            .prepare("SELECT name FROM reports WHERE status = 'processed' ORDER BY id")
-            .unwrap();
-        stmt.query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
+        self.ledger_column("SELECT name FROM reports WHERE status = 'processed' ORDER BY id")
     }
 }
 
@@ -201,8 +173,8 @@ fn sha256_of(path: &Path) -> String {
     hex::encode(h.finalize())
 }
 
-fn states(w: &Workdir) -> Vec<(String, String)> {
-    w.events()
+fn states(c: &Case) -> Vec<(String, String)> {
+    c.events()
         .iter()
         .map(|e| {
             (
@@ -223,20 +195,23 @@ fn key_auth_downloads_reports_into_the_archive_and_a_rerun_transfers_nothing() {
     let a = site.put(
         "acts_2026-11-01.csv",
         csv(&[
-            row("A1", "Ordered", "2026-11-01"),
-            row("A2", "Completed", "2026-11-01"),
+            export_row("A1", "Ordered", "2026-11-01"),
+            export_row("A2", "Completed", "2026-11-01"),
         ]),
     );
     site.put(
         "acts_2026-11-02.csv",
-        csv(&[row("A1", "Completed", "2026-11-02")]),
+        csv(&[export_row("A1", "Completed", "2026-11-02")]),
     );
     site.put("notes.txt", "not a report");
     std::fs::create_dir(site.remote.join("sub_2026-11-03.csv")).unwrap();
-    let out = site.run(&["run", "--summary-json", "s.json"]);
-    assert_code(&out, 0);
+    let s = site
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(0)
+        .says("not a regular file")
+        .summary();
     assert_eq!(
-        states(&site.w),
+        states(&site),
         vec![
             pair("A1", "ordered"),
             pair("A2", "completed"),
@@ -247,22 +222,22 @@ fn key_auth_downloads_reports_into_the_archive_and_a_rerun_transfers_nothing() {
         site.processed(),
         ["acts_2026-11-01.csv", "acts_2026-11-02.csv"]
     );
-    let s = site.w.summary("s.json");
     assert_eq!(s["reports"][0]["sha256"], sha256_of(&a));
     // The archive holds each report under its content hash; the site keeps its files.
     let archived = site.archived();
     assert_eq!(archived.len(), 2, "{archived:?}");
     assert!(archived.contains(&format!("{}/acts_2026-11-01.csv", sha256_of(&a))));
     assert_eq!(site.remote_files().len(), 4);
-    assert!(text(&out).contains("not a regular file"), "{}", text(&out));
     assert_eq!(site.sshd.reads(), 2, "{}", site.sshd.log());
 
     // A nightly run over files already processed transfers nothing.
-    let out = site.run(&["run", "--summary-json", "s2.json"]);
-    assert_code(&out, 0);
+    let s = site
+        .exec(&["run", "--summary-json", "s2.json"])
+        .code(0)
+        .summary();
     assert_eq!(site.sshd.reads(), 2, "nothing is downloaded again");
-    assert_eq!(site.w.summary("s2.json")["already_processed"], 2);
-    assert_eq!(site.w.events().len(), 3);
+    assert_eq!(s["already_processed"], 2);
+    assert_eq!(site.events().len(), 3);
 }
 
 #[test]
@@ -270,30 +245,27 @@ fn password_auth_from_env_and_from_file() {
     let site = Site::new();
     site.put(
         "acts_2026-11-01.csv",
-        csv(&[row("A1", "Ordered", "2026-11-01")]),
+        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
     );
-    let out = site.run_as_password_user(&["run"]);
-    assert_code(&out, 0);
-    assert_eq!(states(&site.w), vec![pair("A1", "ordered")]);
+    site.run_as_password_user(&["run"]).code(0);
+    assert_eq!(states(&site), vec![pair("A1", "ordered")]);
 
     site.put(
         "acts_2026-11-02.csv",
-        csv(&[row("A1", "Completed", "2026-11-02")]),
+        csv(&[export_row("A1", "Completed", "2026-11-02")]),
     );
-    site.w
-        .write("secret/sftp-password", format!("{PASSWORD}\n"));
+    site.file("secret/sftp-password", format!("{PASSWORD}\n"));
     site.configure(&[
         ("username", &format!("{PASSWORD_USER:?}")),
         ("private_key", ""),
         ("password_file", "\"secret/sftp-password\""),
     ]);
-    let out = site.run(&["run"]);
-    assert_code(&out, 0);
+    let out = site.run().code(0).text();
     assert_eq!(
-        states(&site.w),
+        states(&site),
         vec![pair("A1", "ordered"), pair("A1", "completed")]
     );
-    assert!(!text(&out).contains(PASSWORD));
+    assert!(!out.contains(PASSWORD));
 }
 
 #[test]
@@ -301,7 +273,7 @@ fn wrong_password_fails_with_the_offered_methods_and_never_shows_the_password() 
     let site = Site::new();
     site.put(
         "acts_2026-11-01.csv",
-        csv(&[row("A1", "Ordered", "2026-11-01")]),
+        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
     );
     let wrong = "Wr0ng-Secret-Value-93";
     site.configure(&[
@@ -309,29 +281,20 @@ fn wrong_password_fails_with_the_offered_methods_and_never_shows_the_password() 
         ("private_key", ""),
         ("password_env", "\"TANGOE_TEST_SFTP_PASSWORD\""),
     ]);
-    let out = site
-        .w
-        .cmd()
-        .env("TANGOE_TEST_SFTP_PASSWORD", wrong)
-        .args(["-v", "run", "--summary-json", "s.json"])
-        .output()
-        .unwrap();
-    assert_code(&out, 1);
-    let all = text(&out);
-    assert!(all.contains("login as \"tangoe-sftp-test\""), "{all}");
-    assert!(all.contains("password (rejected)"), "{all}");
-    assert!(
-        all.contains("The server offers: publickey, password"),
-        "{all}"
-    );
-    assert!(!all.contains(wrong), "the password leaked: {all}");
-    let summary = site.w.read("s.json");
+    site.env("TANGOE_TEST_SFTP_PASSWORD", wrong)
+        .exec(&["-v", "run", "--summary-json", "s.json"])
+        .code(1)
+        .says("login as \"tangoe-sftp-test\"")
+        .says("password (rejected)")
+        .says("The server offers: publickey, password")
+        .never_says(wrong);
+    let summary = site.read("s.json");
     assert!(!summary.contains(wrong));
-    assert_eq!(site.w.summary("s.json")["exit_code"], 1);
-    let ledger = std::fs::read(site.w.path().join("state/ledger.sqlite")).unwrap_or_default();
+    assert_eq!(site.summary("s.json")["exit_code"], 1);
+    let ledger = std::fs::read(site.path().join("state/ledger.sqlite")).unwrap_or_default();
     assert!(!String::from_utf8_lossy(&ledger).contains(wrong));
     assert_eq!(site.sshd.reads(), 0);
-    assert!(site.w.files("out").is_empty());
+    assert!(site.files("out").is_empty());
 }
 
 #[test]
@@ -339,57 +302,35 @@ fn key_with_passphrase_and_rsa_pem_and_ecdsa_keys_log_in() {
     let site = Site::new();
     site.put(
         "acts_2026-11-01.csv",
-        csv(&[row("A1", "Ordered", "2026-11-01")]),
+        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
     );
-    let locked = sshd::keygen(site.w.path(), "locked_key", "ed25519", "open sesame 42");
+    let locked = sshd::keygen(site.path(), "locked_key", "ed25519", "open sesame 42");
     site.sshd.authorize(&locked.with_extension("pub"));
     site.configure(&[
         ("private_key", "\"locked_key\""),
         ("private_key_passphrase_env", "\"TANGOE_TEST_KEY_PASS\""),
     ]);
 
-    let out = site
-        .w
-        .cmd()
-        .env("TANGOE_TEST_KEY_PASS", "not it")
-        .arg("run")
-        .output()
-        .unwrap();
-    assert_code(&out, 1);
-    assert!(
-        text(&out).contains("the passphrase does not open the key"),
-        "{}",
-        text(&out)
-    );
-    assert!(!text(&out).contains("not it"));
+    site.env("TANGOE_TEST_KEY_PASS", "not it")
+        .run()
+        .code(1)
+        .says("the passphrase does not open the key")
+        .never_says("not it");
 
     // No passphrase configured for a key that needs one.
-    let out = site
-        .w
-        .cmd()
-        .env_remove("TANGOE_TEST_KEY_PASS")
-        .arg("run")
-        .output()
-        .unwrap();
-    assert_code(&out, 1);
-    let t = text(&out);
+    let t = site.env_remove("TANGOE_TEST_KEY_PASS").run().code(1).text();
     assert!(
         t.contains("private_key_passphrase_env") || t.contains("TANGOE_TEST_KEY_PASS"),
         "{t}"
     );
 
-    let out = site
-        .w
-        .cmd()
-        .env("TANGOE_TEST_KEY_PASS", "open sesame 42")
-        .arg("run")
-        .output()
-        .unwrap();
-    assert_code(&out, 0);
+    site.env("TANGOE_TEST_KEY_PASS", "open sesame 42")
+        .run()
+        .code(0);
     assert_eq!(site.processed().len(), 1);
 
     // An RSA key in the old PEM format, and an ECDSA key.
-    let rsa = site.w.path().join("rsa_key");
+    let rsa = site.path().join("rsa_key");
     let st = std::process::Command::new("ssh-keygen")
         .args(["-q", "-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "", "-f"])
         .arg(&rsa)
@@ -397,11 +338,10 @@ fn key_with_passphrase_and_rsa_pem_and_ecdsa_keys_log_in() {
         .unwrap();
     assert!(st.success());
     assert!(
-        site.w
-            .read("rsa_key")
+        site.read("rsa_key")
             .starts_with("-----BEGIN RSA PRIVATE KEY-----")
     );
-    let ecdsa = sshd::keygen(site.w.path(), "ecdsa_key", "ecdsa", "");
+    let ecdsa = sshd::keygen(site.path(), "ecdsa_key", "ecdsa", "");
     for (i, key) in [("rsa_key", &rsa), ("ecdsa_key", &ecdsa)]
         .into_iter()
         .enumerate()
@@ -410,10 +350,10 @@ fn key_with_passphrase_and_rsa_pem_and_ecdsa_keys_log_in() {
         let day = format!("2026-11-0{}", i + 2);
         site.put(
             &format!("acts_{day}.csv"),
-            csv(&[row(&format!("B{i}"), "Completed", &day)]),
+            csv(&[export_row(&format!("B{i}"), "Completed", &day)]),
         );
         site.configure(&[("private_key", &format!("{:?}", key.0))]);
-        assert_code(&site.run(&["run"]), 0);
+        site.run().code(0);
     }
     assert_eq!(site.processed().len(), 3);
 }
@@ -423,37 +363,28 @@ fn unknown_host_key_is_refused_with_its_fingerprint_and_nothing_downloaded() {
     let site = Site::new();
     site.put(
         "acts_2026-11-01.csv",
-        csv(&[row("A1", "Ordered", "2026-11-01")]),
+        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
     );
-    site.w.write("known_hosts", "# empty\n");
-    let out = site.run(&["run"]);
-    assert_code(&out, 1);
-    let all = text(&out);
-    assert!(all.contains("UNKNOWN HOST KEY"), "{all}");
-    assert!(
-        all.contains(&format!("127.0.0.1:{}", site.sshd.port)),
-        "{all}"
-    );
-    assert!(all.contains("ssh-ed25519"), "{all}");
-    assert!(all.contains(&site.sshd.fingerprint("ed25519")), "{all}");
-    assert!(all.contains("tangoe-ingest hostkey"), "{all}");
-    assert!(
-        all.contains(&format!("[127.0.0.1]:{} ssh-ed25519 AAAA", site.sshd.port)),
-        "{all}"
-    );
+    site.file("known_hosts", "# empty\n");
+    site.run()
+        .code(1)
+        .says("UNKNOWN HOST KEY")
+        .says(&format!("127.0.0.1:{}", site.sshd.port))
+        .says("ssh-ed25519")
+        .says(&site.sshd.fingerprint("ed25519"))
+        .says("tangoe-ingest hostkey")
+        .says(&format!("[127.0.0.1]:{} ssh-ed25519 AAAA", site.sshd.port));
     assert_eq!(site.sshd.reads(), 0);
     assert!(
         !site.sshd.log().contains("Accepted publickey"),
         "no login was attempted"
     );
     assert!(site.archived().is_empty());
-    assert!(site.w.files("out").is_empty());
+    assert!(site.files("out").is_empty());
 
     // A missing file is the same: unknown.
     site.configure(&[("known_hosts", "\"no/such/known_hosts\"")]);
-    let out = site.run(&["run"]);
-    assert_code(&out, 1);
-    assert!(text(&out).contains("does not exist"), "{}", text(&out));
+    site.run().code(1).says("does not exist");
 }
 
 #[test]
@@ -461,13 +392,13 @@ fn changed_host_key_is_refused_and_nothing_downloaded() {
     let site = Site::new();
     site.put(
         "acts_2026-11-01.csv",
-        csv(&[row("A1", "Ordered", "2026-11-01")]),
+        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
     );
     // known_hosts lists another ed25519 key for this host.
-    let other = sshd::keygen(site.w.path(), "other_host_key", "ed25519", "");
-    let pubkey = site.w.read("other_host_key.pub");
+    let other = sshd::keygen(site.path(), "other_host_key", "ed25519", "");
+    let pubkey = site.read("other_host_key.pub");
     let mut parts = pubkey.split_whitespace();
-    site.w.write(
+    site.file(
         "known_hosts",
         format!(
             "[127.0.0.1]:{} {} {}\n",
@@ -476,19 +407,15 @@ fn changed_host_key_is_refused_and_nothing_downloaded() {
             parts.next().unwrap()
         ),
     );
-    let out = site.run(&["run"]);
-    assert_code(&out, 1);
-    let all = text(&out);
-    assert!(all.contains("HOST KEY MISMATCH"), "{all}");
-    assert!(all.contains(&site.sshd.fingerprint("ed25519")), "{all}");
-    assert!(
-        all.contains(&sshd::fingerprint(&other.with_extension("pub"))),
-        "{all}"
-    );
-    assert!(all.contains("line 1"), "{all}");
+    site.run()
+        .code(1)
+        .says("HOST KEY MISMATCH")
+        .says(&site.sshd.fingerprint("ed25519"))
+        .says(&sshd::fingerprint(&other.with_extension("pub")))
+        .says("line 1");
     assert_eq!(site.sshd.reads(), 0);
     assert!(!site.sshd.log().contains("Accepted publickey"));
-    assert!(site.w.files("out").is_empty());
+    assert!(site.files("out").is_empty());
 }
 
 #[test]
@@ -496,20 +423,20 @@ fn hashed_known_hosts_from_ssh_keyscan_is_accepted() {
     let site = Site::new();
     site.put(
         "acts_2026-11-01.csv",
-        csv(&[row("A1", "Ordered", "2026-11-01")]),
+        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
     );
-    let kh = site.w.write("known_hosts", site.sshd.keyscan());
+    site.file("known_hosts", site.sshd.keyscan());
     let st = std::process::Command::new("ssh-keygen")
         .arg("-H")
         .arg("-f")
-        .arg(&kh)
+        .arg(site.path().join("known_hosts"))
         .output()
         .unwrap();
     assert!(st.status.success());
-    let hashed = site.w.read("known_hosts");
+    let hashed = site.read("known_hosts");
     assert!(hashed.lines().all(|l| l.starts_with("|1|")), "{hashed}");
     assert!(!hashed.contains("127.0.0.1"));
-    assert_code(&site.run(&["run"]), 0);
+    site.run().code(0);
     assert_eq!(site.processed().len(), 1);
 }
 
@@ -518,32 +445,31 @@ fn a_host_listed_with_several_key_types_verifies_whichever_is_listed() {
     let site = Site::with_sshd(Sshd::with_host_keys(&["ed25519", "ecdsa", "rsa"]));
     site.put(
         "acts_2026-11-01.csv",
-        csv(&[row("A1", "Ordered", "2026-11-01")]),
+        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
     );
     let all_lines = site.sshd.known_hosts_lines(site.sshd.port);
     let lines: Vec<&str> = all_lines.lines().collect();
     // Only the ECDSA and RSA keys are known: the server would prefer ed25519.
-    site.w
-        .write("known_hosts", format!("{}\n{}\n", lines[1], lines[2]));
-    assert_code(&site.run(&["run"]), 0);
+    site.file("known_hosts", format!("{}\n{}\n", lines[1], lines[2]));
+    site.run().code(0);
     // All three known, in another order.
     site.put(
         "acts_2026-11-02.csv",
-        csv(&[row("A1", "Completed", "2026-11-02")]),
+        csv(&[export_row("A1", "Completed", "2026-11-02")]),
     );
-    site.w.write(
+    site.file(
         "known_hosts",
         format!("{}\n{}\n{}\n", lines[2], lines[0], lines[1]),
     );
-    assert_code(&site.run(&["run"]), 0);
+    site.run().code(0);
     assert_eq!(site.processed().len(), 2);
     // RSA only.
     site.put(
         "acts_2026-11-03.csv",
-        csv(&[row("A1", "Cancelled", "2026-11-03")]),
+        csv(&[export_row("A1", "Cancelled", "2026-11-03")]),
     );
-    site.w.write("known_hosts", format!("{}\n", lines[2]));
-    assert_code(&site.run(&["run"]), 0);
+    site.file("known_hosts", format!("{}\n", lines[2]));
+    site.run().code(0);
     assert_eq!(site.processed().len(), 3);
 }
 
@@ -552,7 +478,7 @@ fn pinned_fingerprint_is_checked_for_any_key_type() {
     let site = Site::with_sshd(Sshd::with_host_keys(&["ed25519", "ecdsa"]));
     site.put(
         "acts_2026-11-01.csv",
-        csv(&[row("A1", "Ordered", "2026-11-01")]),
+        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
     );
     let ed = site.sshd.fingerprint("ed25519");
     let ec = site.sshd.fingerprint("ecdsa");
@@ -560,35 +486,32 @@ fn pinned_fingerprint_is_checked_for_any_key_type() {
         ("known_hosts", ""),
         ("host_key_fingerprint", &format!("{ed:?}")),
     ]);
-    assert_code(&site.run(&["run"]), 0);
+    site.run().code(0);
     site.put(
         "acts_2026-11-02.csv",
-        csv(&[row("A1", "Completed", "2026-11-02")]),
+        csv(&[export_row("A1", "Completed", "2026-11-02")]),
     );
     // As some tools print it: with base64's padding and a stray space.
     site.configure(&[
         ("known_hosts", ""),
         ("host_key_fingerprint", &format!("\" {ec}= \"")),
     ]);
-    assert_code(&site.run(&["run"]), 0);
+    site.run().code(0);
     assert_eq!(site.processed().len(), 2);
 
     // A pin that matches no key of the server.
-    let other = sshd::keygen(site.w.path(), "other_host_key", "ed25519", "");
+    let other = sshd::keygen(site.path(), "other_host_key", "ed25519", "");
     let wrong = sshd::fingerprint(&other.with_extension("pub"));
     site.put(
         "acts_2026-11-03.csv",
-        csv(&[row("A1", "Cancelled", "2026-11-03")]),
+        csv(&[export_row("A1", "Cancelled", "2026-11-03")]),
     );
     site.configure(&[
         ("known_hosts", ""),
         ("host_key_fingerprint", &format!("{wrong:?}")),
     ]);
     let reads = site.sshd.reads();
-    let out = site.run(&["run"]);
-    assert_code(&out, 1);
-    assert!(text(&out).contains("HOST KEY MISMATCH"), "{}", text(&out));
-    assert!(text(&out).contains(&ed), "{}", text(&out));
+    site.run().code(1).says("HOST KEY MISMATCH").says(&ed);
     assert_eq!(site.sshd.reads(), reads);
     assert_eq!(site.processed().len(), 2);
 }
@@ -598,13 +521,14 @@ fn a_young_file_is_deferred_until_min_age_then_taken() {
     let site = Site::new();
     let p = site.put(
         "acts_2026-11-01.csv",
-        csv(&[row("A1", "Ordered", "2026-11-01")]),
+        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
     );
     set_mtime(&p, now() - 10);
     site.configure(&[("min_age", "\"2m\"")]);
-    let out = site.run(&["run", "--summary-json", "s.json"]);
-    assert_code(&out, 0);
-    let s = site.w.summary("s.json");
+    let s = site
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(0)
+        .summary();
     assert_eq!(s["reports"][0]["status"], "deferred");
     assert!(
         s["reports"][0]["notes"][0]
@@ -617,16 +541,16 @@ fn a_young_file_is_deferred_until_min_age_then_taken() {
     assert!(site.processed().is_empty());
 
     set_mtime(&p, now() - 300);
-    assert_code(&site.run(&["run"]), 0);
+    site.run().code(0);
     assert_eq!(site.processed(), ["acts_2026-11-01.csv"]);
-    assert_eq!(states(&site.w), vec![pair("A1", "ordered")]);
+    assert_eq!(states(&site), vec![pair("A1", "ordered")]);
 }
 
 #[test]
 fn a_file_still_growing_is_deferred_by_settle_then_taken_whole() {
     let site = Site::new();
     let name = "acts_2026-11-01.csv";
-    let path = site.put(name, csv(&[row("A0", "Ordered", "2026-11-01")]));
+    let path = site.put(name, csv(&[export_row("A0", "Ordered", "2026-11-01")]));
     site.configure(&[("settle", "\"2s\"")]);
     // An upload in progress: a row every 100 ms until told to stop.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -640,18 +564,18 @@ fn a_file_still_growing_is_deferred_by_settle_then_taken_whole() {
                     .append(true)
                     .open(&path)
                     .unwrap();
-                writeln!(f, "{}", row(&format!("A{i}"), "Ordered", "2026-11-01")).unwrap();
+                let row = export_row(&format!("A{i}"), "Ordered", "2026-11-01");
+                writeln!(f, "{}", row.line()).unwrap();
                 i += 1;
                 std::thread::sleep(Duration::from_millis(100));
             }
             i
         })
     };
-    let out = site.run(&["run", "--summary-json", "s.json"]);
+    let ran = site.exec(&["run", "--summary-json", "s.json"]);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let rows = writer.join().unwrap();
-    assert_code(&out, 0);
-    let s = site.w.summary("s.json");
+    let s = ran.code(0).summary();
     assert_eq!(s["reports"][0]["status"], "deferred", "{s}");
     assert!(
         s["reports"][0]["notes"][0]
@@ -661,14 +585,16 @@ fn a_file_still_growing_is_deferred_by_settle_then_taken_whole() {
         "{s}"
     );
     assert!(site.processed().is_empty());
-    assert!(site.w.events().is_empty());
+    assert!(site.events().is_empty());
 
     // The upload is done: the next run takes the whole file.
-    let out = site.run(&["run", "--summary-json", "s.json"]);
-    assert_code(&out, 0);
+    let s = site
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(0)
+        .summary();
     assert_eq!(site.processed(), [name]);
-    assert_eq!(site.w.summary("s.json")["reports"][0]["rows"], rows);
-    assert_eq!(site.w.events().len(), rows as usize);
+    assert_eq!(s["reports"][0]["rows"], rows);
+    assert_eq!(site.events().len(), rows as usize);
 }
 
 #[test]
@@ -676,12 +602,13 @@ fn done_marker_gates_a_report_and_delete_removes_both_after_the_commit() {
     let site = Site::new();
     site.put(
         "acts_2026-11-01.csv",
-        csv(&[row("A1", "Ordered", "2026-11-01")]),
+        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
     );
     site.configure(&[("done_suffix", "\".done\""), ("after", "\"delete\"")]);
-    let out = site.run(&["run", "--summary-json", "s.json"]);
-    assert_code(&out, 0);
-    let s = site.w.summary("s.json");
+    let s = site
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(0)
+        .summary();
     assert_eq!(s["reports"][0]["status"], "deferred");
     assert!(
         s["reports"][0]["notes"][0]
@@ -693,7 +620,7 @@ fn done_marker_gates_a_report_and_delete_removes_both_after_the_commit() {
     assert_eq!(site.sshd.reads(), 0);
 
     site.put("acts_2026-11-01.csv.done", "");
-    assert_code(&site.run(&["run"]), 0);
+    site.run().code(0);
     assert_eq!(site.processed(), ["acts_2026-11-01.csv"]);
     assert!(site.remote_files().is_empty(), "{:?}", site.remote_files());
 }
@@ -706,7 +633,7 @@ fn a_report_replaced_during_the_run_is_not_cleaned_up_unread() {
     let site = Site::new();
     site.put(
         "acts_2026-11-01.csv",
-        csv(&[row("A1", "Ordered", "2026-11-01")]),
+        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
     );
     site.put("acts_2026-11-01.csv.done", "");
     // The ITSM's endpoint: while it is called, the export is written again, with news.
@@ -716,8 +643,8 @@ fn a_report_replaced_during_the_run_is_not_cleaned_up_unread() {
             std::fs::write(
                 remote.join("acts_2026-11-01.csv"),
                 csv(&[
-                    row("A1", "Completed", "2026-11-01"),
-                    row("A2", "Ordered", "2026-11-01"),
+                    export_row("A1", "Completed", "2026-11-01"),
+                    export_row("A2", "Ordered", "2026-11-01"),
                 ]),
             )
             .unwrap();
@@ -731,13 +658,9 @@ fn a_report_replaced_during_the_run_is_not_cleaned_up_unread() {
             server.url("/hook")
         ),
     );
-    let out = site.run(&["run"]);
-    assert_code(&out, 0);
-    assert!(
-        text(&out).contains("changed on the server since it was listed"),
-        "{}",
-        text(&out)
-    );
+    site.run()
+        .code(0)
+        .says("changed on the server since it was listed");
     assert_eq!(
         site.remote_files(),
         ["acts_2026-11-01.csv", "acts_2026-11-01.csv.done"]
@@ -748,10 +671,10 @@ fn a_report_replaced_during_the_run_is_not_cleaned_up_unread() {
         &site.remote.join("acts_2026-11-01.csv"),
         now() - HOUR_AGO + 60,
     );
-    assert_code(&site.run(&["run"]), 0);
+    site.run().code(0);
     assert!(site.remote_files().is_empty(), "{:?}", site.remote_files());
     assert_eq!(
-        states(&site.w),
+        states(&site),
         vec![
             pair("A1", "ordered"),
             pair("A1", "completed"),
@@ -765,22 +688,21 @@ fn delete_and_move_happen_only_after_a_successful_commit() {
     let site = Site::new();
     site.put(
         "acts_2026-11-01.csv",
-        csv(&[row("A1", "Ordered", "2026-11-01")]),
+        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
     );
     site.put("broken_2026-11-01.xlsx", "this is not a workbook");
     site.configure(&[("after", "\"delete\"")]);
-    let out = site.run(&["run", "--summary-json", "s.json"]);
-    assert_code(&out, 2);
+    site.exec(&["run", "--summary-json", "s.json"]).code(2);
     // The failed report stays on the server for a later run; the processed one is gone.
     assert_eq!(site.remote_files(), ["broken_2026-11-01.xlsx"]);
 
     site.put(
         "acts_2026-11-02.csv",
-        csv(&[row("A1", "Completed", "2026-11-02")]),
+        csv(&[export_row("A1", "Completed", "2026-11-02")]),
     );
     site.put(
         "acts_2026-11-03.csv",
-        csv(&[row("A1", "Cancelled", "2026-11-03")]),
+        csv(&[export_row("A1", "Cancelled", "2026-11-03")]),
     );
     std::fs::remove_file(site.remote.join("broken_2026-11-01.xlsx")).unwrap();
     // Reports of the same name moved earlier, twice: both are kept.
@@ -799,17 +721,10 @@ fn delete_and_move_happen_only_after_a_successful_commit() {
         std::fs::write(site.remote.join("processed").join(earlier), "earlier").unwrap();
     }
     site.configure(&[("after", "\"move:processed\"")]);
-    let out = site.run(&["run"]);
-    assert_code(&out, 0);
-    assert!(!text(&out).contains("clean-up"), "{}", text(&out));
+    site.run().code(0).never_says("clean-up");
     assert_eq!(site.remote_files(), ["processed"]);
-    let mut moved: Vec<String> = std::fs::read_dir(site.remote.join("processed"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    moved.sort();
     assert_eq!(
-        moved,
+        names_in(&site.remote.join("processed")),
         [
             "acts_2026-11-02.csv".to_string(),
             format!("acts_2026-11-02.csv.{mtime}"),
@@ -818,7 +733,7 @@ fn delete_and_move_happen_only_after_a_successful_commit() {
         ]
     );
     assert_eq!(
-        states(&site.w),
+        states(&site),
         vec![
             pair("A1", "ordered"),
             pair("A1", "completed"),
@@ -832,25 +747,23 @@ fn a_failed_move_is_a_warning_and_never_processes_the_report_twice() {
     let site = Site::new();
     site.put(
         "acts_2026-11-01.csv",
-        csv(&[row("A1", "Ordered", "2026-11-01")]),
+        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
     );
     // The target is a file, not a folder: the move fails.
     site.put("blocked", "");
     site.configure(&[("after", "\"move:blocked\"")]);
-    let out = site.run(&["run", "--summary-json", "s.json"]);
-    assert_code(&out, 0);
-    assert!(
-        text(&out).contains("clean-up on the server failed"),
-        "{}",
-        text(&out)
-    );
+    site.exec(&["run", "--summary-json", "s.json"])
+        .code(0)
+        .says("clean-up on the server failed");
     assert_eq!(site.processed(), ["acts_2026-11-01.csv"]);
     assert_eq!(site.remote_files(), ["acts_2026-11-01.csv", "blocked"]);
-    let out = site.run(&["run", "--summary-json", "s2.json"]);
-    assert_code(&out, 0);
-    assert_eq!(site.w.summary("s2.json")["already_processed"], 1);
+    let s = site
+        .exec(&["run", "--summary-json", "s2.json"])
+        .code(0)
+        .summary();
+    assert_eq!(s["already_processed"], 1);
     assert_eq!(site.processed().len(), 1);
-    assert_eq!(site.w.events().len(), 1);
+    assert_eq!(site.events().len(), 1);
 }
 
 #[test]
@@ -858,39 +771,40 @@ fn names_with_dot_dot_separators_or_control_characters_are_skipped() {
     let site = Site::new();
     site.put(
         "acts_2026-11-01.csv",
-        csv(&[row("A1", "Ordered", "2026-11-01")]),
+        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
     );
     site.put(
         "..acts_2026-11-02.csv",
-        csv(&[row("A2", "Ordered", "2026-11-02")]),
+        csv(&[export_row("A2", "Ordered", "2026-11-02")]),
     );
     site.put(
         "up..acts_2026-11-02.csv",
-        csv(&[row("A3", "Ordered", "2026-11-02")]),
+        csv(&[export_row("A3", "Ordered", "2026-11-02")]),
     );
     site.put(
         "back\\slash_2026-11-02.csv",
-        csv(&[row("A4", "Ordered", "2026-11-02")]),
+        csv(&[export_row("A4", "Ordered", "2026-11-02")]),
     );
     site.put(
         "bell\x07_2026-11-02.csv",
-        csv(&[row("A5", "Ordered", "2026-11-02")]),
+        csv(&[export_row("A5", "Ordered", "2026-11-02")]),
     );
-    let out = site.run(&["run"]);
-    assert_code(&out, 0);
+    let all = site
+        .run()
+        .code(0)
+        .says("up..acts_2026-11-02.csv")
+        .says("path separator")
+        .says("control characters")
+        .text();
     assert_eq!(site.processed(), ["acts_2026-11-01.csv"]);
-    assert_eq!(states(&site.w), vec![pair("A1", "ordered")]);
-    let all = text(&out);
-    assert!(all.contains("up..acts_2026-11-02.csv"), "{all}");
+    assert_eq!(states(&site), vec![pair("A1", "ordered")]);
     assert!(
         all.contains("holds \\\"..\\\"") || all.contains("holds \"..\""),
         "{all}"
     );
-    assert!(all.contains("path separator"), "{all}");
-    assert!(all.contains("control characters"), "{all}");
     assert_eq!(site.sshd.reads(), 1);
     // Nothing was written beside the download folder.
-    let mut top: Vec<String> = site.w.files(".");
+    let mut top: Vec<String> = site.files(".");
     top.retain(|f| {
         ![
             "client_key",
@@ -913,21 +827,12 @@ fn names_with_dot_dot_separators_or_control_characters_are_skipped() {
 /// The peak is the child's own `VmHWM` (a high-water mark), read every few milliseconds
 /// while it runs. Not `wait4`'s `ru_maxrss`: that also counts the memory of this test process,
 /// which the child shares between fork and exec.
-fn run_measured(w: &Workdir, args: &[&str]) -> (i32, i64) {
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("tangoe-ingest"))
-        .current_dir(w.path())
-        .arg("--config")
-        .arg(w.path().join("tangoe-ingest.toml"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let status_file = format!("/proc/{}/status", child.id());
+fn run_measured(c: &Case, args: &[&str]) -> (i32, i64) {
+    let mut run = c.start(args);
+    let status_file = format!("/proc/{}/status", run.child.id());
     let mut peak = 0i64;
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = run.child.try_wait().unwrap() {
             return (status.code().unwrap(), peak);
         }
         let hwm = std::fs::read_to_string(&status_file).ok().and_then(|s| {
@@ -996,13 +901,13 @@ fn a_200_mb_report_streams_with_bounded_memory_and_the_right_hash() {
     let size = std::fs::metadata(&path).unwrap().len();
     assert!(size > 200 << 20);
     let sha = sha256_of(&path);
-    let (code, peak_kib) = run_measured(&site.w, &["run", "--summary-json", "s.json"]);
+    let (code, peak_kib) = run_measured(&site, &["run", "--summary-json", "s.json"]);
     assert_eq!(code, 0, "{}", site.sshd.log());
-    let s = site.w.summary("s.json");
+    let s = site.summary("s.json");
     assert_eq!(s["reports"][0]["status"], "processed");
     assert_eq!(s["reports"][0]["sha256"], sha);
     assert_eq!(
-        states(&site.w),
+        states(&site),
         vec![pair("A1", "ordered"), pair("A2", "completed")]
     );
     let archived = site.downloads().join(&sha).join("big_2026-11-01.xlsx");
@@ -1014,54 +919,68 @@ fn a_200_mb_report_streams_with_bounded_memory_and_the_right_hash() {
     );
 }
 
-/// Waits until a download into `dir` has at least `min_bytes`, while `child` runs.
-fn wait_for_partial_download(dir: &Path, child: &mut std::process::Child, min_bytes: u64) {
+/// Starts `run --summary-json s.json` on `c` and returns once one of its downloads has at
+/// least `min_bytes`, the run still going.
+fn start_download(c: &Case, min_bytes: u64) -> Started {
+    let mut run = c.start(&["run", "--summary-json", "s.json"]);
+    let dir = c.path().join("state/downloads");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         assert!(
-            child.try_wait().unwrap().is_none(),
+            run.child.try_wait().unwrap().is_none(),
             "the run ended before the download was interrupted"
         );
         assert!(std::time::Instant::now() < deadline, "no download started");
-        if let Ok(rd) = std::fs::read_dir(dir) {
+        if let Ok(rd) = std::fs::read_dir(&dir) {
             let partial = rd.flatten().any(|e| {
                 e.file_name().to_string_lossy().ends_with(".part")
                     && e.metadata().map(|m| m.len()).unwrap_or(0) >= min_bytes
             });
             if partial {
-                return;
+                return run;
             }
         }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
-fn spawn_run(w: &Workdir, summary: &str) -> std::process::Child {
-    std::process::Command::new(assert_cmd::cargo::cargo_bin("tangoe-ingest"))
-        .current_dir(w.path())
-        .arg("--config")
-        .arg(w.path().join("tangoe-ingest.toml"))
-        .args(["run", "--summary-json", summary])
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
+/// Runs the site's report through undisturbed: its two events, the reference for a run
+/// that is disturbed.
+fn reference_events(site: &Site) -> Vec<serde_json::Value> {
+    site.run().code(0);
+    let reference = site.events();
+    assert_eq!(reference.len(), 2);
+    reference
 }
 
-/// A second work dir on the same site whose connections go through a relay: the same
+/// Asserts that the run of `c` that gave `ran` failed its report and left nothing behind:
+/// no event, no partial download. Returns the run's summary.
+fn failed_cleanly(c: &Case, ran: Ran) -> serde_json::Value {
+    let s = ran.code(2).summary();
+    assert_eq!(s["reports"][0]["status"], "failed", "{s}");
+    assert!(c.events().is_empty());
+    let leftovers: Vec<_> = std::fs::read_dir(c.path().join("state/downloads"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .collect();
+    assert!(leftovers.is_empty(), "no partial download is left behind");
+    s
+}
+
+/// A second case on the same site whose connections go through a relay: the same
 /// config, with the relay's port.
-fn through_relay(site: &Site, relay: &Relay) -> Workdir {
-    let w = Workdir::new();
-    let key = sshd::keygen(w.path(), "client_key", "ed25519", "");
+fn through_relay(site: &Site, relay: &Relay) -> Case {
+    let c = Case::new();
+    let key = sshd::keygen(c.path(), "client_key", "ed25519", "");
     site.sshd.authorize(&key.with_extension("pub"));
-    w.write("known_hosts", site.sshd.known_hosts_lines(relay.port));
-    let cfg = site.w.read("tangoe-ingest.toml").replace(
+    c.file("known_hosts", site.sshd.known_hosts_lines(relay.port));
+    let cfg = site.read("tangoe-ingest.toml").replace(
         &format!("port = {}", site.sshd.port),
         &format!("port = {}", relay.port),
     );
-    w.config(&cfg);
-    w
+    c.config(&cfg);
+    c
 }
 
 #[test]
@@ -1071,31 +990,22 @@ fn a_session_killed_mid_download_is_resumed_and_gives_the_same_events() {
     big_xlsx(&site.remote.join(name), 24 << 20);
 
     // The same report, undisturbed: the reference events.
-    assert_code(&site.run(&["run"]), 0);
-    let reference = site.w.events();
-    assert_eq!(reference.len(), 2);
+    let reference = reference_events(&site);
 
     // Another work dir reads it through a throttled relay; its session is killed mid-file.
     let relay = Relay::throttled(site.sshd.port, 8 << 20);
     let w2 = through_relay(&site, &relay);
     let reads_before = site.sshd.reads_of(name);
-    let mut child = spawn_run(&w2, "s.json");
-    wait_for_partial_download(&w2.path().join("state/downloads"), &mut child, 2 << 20);
+    let run = start_download(&w2, 2 << 20);
     assert!(site.sshd.kill_sessions() > 0);
-    let out = child.wait_with_output().unwrap();
-    assert_code(&out, 0);
-    assert!(
-        text(&out).contains("resuming the download"),
-        "{}",
-        text(&out)
-    );
+    let s = run.wait().code(0).says("resuming the download").summary();
     assert!(
         site.sshd.reads_of(name) >= reads_before + 2,
         "the file was opened again"
     );
     assert_eq!(w2.events(), reference);
     let sha = sha256_of(&site.remote.join(name));
-    assert_eq!(w2.summary("s.json")["reports"][0]["sha256"], sha);
+    assert_eq!(s["reports"][0]["sha256"], sha);
     assert!(
         w2.path()
             .join("state/downloads")
@@ -1110,39 +1020,21 @@ fn a_connection_lost_for_good_fails_the_report_cleanly_and_a_rerun_matches() {
     let site = Site::new();
     let name = "big_2026-11-01.xlsx";
     big_xlsx(&site.remote.join(name), 24 << 20);
-    assert_code(&site.run(&["run"]), 0);
-    let reference = site.w.events();
-    assert_eq!(reference.len(), 2);
+    let reference = reference_events(&site);
 
     let relay = Relay::throttled(site.sshd.port, 8 << 20);
     let w2 = through_relay(&site, &relay);
-    let mut child = spawn_run(&w2, "s.json");
-    wait_for_partial_download(&w2.path().join("state/downloads"), &mut child, 2 << 20);
+    let run = start_download(&w2, 2 << 20);
     relay.cut(true);
-    let out = child.wait_with_output().unwrap();
-    assert_code(&out, 2);
-    let s = w2.summary("s.json");
-    assert_eq!(s["reports"][0]["status"], "failed", "{s}");
-    assert!(w2.events().is_empty());
-    let processed: i64 = w2
-        .ledger()
-        .query_row(
-            "SELECT COUNT(*) FROM reports WHERE status = 'processed'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    failed_cleanly(&w2, run.wait());
+    let processed: i64 = w2.ledger_value(
+        "SELECT COUNT(*) FROM reports WHERE status = 'processed'",
+        [],
+    );
     assert_eq!(processed, 0, "nothing is marked processed");
-    let leftovers: Vec<_> = std::fs::read_dir(w2.path().join("state/downloads"))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
-        .collect();
-    assert!(leftovers.is_empty(), "no partial download is left behind");
 
     relay.cut(false);
-    let out = w2.run(&["run"]);
-    assert_code(&out, 0);
+    w2.run().code(0);
     assert_eq!(w2.events(), reference);
 }
 
@@ -1155,43 +1047,32 @@ fn a_download_tampered_with_on_the_wire_fails_the_report_and_a_clean_rerun_proce
     // One bit of the server's stream is flipped 1 MiB into every connection: long after
     // the key exchange, with the download under way. Each try (a new connection) meets it.
     let relay = Relay::tampering(site.sshd.port, 1 << 20);
-    let w = through_relay(&site, &relay);
-    let out = w.run(&["run", "--summary-json", "s.json"]);
-    assert_code(&out, 2);
-    assert!(!text(&out).contains("panicked"), "{}", text(&out));
-    let s = w.summary("s.json");
-    assert_eq!(s["reports"][0]["status"], "failed", "{s}");
+    let c = through_relay(&site, &relay);
+    let ran = c
+        .exec(&["run", "--summary-json", "s.json"])
+        .never_says("panicked");
+    let s = failed_cleanly(&c, ran);
     let error = s["reports"][0]["error"].as_str().unwrap_or_default();
     assert!(error.contains("corrupted"), "{error}");
-    assert!(w.events().is_empty());
-    let processed: i64 = w
-        .ledger()
-        .query_row(
-            "SELECT COUNT(*) FROM reports WHERE name = ?1 AND status = 'processed'",
-            [name],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let processed: i64 = c.ledger_value(
+        "SELECT COUNT(*) FROM reports WHERE name = ?1 AND status = 'processed'",
+        [name],
+    );
     assert_eq!(processed, 0, "nothing is marked processed");
-    let leftovers: Vec<_> = std::fs::read_dir(w.path().join("state/downloads"))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
-        .collect();
-    assert!(leftovers.is_empty(), "no partial download is left behind");
 
     // The line mends: the next run takes the report whole.
     relay.tamper(false);
-    let out = w.run(&["run", "--summary-json", "s.json"]);
-    assert_code(&out, 0);
-    let s = w.summary("s.json");
+    let s = c
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(0)
+        .summary();
     assert_eq!(s["reports"][0]["status"], "processed", "{s}");
     assert_eq!(
         s["reports"][0]["sha256"],
         sha256_of(&site.remote.join(name))
     );
     assert_eq!(
-        states(&w),
+        states(&c),
         vec![pair("A1", "ordered"), pair("A2", "completed")]
     );
 }
@@ -1211,11 +1092,14 @@ fn a_large_report_over_two_connections_is_read_in_two_ranges_and_resumed_per_ran
     let (site, name, size) = site_with_ranges();
 
     // Undisturbed: each range is opened once, on its own connection.
-    assert_code(&site.run(&["run", "--summary-json", "s.json"]), 0);
+    let s = site
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(0)
+        .summary();
     assert_eq!(site.sshd.reads_of(name), 2, "{}", site.sshd.log());
     let sha = sha256_of(&site.remote.join(name));
-    assert_eq!(site.w.summary("s.json")["reports"][0]["sha256"], sha);
-    let reference = site.w.events();
+    assert_eq!(s["reports"][0]["sha256"], sha);
+    let reference = site.events();
     assert_eq!(reference.len(), 2);
 
     // Through a throttled relay, both sessions are killed once the second range has
@@ -1223,27 +1107,17 @@ fn a_large_report_over_two_connections_is_read_in_two_ranges_and_resumed_per_ran
     let relay = Relay::throttled(site.sshd.port, 8 << 20);
     let w2 = through_relay(&site, &relay);
     let reads_before = site.sshd.reads_of(name);
-    let mut child = spawn_run(&w2, "s.json");
-    wait_for_partial_download(
-        &w2.path().join("state/downloads"),
-        &mut child,
-        size / 2 + (2 << 20),
-    );
+    let run = start_download(&w2, size / 2 + (2 << 20));
     assert!(site.sshd.kill_sessions() > 0);
-    let out = child.wait_with_output().unwrap();
-    assert_code(&out, 0);
-    assert_eq!(
-        text(&out).matches("resuming the download").count(),
-        2,
-        "{}",
-        text(&out)
-    );
+    let ran = run.wait().code(0);
+    let text = ran.text();
+    assert_eq!(text.matches("resuming the download").count(), 2, "{text}");
     assert!(
         site.sshd.reads_of(name) >= reads_before + 4,
         "both ranges were opened again"
     );
     assert_eq!(w2.events(), reference);
-    assert_eq!(w2.summary("s.json")["reports"][0]["sha256"], sha);
+    assert_eq!(ran.summary()["reports"][0]["sha256"], sha);
     let archived = w2.path().join("state/downloads").join(&sha).join(name);
     assert_eq!(std::fs::metadata(&archived).unwrap().len(), size);
     assert_eq!(sha256_of(&archived), sha);
@@ -1252,34 +1126,16 @@ fn a_large_report_over_two_connections_is_read_in_two_ranges_and_resumed_per_ran
 #[test]
 fn a_connection_lost_for_good_during_a_download_in_ranges_fails_cleanly_and_a_rerun_matches() {
     let (site, _, size) = site_with_ranges();
-    assert_code(&site.run(&["run"]), 0);
-    let reference = site.w.events();
-    assert_eq!(reference.len(), 2);
+    let reference = reference_events(&site);
 
     let relay = Relay::throttled(site.sshd.port, 8 << 20);
     let w2 = through_relay(&site, &relay);
-    let mut child = spawn_run(&w2, "s.json");
-    wait_for_partial_download(
-        &w2.path().join("state/downloads"),
-        &mut child,
-        size / 2 + (2 << 20),
-    );
+    let run = start_download(&w2, size / 2 + (2 << 20));
     relay.cut(true);
-    let out = child.wait_with_output().unwrap();
-    assert_code(&out, 2);
-    let s = w2.summary("s.json");
-    assert_eq!(s["reports"][0]["status"], "failed", "{s}");
-    assert!(w2.events().is_empty());
-    let leftovers: Vec<_> = std::fs::read_dir(w2.path().join("state/downloads"))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
-        .collect();
-    assert!(leftovers.is_empty(), "no partial download is left behind");
+    failed_cleanly(&w2, run.wait());
 
     relay.cut(false);
-    let out = w2.run(&["run"]);
-    assert_code(&out, 0);
+    w2.run().code(0);
     assert_eq!(w2.events(), reference);
 }
 
@@ -1295,15 +1151,10 @@ fn a_server_that_stays_silent_cannot_hang_the_run() {
         }
     });
     site.configure(&[("port", &port.to_string()), ("timeout", "\"1s\"")]);
-    let out = site
-        .w
-        .cmd()
-        .arg("run")
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap();
-    assert_code(&out, 1);
-    assert!(text(&out).contains("timeout"), "{}", text(&out));
+    site.timeout(Duration::from_secs(60))
+        .run()
+        .code(1)
+        .says("timeout");
 }
 
 /// The `upload` key of a file sink that uploads to `inbox` on the site's server.
@@ -1332,17 +1183,18 @@ fn import_files_are_uploaded_and_delivered_only_once_uploaded() {
     site.put(
         "acts_2026-11-01.csv",
         csv(&[
-            row("A1", "Ordered", "2026-11-01"),
-            row("A2", "Ordered", "2026-11-01"),
+            export_row("A1", "Ordered", "2026-11-01"),
+            export_row("A2", "Ordered", "2026-11-01"),
         ]),
     );
-    let inbox = site.w.path().join("inbox");
+    let inbox = site.path().join("inbox");
     let upload = upload_to(&site, &inbox);
     site.configure_with(&[], &upload);
     // The remote folder does not exist yet: the upload fails and the events stay pending.
-    let out = site.run(&["run", "--summary-json", "s.json"]);
-    assert_code(&out, 2);
-    let s = site.w.summary("s.json");
+    let s = site
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(2)
+        .summary();
     assert_eq!(s["pending"], 2, "{s}");
     assert!(
         s["sinks"][0]["error"]
@@ -1352,22 +1204,23 @@ fn import_files_are_uploaded_and_delivered_only_once_uploaded() {
         "{s}"
     );
     assert!(
-        site.w.files("out").is_empty(),
+        site.files("out").is_empty(),
         "no local import file without its upload"
     );
 
     std::fs::create_dir(&inbox).unwrap();
     site.put(
         "acts_2026-11-02.csv",
-        csv(&[row("A1", "Completed", "2026-11-02")]),
+        csv(&[export_row("A1", "Completed", "2026-11-02")]),
     );
-    let out = site.run(&["run", "--summary-json", "s.json"]);
-    assert_code(&out, 0);
-    let s = site.w.summary("s.json");
+    let s = site
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(0)
+        .summary();
     assert_eq!(s["delivered"], 3, "{s}");
     assert_eq!(s["pending"], 0);
     // The pending events went out first, then the new one: two files, both uploaded.
-    let local = site.w.files("out");
+    let local = site.files("out");
     assert_eq!(local.len(), 2);
     let remote = names_in(&inbox);
     assert_eq!(
@@ -1377,7 +1230,7 @@ fn import_files_are_uploaded_and_delivered_only_once_uploaded() {
     for f in &local {
         assert_eq!(
             std::fs::read(inbox.join(f)).unwrap(),
-            std::fs::read(site.w.path().join("out").join(f)).unwrap()
+            std::fs::read(site.path().join("out").join(f)).unwrap()
         );
         let renamed = format!(
             "rename old \"{}/.{f}.part\" new \"{}/{f}\"",
@@ -1391,7 +1244,7 @@ fn import_files_are_uploaded_and_delivered_only_once_uploaded() {
         );
     }
     // Nothing more to deliver.
-    assert_code(&site.run(&["run"]), 0);
+    site.run().code(0);
     assert_eq!(std::fs::read_dir(&inbox).unwrap().count(), 2);
 }
 
@@ -1404,11 +1257,11 @@ fn uploads_never_replace_a_file_they_did_not_put_there_nor_repeat_an_event() {
     site.put(
         "acts_2026-11-01.csv",
         csv(&[
-            row("A1", "Ordered", "2026-11-01"),
-            row("A2", "Ordered", "2026-11-01"),
+            export_row("A1", "Ordered", "2026-11-01"),
+            export_row("A2", "Ordered", "2026-11-01"),
         ]),
     );
-    let inbox = site.w.path().join("inbox");
+    let inbox = site.path().join("inbox");
     std::fs::create_dir(&inbox).unwrap();
     let upload = upload_to(&site, &inbox);
     // Two sinks uploading the same names to one folder are refused.
@@ -1416,13 +1269,7 @@ fn uploads_never_replace_a_file_they_did_not_put_there_nor_repeat_an_event() {
         &[],
         &format!("{upload}\n[[sink]]\ntype = \"file\"\nname = \"b\"\ndir = \"out-b\"\nformat = \"jsonl\"\n{upload}"),
     );
-    let out = site.run(&["run"]);
-    assert_code(&out, 1);
-    assert!(
-        text(&out).contains("would upload the same file names"),
-        "{}",
-        text(&out)
-    );
+    site.run().code(1).says("would upload the same file names");
     site.configure_with(&[], &upload);
 
     // A file of the name the first import file takes, which the ITSM has not collected yet
@@ -1439,16 +1286,16 @@ fn uploads_never_replace_a_file_they_did_not_put_there_nor_repeat_an_event() {
     let other = inbox.join(".tangoe-events-hr-000000000001-000000000002.jsonl.part");
     std::fs::write(&other, "x").unwrap();
     set_mtime(&other, now() - 2 * HOUR_AGO);
-    assert_code(&site.run(&["run"]), 0);
+    site.run().code(0);
     assert_eq!(
         std::fs::read_to_string(inbox.join(first)).unwrap(),
         "not ours\n"
     );
     let second = "tangoe-events-000000000001-000000000002-2.jsonl";
-    assert_eq!(site.w.files("out"), [second]);
+    assert_eq!(site.files("out"), [second]);
     assert_eq!(
         std::fs::read(inbox.join(second)).unwrap(),
-        std::fs::read(site.w.path().join("out").join(second)).unwrap()
+        std::fs::read(site.path().join("out").join(second)).unwrap()
     );
     assert!(!stale.exists());
     assert!(young.exists() && other.exists());
@@ -1459,7 +1306,7 @@ fn uploads_never_replace_a_file_they_did_not_put_there_nor_repeat_an_event() {
     // the file in flight (here as an earlier release recorded it: its name alone). The next
     // runs cannot upload (the folder is gone) while a new event comes; once they can, the
     // file in flight goes again alone, then the new event.
-    let ledger = site.w.ledger();
+    let ledger = site.ledger();
     ledger
         .execute_batch(&format!(
             "UPDATE sinks SET delivered_through = 0;
@@ -1467,16 +1314,16 @@ fn uploads_never_replace_a_file_they_did_not_put_there_nor_repeat_an_event() {
         ))
         .unwrap();
     drop(ledger);
-    let away = site.w.path().join("inbox-away");
+    let away = site.path().join("inbox-away");
     std::fs::rename(&inbox, &away).unwrap();
     site.put(
         "acts_2026-11-02.csv",
-        csv(&[row("A1", "Completed", "2026-11-02")]),
+        csv(&[export_row("A1", "Completed", "2026-11-02")]),
     );
-    assert_code(&site.run(&["run"]), 2);
-    assert_code(&site.run(&["run"]), 2);
+    site.run().code(2);
+    site.run().code(2);
     std::fs::rename(&away, &inbox).unwrap();
-    assert_code(&site.run(&["run"]), 0);
+    site.run().code(0);
     let remote = names_in(&inbox);
     assert_eq!(
         remote,
@@ -1501,8 +1348,7 @@ fn uploads_never_replace_a_file_they_did_not_put_there_nor_repeat_an_event() {
     // Killed before its upload's rename: the file in flight never reached the folder, and
     // a file of that very name that is not this one appeared there since. It is kept.
     let fourth = "tangoe-events-000000000004-000000000004.jsonl";
-    site.w
-        .ledger()
+    site.ledger()
         .execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('file_in_flight:file', ?1)",
             [fourth],
@@ -1511,9 +1357,9 @@ fn uploads_never_replace_a_file_they_did_not_put_there_nor_repeat_an_event() {
     std::fs::write(inbox.join(fourth), "someone else's\n").unwrap();
     site.put(
         "acts_2026-11-03.csv",
-        csv(&[row("A2", "Completed", "2026-11-03")]),
+        csv(&[export_row("A2", "Completed", "2026-11-03")]),
     );
-    assert_code(&site.run(&["run"]), 0);
+    site.run().code(0);
     assert_eq!(
         std::fs::read_to_string(inbox.join(fourth)).unwrap(),
         "someone else's\n"
@@ -1534,24 +1380,19 @@ fn a_file_in_flight_is_replaced_remotely_even_if_its_rendering_changed() {
     let site = Site::new();
     site.put(
         "acts_2026-11-01.csv",
-        csv(&[row("A1", "Ordered", "2026-11-01")]),
+        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
     );
-    let inbox = site.w.path().join("inbox");
+    let inbox = site.path().join("inbox");
     let name = "tangoe-events-000000000001-000000000001.jsonl";
     // The upload fails after the file is recorded in flight (a folder holds its temporary
     // name): the ledger keeps the record, with the file's size.
     std::fs::create_dir_all(inbox.join(format!(".{name}.part"))).unwrap();
     site.configure_with(&[], &upload_to(&site, &inbox));
-    assert_code(&site.run(&["run"]), 2);
-    let record: String = site
-        .w
-        .ledger()
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'file_in_flight:file'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    site.run().code(2);
+    let record: String = site.ledger_value(
+        "SELECT value FROM meta WHERE key = 'file_in_flight:file'",
+        [],
+    );
     let (last, rest) = record.split_once(':').unwrap();
     let (ident, rest) = rest.split_once(':').unwrap();
     assert_eq!(rest.split_once(':').unwrap().1, name);
@@ -1559,8 +1400,7 @@ fn a_file_in_flight_is_replaced_remotely_even_if_its_rendering_changed() {
     // and the run had died before its mark.
     std::fs::remove_dir(inbox.join(format!(".{name}.part"))).unwrap();
     std::fs::write(inbox.join(name), "rendered\n\n").unwrap();
-    site.w
-        .ledger()
+    site.ledger()
         .execute(
             "UPDATE meta SET value = ?1 WHERE key = 'file_in_flight:file'",
             [format!("{last}:{ident}:10:{name}")],
@@ -1569,12 +1409,18 @@ fn a_file_in_flight_is_replaced_remotely_even_if_its_rendering_changed() {
     // Rerun by hand, the configuration named another way than cron named it: the same sink.
     #[allow(deprecated)]
     let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("tangoe-ingest"))
-        .current_dir(site.w.path())
+        .current_dir(site.path())
         .env_remove("TANGOE_INGEST_CONFIG")
         .args(["--config", "./tangoe-ingest.toml", "run"])
         .output()
         .unwrap();
-    assert_code(&out, 0);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         names_in(&inbox),
         [name],
@@ -1592,17 +1438,13 @@ fn dry_run_downloads_to_a_temporary_folder_and_changes_nothing() {
     let site = Site::new();
     site.put(
         "acts_2026-11-01.csv",
-        csv(&[row("A1", "Ordered", "2026-11-01")]),
+        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
     );
     site.configure(&[("after", "\"delete\"")]);
     let tmp_before = dry_download_dirs();
-    let out = site.run(&["run", "--dry-run"]);
-    assert_code(&out, 0);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("would emit"),
-        "{}",
-        text(&out)
-    );
+    site.exec(&["run", "--dry-run"])
+        .code(0)
+        .prints("would emit");
     assert_eq!(
         site.remote_files(),
         ["acts_2026-11-01.csv"],
@@ -1610,10 +1452,10 @@ fn dry_run_downloads_to_a_temporary_folder_and_changes_nothing() {
     );
     assert!(!site.downloads().exists(), "nothing archived");
     assert!(
-        !site.w.path().join("state/ledger.sqlite").exists(),
+        !site.path().join("state/ledger.sqlite").exists(),
         "no ledger written"
     );
-    assert!(site.w.files("out").is_empty());
+    assert!(site.files("out").is_empty());
     assert_eq!(
         dry_download_dirs(),
         tmp_before,
@@ -1621,7 +1463,7 @@ fn dry_run_downloads_to_a_temporary_folder_and_changes_nothing() {
     );
     assert_eq!(site.sshd.reads(), 1);
     // The real run does it all.
-    assert_code(&site.run(&["run"]), 0);
+    site.run().code(0);
     assert!(site.remote_files().is_empty());
     assert_eq!(site.processed().len(), 1);
 
@@ -1629,10 +1471,10 @@ fn dry_run_downloads_to_a_temporary_folder_and_changes_nothing() {
     // leaves the archive as it was (its next real run deals with the copy).
     site.put(
         "acts_2026-11-02.csv",
-        csv(&[row("A1", "Completed", "2026-11-02")]),
+        csv(&[export_row("A1", "Completed", "2026-11-02")]),
     );
     site.configure(&[]);
-    assert_code(&site.run(&["run"]), 0);
+    site.run().code(0);
     let copy = site.downloads().join(
         site.archived()
             .into_iter()
@@ -1642,15 +1484,15 @@ fn dry_run_downloads_to_a_temporary_folder_and_changes_nothing() {
     let mut damaged = std::fs::read(&copy).unwrap();
     damaged[0] ^= 1;
     std::fs::write(&copy, &damaged).unwrap();
-    let out = site.run(&[
+    site.exec(&[
         "backfill",
         "--from",
         "2026-11-02",
         "--to",
         "2026-11-02",
         "--dry-run",
-    ]);
-    assert_code(&out, 0);
+    ])
+    .code(0);
     assert_eq!(
         std::fs::read(&copy).unwrap(),
         damaged,
@@ -1674,11 +1516,11 @@ fn backfill_replays_reports_the_site_deleted_from_the_archive_without_downloadin
     let site = Site::new();
     let first = site.put(
         "acts_2026-11-01.csv",
-        csv(&[row("A1", "Ordered", "2026-11-01")]),
+        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
     );
     let first_sha = sha256_of(&first);
     site.configure(&[("after", "\"delete\"")]);
-    assert_code(&site.run(&["run"]), 0);
+    site.run().code(0);
     assert!(site.remote_files().is_empty());
     assert_eq!(site.sshd.reads(), 1);
 
@@ -1686,19 +1528,20 @@ fn backfill_replays_reports_the_site_deleted_from_the_archive_without_downloadin
     site.configure(&[]);
     site.put(
         "acts_2026-11-02.csv",
-        csv(&[row("A1", "Completed", "2026-11-02")]),
+        csv(&[export_row("A1", "Completed", "2026-11-02")]),
     );
-    let out = site.run(&[
-        "backfill",
-        "--from",
-        "2026-11-01",
-        "--to",
-        "2026-11-02",
-        "--summary-json",
-        "s.json",
-    ]);
-    assert_code(&out, 0);
-    let s = site.w.summary("s.json");
+    let s = site
+        .exec(&[
+            "backfill",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-02",
+            "--summary-json",
+            "s.json",
+        ])
+        .code(0)
+        .summary();
     let names: Vec<&str> = s["reports"]
         .as_array()
         .unwrap()
@@ -1710,32 +1553,28 @@ fn backfill_replays_reports_the_site_deleted_from_the_archive_without_downloadin
     assert_eq!(site.sshd.reads_of("acts_2026-11-01.csv"), 1);
     assert_eq!(site.sshd.reads_of("acts_2026-11-02.csv"), 1);
     assert_eq!(
-        states(&site.w),
+        states(&site),
         vec![pair("A1", "ordered"), pair("A1", "completed")]
     );
 
     // Again, with --resend: everything comes from the archive, nothing is downloaded.
-    let out = site.run(&[
-        "backfill",
-        "--from",
-        "2026-11-01",
-        "--to",
-        "2026-11-02",
-        "--resend",
-        "--summary-json",
-        "s.json",
-    ]);
-    assert_code(&out, 0);
+    let s = site
+        .exec(&[
+            "backfill",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-02",
+            "--resend",
+            "--summary-json",
+            "s.json",
+        ])
+        .code(0)
+        .summary();
     assert_eq!(site.sshd.reads(), 2);
-    assert_eq!(
-        site.w.summary("s.json")["reports"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(s["reports"].as_array().unwrap().len(), 2);
     let by_kind: BTreeMap<String, usize> =
-        site.w.events().iter().fold(BTreeMap::new(), |mut m, e| {
+        site.events().iter().fold(BTreeMap::new(), |mut m, e| {
             *m.entry(e["kind"].as_str().unwrap_or("change").to_string())
                 .or_default() += 1;
             m
@@ -1752,10 +1591,10 @@ fn the_archive_is_pruned_after_keep() {
     let site = Site::new();
     let a = site.put(
         "acts_2026-11-01.csv",
-        csv(&[row("A1", "Ordered", "2026-11-01")]),
+        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
     );
     site.configure(&[("keep", "\"30d\"")]);
-    assert_code(&site.run(&["run"]), 0);
+    site.run().code(0);
     let folder = site.downloads().join(sha256_of(&a));
     assert!(folder.exists());
     // Archived 40 days ago.
@@ -1764,9 +1603,9 @@ fn the_archive_is_pruned_after_keep() {
         .unwrap();
     site.put(
         "acts_2026-11-02.csv",
-        csv(&[row("A1", "Completed", "2026-11-02")]),
+        csv(&[export_row("A1", "Completed", "2026-11-02")]),
     );
-    assert_code(&site.run(&["run"]), 0);
+    site.run().code(0);
     assert!(!folder.exists(), "pruned");
     assert_eq!(site.archived().len(), 1);
     assert_eq!(
@@ -1781,12 +1620,14 @@ fn hostkey_prints_the_key_lines_and_fingerprints_an_operator_can_add() {
     let site = Site::with_sshd(Sshd::with_host_keys(&["ed25519", "ecdsa"]));
     site.put(
         "acts_2026-11-01.csv",
-        csv(&[row("A1", "Ordered", "2026-11-01")]),
+        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
     );
-    site.w.write("known_hosts", "");
-    let out = site.run(&["hostkey"]);
-    assert_code(&out, 0);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    site.file("known_hosts", "");
+    let stdout = site
+        .exec(&["hostkey"])
+        .code(0)
+        .logs("Check these fingerprints")
+        .stdout();
     for t in ["ed25519", "ecdsa"] {
         assert!(stdout.contains(&site.sshd.fingerprint(t)), "{stdout}");
     }
@@ -1797,21 +1638,18 @@ fn hostkey_prints_the_key_lines_and_fingerprints_an_operator_can_add() {
         );
     }
     assert!(stdout.contains("not in"), "{stdout}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Check these fingerprints"));
     assert!(!stdout.contains("DIFFERS"), "{stdout}");
     assert_eq!(site.sshd.reads(), 0);
     // known_hosts lists another ed25519 key for the host: that one is called out.
-    let other = sshd::keygen(site.w.path(), "other_host_key", "ed25519", "");
+    let other = sshd::keygen(site.path(), "other_host_key", "ed25519", "");
     let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
     let mut fields = other_pub.split_whitespace();
     let (kind, blob) = (fields.next().unwrap(), fields.next().unwrap());
-    site.w.write(
+    site.file(
         "known_hosts",
         format!("[127.0.0.1]:{} {kind} {blob}\n", site.sshd.port),
     );
-    let out = site.run(&["hostkey"]);
-    assert_code(&out, 0);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stdout = site.exec(&["hostkey"]).code(0).stdout();
     let ed_line = stdout
         .lines()
         .find(|l| l.contains(&site.sshd.fingerprint("ed25519")))
@@ -1826,16 +1664,16 @@ fn hostkey_prints_the_key_lines_and_fingerprints_an_operator_can_add() {
         .unwrap();
     assert!(ec_line.contains("(not in "), "{stdout}");
     // The printed lines are a valid known_hosts file.
-    site.w.write("known_hosts", &stdout);
-    assert_code(&site.run(&["run"]), 0);
-    let out = site.run(&[
+    site.file("known_hosts", &stdout);
+    site.run().code(0);
+    site.exec(&[
         "hostkey",
         "127.0.0.1",
         "--port",
         &site.sshd.port.to_string(),
-    ]);
-    assert_code(&out, 0);
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&site.sshd.fingerprint("ed25519")));
+    ])
+    .code(0)
+    .prints(&site.sshd.fingerprint("ed25519"));
 }
 
 #[test]
@@ -1843,9 +1681,9 @@ fn agent_identities_log_in() {
     let site = Site::new();
     site.put(
         "acts_2026-11-01.csv",
-        csv(&[row("A1", "Ordered", "2026-11-01")]),
+        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
     );
-    let sock = site.w.path().join("agent.sock");
+    let sock = site.path().join("agent.sock");
     let mut agent = std::process::Command::new("ssh-agent")
         .arg("-D")
         .arg("-a")
@@ -1861,8 +1699,8 @@ fn agent_identities_log_in() {
         std::thread::sleep(Duration::from_millis(10));
     }
     // A key the server does not accept first, then the one it does.
-    let stranger = sshd::keygen(site.w.path(), "stranger_key", "ed25519", "");
-    for k in [stranger, site.w.path().join("client_key")] {
+    let stranger = sshd::keygen(site.path(), "stranger_key", "ed25519", "");
+    for k in [stranger, site.path().join("client_key")] {
         let st = std::process::Command::new("ssh-add")
             .arg(&k)
             .env("SSH_AUTH_SOCK", &sock)
@@ -1875,16 +1713,10 @@ fn agent_identities_log_in() {
         );
     }
     site.configure(&[("private_key", ""), ("use_agent", "true")]);
-    let out = site
-        .w
-        .cmd()
-        .env("SSH_AUTH_SOCK", &sock)
-        .arg("run")
-        .output()
-        .unwrap();
+    let ran = site.env("SSH_AUTH_SOCK", sock.to_str().unwrap()).run();
     let _ = agent.kill();
     let _ = agent.wait();
-    assert_code(&out, 0);
+    ran.code(0);
     assert_eq!(site.processed().len(), 1);
 }
 
@@ -1894,19 +1726,20 @@ fn a_file_the_server_will_not_let_us_read_fails_alone_at_once() {
     let site = Site::new();
     let locked = site.put(
         "acts_2026-11-01.csv",
-        csv(&[row("A1", "Ordered", "2026-11-01")]),
+        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
     );
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
     site.put(
         "acts_2026-11-02.csv",
-        csv(&[row("A2", "Ordered", "2026-11-02")]),
+        csv(&[export_row("A2", "Ordered", "2026-11-02")]),
     );
     // As a user the file's mode applies to (root reads anything).
-    let out = site.run_as_password_user(&["run", "--summary-json", "s.json"]);
-    assert_code(&out, 2);
-    // Permission denied is the server's answer, not a dropped connection: not tried again.
-    assert!(!text(&out).contains("retrying in"), "{}", text(&out));
-    let s = site.w.summary("s.json");
+    let s = site
+        .run_as_password_user(&["run", "--summary-json", "s.json"])
+        .code(2)
+        // Permission denied is the server's answer, not a dropped connection: not tried again.
+        .never_says("retrying in")
+        .summary();
     assert_eq!(s["reports"][0]["status"], "failed", "{s}");
     assert!(
         s["reports"][0]["error"]
@@ -1923,23 +1756,21 @@ fn a_file_the_server_will_not_let_us_read_fails_alone_at_once() {
 fn a_file_removed_from_the_server_after_the_listing_is_deferred_not_failed() {
     let site = Site::new();
     // A: ~4 MB, read through a relay at 1 MB/s; B is removed while A downloads.
-    let rows: Vec<String> = (0..40_000)
-        .map(|i| row(&format!("A{i}"), "Ordered", "2026-11-01"))
+    let rows: Vec<Row> = (0..40_000)
+        .map(|i| export_row(&format!("A{i}"), "Ordered", "2026-11-01"))
         .collect();
     site.put("acts_2026-11-01.csv", csv(&rows));
     let b = site.put(
         "acts_2026-11-02.csv",
-        csv(&[row("B1", "Ordered", "2026-11-02")]),
+        csv(&[export_row("B1", "Ordered", "2026-11-02")]),
     );
     site.configure(&[]);
     let relay = Relay::throttled(site.sshd.port, 1 << 20);
     let w2 = through_relay(&site, &relay);
-    let mut child = spawn_run(&w2, "s.json");
-    wait_for_partial_download(&w2.path().join("state/downloads"), &mut child, 256 << 10);
+    let run = start_download(&w2, 256 << 10);
     std::fs::remove_file(&b).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_code(&out, 0);
-    let s = w2.summary("s.json");
+    let ran = run.wait().code(0).never_says("retrying in");
+    let s = ran.summary();
     assert_eq!(s["reports"][0]["status"], "processed", "{s}");
     assert_eq!(s["reports"][1]["status"], "deferred", "{s}");
     assert!(
@@ -1949,5 +1780,4 @@ fn a_file_removed_from_the_server_after_the_listing_is_deferred_not_failed() {
             .contains("removed from the server after it was listed"),
         "{s}"
     );
-    assert!(!text(&out).contains("retrying in"), "{}", text(&out));
 }

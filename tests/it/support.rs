@@ -1,5 +1,6 @@
 //! Test support: a [`Case`] is a temp folder with a config, report files and a ledger, and
-//! the real binary run on it. Reports are written from [`Row`]s named field by field:
+//! the real binary run on it; each run gives a [`Ran`] to assert on. Reports are written
+//! from [`Row`]s named field by field:
 //!
 //! ```ignore
 //! let c = Case::new();
@@ -10,200 +11,26 @@
 
 #![allow(dead_code)]
 
-use std::ops::Deref;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
-use std::process::Output;
-
-use assert_cmd::Command;
+use std::process::{Child, Output, Stdio};
+use std::time::Duration;
 
 /// The header every generated CSV report uses (a subset of the bundled schema's aliases).
 pub const HEADER: &str = "Activity ID,Status,Remote Activity ID,Last Updated,Phone Number,Device,Shipping Address,Cost Center";
-
-pub struct Workdir {
-    dir: tempfile::TempDir,
-}
-
-impl Workdir {
-    /// A work dir with `drop/` as the source, `state/ledger.sqlite` and a JSONL file sink in `out/`.
-    pub fn new() -> Workdir {
-        let w = Workdir {
-            dir: tempfile::Builder::new()
-                .prefix("tangoe-it-")
-                .tempdir()
-                .unwrap(),
-        };
-        std::fs::create_dir_all(w.path().join("drop")).unwrap();
-        w.config(&Self::config_with(""));
-        w
-    }
-
-    /// The default config, with `extra` appended (e.g. more `[[sink]]` tables).
-    pub fn config_with(extra: &str) -> String {
-        format!(
-            r#"[source]
-type = "local"
-dir = "drop"
-patterns = ["*.csv", "*.xlsx"]
-
-[report]
-timezone = "UTC"
-date_from_name = '(\d{{4}}-\d{{2}}-\d{{2}})'
-
-[ledger]
-path = "state/ledger.sqlite"
-
-[[sink]]
-type = "file"
-dir = "out"
-format = "jsonl"
-{extra}"#
-        )
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    pub fn config(&self, toml: &str) {
-        self.write("tangoe-ingest.toml", toml);
-    }
-
-    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) -> PathBuf {
-        let p = self.path().join(rel);
-        if let Some(d) = p.parent() {
-            std::fs::create_dir_all(d).unwrap();
-        }
-        std::fs::write(&p, content).unwrap();
-        p
-    }
-
-    /// Writes a CSV report into the drop folder: `HEADER` then `rows` (already CSV lines).
-    pub fn report(&self, name: &str, rows: &[&str]) -> PathBuf {
-        let mut s = String::from(HEADER);
-        s.push('\n');
-        for r in rows {
-            s.push_str(r);
-            s.push('\n');
-        }
-        self.write(&format!("drop/{name}"), s)
-    }
-
-    pub fn remove(&self, rel: &str) {
-        std::fs::remove_file(self.path().join(rel)).unwrap();
-    }
-
-    pub fn read(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.path().join(rel)).unwrap()
-    }
-
-    pub fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("tangoe-ingest").unwrap();
-        c.current_dir(self.path());
-        c.env_remove("TANGOE_INGEST_CONFIG");
-        c.env_remove("RUST_LOG");
-        c.arg("--config")
-            .arg(self.path().join("tangoe-ingest.toml"));
-        c
-    }
-
-    /// The binary as a plain process (to spawn and kill), configured like [`Workdir::cmd`].
-    pub fn process(&self) -> std::process::Command {
-        #[allow(deprecated)]
-        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("tangoe-ingest"));
-        c.current_dir(self.path());
-        c.env_remove("TANGOE_INGEST_CONFIG");
-        c.env_remove("RUST_LOG");
-        c.arg("--config")
-            .arg(self.path().join("tangoe-ingest.toml"));
-        c.stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        c
-    }
-
-    /// Runs the binary with `args`; returns its output whatever the exit code.
-    pub fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
-    }
-
-    /// Runs and asserts the exit code; returns stdout.
-    pub fn run_ok(&self, args: &[&str], code: i32) -> String {
-        let out = self.run(args);
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "args {args:?}\nstdout:\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Files in `out/` (or another folder), sorted by name, hidden files excluded.
-    pub fn files(&self, rel: &str) -> Vec<String> {
-        let mut v: Vec<String> = match std::fs::read_dir(self.path().join(rel)) {
-            Ok(rd) => rd
-                .map(|e| e.unwrap().file_name().into_string().unwrap())
-                .filter(|n| !n.starts_with('.'))
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        v.sort();
-        v
-    }
-
-    /// Every event written to the JSONL sink in `out/`, in file order.
-    pub fn events(&self) -> Vec<serde_json::Value> {
-        self.events_in("out")
-    }
-
-    pub fn events_in(&self, rel: &str) -> Vec<serde_json::Value> {
-        let mut out = Vec::new();
-        for f in self.files(rel) {
-            if !f.ends_with(".jsonl") {
-                continue;
-            }
-            for line in self.read(&format!("{rel}/{f}")).lines() {
-                out.push(serde_json::from_str(line).unwrap());
-            }
-        }
-        out
-    }
-
-    /// (activity_id, previous_state, state) of every event, for compact assertions.
-    pub fn transitions(&self) -> Vec<(String, String, String)> {
-        self.events()
-            .iter()
-            .map(|e| {
-                (
-                    e["activity_id"].as_str().unwrap().to_string(),
-                    e["previous_state"].as_str().unwrap().to_string(),
-                    e["state"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect()
-    }
-
-    pub fn ledger(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.path().join("state/ledger.sqlite")).unwrap()
-    }
-
-    pub fn summary(&self, rel: &str) -> serde_json::Value {
-        serde_json::from_str(&self.read(rel)).unwrap()
-    }
-}
 
 /// One row of a generated report, by field (the columns of [`HEADER`]); fields not set
 /// are empty.
 #[derive(Clone, Debug, Default)]
 pub struct Row {
-    pub id: String,
-    pub state: String,
-    pub itsm: String,
-    pub at: String,
-    pub phone: String,
-    pub device: String,
-    pub address: String,
-    pub cost_center: String,
+    id: String,
+    state: String,
+    itsm: String,
+    at: String,
+    phone: String,
+    device: String,
+    address: String,
+    cost_center: String,
 }
 
 /// A row of Activity `id` in `state` (as a report writes it: "Ordered", "Completed"...).
@@ -226,18 +53,22 @@ impl Row {
         self.at = v.into();
         self
     }
+    /// `Phone Number`.
     pub fn phone(mut self, v: &str) -> Row {
         self.phone = v.into();
         self
     }
+    /// `Device`.
     pub fn device(mut self, v: &str) -> Row {
         self.device = v.into();
         self
     }
+    /// `Shipping Address`.
     pub fn address(mut self, v: &str) -> Row {
         self.address = v.into();
         self
     }
+    /// `Cost Center` (an extra column: the schema has no field for it).
     pub fn cost_center(mut self, v: &str) -> Row {
         self.cost_center = v.into();
         self
@@ -281,10 +112,244 @@ pub fn csv(rows: &[Row]) -> String {
     s
 }
 
+/// A test case: a temp folder with `drop/` as the source, `state/ledger.sqlite` and a JSONL
+/// file sink in `out/`; the binary run on it; and what its runs left (events, files, the
+/// ledger).
+pub struct Case {
+    dir: tempfile::TempDir,
+    env: RefCell<Vec<(String, Option<String>)>>,
+    timeout: Cell<Option<Duration>>,
+}
+
+impl Case {
+    /// The default set-up: `drop/` as the source, a JSONL sink in `out/`.
+    pub fn new() -> Case {
+        let c = Case {
+            dir: tempfile::Builder::new()
+                .prefix("tangoe-it-")
+                .tempdir()
+                .unwrap(),
+            env: RefCell::new(Vec::new()),
+            timeout: Cell::new(None),
+        };
+        std::fs::create_dir_all(c.path().join("drop")).unwrap();
+        c.config(&Case::default_config(""));
+        c
+    }
+
+    /// The default configuration with `toml` appended (more `[[sink]]` tables...).
+    pub fn with_config(toml: &str) -> Case {
+        let c = Case::new();
+        c.config(&Case::default_config(toml));
+        c
+    }
+
+    /// The text of the default configuration, with `extra` appended.
+    pub fn default_config(extra: &str) -> String {
+        format!(
+            r#"[source]
+type = "local"
+dir = "drop"
+patterns = ["*.csv", "*.xlsx"]
+
+[report]
+timezone = "UTC"
+date_from_name = '(\d{{4}}-\d{{2}}-\d{{2}})'
+
+[ledger]
+path = "state/ledger.sqlite"
+
+[[sink]]
+type = "file"
+dir = "out"
+format = "jsonl"
+{extra}"#
+        )
+    }
+
+    /// Replaces the configuration file with `toml`.
+    pub fn config(&self, toml: &str) -> &Case {
+        self.file("tangoe-ingest.toml", toml)
+    }
+
+    /// Every later run gets `key=value` in its environment.
+    pub fn env(&self, key: &str, value: &str) -> &Case {
+        self.set_env(key, Some(value.into()));
+        self
+    }
+
+    /// Later runs get no `key` in their environment.
+    pub fn env_remove(&self, key: &str) -> &Case {
+        self.set_env(key, None);
+        self
+    }
+
+    fn set_env(&self, key: &str, value: Option<String>) {
+        let mut env = self.env.borrow_mut();
+        env.retain(|(k, _)| k != key);
+        env.push((key.into(), value));
+    }
+
+    /// Later runs are killed after `limit` (a guard against hangs).
+    pub fn timeout(&self, limit: Duration) -> &Case {
+        self.timeout.set(Some(limit));
+        self
+    }
+
+    /// Writes the CSV report `name` into the drop folder.
+    pub fn report(&self, name: &str, rows: &[Row]) -> &Case {
+        self.file(&format!("drop/{name}"), csv(rows))
+    }
+
+    /// Writes any file (relative to the case's folder), making its folders.
+    pub fn file(&self, rel: &str, content: impl AsRef<[u8]>) -> &Case {
+        let p = self.path().join(rel);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(&p, content).unwrap();
+        self
+    }
+
+    /// The case's folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The text of a file of the case.
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path().join(rel)).unwrap()
+    }
+
+    /// Files in `out/` (or another folder), sorted by name, hidden files excluded.
+    pub fn files(&self, rel: &str) -> Vec<String> {
+        let mut v: Vec<String> = match std::fs::read_dir(self.path().join(rel)) {
+            Ok(rd) => rd
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| !n.starts_with('.'))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        v.sort();
+        v
+    }
+
+    /// Every event written to the JSONL sink in `out/`, in file order.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        for f in self.files("out") {
+            if !f.ends_with(".jsonl") {
+                continue;
+            }
+            for line in self.read(&format!("out/{f}")).lines() {
+                out.push(serde_json::from_str(line).unwrap());
+            }
+        }
+        out
+    }
+
+    /// (activity_id, previous_state, state) of every event, for compact assertions.
+    pub fn transitions(&self) -> Vec<(String, String, String)> {
+        self.events()
+            .iter()
+            .map(|e| {
+                (
+                    e["activity_id"].as_str().unwrap().to_string(),
+                    e["previous_state"].as_str().unwrap().to_string(),
+                    e["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// The case's ledger, opened.
+    pub fn ledger(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.path().join("state/ledger.sqlite")).unwrap()
+    }
+
+    /// What `sql` selects from the ledger: the first column of its one row.
+    pub fn ledger_value<T: rusqlite::types::FromSql>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> T {
+        self.ledger().query_row(sql, params, |r| r.get(0)).unwrap()
+    }
+
+    /// What `sql` selects from the ledger: the first column of each row.
+    pub fn ledger_column<T: rusqlite::types::FromSql>(&self, sql: &str) -> Vec<T> {
+        let db = self.ledger();
+        let mut stmt = db.prepare(sql).unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// A summary file (`--summary-json`) of the case, parsed.
+    pub fn summary(&self, rel: &str) -> serde_json::Value {
+        serde_json::from_str(&self.read(rel)).unwrap()
+    }
+
+    /// `tangoe-ingest run`.
+    #[must_use = "assert on the run (`.code(0)`)"]
+    pub fn run(&self) -> Ran {
+        self.exec(&["run"])
+    }
+
+    /// `tangoe-ingest ARGS`.
+    #[must_use = "assert on the run (`.code(0)`)"]
+    pub fn exec(&self, args: &[&str]) -> Ran {
+        let mut cmd = assert_cmd::Command::from_std(self.command(args));
+        if let Some(limit) = self.timeout.get() {
+            cmd.timeout(limit);
+        }
+        Ran {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            out: cmd.output().unwrap(),
+            dir: self.path().to_path_buf(),
+        }
+    }
+
+    /// `tangoe-ingest ARGS` started in the background, to watch, interrupt or kill.
+    pub fn start(&self, args: &[&str]) -> Started {
+        let child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Started {
+            child,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            dir: self.path().to_path_buf(),
+        }
+    }
+
+    /// The binary in the case's folder, with its config and environment, and `args`.
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin!("tangoe-ingest"));
+        c.current_dir(self.path());
+        c.env_remove("TANGOE_INGEST_CONFIG");
+        c.env_remove("RUST_LOG");
+        for (k, v) in self.env.borrow().iter() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c.arg("--config")
+            .arg(self.path().join("tangoe-ingest.toml"));
+        c.args(args);
+        c
+    }
+}
+
 /// What one run of the binary did: its exit code and output, to assert on.
 pub struct Ran {
     args: Vec<String>,
     out: Output,
+    dir: PathBuf,
 }
 
 impl Ran {
@@ -323,10 +388,34 @@ impl Ran {
         self
     }
 
+    /// Asserts that stdout (the run's report to the operator) holds `text`.
+    pub fn prints(self, text: &str) -> Ran {
+        assert!(
+            self.stdout().contains(text),
+            "expected {text:?} on the stdout of {:?}:\n{}",
+            self.args,
+            self.stdout()
+        );
+        self
+    }
+
+    /// Asserts that stderr (the log) holds `text`.
+    pub fn logs(self, text: &str) -> Ran {
+        assert!(
+            self.stderr().contains(text),
+            "expected {text:?} on the stderr of {:?}:\n{}",
+            self.args,
+            self.stderr()
+        );
+        self
+    }
+
+    /// The run's stdout.
     pub fn stdout(&self) -> String {
         String::from_utf8_lossy(&self.out.stdout).into_owned()
     }
 
+    /// The run's stderr.
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.out.stderr).into_owned()
     }
@@ -340,70 +429,35 @@ impl Ran {
     pub fn exit_code(&self) -> Option<i32> {
         self.out.status.code()
     }
-}
 
-/// A test case: a [`Workdir`] and the environment its runs get. Derefs to the
-/// [`Workdir`] for reading what a run left (events, files, the ledger).
-pub struct Case {
-    w: Workdir,
-    env: Vec<(String, String)>,
-}
-
-impl Deref for Case {
-    type Target = Workdir;
-    fn deref(&self) -> &Workdir {
-        &self.w
+    /// The summary file the run was asked for (`--summary-json FILE`), parsed.
+    pub fn summary(&self) -> serde_json::Value {
+        let i = self
+            .args
+            .iter()
+            .position(|a| a == "--summary-json")
+            .unwrap_or_else(|| panic!("no --summary-json in {:?}", self.args));
+        let text = std::fs::read_to_string(self.dir.join(&self.args[i + 1])).unwrap();
+        serde_json::from_str(&text).unwrap()
     }
 }
 
-impl Case {
-    /// The default set-up ([`Workdir::new`]): `drop/` as the source, a JSONL sink in `out/`.
-    pub fn new() -> Case {
-        Case {
-            w: Workdir::new(),
-            env: Vec::new(),
-        }
-    }
+/// A run going on in the background ([`Case::start`]); its output is kept for
+/// [`Started::wait`].
+pub struct Started {
+    /// The process, to watch (`try_wait`, `id`) or kill.
+    pub child: Child,
+    args: Vec<String>,
+    dir: PathBuf,
+}
 
-    /// The default configuration with `toml` appended (more `[[sink]]` tables...).
-    pub fn with_config(toml: &str) -> Case {
-        let c = Case::new();
-        c.config(&Workdir::config_with(toml));
-        c
-    }
-
-    /// Every run of this case gets `key=value` in its environment.
-    pub fn env(mut self, key: &str, value: &str) -> Case {
-        self.env.push((key.into(), value.into()));
-        self
-    }
-
-    /// Writes the CSV report `name` into the drop folder.
-    pub fn report(&self, name: &str, rows: &[Row]) -> &Case {
-        self.w.write(&format!("drop/{name}"), csv(rows));
-        self
-    }
-
-    /// Writes any file (relative to the case's folder).
-    pub fn file(&self, rel: &str, content: impl AsRef<[u8]>) -> &Case {
-        self.w.write(rel, content);
-        self
-    }
-
-    /// `tangoe-ingest run`.
-    pub fn run(&self) -> Ran {
-        self.exec(&["run"])
-    }
-
-    /// `tangoe-ingest ARGS`.
-    pub fn exec(&self, args: &[&str]) -> Ran {
-        let mut cmd = self.w.cmd();
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
+impl Started {
+    /// Waits for the run to end.
+    pub fn wait(self) -> Ran {
         Ran {
-            args: args.iter().map(|a| a.to_string()).collect(),
-            out: cmd.args(args).output().unwrap(),
+            args: self.args,
+            out: self.child.wait_with_output().unwrap(),
+            dir: self.dir,
         }
     }
 }
@@ -418,16 +472,19 @@ pub fn set_mtime(path: &Path, secs: i64) {
 /// A cell of a test workbook.
 #[derive(Clone, Debug)]
 pub enum X {
+    /// A text cell.
     S(&'static str),
+    /// A number cell.
     N(f64),
     /// A date-time cell (typed, with a date format): y, m, d, h, min, s.
     D(u16, u8, u8, u8, u8, u8),
     /// A number shown with a date format (how a serial in a 1904 workbook is written here).
     Serial(f64),
+    /// An empty cell.
     Blank,
 }
 
-/// A transition as [`Workdir::transitions`] lists it: (activity_id, previous_state, state).
+/// A transition as [`Case::transitions`] lists it: (activity_id, previous_state, state).
 pub fn t(a: &str, p: &str, s: &str) -> (String, String, String) {
     (a.to_string(), p.to_string(), s.to_string())
 }
