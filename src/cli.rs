@@ -9,8 +9,12 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0   everything processed and delivered
   1   the run failed (command line, configuration, ledger, source unreachable)
-  2   finished, but rows or reports were rejected, or events remain undelivered
-  75  another run holds the ledger lock; nothing was done";
+  2   data problem: rows or reports were rejected (look at the report)
+  3   delivery problem: events pending or failed at a sink (the ITSM side)
+  4   the source is silent: no new report within [source] expect_new_within
+  75  another run holds the ledger lock; nothing was done
+  130, 143  stopped by SIGINT / SIGTERM (the report being read is rolled back)
+When several apply, the lowest wins; --summary-json lists them all under `problems`.";
 
 /// Keeps an ITSM (e.g. ServiceNow) in step with Tangoe Mobile activity reports.
 #[derive(Debug, Parser)]

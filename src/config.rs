@@ -12,7 +12,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::report::schema::Schema;
-use crate::setting::{resolve, typed};
+use crate::setting::{parse_duration, resolve, typed};
 use crate::sftp::config::{RawSftp, SftpSourceConfig};
 use crate::sink;
 use crate::sink::config::SinkConfig;
@@ -79,6 +79,8 @@ pub(crate) struct Config {
     pub(crate) date_from_name: Option<Regex>,
     pub(crate) ledger: PathBuf,
     pub(crate) sinks: Vec<SinkConfig>,
+    /// `[source] expect_new_within`: no new report for longer is a problem (exit 4).
+    pub(crate) expect_new_within: Option<std::time::Duration>,
 }
 
 fn compile_patterns(patterns: &[String], origin: &str) -> Result<GlobSet> {
@@ -116,8 +118,20 @@ impl Config {
             base
         };
 
+        let mut source_table = raw.source;
+        // A key every kind of source has, read before the table is read as its kind.
+        let expect_new_within = match source_table.remove("expect_new_within") {
+            None => None,
+            Some(toml::Value::String(d)) => Some(
+                parse_duration(&d)
+                    .with_context(|| format!("{origin}: [source] expect_new_within"))?,
+            ),
+            Some(other) => bail!(
+                "{origin}: [source] expect_new_within is {other}, expected a duration such as \"36h\""
+            ),
+        };
         let raw_source = typed(
-            raw.source,
+            source_table,
             &format!("{origin}: [source]"),
             &["local", "sftp"],
             |kind, v| {
@@ -167,6 +181,7 @@ impl Config {
             date_from_name,
             ledger: resolve(&base, &raw.ledger.path),
             sinks,
+            expect_new_within,
         })
     }
 }

@@ -12,11 +12,56 @@ use crate::ledger::ReportCounts;
 use crate::printable::printable;
 use crate::sink::summary::SinkSummary;
 
-/// Exit codes: the contract with cron and the operator.
+/// Exit codes: the contract with cron and the operator. When several problems are found,
+/// the lowest code wins; `problems` in the summary lists them all.
 pub const EXIT_OK: i32 = 0;
+/// The command could not run (configuration, ledger, source unreachable...).
 pub const EXIT_FAILED: i32 = 1;
-pub const EXIT_INCOMPLETE: i32 = 2;
+/// Rows or reports were rejected: someone should look at a report.
+pub const EXIT_DATA: i32 = 2;
+/// Events are pending or failed at a sink: the ITSM side.
+pub const EXIT_DELIVERY: i32 = 3;
+/// No new report for longer than `[source] expect_new_within`.
+pub const EXIT_SILENT: i32 = 4;
+/// Another run holds the ledger: try later.
 pub const EXIT_LOCKED: i32 = 75;
+
+/// A reason for a non-zero exit code.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// `data`, `delivery` or `source`.
+    pub kind: &'static str,
+    /// The exit code this problem gives (the lowest of all wins).
+    pub exit_code: i32,
+    pub message: String,
+}
+
+impl Problem {
+    fn data(message: String) -> Problem {
+        Problem {
+            kind: "data",
+            exit_code: EXIT_DATA,
+            message,
+        }
+    }
+
+    fn delivery(message: String) -> Problem {
+        Problem {
+            kind: "delivery",
+            exit_code: EXIT_DELIVERY,
+            message,
+        }
+    }
+}
+
+/// `n thing` or `n things`.
+fn count(n: u64, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
 
 /// What became of a listed report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -134,7 +179,12 @@ pub struct Summary {
     #[serde(rename = "interrupted_reports", skip_serializing_if = "Vec::is_empty")]
     pub interrupted: Vec<ReportSummary>,
     pub sinks: Vec<SinkSummary>,
+    /// Why the exit code is not 0: every problem found, the lowest code first.
+    pub problems: Vec<Problem>,
     pub exit_code: i32,
+    /// Set when the source sent nothing new for too long (see [`Summary::source_silent`]).
+    #[serde(skip)]
+    silent: Option<String>,
 }
 
 impl Summary {
@@ -162,8 +212,15 @@ impl Summary {
                     ..Default::default()
                 })
                 .collect(),
+            problems: Vec::new(),
             exit_code: EXIT_OK,
+            silent: None,
         }
+    }
+
+    /// Records that no new report arrived for too long (`[source] expect_new_within`).
+    pub(crate) fn source_silent(&mut self, message: String) {
+        self.silent = Some(message);
     }
 
     /// Adds a report's counts to the totals and lists it.
@@ -177,20 +234,61 @@ impl Summary {
         self.reports.push(rs);
     }
 
-    /// The exit code the summary gives: 2 when a report or row was rejected (an interrupted
-    /// run's included), an event remains undelivered, or a sink failed; else 0. A dry run
-    /// delivers nothing by design: its pending events are the audit, not a failure.
+    /// Lists the problems found and sets the exit code from them: the lowest problem's
+    /// code, else 0; a stop request (SIGTERM, SIGINT) gives 128 + the signal. A dry run
+    /// delivers nothing by design: its pending events are the audit, not a problem.
     pub(crate) fn set_exit_code(&mut self) {
-        if let Some(code) = crate::interrupt::requested() {
-            self.exit_code = code;
-            return;
+        let mut problems = Vec::new();
+        if self.failed_reports > 0 {
+            problems.push(Problem::data(format!(
+                "{} failed",
+                count(self.failed_reports, "report")
+            )));
         }
-        let incomplete = self.failed_reports > 0
-            || self.rejected > 0
-            || self.interrupted.iter().any(|r| r.rejected > 0)
-            || (self.pending > 0 && !self.dry_run)
-            || self.sinks.iter().any(|s| s.error.is_some() || s.failed > 0);
-        self.exit_code = if incomplete { EXIT_INCOMPLETE } else { EXIT_OK };
+        if self.rejected > 0 {
+            problems.push(Problem::data(format!(
+                "{} rejected",
+                count(self.rejected, "row")
+            )));
+        }
+        let earlier: u64 = self.interrupted.iter().map(|r| r.rejected).sum();
+        if earlier > 0 {
+            problems.push(Problem::data(format!(
+                "{} rejected in the reports of an interrupted run",
+                count(earlier, "row")
+            )));
+        }
+        for s in &self.sinks {
+            if let Some(e) = &s.error {
+                problems.push(Problem::delivery(format!("sink {}: {e}", s.name)));
+            }
+            if s.failed > 0 {
+                problems.push(Problem::delivery(format!(
+                    "sink {}: {} failed for good (`tangoe-ingest retry` sends them again)",
+                    s.name,
+                    count(s.failed, "event")
+                )));
+            }
+        }
+        if self.pending > 0 && !self.dry_run {
+            problems.push(Problem::delivery(format!(
+                "{} not delivered yet",
+                count(self.pending, "event")
+            )));
+        }
+        if let Some(message) = &self.silent {
+            problems.push(Problem {
+                kind: "source",
+                exit_code: EXIT_SILENT,
+                message: message.clone(),
+            });
+        }
+        problems.sort_by_key(|p| p.exit_code);
+        self.exit_code = match crate::interrupt::requested() {
+            Some(code) => code,
+            None => problems.first().map_or(EXIT_OK, |p| p.exit_code),
+        };
+        self.problems = problems;
     }
 }
 
@@ -253,6 +351,15 @@ pub(crate) fn render(s: &Summary) -> String {
             let _ = writeln!(o, "sink {}: wrote {f}", k.name);
         }
         render_http_sink(&mut o, s, k);
+    }
+    if let Some(first) = s.problems.first() {
+        let why: Vec<&str> = s.problems.iter().map(|p| p.message.as_str()).collect();
+        let _ = writeln!(
+            o,
+            "exit {}: {}",
+            s.exit_code.max(first.exit_code),
+            printable(&why.join("; "))
+        );
     }
     o
 }

@@ -110,6 +110,22 @@ impl Ledger {
         )?;
         Ok(())
     }
+    /// When the newest report arrived (was first recorded, whatever became of it); else,
+    /// for a ledger that never saw one, when its first run started.
+    pub(crate) fn newest_report_at(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        let at: Option<String> = self.conn.query_row(
+            "SELECT COALESCE((SELECT MAX(processed_at) FROM reports),
+                             (SELECT MIN(started_at) FROM runs))",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(at.and_then(|t| {
+            chrono::DateTime::parse_from_rfc3339(&t)
+                .ok()
+                .map(|t| t.to_utc())
+        }))
+    }
+
     /// Processed reports as the order of rows needs them: (id, date, mtime, name, sha256).
     pub(crate) fn processed_reports(&self) -> Result<Vec<ReportKey>> {
         let mut stmt = self.conn.prepare(

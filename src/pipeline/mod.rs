@@ -186,11 +186,34 @@ fn run_started(
         // What this run did stands: what it could not add is a warning.
         tracing::warn!("cannot report the reports of interrupted runs: {e:#}");
     }
+    if let Some(within) = cfg.expect_new_within
+        && let Some(message) = silence(ledger, within)?
+    {
+        summary.source_silent(message);
+    }
     summary.set_exit_code();
     if !opts.dry_run {
         finish(ledger, run_id, &summary)?;
     }
     Ok(summary)
+}
+
+/// Why the source counts as silent, if it does: no new report for longer than `within`.
+fn silence(ledger: &Ledger, within: std::time::Duration) -> Result<Option<String>> {
+    let Some(newest) = ledger.newest_report_at()? else {
+        return Ok(None);
+    };
+    let quiet = chrono::Utc::now() - newest;
+    if quiet.to_std().is_ok_and(|q| q > within) {
+        let hours = quiet.num_minutes() as f64 / 60.0;
+        return Ok(Some(format!(
+            "the source is silent: no new report for {hours:.1} hours (since {}; \
+             [source] expect_new_within is {} hours)",
+            newest.format("%Y-%m-%d %H:%M UTC"),
+            within.as_secs() as f64 / 3600.0
+        )));
+    }
+    Ok(None)
 }
 
 /// An empty summary for a command, every sink registered in the ledger (a sink new to it

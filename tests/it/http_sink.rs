@@ -178,7 +178,7 @@ fn import_set_row_error_is_a_failed_delivery_not_retried_until_retry_failed() {
     );
     let s = c
         .exec(&["run", "--summary-json", "s.json"])
-        .code(2)
+        .code(3)
         .prints("Unable to resolve target record, coalesce values not present: number")
         .summary();
     assert_eq!(server.requests().len(), 2, "the row error is not retried");
@@ -318,7 +318,7 @@ fn endpoint_down_for_a_whole_run_leaves_events_pending_and_the_next_run_delivers
     c.report("r_2026-11-02.csv", &[ticket(1, "Completed", "2026-11-02")]);
     let s = c
         .exec(&["run", "--summary-json", "s.json"])
-        .code(2)
+        .code(3)
         .prints("HTTP 503: instance unavailable")
         .summary();
     let ids = event_ids(&c);
@@ -502,7 +502,7 @@ fn table_api_unknown_number_is_a_permanent_failure() {
             .itsm("RITM404")
             .at("2026-11-01T10:00:00Z")],
     );
-    c.run().code(2).prints("no RITM404 in sc_req_item");
+    c.run().code(3).prints("no RITM404 in sc_req_item");
     assert_eq!(
         server.requests().len(),
         1,
@@ -531,7 +531,7 @@ fn table_api_numbers_that_could_change_the_query_or_find_another_ticket_update_n
             ticket(3, "Ordered", "2026-11-01"),
         ],
     );
-    c.run().code(2);
+    c.run().code(3);
     let seen: Vec<String> = server
         .requests()
         .iter()
@@ -578,7 +578,7 @@ fn refused_credentials_stop_the_sink_at_the_first_request_and_keep_every_event_p
         ],
     );
     c.exec(&["run", "--summary-json", "s.json"])
-        .code(2)
+        .code(3)
         .prints("HTTP 401: User Not Authenticated: check the sink's credentials");
     assert_eq!(
         server.requests().len(),
@@ -601,7 +601,7 @@ fn a_403_for_one_record_fails_that_event_only() {
             ticket(2, "Ordered", "2026-11-01"),
         ],
     );
-    c.run().code(2);
+    c.run().code(3);
     let statuses: Vec<String> = outcomes(&c).into_iter().map(|(_, s)| s).collect();
     assert_eq!(statuses, ["failed", "delivered"]);
     assert_eq!(server.requests().len(), 2);
@@ -744,7 +744,7 @@ fn a_permanently_failed_event_blocks_nothing_and_is_not_sent_after_a_newer_one()
     let server = refusing("state", "2", 400, "Invalid value for state");
     let c = import_set(&server);
     c.report("r_2026-11-01.csv", &[ticket(1, "Ordered", "2026-11-01")]);
-    c.run().code(2).prints("HTTP 400: Invalid value for state");
+    c.run().code(3).prints("HTTP 400: Invalid value for state");
     c.report("r_2026-11-02.csv", &[ticket(1, "Completed", "2026-11-02")]);
     c.run().code(0);
     let ids = event_ids(&c);
@@ -849,7 +849,7 @@ fn the_password_appears_in_no_output_and_dry_run_shows_requests_redacted() {
 
     let real = c
         .exec(&["-vv", "run", "--summary-json", "s.json"])
-        .code(2)
+        .code(3)
         // Debug logs show the Authorization header redacted.
         .logs("Basic <redacted>")
         .prints("HTTP 401: User Not Authenticated");
@@ -908,7 +908,7 @@ fn a_missing_password_keeps_events_pending_and_names_the_variable() {
     ));
     c.report("r_2026-11-01.csv", &[ticket(1, "Ordered", "2026-11-01")]);
     c.run()
-        .code(2)
+        .code(3)
         .prints("the environment variable SN_NOT_SET is not set");
     assert!(server.requests().is_empty());
     assert_eq!(
@@ -984,7 +984,7 @@ fn one_record_the_itsm_keeps_refusing_for_now_holds_back_only_its_own_activity()
         ],
     );
     c.report("r_2026-11-02.csv", &[ticket(1, "Completed", "2026-11-02")]);
-    c.exec(&["run", "--summary-json", "s.json"]).code(2);
+    c.exec(&["run", "--summary-json", "s.json"]).code(3);
     let ids = event_ids(&c);
     let sent = keys(&server.requests());
     // A1's first event tried twice, A2 and A3 delivered, A1's later event held back.

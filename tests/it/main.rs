@@ -8,6 +8,7 @@ mod support;
 mod crash;
 mod dedupe;
 mod edge_cases;
+mod exit_codes;
 mod http_sink;
 mod oracle;
 mod parsing;

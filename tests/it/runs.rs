@@ -358,7 +358,7 @@ fn import_file_name_is_deterministic_and_written_whole() {
     c.file("out", "not a folder");
     let s = c
         .exec(&["run", "--summary-json", "s.json"])
-        .code(2)
+        .code(3)
         .summary();
     assert_eq!(
         (s["pending"].as_u64(), s["delivered"].as_u64()),

@@ -1193,7 +1193,7 @@ fn import_files_are_uploaded_and_delivered_only_once_uploaded() {
     // The remote folder does not exist yet: the upload fails and the events stay pending.
     let s = site
         .exec(&["run", "--summary-json", "s.json"])
-        .code(2)
+        .code(3)
         .summary();
     assert_eq!(s["pending"], 2, "{s}");
     assert!(
@@ -1320,8 +1320,8 @@ fn uploads_never_replace_a_file_they_did_not_put_there_nor_repeat_an_event() {
         "acts_2026-11-02.csv",
         csv(&[export_row("A1", "Completed", "2026-11-02")]),
     );
-    site.run().code(2);
-    site.run().code(2);
+    site.run().code(3);
+    site.run().code(3);
     std::fs::rename(&away, &inbox).unwrap();
     site.run().code(0);
     let remote = names_in(&inbox);
@@ -1388,7 +1388,7 @@ fn a_file_in_flight_is_replaced_remotely_even_if_its_rendering_changed() {
     // name): the ledger keeps the record, with the file's size.
     std::fs::create_dir_all(inbox.join(format!(".{name}.part"))).unwrap();
     site.configure_with(&[], &upload_to(&site, &inbox));
-    site.run().code(2);
+    site.run().code(3);
     let record: String = site.ledger_value(
         "SELECT value FROM meta WHERE key = 'file_in_flight:file'",
         [],

@@ -354,6 +354,7 @@ pub struct Ran {
 
 impl Ran {
     /// Asserts the exit code (showing the command's output when it differs).
+    #[track_caller]
     pub fn code(self, code: i32) -> Ran {
         assert_eq!(
             self.out.status.code(),
@@ -367,6 +368,7 @@ impl Ran {
     }
 
     /// Asserts that stdout or stderr holds `text`.
+    #[track_caller]
     pub fn says(self, text: &str) -> Ran {
         assert!(
             self.text().contains(text),
@@ -378,6 +380,7 @@ impl Ran {
     }
 
     /// Asserts that neither stdout nor stderr holds `text`.
+    #[track_caller]
     pub fn never_says(self, text: &str) -> Ran {
         assert!(
             !self.text().contains(text),
@@ -389,6 +392,7 @@ impl Ran {
     }
 
     /// Asserts that stdout (the run's report to the operator) holds `text`.
+    #[track_caller]
     pub fn prints(self, text: &str) -> Ran {
         assert!(
             self.stdout().contains(text),
@@ -400,6 +404,7 @@ impl Ran {
     }
 
     /// Asserts that stderr (the log) holds `text`.
+    #[track_caller]
     pub fn logs(self, text: &str) -> Ran {
         assert!(
             self.stderr().contains(text),
