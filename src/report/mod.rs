@@ -14,6 +14,7 @@ mod batch;
 pub(crate) mod cell;
 mod csv;
 mod header;
+pub(crate) mod reading;
 mod row;
 pub(crate) mod schema;
 mod xlsx;
