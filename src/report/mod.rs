@@ -18,6 +18,7 @@ pub(crate) mod reading;
 mod row;
 pub(crate) mod schema;
 mod xlsx;
+mod xlsx_scan;
 
 use std::path::Path;
 
