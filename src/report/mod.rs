@@ -13,8 +13,10 @@
 mod batch;
 pub(crate) mod cell;
 mod csv;
+mod encoding;
 mod header;
 pub(crate) mod reading;
+mod records;
 mod row;
 pub(crate) mod schema;
 mod xlsx;
