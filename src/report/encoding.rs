@@ -145,17 +145,28 @@ pub(super) fn open(
     }
     if census.invalid > census.multibyte {
         notes.push(format!(
-            "the file is not UTF-8 ({} bytes are not, {} characters are): read as Windows-1252 \
-             (Excel's \"CSV (Comma delimited)\"); set [report] encoding to say otherwise",
-            census.invalid, census.multibyte
+            "the file is not UTF-8 ({} not UTF-8, {} UTF-8 characters of two bytes or more): \
+             read as Windows-1252 (Excel's \"CSV (Comma delimited)\"); set [report] encoding \
+             to say otherwise",
+            bytes(census.invalid),
+            census.multibyte
         ));
         return decoded(encoding_rs::WINDOWS_1252);
     }
     notes.push(format!(
-        "the file is UTF-8 but for {} bytes: the rows holding them are rejected",
-        census.invalid
+        "the file is UTF-8 but for {}: the rows holding them are rejected",
+        bytes(census.invalid)
     ));
     Ok(Box::new(open()?))
+}
+
+/// "1 byte", "2 bytes".
+fn bytes(n: u64) -> String {
+    if n == 1 {
+        "1 byte".to_string()
+    } else {
+        format!("{n} bytes")
+    }
 }
 
 /// What a file holds, read as UTF-8.
