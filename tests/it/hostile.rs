@@ -371,3 +371,56 @@ fn the_encoding_key_overrides_the_guess() {
     let c = case("max_cell = \"lots\"");
     let _ = c.run().code(1).says("max_cell");
 }
+
+/// The bad-input corpus: files cut short, empty, misnamed, or built to make an XML parser
+/// fetch or expand what they do not hold. Each gets a message naming the file and what is
+/// wrong with it; the good report beside them is processed, and nothing panics.
+#[test]
+fn each_file_of_the_bad_input_corpus_gets_its_own_message_and_the_good_report_goes_through() {
+    let c = case("");
+    c.file("drop/empty_2026-11-01.csv", "");
+    c.file("drop/header_2026-11-01.csv", csv(&[]));
+    let mut cut = csv(&[row("Q1", "Ordered")]);
+    cut.push_str("Q2,Ordered,,,,,\"12 Main St");
+    c.file("drop/cut_2026-11-01.csv", cut);
+    let book = workbook("", nothing, nothing);
+    c.file("drop/half_2026-11-01.xlsx", &book[..book.len() / 2]);
+    c.file("drop/renamed_2026-11-01.xlsx", csv(&[row("R1", "Ordered")]));
+    c.file("drop/zero_2026-11-01.xlsx", "");
+    c.file("drop/xxe_2026-11-01.xlsx", workbook("", nothing, |w| {
+        w.write_all(br#"<row r="3"><c r="A3" t="inlineStr"><is><t>X3</t></is></c><c r="B3" t="inlineStr"><is><t>&xxe;</t></is></c></row>"#).unwrap();
+    }));
+    crate::support::patch_zip(
+        &c.path().join("drop/xxe_2026-11-01.xlsx"),
+        "xl/worksheets/sheet1.xml",
+        |x| {
+            format!(
+                "<?xml version=\"1.0\"?><!DOCTYPE worksheet [<!ENTITY xxe SYSTEM \"file:///etc/passwd\">]>{x}"
+            )
+        },
+    );
+    let wide: Vec<String> = (0..16_384 - 8).map(|i| format!("Extra {i}")).collect();
+    let mut cols = csv(&[]).trim_end().to_string();
+    cols.push(',');
+    cols.push_str(&wide.join(","));
+    cols.push('\n');
+    cols.push_str(&row("W1", "Ordered").line());
+    cols.push_str(&",".repeat(wide.len()));
+    cols.push('\n');
+    c.file("drop/wide_2026-11-01.csv", cols);
+    let _ = run_guarded(&c).code(2)
+        .says("empty_2026-11-01.csv: the report holds no rows at all (empty file?)")
+        .says("cut_2026-11-01.csv [2026-11-01] processed")
+        .says("rejected row 3, column \"Cost Center\": the row has 7 cells where the header has 8 and the file ends inside it: the file was cut short")
+        .says("half_2026-11-01.xlsx: not a readable XLSX workbook (truncated or corrupt?)")
+        .says("header_2026-11-01.csv [2026-11-01] processed\n  rows 0,")
+        .says("renamed_2026-11-01.xlsx: the file is named like an XLSX workbook but holds text (a CSV saved under an .xlsx name?)")
+        .says("zero_2026-11-01.xlsx: the file is named like an XLSX workbook but is empty (0 bytes)")
+        .says("wide_2026-11-01.csv [2026-11-01] processed")
+        .says("xxe_2026-11-01.xlsx: cannot read the sheet \"Report\": Xml error: at 0..0: unrecognized entity `&xxe;`")
+        .never_says("root:")
+        .never_says("panicked");
+    let mut ids = ids(&c);
+    ids.sort();
+    assert_eq!(ids, ["GOOD", "Q1", "W1"]);
+}
