@@ -7,10 +7,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use bytesize::ByteSize;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use regex::Regex;
 use serde::Deserialize;
 
+use crate::report::reading::{Encoding, Limits, Reading};
 use crate::report::schema::Schema;
 use crate::setting::{parse_duration, resolve, typed};
 use crate::sftp::config::{RawSftp, SftpSourceConfig};
@@ -57,6 +59,56 @@ struct RawReport {
     schema: Option<String>,
     timezone: Option<String>,
     date_from_name: Option<String>,
+    #[serde(default)]
+    encoding: Encoding,
+    max_shared_strings: Option<u64>,
+    max_shared_strings_size: Option<ByteSize>,
+    max_styles_size: Option<ByteSize>,
+    max_sheet_size: Option<ByteSize>,
+    max_cell: Option<ByteSize>,
+    max_cells: Option<u64>,
+    max_record: Option<ByteSize>,
+}
+
+impl RawReport {
+    /// The encoding and the caps, each cap its default unless set (and then more than 0).
+    fn reading(&self, origin: &str) -> Result<Reading> {
+        let d = Limits::default();
+        let cap = |key: &str, set: Option<u64>, default: u64| match set {
+            Some(0) => bail!("{origin}: [report] {key} must be more than 0"),
+            Some(v) => Ok(v),
+            None => Ok(default),
+        };
+        let bytes = |b: Option<ByteSize>| b.map(|b| b.as_u64());
+        Ok(Reading {
+            encoding: self.encoding,
+            limits: Limits {
+                max_shared_strings: cap(
+                    "max_shared_strings",
+                    self.max_shared_strings,
+                    d.max_shared_strings,
+                )?,
+                max_shared_strings_size: cap(
+                    "max_shared_strings_size",
+                    bytes(self.max_shared_strings_size),
+                    d.max_shared_strings_size,
+                )?,
+                max_styles_size: cap(
+                    "max_styles_size",
+                    bytes(self.max_styles_size),
+                    d.max_styles_size,
+                )?,
+                max_sheet_size: cap(
+                    "max_sheet_size",
+                    bytes(self.max_sheet_size),
+                    d.max_sheet_size,
+                )?,
+                max_cell: cap("max_cell", bytes(self.max_cell), d.max_cell)?,
+                max_cells: cap("max_cells", self.max_cells, d.max_cells)?,
+                max_record: cap("max_record", bytes(self.max_record), d.max_record)?,
+            },
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,10 +209,11 @@ impl Config {
                 compile_patterns(&s.patterns, &format!("{origin} [source]"))?,
             ),
         };
-        let schema = match &raw.report.schema {
+        let mut schema = match &raw.report.schema {
             Some(p) => Schema::load(&resolve(&base, p))?,
             None => Schema::bundled()?,
         };
+        schema.reading = raw.report.reading(&origin)?;
         let tz_name = raw.report.timezone.as_deref().unwrap_or("UTC");
         let timezone: chrono_tz::Tz = tz_name.parse().map_err(|_| {
             anyhow::anyhow!("{origin}: [report] timezone {tz_name:?} is not an IANA time zone (e.g. \"America/New_York\")")

@@ -13,10 +13,14 @@
 mod batch;
 pub(crate) mod cell;
 mod csv;
+mod encoding;
 mod header;
+pub(crate) mod reading;
+mod records;
 mod row;
 pub(crate) mod schema;
 mod xlsx;
+mod xlsx_scan;
 
 use std::path::Path;
 
@@ -65,6 +69,15 @@ impl Format {
         }
         let lower = path.to_string_lossy().to_lowercase();
         if lower.ends_with(".xlsx") || lower.ends_with(".xlsm") {
+            if head.is_empty() {
+                bail!("the file is named like an XLSX workbook but is empty (0 bytes)");
+            }
+            if std::str::from_utf8(&head).is_ok() {
+                bail!(
+                    "the file is named like an XLSX workbook but holds text (a CSV saved under an \
+                     .xlsx name?): rename it to .csv"
+                );
+            }
             bail!(
                 "the file is named like an XLSX workbook but is not a ZIP archive (truncated or not a workbook)"
             );

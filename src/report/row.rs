@@ -166,6 +166,38 @@ impl<'s, 'o> RowChecker<'s, 'o> {
         }
     }
 
+    /// Feeds a row that cannot be read as it is (bytes that are not text, a record past
+    /// `max_record`): `cells` hold what can be shown of it. Above the header it is one
+    /// more row the header search looks at; below, it is skipped like any row when blank
+    /// or a footer, else rejected in its column `col` for `reason`.
+    pub(crate) fn unreadable(
+        &mut self,
+        number: u64,
+        cells: &[Cell<'_>],
+        col: usize,
+        reason: String,
+    ) -> Result<()> {
+        let Some(layout) = &self.layout else {
+            return self.row(number, cells, None);
+        };
+        self.counts.rows += 1;
+        if skip(cells, layout).is_some() {
+            self.counts.skipped += 1;
+            return Ok(());
+        }
+        let column = match layout.headers.get(col) {
+            Some(h) if !h.is_empty() => layout.header(col),
+            _ => format!("column {}", col + 1),
+        };
+        self.counts.rejected += 1;
+        self.push(Item::Rejected(Reject {
+            row: number,
+            column,
+            reason,
+            raw: raw_row(cells),
+        }))
+    }
+
     fn push(&mut self, item: Item) -> Result<()> {
         self.batch.push(item);
         self.flush_when_full()

@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use indexmap::IndexMap;
 use serde::Deserialize;
 
+use super::reading::Reading;
 use crate::state::State;
 
 /// The schema shipped with the tool, used when `[report] schema` is not set.
@@ -117,6 +118,9 @@ pub(crate) struct Schema {
     pub(crate) date_formats: Vec<String>,
     pub(crate) datetime_formats: Vec<String>,
     pub(crate) header_search_rows: usize,
+    /// How the report's bytes are read: set from the configuration's `[report]` (the
+    /// schema file does not set it), carried here so that a reader gets it with the schema.
+    pub(crate) reading: Reading,
     states: HashMap<String, StateValue>,
     /// Every normalised alias → (its field, its place in the field's list).
     headers: HashMap<String, (usize, usize)>,
@@ -230,6 +234,7 @@ impl Schema {
             date_formats: raw.report.date_formats,
             datetime_formats: raw.report.datetime_formats,
             header_search_rows: raw.report.header_search_rows.unwrap_or(50),
+            reading: Reading::default(),
             states,
             headers,
         })

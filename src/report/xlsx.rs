@@ -1,7 +1,8 @@
 //! XLSX reports, streamed cell by cell with calamine's `worksheet_cells_reader`.
 //!
 //! Memory follows the cells actually present, never the sheet's *declared* dimensions (a
-//! sheet may declare a million columns). Typed date cells and plain serial numbers in date
+//! sheet may declare a million columns), and what calamine may hold (the shared strings,
+//! one tag or text) is capped before it reads anything (`xlsx_scan.rs`). Typed date cells and plain serial numbers in date
 //! columns are both converted, in the workbook's own date system (1900 or 1904).
 
 use std::fs::File;
@@ -15,6 +16,7 @@ use super::batch::{OnBatch, Summary};
 use super::cell::{Cell, DateContext};
 use super::row::RowChecker;
 use super::schema::Schema;
+use super::xlsx_scan::{self, Parts};
 
 /// Excel's own limits: columns beyond these cannot come from a real spreadsheet.
 const MAX_COLUMNS: u32 = 16_384;
@@ -70,7 +72,7 @@ pub(crate) fn read(
     send: &mut OnBatch<'_>,
 ) -> Result<Summary> {
     let mut notes = Vec::new();
-    let (mut workbook, sheet) = open_sheet(path, schema, &mut notes)?;
+    let (mut workbook, sheet) = open_checked(path, schema, &mut notes)?;
     let mut ctx = ctx;
     ctx.excel_1904 = workbook.has_1904_epoch();
     let mut cells_reader = workbook
@@ -124,6 +126,34 @@ pub(crate) fn read(
         ));
     }
     checker.finish(notes)
+}
+
+/// Opens the workbook within the caps of `[report]` (see `xlsx_scan`): the parts calamine
+/// reads on opening are scanned first; the sheets are scanned on a thread of their own
+/// while calamine opens the workbook (most of that time is spent on the shared strings),
+/// and before any of them is read.
+fn open_checked(
+    path: &Path,
+    schema: &Schema,
+    notes: &mut Vec<String>,
+) -> Result<(Xlsx<BufReader<File>>, String)> {
+    let limits = &schema.reading.limits;
+    xlsx_scan::check(path, limits, Parts::ReadOnOpening)?;
+    let (opened, sheets) = std::thread::scope(|scope| {
+        let sheets = std::thread::Builder::new()
+            .name("xlsx-scan".into())
+            .spawn_scoped(scope, || xlsx_scan::check(path, limits, Parts::Streamed));
+        let opened = open_sheet(path, schema, notes);
+        let sheets = match sheets {
+            Ok(scan) => scan
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the workbook scan panicked"))),
+            Err(e) => Err(e.into()),
+        };
+        (opened, sheets)
+    });
+    sheets?;
+    opened
 }
 
 /// Opens the workbook and picks its sheet: the schema's if named and present, else the

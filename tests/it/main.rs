@@ -9,6 +9,7 @@ mod crash;
 mod dedupe;
 mod edge_cases;
 mod exit_codes;
+mod hostile;
 mod http_sink;
 mod oracle;
 mod parsing;

@@ -119,6 +119,7 @@ pub struct Case {
     dir: tempfile::TempDir,
     env: RefCell<Vec<(String, Option<String>)>>,
     timeout: Cell<Option<Duration>>,
+    memory: Cell<Option<u64>>,
 }
 
 impl Case {
@@ -131,6 +132,7 @@ impl Case {
                 .unwrap(),
             env: RefCell::new(Vec::new()),
             timeout: Cell::new(None),
+            memory: Cell::new(None),
         };
         std::fs::create_dir_all(c.path().join("drop")).unwrap();
         c.config(&Case::default_config(""));
@@ -194,6 +196,15 @@ format = "jsonl"
     pub fn timeout(&self, limit: Duration) -> &Case {
         self.timeout.set(Some(limit));
         self
+    }
+
+    /// Later runs get at most `bytes` of address space (`ulimit -v`): a run that tries to
+    /// hold more fails its allocation and aborts. A memory guard, not a measurement.
+    /// glibc's malloc reserves 64 MiB of address space per thread arena; one arena keeps
+    /// the address space close to what the run really uses.
+    pub fn memory_limit(&self, bytes: u64) -> &Case {
+        self.memory.set(Some(bytes));
+        self.env("MALLOC_ARENA_MAX", "1")
     }
 
     /// Writes the CSV report `name` into the drop folder.
@@ -341,6 +352,22 @@ format = "jsonl"
         c.arg("--config")
             .arg(self.path().join("tangoe-ingest.toml"));
         c.args(args);
+        if let Some(bytes) = self.memory.get() {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            // SAFETY: between fork and exec, only the async-signal-safe setrlimit runs.
+            unsafe {
+                c.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         c
     }
 }
