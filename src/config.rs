@@ -135,7 +135,7 @@ pub(crate) struct Config {
     pub(crate) expect_new_within: Option<std::time::Duration>,
 }
 
-fn compile_patterns(patterns: &[String], origin: &str) -> Result<GlobSet> {
+pub(crate) fn compile_patterns(patterns: &[String], origin: &str) -> Result<GlobSet> {
     if patterns.is_empty() {
         bail!("{origin}: `patterns` is empty: no report would ever be taken");
     }

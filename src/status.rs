@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::ledger::Ledger;
+use crate::printable::printable;
 use crate::state::State;
 
 #[derive(Debug, Serialize)]
@@ -16,6 +17,8 @@ pub(crate) struct Status {
     runs: Vec<RunRow>,
     reports: ReportTotals,
     failed_reports: Vec<FailedReport>,
+    /// Files the latest run that listed the source could not take, with why.
+    skipped_reports: Vec<SkippedReport>,
     activities: Vec<(String, i64)>,
     sinks: Vec<SinkRow>,
     rejects: i64,
@@ -112,6 +115,15 @@ struct FailedReport {
     error: String,
 }
 
+/// A file the latest run that listed the source could not take (its name, or what its
+/// listing lacks): it stays in the source, and is listed here until a run no longer finds it.
+#[derive(Debug, Serialize)]
+struct SkippedReport {
+    name: String,
+    report_date: String,
+    why: String,
+}
+
 #[derive(Debug, Serialize)]
 struct RejectRow {
     file: String,
@@ -136,6 +148,7 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
         runs: runs(c)?,
         reports: report_totals(c)?,
         failed_reports: failed_reports(c)?,
+        skipped_reports: skipped_reports(c)?,
         activities: activities(c)?,
         sinks,
         rejects,
@@ -218,6 +231,26 @@ fn failed_reports(c: &rusqlite::Connection) -> Result<Vec<FailedReport>> {
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(failed_reports)
+}
+
+/// The files the latest `run` or `backfill` skipped.
+fn skipped_reports(c: &rusqlite::Connection) -> Result<Vec<SkippedReport>> {
+    let mut stmt = c.prepare(
+        "SELECT name, report_date, COALESCE(error, '') FROM reports
+         WHERE status = 'skipped'
+           AND run_id = (SELECT MAX(id) FROM runs WHERE mode IN ('run', 'backfill'))
+         ORDER BY name",
+    )?;
+    let skipped = stmt
+        .query_map([], |r| {
+            Ok(SkippedReport {
+                name: r.get(0)?,
+                report_date: r.get(1)?,
+                why: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(skipped)
 }
 
 /// Activities by state.
@@ -357,13 +390,26 @@ pub(crate) fn render(s: &Status) -> String {
         let _ = writeln!(
             o,
             "  failed {} (report date {}): {} attempt(s), the last at {}: {}",
-            f.name, f.report_date, f.attempts, f.last_attempt, f.error
+            printable(&f.name),
+            f.report_date,
+            f.attempts,
+            f.last_attempt,
+            printable(&f.error)
         );
     }
     if !s.failed_reports.is_empty() {
         let _ = writeln!(
             o,
             "  (a failed report stays listed until a run processes it: same name and date)"
+        );
+    }
+    for k in &s.skipped_reports {
+        let _ = writeln!(
+            o,
+            "  skipped {} (report date {}) by the latest run: {}",
+            printable(&k.name),
+            k.report_date,
+            printable(&k.why)
         );
     }
     let _ = writeln!(o, "Activities by state:");

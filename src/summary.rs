@@ -75,6 +75,9 @@ pub enum ReportStatus {
     Failed,
     /// Left for a later run (still being uploaded, or gone from the server meanwhile).
     Deferred,
+    /// It matches the patterns but cannot be taken (its name, or what the source's listing
+    /// lacks; `error` says why): never read. Counted as a report that failed.
+    Skipped,
 }
 
 impl ReportStatus {
@@ -84,6 +87,7 @@ impl ReportStatus {
             ReportStatus::Duplicate => "duplicate",
             ReportStatus::Failed => "failed",
             ReportStatus::Deferred => "deferred",
+            ReportStatus::Skipped => "skipped",
         }
     }
 }
@@ -170,6 +174,8 @@ pub struct Summary {
     pub delivered: u64,
     pub pending: u64,
     pub failed_reports: u64,
+    /// Files in the source that match the patterns but cannot be taken (status `skipped`).
+    pub skipped_reports: u64,
     /// Files still in the source that an earlier run processed (same name, size, mtime):
     /// not read again and not listed in `reports`.
     pub already_processed: u64,
@@ -203,6 +209,7 @@ impl Summary {
             delivered: 0,
             pending: 0,
             failed_reports: 0,
+            skipped_reports: 0,
             already_processed: 0,
             reports: Vec::new(),
             interrupted: Vec::new(),
@@ -228,8 +235,10 @@ impl Summary {
         self.rows += rs.rows;
         self.rejected += rs.rejected;
         self.events += rs.events;
-        if rs.status == ReportStatus::Failed {
-            self.failed_reports += 1;
+        match rs.status {
+            ReportStatus::Failed => self.failed_reports += 1,
+            ReportStatus::Skipped => self.skipped_reports += 1,
+            _ => {}
         }
         self.reports.push(rs);
     }
@@ -243,6 +252,12 @@ impl Summary {
             problems.push(Problem::data(format!(
                 "{} failed",
                 count(self.failed_reports, "report")
+            )));
+        }
+        if self.skipped_reports > 0 {
+            problems.push(Problem::data(format!(
+                "{} could not be taken",
+                count(self.skipped_reports, "file")
             )));
         }
         if self.rejected > 0 {
@@ -433,6 +448,14 @@ fn render_report(o: &mut String, r: &ReportSummary, dry_run: bool) {
             let _ = writeln!(
                 o,
                 "  error: {}",
+                printable(r.error.as_deref().unwrap_or(""))
+            );
+            return;
+        }
+        ReportStatus::Skipped => {
+            let _ = writeln!(
+                o,
+                "  not taken: {}",
                 printable(r.error.as_deref().unwrap_or(""))
             );
             return;

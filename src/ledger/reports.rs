@@ -1,5 +1,5 @@
-//! Reports in the ledger: which were processed (and under which content hash), failed or
-//! found duplicates; and [`ReportTx`], the one transaction in which a report is committed.
+//! Reports in the ledger: which were processed (and under which content hash), failed,
+//! found duplicates or skipped (files that cannot be taken); and [`ReportTx`], the one transaction in which a report is committed.
 //!
 //! Guarantee: everything a report does to the ledger happens inside its `ReportTx`;
 //! dropped without [`ReportTx::commit`], it rolls all of it back.
@@ -71,6 +71,17 @@ impl Ledger {
         error: &str,
     ) -> Result<()> {
         self.record_unprocessed(meta, "failed", mode, run_id, Some(error))
+    }
+
+    /// Records a file the source cannot take (`why`: its name, or what its listing lacks).
+    pub(crate) fn record_skipped(
+        &self,
+        meta: &ReportMeta,
+        mode: &str,
+        run_id: i64,
+        why: &str,
+    ) -> Result<()> {
+        self.record_unprocessed(meta, "skipped", mode, run_id, Some(why))
     }
 
     /// Records a report whose content was processed before under another name: the same

@@ -54,7 +54,7 @@ impl<'r> Run<'r> {
 
     /// Takes one listed report through fetch, parse, plan and commit; says what became of
     /// it, or `None` for a file an earlier run took (same name, size and mtime): not read
-    /// again.
+    /// again. A file the source cannot take is recorded as skipped.
     pub(super) fn process(
         &mut self,
         source: &mut dyn Source,
@@ -64,6 +64,9 @@ impl<'r> Run<'r> {
         // At error level, so that its file name is on every message under `-q` too.
         let span = tracing::error_span!("report", file = %l.name);
         let _enter = span.enter();
+        if let Some(why) = &l.skipped {
+            return Some(skipped(self, date, l, why));
+        }
         if !self.is_backfill() {
             match self.ledger.processed_listing(&l.name, l.size, l.mtime) {
                 Ok(Some(_)) => {
@@ -220,6 +223,27 @@ fn never_finished(run: &Run<'_>, meta: &ReportMeta, rs: ReportSummary) -> Report
         tracing::error!("cannot record the failed report: {e2:#}");
     }
     failed(rs, e)
+}
+
+/// A file the source cannot take: never read, and recorded, so that `status` shows it.
+fn skipped(run: &Run<'_>, date: NaiveDate, l: &Listed, why: &str) -> ReportSummary {
+    tracing::warn!("skipped: {why}");
+    let meta = ReportMeta {
+        name: l.name.clone(),
+        size: l.size,
+        mtime: l.mtime,
+        sha256: String::new(),
+        report_date: date,
+    };
+    if let Err(e) = run
+        .ledger
+        .record_skipped(&meta, run.mode_name(), run.id, why)
+    {
+        tracing::error!("cannot record the skipped file: {e:#}");
+    }
+    let mut rs = ReportSummary::new(&l.name, ReportStatus::Skipped, date);
+    rs.error = Some(why.to_string());
+    rs
 }
 
 /// A report whose content was processed before (under this name or another): skipped,

@@ -1,6 +1,7 @@
 //! An SFTP server and how to trust it and log in to it (what the configuration says; the
 //! connecting is in `session`, `host_key` and `login`), and remote paths.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -49,10 +50,10 @@ impl Endpoint {
     }
 }
 
-/// Joins a remote folder and a name with `/`.
-pub(crate) fn remote_path(dir: &str, name: &str) -> PathBuf {
+/// Joins a remote folder and a name (any bytes but `/` and NUL) with `/`.
+pub(crate) fn remote_path(dir: &str, name: impl AsRef<OsStr>) -> PathBuf {
     if dir.is_empty() {
-        return PathBuf::from(name);
+        return PathBuf::from(name.as_ref());
     }
-    Path::new(dir).join(name)
+    Path::new(dir).join(name.as_ref())
 }

@@ -75,7 +75,7 @@ impl Connection {
         replace: bool,
         renamed: &mut bool,
     ) -> Result<()> {
-        let tmp = remote_path(remote_dir, &format!(".{name}.part"));
+        let tmp = remote_path(remote_dir, format!(".{name}.part"));
         let dest = remote_path(remote_dir, name);
         let mut src = std::fs::File::open(local)
             .with_context(|| format!("cannot open {}", local.display()))?;

@@ -1,12 +1,13 @@
 //! A local drop folder: the reports are the folder's regular files whose names match the
-//! patterns (not recursive). Fetching reads them where they are.
+//! patterns (not recursive) and are not hidden. Fetching reads them where they are, by
+//! their names in the file system, whatever bytes those hold.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use globset::GlobSet;
 
-use super::{Fetched, Listed, Source};
+use super::{Fetched, Listed, Source, is_hidden};
 
 pub(crate) struct LocalSource {
     dir: PathBuf,
@@ -27,11 +28,8 @@ impl Source for LocalSource {
         for entry in entries {
             let entry = entry
                 .with_context(|| format!("cannot list the drop folder {}", self.dir.display()))?;
-            let Ok(name) = entry.file_name().into_string() else {
-                tracing::warn!(file = ?entry.file_name(), "skipped: the file name is not valid UTF-8");
-                continue;
-            };
-            if name.starts_with('.') || !self.patterns.is_match(&name) {
+            let file_name = entry.file_name();
+            if is_hidden(&file_name) || !self.patterns.is_match(&file_name) {
                 continue;
             }
             // An entry that cannot be read (a link to a missing file, a file moved away since
@@ -45,13 +43,9 @@ impl Source for LocalSource {
                     } else {
                         "it cannot be read"
                     };
-                    tracing::warn!(file = %name, error = %e, "{why}");
-                    out.push(Listed {
-                        name,
-                        size: 0,
-                        mtime: 0,
-                        deferred: None,
-                    });
+                    let listed = Listed::new(file_name, 0, 0);
+                    tracing::warn!(file = %listed.name, error = %e, "{why}");
+                    out.push(listed);
                     continue;
                 }
             };
@@ -63,12 +57,7 @@ impl Source for LocalSource {
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_secs() as i64);
-            out.push(Listed {
-                name,
-                size: meta.len(),
-                mtime,
-                deferred: None,
-            });
+            out.push(Listed::new(file_name, meta.len(), mtime));
         }
         Ok(out)
     }
@@ -76,7 +65,7 @@ impl Source for LocalSource {
     fn fetch(&mut self, report: &Listed) -> Result<Fetched> {
         // Read in place; the pipeline hashes it while parsing it.
         Ok(Fetched {
-            path: self.dir.join(&report.name),
+            path: self.dir.join(&report.file_name),
             sha256: None,
         })
     }

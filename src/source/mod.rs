@@ -2,12 +2,20 @@
 //!
 //! A source never decides what is new: the pipeline asks the ledger. Fetching yields a local
 //! path; a download also yields the content's SHA-256, computed while streaming.
+//!
+//! Names: a source reads a file by its own name for it (the bytes the file system or the
+//! server gave, [`Listed::file_name`]); the ledger, the logs and the summary know it by
+//! [`report_name`], the same name as text. A file that matches the patterns but cannot be
+//! taken is listed all the same, with why ([`Listed::skipped`]), so it is counted, never
+//! passed over in silence.
 
 pub(crate) mod archive;
 pub(crate) mod local;
 pub(crate) mod sftp;
 
+use std::ffi::{OsStr, OsString};
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -16,12 +24,55 @@ use sha2::{Digest, Sha256};
 /// A report as a listing shows it.
 #[derive(Debug, Clone)]
 pub(crate) struct Listed {
+    /// Its name in the ledger, the logs and the summary: [`report_name`] of `file_name`.
     pub(crate) name: String,
+    /// Its name as the source knows it, to read it by.
+    pub(crate) file_name: OsString,
     pub(crate) size: u64,
     /// Modification time, seconds since the epoch.
     pub(crate) mtime: i64,
     /// Why the report is left for a later run (it may still be uploading), if it is.
     pub(crate) deferred: Option<String>,
+    /// Why the file cannot be taken at all (its name, or what its listing lacks), if so:
+    /// it is never fetched, and the run counts it as a report that failed.
+    pub(crate) skipped: Option<String>,
+}
+
+impl Listed {
+    pub(crate) fn new(file_name: OsString, size: u64, mtime: i64) -> Listed {
+        Listed {
+            name: report_name(&file_name),
+            file_name,
+            size,
+            mtime,
+            deferred: None,
+            skipped: None,
+        }
+    }
+}
+
+/// The name a file goes by in the ledger, the logs and the summary: its file name, with each
+/// byte that is not UTF-8 written `\xNN` (`r_\xe9.csv`). Control characters are kept (the
+/// ledger holds the name); whatever prints a name escapes them (`crate::printable`).
+pub(crate) fn report_name(file_name: &OsStr) -> String {
+    if let Some(name) = file_name.to_str() {
+        return name.to_string();
+    }
+    let mut out = String::new();
+    for chunk in file_name.as_bytes().utf8_chunks() {
+        out.push_str(chunk.valid());
+        out.extend(chunk.invalid().escape_ascii().map(char::from));
+    }
+    out
+}
+
+/// Whether a file name is hidden, and so never a report: it starts with one dot (`.r.csv`),
+/// as the temporary name of a report copied or uploaded before it is renamed into place
+/// (`r.csv`). A name starting with two dots (`..r.csv`) is not hidden: it could only be the
+/// temporary name of a hidden name, which is never taken.
+pub(crate) fn is_hidden(file_name: &OsStr) -> bool {
+    let b = file_name.as_bytes();
+    b.first() == Some(&b'.') && b.get(1) != Some(&b'.')
 }
 
 /// A report available as a local file.
@@ -237,5 +288,16 @@ mod tests {
         };
         let mut job = HashJob::start(&fetched, false);
         assert_eq!(job.wait().unwrap(), want);
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_shows_its_bytes_and_hidden_names_start_with_one_dot() {
+        let name = |b: &[u8]| report_name(OsStr::from_bytes(b));
+        assert_eq!(name(b"r_2026-11-01.csv"), "r_2026-11-01.csv");
+        assert_eq!(name("Zoë\u{7}.csv".as_bytes()), "Zoë\u{7}.csv");
+        assert_eq!(name(b"r_\xe9\xff_\xc3\xa9.csv"), "r_\\xe9\\xff_é.csv");
+        let hidden = |s: &str| is_hidden(OsStr::new(s));
+        assert!(hidden(".r.csv") && hidden(".") && hidden(".x"));
+        assert!(!hidden("..r.csv") && !hidden("r.csv") && !hidden("r..csv") && !hidden(""));
     }
 }

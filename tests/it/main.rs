@@ -11,6 +11,7 @@ mod edge_cases;
 mod exit_codes;
 mod hostile;
 mod http_sink;
+mod names;
 mod oracle;
 mod parsing;
 mod reliability;

@@ -766,44 +766,97 @@ fn a_failed_move_is_a_warning_and_never_processes_the_report_twice() {
     assert_eq!(site.events().len(), 1);
 }
 
+/// Any name but `.`, `..` and one holding `/` or NUL is taken: a backslash, a leading or
+/// inner `..`, a control character or bytes that are not UTF-8 are downloaded under a safe
+/// local name (percent-encoded, never hidden), and the ledger, the summary, the done marker
+/// and the clean-up on the server all go by the remote name.
 #[test]
-fn names_with_dot_dot_separators_or_control_characters_are_skipped() {
+fn odd_remote_names_are_downloaded_under_safe_names_and_kept_by_their_remote_names() {
+    use std::os::unix::ffi::OsStrExt;
     let site = Site::new();
-    site.put(
-        "acts_2026-11-01.csv",
-        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
-    );
-    site.put(
-        "..acts_2026-11-02.csv",
-        csv(&[export_row("A2", "Ordered", "2026-11-02")]),
-    );
-    site.put(
-        "up..acts_2026-11-02.csv",
-        csv(&[export_row("A3", "Ordered", "2026-11-02")]),
-    );
-    site.put(
-        "back\\slash_2026-11-02.csv",
-        csv(&[export_row("A4", "Ordered", "2026-11-02")]),
-    );
-    site.put(
-        "bell\x07_2026-11-02.csv",
-        csv(&[export_row("A5", "Ordered", "2026-11-02")]),
-    );
-    let all = site
-        .run()
-        .code(0)
-        .says("up..acts_2026-11-02.csv")
-        .says("path separator")
-        .says("control characters")
-        .text();
-    assert_eq!(site.processed(), ["acts_2026-11-01.csv"]);
-    assert_eq!(states(&site), vec![pair("A1", "ordered")]);
+    let odd: [(&[u8], &str, &str); 6] = [
+        (
+            b"acts_2026-11-01.csv",
+            "acts_2026-11-01.csv",
+            "acts_2026-11-01.csv",
+        ),
+        (
+            b"..acts_2026-11-02.csv",
+            "..acts_2026-11-02.csv",
+            "%2E.acts_2026-11-02.csv",
+        ),
+        (
+            b"up..acts_2026-11-02.csv",
+            "up..acts_2026-11-02.csv",
+            "up..acts_2026-11-02.csv",
+        ),
+        (
+            b"back\\slash_2026-11-02.csv",
+            "back\\slash_2026-11-02.csv",
+            "back%5Cslash_2026-11-02.csv",
+        ),
+        (
+            b"bell\x07_2026-11-02.csv",
+            "bell\x07_2026-11-02.csv",
+            "bell%07_2026-11-02.csv",
+        ),
+        (
+            b"latin\xe9_2026-11-02.csv",
+            "latin\\xe9_2026-11-02.csv",
+            "latin%E9_2026-11-02.csv",
+        ),
+    ];
+    let mut shas = Vec::new();
+    for (i, (remote, _, _)) in odd.iter().enumerate() {
+        let name = std::ffi::OsStr::from_bytes(remote);
+        let day = if i == 0 { "2026-11-01" } else { "2026-11-02" };
+        let p = site.remote.join(name);
+        std::fs::write(&p, csv(&[export_row(&format!("A{i}"), "Ordered", day)])).unwrap();
+        set_mtime(&p, now() - HOUR_AGO);
+        // Each with its done marker: the remote name and the suffix.
+        let mut marker = name.to_os_string();
+        marker.push(".done");
+        std::fs::write(site.remote.join(marker), "").unwrap();
+        shas.push(sha256_of(&p));
+    }
+    site.configure(&[("done_suffix", "\".done\"")]);
+    let ran = site.exec(&["run", "--summary-json", "s.json"]).code(0);
+    let all = ran.text();
     assert!(
-        all.contains("holds \\\"..\\\"") || all.contains("holds \"..\""),
-        "{all}"
+        !all.contains('\x07'),
+        "a control character reached the output:\n{all}"
     );
-    assert_eq!(site.sshd.reads(), 1);
-    // Nothing was written beside the download folder.
+    assert!(all.contains("bell\\u{7}_2026-11-02.csv"), "{all}");
+    assert!(all.contains("latin\\xe9_2026-11-02.csv"), "{all}");
+    let s = ran.summary();
+    let mut in_summary: Vec<&str> = s["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["status"], "processed", "{r}");
+            r["name"].as_str().unwrap()
+        })
+        .collect();
+    in_summary.sort();
+    let mut names: Vec<&str> = odd.iter().map(|(_, name, _)| *name).collect();
+    names.sort();
+    assert_eq!(in_summary, names);
+    let mut processed = site.processed();
+    processed.sort();
+    assert_eq!(processed, names);
+    assert_eq!(site.events().len(), odd.len());
+    assert_eq!(site.sshd.reads(), odd.len(), "{}", site.sshd.log());
+
+    // Every download is in the archive under its safe name, and nothing is written beside
+    // the download folder.
+    let mut archived: Vec<String> = odd
+        .iter()
+        .zip(&shas)
+        .map(|((_, _, local), sha)| format!("{sha}/{local}"))
+        .collect();
+    archived.sort();
+    assert_eq!(site.archived(), archived);
     let mut top: Vec<String> = site.files(".");
     top.retain(|f| {
         ![
@@ -815,11 +868,117 @@ fn names_with_dot_dot_separators_or_control_characters_are_skipped() {
             "state",
             "tangoe-ingest.toml",
             "drop",
+            "s.json",
         ]
         .contains(&f.as_str())
     });
     assert!(top.is_empty(), "{top:?}");
-    assert_eq!(site.archived().len(), 1);
+
+    // A second run downloads nothing; a backfill finds every report in the archive.
+    let s = site
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(0)
+        .summary();
+    assert_eq!(s["already_processed"], odd.len());
+    let s = site
+        .exec(&[
+            "backfill",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-02",
+            "--summary-json",
+            "s.json",
+        ])
+        .code(0)
+        .summary();
+    assert_eq!(s["reports"].as_array().unwrap().len(), odd.len(), "{s}");
+    assert_eq!(site.sshd.reads(), odd.len(), "{}", site.sshd.log());
+
+    // The clean-up moves each file and its marker by their remote names.
+    site.configure(&[
+        ("done_suffix", "\".done\""),
+        ("after", "\"move:processed\""),
+    ]);
+    site.run().code(0).never_says("clean-up");
+    assert_eq!(site.remote_files(), ["processed"]);
+    let mut moved: Vec<Vec<u8>> = std::fs::read_dir(site.remote.join("processed"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+        .collect();
+    moved.sort();
+    let mut want: Vec<Vec<u8>> = odd
+        .iter()
+        .flat_map(|(remote, _, _)| [remote.to_vec(), [*remote, b".done"].concat()])
+        .collect();
+    want.sort();
+    assert_eq!(moved, want);
+    assert_eq!(site.events().len(), odd.len());
+}
+
+/// A file that matches the patterns but cannot be taken (here a symbolic link: only regular
+/// files are) is never skipped in silence: the summary lists it with the reason, `status`
+/// shows it while the latest run skipped it, and the run exits 2.
+#[test]
+fn a_file_that_cannot_be_taken_is_counted_shown_by_status_and_exits_2() {
+    let site = Site::new();
+    site.put(
+        "acts_2026-11-01.csv",
+        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
+    );
+    std::os::unix::fs::symlink(
+        "acts_2026-11-01.csv",
+        site.remote.join("link_2026-11-02.csv"),
+    )
+    .unwrap();
+    let s = site
+        .exec(&["run", "--summary-json", "s.json"])
+        .code(2)
+        .prints("link_2026-11-02.csv [2026-11-02] skipped")
+        .prints("symbolic link")
+        .summary();
+    assert_eq!(s["skipped_reports"], 1);
+    let skipped: Vec<&serde_json::Value> = s["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "skipped")
+        .collect();
+    assert_eq!(skipped.len(), 1, "{s}");
+    assert_eq!(skipped[0]["name"], "link_2026-11-02.csv");
+    assert!(
+        skipped[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("symbolic link"),
+        "{s}"
+    );
+    assert_eq!(site.processed(), ["acts_2026-11-01.csv"]);
+    assert_eq!(site.sshd.reads(), 1);
+
+    // Every night until it is dealt with; `status` shows it once.
+    site.run().code(2);
+    let out = site
+        .exec(&["status"])
+        .code(0)
+        .prints("skipped link_2026-11-02.csv")
+        .prints("symbolic link")
+        .stdout();
+    assert_eq!(
+        out.matches("skipped link_2026-11-02.csv").count(),
+        1,
+        "{out}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&site.exec(&["status", "--json"]).code(0).stdout()).unwrap();
+    assert_eq!(json["skipped_reports"][0]["name"], "link_2026-11-02.csv");
+
+    // Gone from the server: the next run is clean, and `status` no longer shows it.
+    std::fs::remove_file(site.remote.join("link_2026-11-02.csv")).unwrap();
+    site.run().code(0);
+    site.exec(&["status"])
+        .code(0)
+        .never_says("link_2026-11-02.csv");
 }
 
 /// Runs the binary directly and returns (exit code, peak RSS in KiB).

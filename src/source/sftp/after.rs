@@ -5,6 +5,7 @@
 //! is left, with its marker, for the next run), never in a dry run, and the done marker
 //! goes first, so a clean-up cut short never leaves a marker for an incomplete upload.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -21,7 +22,7 @@ impl SftpSource {
         if self.dry_run || self.cfg.after == After::Leave {
             return Ok(());
         }
-        match self.remote.get(&report.name) {
+        match self.remote.get(&report.file_name) {
             Some(st) if st.size == report.size && st.mtime == report.mtime => {}
             _ => return Ok(()), // from the archive only: nothing on the server to clean up
         }
@@ -29,11 +30,14 @@ impl SftpSource {
         // The done marker first: should the report's own clean-up then fail, the report,
         // processed already, is cleaned up by the next run, while a marker left behind
         // would let the next upload of that name be taken before it is complete.
+        // By their remote names: the server knows them by no other.
         let mut names = Vec::new();
         if let Some(suffix) = &self.cfg.done_suffix {
-            names.push(format!("{}{suffix}", report.name));
+            let mut marker = report.file_name.clone();
+            marker.push(suffix);
+            names.push(marker);
         }
-        names.push(report.name.clone());
+        names.push(report.file_name.clone());
         let after = self.cfg.after.clone();
         let what = match &after {
             After::Move(_) => format!("moving {}", report.name),
@@ -43,7 +47,7 @@ impl SftpSource {
             // The listing may be minutes old (deliveries ran since): only the file the
             // ledger holds is cleaned up. One replaced meanwhile is left, with its marker,
             // for the next run to read.
-            let path = remote_path(&dir, &report.name);
+            let path = remote_path(&dir, &report.file_name);
             match c.sftp().stat(&path) {
                 Ok(st)
                     if st.size != Some(report.size)
@@ -88,7 +92,7 @@ impl SftpSource {
 /// Moves `from` into `target_dir` (created if missing) as `name`; a name taken there by a
 /// report of that name moved earlier is kept, and this one becomes `name.MTIME` (then
 /// `name.MTIME-2`...). A file already gone is moved already.
-fn move_to(c: &Connection, from: &Path, target_dir: &Path, name: &str, mtime: i64) -> Result<()> {
+fn move_to(c: &Connection, from: &Path, target_dir: &Path, name: &OsStr, mtime: i64) -> Result<()> {
     let sftp = c.sftp();
     if sftp.stat(target_dir).is_err()
         && let Err(e) = sftp.mkdir(target_dir, 0o755)
@@ -99,11 +103,13 @@ fn move_to(c: &Connection, from: &Path, target_dir: &Path, name: &str, mtime: i6
     }
     let cannot = || format!("cannot move {} to {}", from.display(), target_dir.display());
     for k in 0..20 {
-        let to = match k {
-            0 => target_dir.join(name),
-            1 => target_dir.join(format!("{name}.{mtime}")),
-            _ => target_dir.join(format!("{name}.{mtime}-{k}")),
-        };
+        let mut to = name.to_os_string();
+        match k {
+            0 => {}
+            1 => to.push(format!(".{mtime}")),
+            _ => to.push(format!(".{mtime}-{k}")),
+        }
+        let to = target_dir.join(to);
         let Err(e) = sftp.rename(from, &to, None) else {
             return Ok(());
         };

@@ -28,7 +28,7 @@ impl SftpSource {
     pub(super) fn fetch_report(&mut self, report: &Listed) -> Result<Fetched> {
         if let Some(entry) = self
             .archive
-            .lookup(&report.name, report.size, report.mtime)?
+            .lookup(&report.file_name, report.size, report.mtime)?
         {
             // Archive copies are not fsynced: check that this one is whole and unchanged.
             // (A dry run takes no lock: a real run may prune the copy meanwhile.)
@@ -53,7 +53,7 @@ impl SftpSource {
                 }
             }
         }
-        if !self.remote.contains_key(&report.name) {
+        if !self.remote.contains_key(&report.file_name) {
             bail!(
                 "{} is neither on the server nor in the local archive",
                 report.name
@@ -87,7 +87,7 @@ impl SftpSource {
             Some(a) => a.part_file()?,
             None => self.archive.part_file()?,
         };
-        let path = remote_path(&self.cfg.remote_dir, &report.name);
+        let path = remote_path(&self.cfg.remote_dir, &report.file_name);
         let expected = Stat {
             size: report.size,
             mtime: report.mtime,
@@ -113,10 +113,10 @@ impl SftpSource {
             "downloaded"
         );
         let dest = match &mut scratch {
-            Some(a) => a.put(part, &report.name, &sha256, report.mtime)?,
+            Some(a) => a.put(part, &report.file_name, &sha256, report.mtime)?,
             None => self
                 .archive
-                .put(part, &report.name, &sha256, report.mtime)?,
+                .put(part, &report.file_name, &sha256, report.mtime)?,
         };
         Ok(Fetched {
             path: dest,

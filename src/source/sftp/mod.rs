@@ -2,8 +2,11 @@
 //! whose names match the patterns.
 //!
 //! Invariants:
-//! - a remote name never writes outside `download_dir`: names holding `/`, `\`, `..` or
-//!   control characters are skipped with a warning;
+//! - a remote name never writes outside `download_dir`: a report is saved under a safe local
+//!   name made from its remote name (see `archive`), and a name that is no file name (`.`,
+//!   `..`, one holding `/` or NUL) is never used at all; every other name is taken, and the
+//!   server is only ever asked for a report by its remote name;
+//! - a file that matches the patterns but cannot be taken is listed as skipped, with why;
 //! - a file still being uploaded is left for a later run (`min_age`, `settle`, `done_suffix`);
 //! - a download streams to a hidden temporary file with a large read buffer (libssh2 keeps
 //!   4 × the caller's buffer in flight), is hashed on the way, checked against the listed
@@ -23,6 +26,7 @@ mod ranges;
 mod spool;
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 
 use anyhow::Result;
 use globset::GlobSet;
@@ -53,8 +57,8 @@ pub(crate) struct SftpSource {
     archive: Archive,
     /// Where a dry run downloads to; removed with the source.
     scratch: Option<tempfile::TempDir>,
-    /// The reports of the last remote listing.
-    remote: HashMap<String, Stat>,
+    /// The reports of the last remote listing, by remote name.
+    remote: HashMap<OsString, Stat>,
 }
 
 impl SftpSource {
