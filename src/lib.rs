@@ -9,6 +9,8 @@ pub(crate) mod attrs;
 pub mod cli;
 pub(crate) mod config;
 pub(crate) mod dedupe;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod interrupt;
 pub(crate) mod ledger;
 pub(crate) mod lock;

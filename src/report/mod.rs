@@ -14,7 +14,7 @@ mod batch;
 pub(crate) mod cell;
 mod csv;
 mod encoding;
-mod header;
+pub(crate) mod header;
 pub(crate) mod reading;
 mod records;
 mod row;
