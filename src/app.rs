@@ -30,6 +30,10 @@ pub fn execute(cli: Cli) -> i32 {
         Command::Deliver(args) => deliver(&cli.config, args),
         Command::Retry(args) => retry(&cli.config, args.sink.as_deref()),
         Command::Hostkey(h) => hostkey(&cli.config, h),
+        Command::Reports(r) => crate::cmd::reports::execute(&cli.config, r).map(|o| {
+            print!("{o}");
+            0
+        }),
     };
     match result {
         Ok(code) => code,
@@ -224,7 +228,7 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
 }
 
 fn status(config: &Path, json: bool) -> Result<i32> {
-    let cfg = load(config)?;
+    let cfg = crate::config::LedgerView::load(config)?;
     let s = crate::status::collect(&cfg)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);

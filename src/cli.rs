@@ -93,6 +93,12 @@ pub enum Command {
     ///
     /// Example: tangoe-ingest hostkey >> ~/.ssh/known_hosts
     Hostkey(HostkeyArgs),
+
+    /// Reports the ledger knows, each with its latest status and last error; `ignore` stops
+    /// retrying a failed one (it then never counts towards the exit code), `retry` undoes it.
+    ///
+    /// Example: tangoe-ingest reports ignore r_2026-11-01.csv --reason "renamed column; Tangoe resends"
+    Reports(ReportsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +162,42 @@ pub struct RetryArgs {
     /// Only this sink (by its `name`); all sinks when absent.
     #[arg(long, value_name = "NAME")]
     pub sink: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportsArgs {
+    #[command(subcommand)]
+    pub action: Option<ReportsAction>,
+
+    /// Only the reports whose latest attempt failed (ignored ones included).
+    #[arg(long)]
+    pub failed: bool,
+
+    /// Print the list as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportsAction {
+    /// Stop retrying the failed report NAME (the version of the file that failed): it is
+    /// not read again and never counts towards the exit code. Recorded with who, when, why.
+    ///
+    /// Example: tangoe-ingest reports ignore r_2026-11-01.csv --reason "ticket 4711"
+    Ignore {
+        /// The report's file name, as `reports` lists it.
+        name: String,
+        /// Why (kept in the ledger, shown by `status` and `reports`).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Undo `reports ignore NAME`: the next run reads the report again.
+    ///
+    /// Example: tangoe-ingest reports retry r_2026-11-01.csv
+    Retry {
+        /// The report's file name.
+        name: String,
+    },
 }
 
 /// A date as `--from` and `--to` take it.

@@ -7,7 +7,7 @@ use anyhow::Result;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::LedgerView;
 use crate::ledger::Ledger;
 use crate::state::State;
 
@@ -16,6 +16,8 @@ pub(crate) struct Status {
     runs: Vec<RunRow>,
     reports: ReportTotals,
     failed_reports: Vec<FailedReport>,
+    /// Failed reports acknowledged with `reports ignore`: not read again, not a problem.
+    ignored_reports: Vec<crate::ledger::ignored::ReportLine>,
     activities: Vec<(String, i64)>,
     sinks: Vec<SinkRow>,
     rejects: i64,
@@ -120,7 +122,7 @@ struct RejectRow {
     reason: String,
 }
 
-pub(crate) fn collect(cfg: &Config) -> Result<Status> {
+pub(crate) fn collect(cfg: &LedgerView) -> Result<Status> {
     if !cfg.ledger.exists() {
         anyhow::bail!("no ledger at {} yet: nothing has run", cfg.ledger.display());
     }
@@ -129,13 +131,18 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
     let sinks = cfg
         .sinks
         .iter()
-        .map(|s| sink_row(c, s.name()))
+        .map(|s| sink_row(c, s))
         .collect::<Result<Vec<_>>>()?;
     let (rejects, recent_rejects) = rejects(c)?;
     Ok(Status {
         runs: runs(c)?,
         reports: report_totals(c)?,
         failed_reports: failed_reports(c)?,
+        ignored_reports: ledger
+            .report_lines(true)?
+            .into_iter()
+            .filter(|r| r.ignored.is_some())
+            .collect(),
         activities: activities(c)?,
         sinks,
         rejects,
@@ -176,6 +183,8 @@ fn report_totals(c: &rusqlite::Connection) -> Result<ReportTotals> {
         // Last: the report processed most recently, not the greatest name.
         "SELECT (SELECT COUNT(*) FROM reports WHERE status = 'processed'),
                 (SELECT COUNT(*) FROM (SELECT 1 FROM reports f WHERE f.status = 'failed'
+                   AND NOT EXISTS (SELECT 1 FROM ignored_reports i WHERE i.name = f.name
+                                   AND i.size = f.size AND i.mtime = f.mtime)
                    AND NOT EXISTS (SELECT 1 FROM reports p
                                    WHERE p.name = f.name AND p.report_date = f.report_date
                                      AND p.status IN ('processed', 'duplicate') AND p.id > f.id)
@@ -201,6 +210,8 @@ fn failed_reports(c: &rusqlite::Connection) -> Result<Vec<FailedReport>> {
                    WHERE g.name = f.name AND g.report_date = f.report_date
                      AND g.status = 'failed' ORDER BY g.id DESC LIMIT 1)
          FROM reports f WHERE f.status = 'failed'
+           AND NOT EXISTS (SELECT 1 FROM ignored_reports i WHERE i.name = f.name
+                           AND i.size = f.size AND i.mtime = f.mtime)
            AND NOT EXISTS (SELECT 1 FROM reports p
                            WHERE p.name = f.name AND p.report_date = f.report_date
                              AND p.status IN ('processed', 'duplicate') AND p.id > f.id)
@@ -364,6 +375,16 @@ pub(crate) fn render(s: &Status) -> String {
         let _ = writeln!(
             o,
             "  (a failed report stays listed until a run processes it: same name and date)"
+        );
+    }
+    for r in &s.ignored_reports {
+        let _ = writeln!(
+            o,
+            "  ignored {} (report date {}): {}; last error: {}",
+            r.name,
+            r.report_date,
+            r.ignored.as_ref().map_or(String::new(), |i| i.describe()),
+            r.error.as_deref().unwrap_or("")
         );
     }
     let _ = writeln!(o, "Activities by state:");

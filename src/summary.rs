@@ -75,6 +75,8 @@ pub enum ReportStatus {
     Failed,
     /// Left for a later run (still being uploaded, or gone from the server meanwhile).
     Deferred,
+    /// A failed report an operator acknowledged (`reports ignore`): not read, not a problem.
+    Ignored,
 }
 
 impl ReportStatus {
@@ -84,6 +86,7 @@ impl ReportStatus {
             ReportStatus::Duplicate => "duplicate",
             ReportStatus::Failed => "failed",
             ReportStatus::Deferred => "deferred",
+            ReportStatus::Ignored => "ignored",
         }
     }
 }
@@ -440,6 +443,12 @@ fn render_report(o: &mut String, r: &ReportSummary, dry_run: bool) {
         ReportStatus::Deferred => {
             for n in &r.notes {
                 let _ = writeln!(o, "  left for a later run: {}", printable(n));
+            }
+            return;
+        }
+        ReportStatus::Ignored => {
+            for n in &r.notes {
+                let _ = writeln!(o, "  {}", printable(n));
             }
             return;
         }

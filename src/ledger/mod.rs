@@ -13,6 +13,7 @@ pub(crate) mod attempts;
 mod checkpoint;
 pub(crate) mod deliveries;
 mod handle;
+pub(crate) mod ignored;
 pub(crate) mod migrate;
 mod open;
 pub(crate) mod outbox;

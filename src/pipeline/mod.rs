@@ -129,11 +129,12 @@ fn run_started(
     // Files not processed before are listed again `settle` later (partial uploads).
     let is_backfill = matches!(opts.mode, Mode::Backfill { .. });
     source.settle(&mut listed, &|l: &Listed| {
-        is_backfill
-            || !matches!(
-                ledger.processed_listing(&l.name, l.size, l.mtime),
-                Ok(Some(_))
-            )
+        let taken = matches!(
+            ledger.processed_listing(&l.name, l.size, l.mtime),
+            Ok(Some(_))
+        );
+        let ignored = matches!(ledger.ignored(&l.name, l.size, l.mtime), Ok(Some(_)));
+        (is_backfill || !taken) && !ignored
     })?;
     let mut dated: Vec<(NaiveDate, Listed)> = listed
         .drain(..)

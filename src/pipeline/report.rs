@@ -77,6 +77,23 @@ impl<'r> Run<'r> {
                 }
             }
         }
+        match self.ledger.ignored(&l.name, l.size, l.mtime) {
+            Ok(Some(ig)) => {
+                tracing::info!("not read: {}", ig.describe());
+                let mut rs = ReportSummary::new(&l.name, ReportStatus::Ignored, date);
+                rs.notes.push(format!(
+                    "{} (`tangoe-ingest reports retry {}` reads it again)",
+                    ig.describe(),
+                    l.name
+                ));
+                return Some(rs);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let rs = ReportSummary::new(&l.name, ReportStatus::Failed, date);
+                return Some(failed(rs, e));
+            }
+        }
         Some(process_report(self, source, date, l))
     }
 
