@@ -37,6 +37,9 @@ struct RunRow {
     delivered: i64,
     pending: i64,
     exit_code: Option<i64>,
+    /// Why the exit code is not 0: the error that failed the run, or its problems.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -153,7 +156,7 @@ pub(crate) fn collect(cfg: &LedgerView) -> Result<Status> {
 /// The last ten runs, the latest first.
 fn runs(c: &rusqlite::Connection) -> Result<Vec<RunRow>> {
     let mut stmt = c.prepare(
-        "SELECT id, started_at, ended_at, mode, reports, rows, rejected, events, delivered, pending, exit_code
+        "SELECT id, started_at, ended_at, mode, reports, rows, rejected, events, delivered, pending, exit_code, reason
          FROM runs ORDER BY id DESC LIMIT 10",
     )?;
     let runs = stmt
@@ -170,6 +173,7 @@ fn runs(c: &rusqlite::Connection) -> Result<Vec<RunRow>> {
                 delivered: r.get(8)?,
                 pending: r.get(9)?,
                 exit_code: r.get(10)?,
+                reason: r.get(11)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -353,6 +357,9 @@ pub(crate) fn render(s: &Status) -> String {
                 Some(c) => c.to_string(),
             }
         );
+        if let Some(why) = &r.reason {
+            let _ = writeln!(o, "        why: {}", crate::printable::printable(why));
+        }
     }
     let _ = writeln!(
         o,

@@ -237,6 +237,20 @@ impl Summary {
         self.reports.push(rs);
     }
 
+    /// Why the exit code is not 0, in one line (`None` when it is 0).
+    pub(crate) fn why(&self) -> Option<String> {
+        if self.exit_code == EXIT_OK {
+            return None;
+        }
+        let mut why: Vec<&str> = self.problems.iter().map(|p| p.message.as_str()).collect();
+        match self.exit_code {
+            130 => why.insert(0, "stopped by SIGINT; the report being read is read again next run"),
+            143 => why.insert(0, "stopped by SIGTERM; the report being read is read again next run"),
+            _ => {}
+        }
+        Some(why.join("; "))
+    }
+
     /// Lists the problems found and sets the exit code from them: the lowest problem's
     /// code, else 0; a stop request (SIGTERM, SIGINT) gives 128 + the signal. A dry run
     /// delivers nothing by design: its pending events are the audit, not a problem.
@@ -355,14 +369,8 @@ pub(crate) fn render(s: &Summary) -> String {
         }
         render_http_sink(&mut o, s, k);
     }
-    if let Some(first) = s.problems.first() {
-        let why: Vec<&str> = s.problems.iter().map(|p| p.message.as_str()).collect();
-        let _ = writeln!(
-            o,
-            "exit {}: {}",
-            s.exit_code.max(first.exit_code),
-            printable(&why.join("; "))
-        );
+    if let Some(why) = s.why() {
+        let _ = writeln!(o, "exit {}: {}", s.exit_code, printable(&why));
     }
     o
 }

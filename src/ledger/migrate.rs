@@ -206,6 +206,10 @@ const STEPS: &[&str] = &[
         PRIMARY KEY (name, size, mtime)
     );
     "#,
+    // 9: why a run's exit code is not 0: the error that failed it, or its problems.
+    r#"
+    ALTER TABLE runs ADD COLUMN reason TEXT;
+    "#,
 ];
 
 /// The version this build writes.

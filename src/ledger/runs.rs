@@ -117,20 +117,28 @@ impl Ledger {
         Ok(out)
     }
 
-    /// Records that a run failed as a whole (exit code 1), keeping any counts it recorded.
-    pub(crate) fn fail_run(&self, run_id: i64, exit_code: i32) -> Result<()> {
+    /// Records that a run failed as a whole (exit code 1) and why, keeping any counts it
+    /// recorded.
+    pub(crate) fn fail_run(&self, run_id: i64, exit_code: i32, error: &str) -> Result<()> {
         self.conn.execute(
-            "UPDATE runs SET ended_at = COALESCE(ended_at, ?1), exit_code = ?2 WHERE id = ?3",
-            params![now_text(), exit_code, run_id],
+            "UPDATE runs SET ended_at = COALESCE(ended_at, ?1), exit_code = ?2, reason = ?4
+             WHERE id = ?3",
+            params![now_text(), exit_code, run_id, error],
         )?;
         Ok(())
     }
 
-    /// Records a run's end, its counts and exit code.
-    pub(crate) fn finish_run(&self, run_id: i64, c: &RunCounts, exit_code: i32) -> Result<()> {
+    /// Records a run's end, its counts, exit code and why it is not 0 (`reason`).
+    pub(crate) fn finish_run(
+        &self,
+        run_id: i64,
+        c: &RunCounts,
+        exit_code: i32,
+        reason: Option<&str>,
+    ) -> Result<()> {
         self.conn.execute(
             "UPDATE runs SET ended_at = ?1, reports = ?2, rows = ?3, rejected = ?4, events = ?5,
-                delivered = ?6, pending = ?7, exit_code = ?8 WHERE id = ?9",
+                delivered = ?6, pending = ?7, exit_code = ?8, reason = ?10 WHERE id = ?9",
             params![
                 now_text(),
                 c.reports,
@@ -140,7 +148,8 @@ impl Ledger {
                 c.delivered,
                 c.pending,
                 exit_code,
-                run_id
+                run_id,
+                reason
             ],
         )?;
         Ok(())

@@ -16,3 +16,4 @@ mod parsing;
 mod reliability;
 mod runs;
 mod sftp;
+mod status;
