@@ -30,6 +30,9 @@ pub fn execute(cli: Cli) -> i32 {
         Command::Deliver(args) => deliver(&cli.config, args),
         Command::Retry(args) => retry(&cli.config, args.sink.as_deref()),
         Command::Hostkey(h) => hostkey(&cli.config, h),
+        Command::Rejects(r) => {
+            crate::cmd::rejects::execute(&cli.config, r, &mut std::io::stdout().lock()).map(|()| 0)
+        }
         Command::Reports(r) => crate::cmd::reports::execute(&cli.config, r).map(|o| {
             print!("{o}");
             0

@@ -99,6 +99,12 @@ pub enum Command {
     ///
     /// Example: tangoe-ingest reports ignore r_2026-11-01.csv --reason "renamed column; Tangoe resends"
     Reports(ReportsArgs),
+
+    /// Every rejected row the ledger holds (report, row, column, reason), of one run, one
+    /// report or all; --csv to export them, --raw to add the rows' text (personal data).
+    ///
+    /// Example: tangoe-ingest rejects --run 7 --csv > rejects-run-7.csv
+    Rejects(RejectsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -162,6 +168,25 @@ pub struct RetryArgs {
     /// Only this sink (by its `name`); all sinks when absent.
     #[arg(long, value_name = "NAME")]
     pub sink: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RejectsArgs {
+    /// Only the rows rejected in this run's reports (runs are numbered in `status`).
+    #[arg(long, value_name = "ID")]
+    pub run: Option<i64>,
+
+    /// Only the rows of reports of this file name.
+    #[arg(long, value_name = "NAME")]
+    pub report: Option<String>,
+
+    /// Write CSV (report,row,column,reason[,raw]) instead of text.
+    #[arg(long)]
+    pub csv: bool,
+
+    /// Add each row's raw text. It holds personal data: keep the output safe.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 #[derive(Debug, Args)]

@@ -185,6 +185,9 @@ pub struct Summary {
     /// Why the exit code is not 0: every problem found, the lowest code first.
     pub problems: Vec<Problem>,
     pub exit_code: i32,
+    /// The run's number in the ledger (`status`, `rejects --run`); none for a dry run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<i64>,
     /// Set when the source sent nothing new for too long (see [`Summary::source_silent`]).
     #[serde(skip)]
     silent: Option<String>,
@@ -217,6 +220,7 @@ impl Summary {
                 .collect(),
             problems: Vec::new(),
             exit_code: EXIT_OK,
+            run: None,
             silent: None,
         }
     }
@@ -330,6 +334,10 @@ pub(crate) fn render(s: &Summary) -> String {
             let _ = writeln!(o, "This run:");
         }
         render_report(&mut o, r, s.dry_run);
+        if r.rejected > r.rejects.len() as u64 {
+            let more = r.rejected - r.rejects.len() as u64;
+            let _ = writeln!(o, "  … {more} more rejected rows: {}", where_rejects(s, r, i));
+        }
     }
     let mut by_transition: std::collections::BTreeMap<&str, u64> = Default::default();
     for r in &s.reports {
@@ -424,6 +432,29 @@ fn render_http_sink(o: &mut String, s: &Summary, k: &SinkSummary) {
     }
 }
 
+/// Where all of a report's rejected rows are: the `rejects` command that lists them.
+fn where_rejects(s: &Summary, r: &ReportSummary, i: usize) -> String {
+    if s.dry_run {
+        return "a dry run stores none; the real run stores them all for `tangoe-ingest rejects`"
+            .into();
+    }
+    let name = shell_word(&printable(&r.name));
+    match s.run.filter(|_| i >= s.interrupted.len()) {
+        Some(run) => format!("tangoe-ingest rejects --run {run} --report {name}"),
+        None => format!("tangoe-ingest rejects --report {name}"),
+    }
+}
+
+/// `word` as one shell word: as it is when plain, else single-quoted.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._-+,:@%/".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
 /// One report's part of the summary: its counts, notes, first rejects and transitions.
 fn render_report(o: &mut String, r: &ReportSummary, dry_run: bool) {
     let _ = writeln!(
@@ -493,13 +524,6 @@ fn render_report(o: &mut String, r: &ReportSummary, dry_run: bool) {
             rej.row,
             printable(&rej.column),
             printable(&rej.reason)
-        );
-    }
-    if r.rejected > r.rejects.len() as u64 {
-        let _ = writeln!(
-            o,
-            "  ... and {} more rejected rows",
-            r.rejected - r.rejects.len() as u64
         );
     }
     for (t, n) in &r.transitions {

@@ -2,3 +2,4 @@
 //! prints; exit codes are decided in `app`.
 
 pub mod reports;
+pub mod rejects;

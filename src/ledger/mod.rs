@@ -17,6 +17,7 @@ pub(crate) mod ignored;
 pub(crate) mod migrate;
 mod open;
 pub(crate) mod outbox;
+pub(crate) mod rejects;
 pub(crate) mod reports;
 pub(crate) mod runs;
 

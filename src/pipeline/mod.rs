@@ -119,6 +119,7 @@ fn run_started(
     mode_name: &str,
 ) -> Result<Summary> {
     let mut summary = start(mode_name, opts.dry_run, cfg, ledger)?;
+    summary.run = (!opts.dry_run).then_some(run_id);
 
     // Events a crashed or failed run left behind go out first, oldest first.
     if !opts.dry_run {

@@ -341,7 +341,10 @@ fn ingest(
     if run.known.is_none() {
         run.known = Some((KnownActivities::load(ledger)?, Order::load(ledger)?));
     }
-    let tx = ledger.begin_report(meta, run.mode_name(), run.id)?;
+    let mut tx = ledger.begin_report(meta, run.mode_name(), run.id)?;
+    if let Some(first) = &replay {
+        tx.replaying(&first.sha256)?;
+    }
     let resend = matches!(run.opts.mode, Mode::Backfill { resend: true, .. });
     let run_first_event = run.first_event;
     let (known, order) = run.known.as_mut().expect("loaded above");

@@ -16,4 +16,5 @@ mod parsing;
 mod reliability;
 mod runs;
 mod sftp;
+mod rejects;
 mod status;
