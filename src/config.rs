@@ -286,7 +286,10 @@ fn sink_name(table: &toml::Value, i: usize) -> String {
     if let Some(n) = table.get("name").and_then(toml::Value::as_str) {
         return n.to_string();
     }
-    let kind = table.get("type").and_then(toml::Value::as_str).unwrap_or("file");
+    let kind = table
+        .get("type")
+        .and_then(toml::Value::as_str)
+        .unwrap_or("file");
     if i == 0 {
         kind.to_string()
     } else {

@@ -16,6 +16,7 @@ pub(crate) mod lock;
 pub mod logging;
 pub(crate) mod pipeline;
 pub(crate) mod printable;
+pub(crate) mod progress;
 pub(crate) mod report;
 pub(crate) mod secret;
 pub(crate) mod setting;

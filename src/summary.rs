@@ -248,8 +248,14 @@ impl Summary {
         }
         let mut why: Vec<&str> = self.problems.iter().map(|p| p.message.as_str()).collect();
         match self.exit_code {
-            130 => why.insert(0, "stopped by SIGINT; the report being read is read again next run"),
-            143 => why.insert(0, "stopped by SIGTERM; the report being read is read again next run"),
+            130 => why.insert(
+                0,
+                "stopped by SIGINT; the report being read is read again next run",
+            ),
+            143 => why.insert(
+                0,
+                "stopped by SIGTERM; the report being read is read again next run",
+            ),
             _ => {}
         }
         Some(why.join("; "))
@@ -336,7 +342,11 @@ pub(crate) fn render(s: &Summary) -> String {
         render_report(&mut o, r, s.dry_run);
         if r.rejected > r.rejects.len() as u64 {
             let more = r.rejected - r.rejects.len() as u64;
-            let _ = writeln!(o, "  … {more} more rejected rows: {}", where_rejects(s, r, i));
+            let _ = writeln!(
+                o,
+                "  … {more} more rejected rows: {}",
+                where_rejects(s, r, i)
+            );
         }
     }
     let mut by_transition: std::collections::BTreeMap<&str, u64> = Default::default();

@@ -34,7 +34,10 @@ pub(crate) fn execute(config: &Path, args: &RejectsArgs, out: &mut dyn Write) ->
 fn list(config: &Path, args: &RejectsArgs, out: &mut dyn Write) -> Result<()> {
     let view = LedgerView::load(config)?;
     if !view.ledger.exists() {
-        anyhow::bail!("no ledger at {} yet: nothing has run", view.ledger.display());
+        anyhow::bail!(
+            "no ledger at {} yet: nothing has run",
+            view.ledger.display()
+        );
     }
     let ledger = Ledger::read_only(&view.ledger)?;
     if let Some(run) = args.run

@@ -20,7 +20,10 @@ use crate::printable::printable;
 pub(crate) fn execute(config: &Path, args: &ReportsArgs) -> Result<String> {
     let view = LedgerView::load(config)?;
     if !view.ledger.exists() {
-        anyhow::bail!("no ledger at {} yet: nothing has run", view.ledger.display());
+        anyhow::bail!(
+            "no ledger at {} yet: nothing has run",
+            view.ledger.display()
+        );
     }
     match &args.action {
         None => list(&view, args.failed, args.json),
@@ -42,7 +45,9 @@ pub(crate) fn execute(config: &Path, args: &ReportsArgs) -> Result<String> {
             let n = ledger.unignore_report(name)?;
             ledger.checkpoint()?;
             if n == 0 {
-                anyhow::bail!("the report {name:?} is not ignored (`tangoe-ingest reports` lists them)");
+                anyhow::bail!(
+                    "the report {name:?} is not ignored (`tangoe-ingest reports` lists them)"
+                );
             }
             Ok(format!(
                 "{}: no longer ignored; the next run reads it again\n",

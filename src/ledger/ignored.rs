@@ -85,7 +85,9 @@ impl Ledger {
             bail!("no report named {name:?} in the ledger (`tangoe-ingest reports` lists them)");
         };
         if status != "failed" {
-            bail!("the report {name:?} is not failing (its last attempt: {status}): nothing to ignore");
+            bail!(
+                "the report {name:?} is not failing (its last attempt: {status}): nothing to ignore"
+            );
         }
         self.conn.execute(
             "INSERT OR REPLACE INTO ignored_reports (name, size, mtime, ignored_by, ignored_at, reason)

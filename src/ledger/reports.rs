@@ -231,7 +231,9 @@ impl ReportTx<'_> {
              WHERE p.sha256 = ?1 AND p.status = 'processed'",
         )?;
         let stored = stmt
-            .query_map([sha256], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)))?
+            .query_map([sha256], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
+            })?
             .collect::<rusqlite::Result<_>>()?;
         self.stored_rejects = Some(stored);
         Ok(())

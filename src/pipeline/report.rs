@@ -305,6 +305,7 @@ impl std::error::Error for Stopped {}
 fn apply_batches(
     planner: &mut Planner<'_, '_>,
     batches: &std::sync::mpsc::Receiver<Batch>,
+    bar: &crate::progress::Bar,
 ) -> Result<()> {
     use std::sync::mpsc::TryRecvError;
     loop {
@@ -323,6 +324,7 @@ fn apply_batches(
         };
         crate::interrupt::check()?;
         planner.apply(&batch)?;
+        bar.inc(batch.rows());
     }
 }
 
@@ -367,8 +369,8 @@ fn ingest(
     };
     let started = std::time::Instant::now();
     let mut planner = Planner::new(known, order, &tx, plan);
-    let read =
-        read_and_apply(cfg, path, ctx, &mut planner).map_err(|e| e.context(meta.name.clone()))?;
+    let read = read_and_apply(cfg, &meta.name, path, ctx, &mut planner)
+        .map_err(|e| e.context(meta.name.clone()))?;
     let outcome = planner.finish()?;
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
@@ -460,6 +462,7 @@ fn own_key(meta: &ReportMeta, id: i64, order: &Order, hash: &mut HashJob) -> Res
 /// Reads the report on a `parse` thread and hands its batches to `planner` on this one.
 fn read_and_apply(
     cfg: &Config,
+    name: &str,
     path: &Path,
     ctx: DateContext,
     planner: &mut Planner<'_, '_>,
@@ -475,7 +478,9 @@ fn read_and_apply(
                         .map_err(|_| anyhow::Error::new(Stopped))
                 })
             })?;
-        let failure = apply_batches(planner, &batches).err();
+        let bar = crate::progress::parsing(name);
+        let failure = apply_batches(planner, &batches, &bar).err();
+        drop(bar);
         // Dropping the receiver stops the reader at its next batch.
         drop(batches);
         let read = reader

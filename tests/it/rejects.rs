@@ -29,13 +29,24 @@ fn a_run_that_truncates_its_rejects_says_which_command_lists_them_all() {
         all.contains("r_2026-11-01.csv row 26 column \"Status\": unknown state"),
         "{all}"
     );
-    assert!(!all.contains("5550000001"), "no raw text without --raw: {all}");
-    let raw = c.exec(&["rejects", "--report", "r_2026-11-01.csv", "--raw"]).code(0).stdout();
-    assert!(raw.contains("  raw: ") && raw.contains("5550000025"), "{raw}");
+    assert!(
+        !all.contains("5550000001"),
+        "no raw text without --raw: {all}"
+    );
+    let raw = c
+        .exec(&["rejects", "--report", "r_2026-11-01.csv", "--raw"])
+        .code(0)
+        .stdout();
+    assert!(
+        raw.contains("  raw: ") && raw.contains("5550000025"),
+        "{raw}"
+    );
     c.exec(&["rejects", "--report", "other.csv"])
         .code(0)
         .prints("(no rejected rows)");
-    c.exec(&["rejects", "--run", "99"]).code(1).says("no run 99");
+    c.exec(&["rejects", "--run", "99"])
+        .code(1)
+        .says("no run 99");
 }
 
 #[test]
@@ -45,7 +56,10 @@ fn rejects_export_as_csv_with_the_raw_text_only_when_asked() {
     c.run().code(2);
     let out = c.exec(&["rejects", "--csv"]).code(0).stdout();
     let mut r = csv::Reader::from_reader(out.as_bytes());
-    assert_eq!(r.headers().unwrap(), vec!["report", "row", "column", "reason"]);
+    assert_eq!(
+        r.headers().unwrap(),
+        vec!["report", "row", "column", "reason"]
+    );
     let recs: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
     assert_eq!(recs.len(), 3);
     assert_eq!(&recs[0][0], "r_2026-11-01.csv");
@@ -72,7 +86,11 @@ fn a_backfill_stores_no_reject_twice_and_still_lists_its_own() {
     let stored: i64 = c.ledger_value("SELECT COUNT(*) FROM rejects", []);
     assert_eq!(stored, 4, "each reject stored once");
     let listed = c.exec(&["rejects", "--run", "2"]).code(0).stdout();
-    assert_eq!(listed.lines().count(), 4, "the backfill's rejects: {listed}");
+    assert_eq!(
+        listed.lines().count(),
+        4,
+        "the backfill's rejects: {listed}"
+    );
     let all = c.exec(&["rejects"]).code(0).stdout();
     assert_eq!(all.lines().count(), 4, "{all}");
 }

@@ -1810,15 +1810,24 @@ fn an_ignored_failing_report_stops_exit_2_over_sftp_until_retried() {
         .code(0)
         .prints("ignored by night-operator")
         .never_says("missing required column");
-    assert_eq!(site.remote_files(), [bad, "r_2026-11-02.csv"], "left on the server");
+    assert_eq!(
+        site.remote_files(),
+        [bad, "r_2026-11-02.csv"],
+        "left on the server"
+    );
     site.exec(&["status"])
         .code(0)
-        .prints(&format!("ignored {bad} (report date 2026-11-01): ignored by night-operator at "))
+        .prints(&format!(
+            "ignored {bad} (report date 2026-11-01): ignored by night-operator at "
+        ))
         .prints(": ticket 4711; last error: ");
     let status: serde_json::Value =
         serde_json::from_str(&site.exec(&["status", "--json"]).code(0).stdout()).unwrap();
     assert_eq!(status["reports"]["failed"], 0, "{status}");
-    assert_eq!(status["ignored_reports"][0]["ignored"]["reason"], "ticket 4711");
+    assert_eq!(
+        status["ignored_reports"][0]["ignored"]["reason"],
+        "ticket 4711"
+    );
     site.exec(&["reports", "--failed"])
         .code(0)
         .prints(&format!("{bad} [2026-11-01] ignored"));
@@ -1830,7 +1839,10 @@ fn an_ignored_failing_report_stops_exit_2_over_sftp_until_retried() {
 #[test]
 fn only_a_failing_report_can_be_ignored() {
     let c = Case::new();
-    c.report("r_2026-11-01.csv", &[row("A1", "Ordered").at("2026-11-01T10:00:00Z")]);
+    c.report(
+        "r_2026-11-01.csv",
+        &[row("A1", "Ordered").at("2026-11-01T10:00:00Z")],
+    );
     c.run().code(0);
     c.exec(&["reports", "ignore", "r_2026-11-01.csv"])
         .code(1)
@@ -1841,4 +1853,17 @@ fn only_a_failing_report_can_be_ignored() {
     c.exec(&["reports", "retry", "r_2026-11-01.csv"])
         .code(1)
         .says("is not ignored");
+}
+
+/// Issue 17, item 8: a download shows its bytes, rate and time left on a terminal.
+#[test]
+fn a_download_shows_its_progress_on_a_terminal() {
+    let site = Site::new();
+    site.put(
+        "r_2026-11-01.csv",
+        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
+    );
+    let tty = crate::progress::in_terminal(&site, "run", &[]);
+    assert!(tty.contains("downloading r_2026-11-01.csv ["), "{tty}");
+    assert!(tty.contains(" ETA "), "{tty}");
 }

@@ -6,7 +6,10 @@ use crate::support::{Case, row};
 #[test]
 fn status_says_why_a_run_failed_as_a_whole() {
     let c = Case::new();
-    c.report("r_2026-11-01.csv", &[row("A1", "Ordered").at("2026-11-01T10:00:00Z")]);
+    c.report(
+        "r_2026-11-01.csv",
+        &[row("A1", "Ordered").at("2026-11-01T10:00:00Z")],
+    );
     c.run().code(0);
     std::fs::remove_dir_all(c.path().join("drop")).unwrap();
     c.run().code(1).says("cannot list the drop folder");
@@ -24,7 +27,10 @@ fn status_says_why_a_run_failed_as_a_whole() {
             .contains("cannot list the drop folder"),
         "{json}"
     );
-    assert!(json["runs"][1].get("reason").is_none(), "a clean run has no reason: {json}");
+    assert!(
+        json["runs"][1].get("reason").is_none(),
+        "a clean run has no reason: {json}"
+    );
 }
 
 #[test]
@@ -41,7 +47,10 @@ fn status_says_why_a_run_exited_2() {
 #[test]
 fn status_reads_the_ledger_when_the_rest_of_the_config_is_broken() {
     let c = Case::new();
-    c.report("r_2026-11-01.csv", &[row("A1", "Ordered").at("2026-11-01T10:00:00Z")]);
+    c.report(
+        "r_2026-11-01.csv",
+        &[row("A1", "Ordered").at("2026-11-01T10:00:00Z")],
+    );
     c.run().code(0);
     // A mapping that is not there and a source of an unknown type: a run cannot start...
     c.config(
@@ -54,5 +63,7 @@ fn status_reads_the_ledger_when_the_rest_of_the_config_is_broken() {
         .code(0)
         .prints("Reports: 1 processed")
         .prints("  file ");
-    c.exec(&["reports"]).code(0).prints("r_2026-11-01.csv [2026-11-01] processed");
+    c.exec(&["reports"])
+        .code(0)
+        .prints("r_2026-11-01.csv [2026-11-01] processed");
 }
