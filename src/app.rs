@@ -106,6 +106,9 @@ fn finish(mode: &str, args: &RunArgs, result: Result<Summary>) -> Result<i32> {
         };
         write_file(path, &serde_json::to_string_pretty(&json)?)?;
     }
+    if let (Ok(summary), Some(path)) = (&result, &args.html) {
+        crate::html::write(path, &crate::html::render(summary))?;
+    }
     result.map(|summary| summary.exit_code)
 }
 

@@ -116,6 +116,10 @@ pub struct RunArgs {
     /// Write the run's summary as JSON to this file.
     #[arg(long, value_name = "PATH")]
     pub summary_json: Option<PathBuf>,
+
+    /// With --dry-run: also write the audit as one self-contained HTML page (mode 0600).
+    #[arg(long, value_name = "PATH", requires = "dry_run")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ pub mod cli;
 pub(crate) mod cmd;
 pub(crate) mod config;
 pub(crate) mod dedupe;
+pub(crate) mod html;
 pub mod interrupt;
 pub(crate) mod ledger;
 pub(crate) mod lock;

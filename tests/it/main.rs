@@ -10,6 +10,7 @@ mod dedupe;
 mod edge_cases;
 mod exit_codes;
 mod hostile;
+mod html_audit;
 mod http_sink;
 mod oracle;
 mod parsing;
