@@ -17,7 +17,7 @@ use crate::summary::{ReportStatus, ReportSummary, Summary};
 
 const STYLE: &str = "
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}
-h1{font-size:1.4em}h2{font-size:1.15em;margin-top:2em}
+h1{font-size:1.4em}h2{font-size:1.15em;margin-top:2em}h3{font-size:1em}
 table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
 th{background:#f3f3f3}.num{text-align:right}
@@ -75,7 +75,7 @@ pub(crate) fn render(s: &Summary) -> String {
         );
     }
     reports_table(&mut o, &s.reports);
-    transitions_chart(&mut o, &s.reports);
+    transitions_charts(&mut o, &s.reports);
     for r in s.reports.iter().filter(|r| !r.rejects.is_empty()) {
         rejects_table(&mut o, r);
     }
@@ -124,8 +124,8 @@ fn reports_table(o: &mut String, reports: &[ReportSummary]) {
     o.push_str("</table>\n");
 }
 
-/// The events by transition over all reports, as horizontal bars (inline SVG).
-fn transitions_chart(o: &mut String, reports: &[ReportSummary]) {
+/// The events by transition over all reports, then per report, as bar charts.
+fn transitions_charts(o: &mut String, reports: &[ReportSummary]) {
     let mut by: BTreeMap<&str, u64> = BTreeMap::new();
     for r in reports {
         for (t, n) in &r.transitions {
@@ -137,6 +137,22 @@ fn transitions_chart(o: &mut String, reports: &[ReportSummary]) {
         o.push_str("<p class=\"muted\">No event would be emitted.</p>\n");
         return;
     }
+    bar_chart(o, &by);
+    if reports.iter().filter(|r| !r.transitions.is_empty()).count() > 1 {
+        for r in reports.iter().filter(|r| !r.transitions.is_empty()) {
+            let _ = writeln!(o, "<h3>{}</h3>", esc(&r.name));
+            let by: BTreeMap<&str, u64> = r
+                .transitions
+                .iter()
+                .map(|(t, n)| (t.as_str(), *n))
+                .collect();
+            bar_chart(o, &by);
+        }
+    }
+}
+
+/// Counts by label as horizontal bars (inline SVG).
+fn bar_chart(o: &mut String, by: &BTreeMap<&str, u64>) {
     let max = by.values().copied().max().unwrap_or(1).max(1);
     let (label_w, bar_w, row_h) = (220.0, 400.0, 22.0);
     let height = row_h * by.len() as f64;

@@ -363,9 +363,10 @@ pub(crate) fn render(s: &Status) -> String {
     }
     let _ = writeln!(
         o,
-        "Reports: {} processed, {} failed{}",
+        "Reports: {} processed, {} failed, {} ignored{}",
         s.reports.processed,
         s.reports.failed,
+        s.ignored_reports.len(),
         s.reports
             .last_processed
             .as_ref()

@@ -104,8 +104,13 @@ impl Ledger {
             )?;
             out.extend(reports);
         }
+        // A replayed report's rejects are stored with the report that first read its
+        // content (see `ReportTx::replaying`).
         let mut rejects_of = self.conn.prepare(
-            "SELECT row, col, reason FROM rejects WHERE report_id = ?1 ORDER BY id LIMIT 20",
+            "SELECT x.row, x.col, x.reason FROM rejects x
+             JOIN reports q ON q.id = x.report_id AND q.status = 'processed'
+             WHERE q.sha256 = (SELECT sha256 FROM reports WHERE id = ?1)
+             ORDER BY x.id LIMIT 20",
         )?;
         for r in &mut out {
             r.rejects = rejects_of

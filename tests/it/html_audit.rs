@@ -62,6 +62,10 @@ fn a_dry_runs_html_audit_renders_counts_rejects_chart_and_redacted_requests() {
             row("A4", "Lost <in> the post").at("2026-11-01T10:00:00Z"),
         ],
     );
+    c.report(
+        "r_2026-11-02.csv",
+        &[row("A1", "Completed").at("2026-11-02T10:00:00Z")],
+    );
     c.exec(&["run", "--dry-run", "--html", "audit.html"])
         .code(2);
     let mode = std::fs::metadata(c.path().join("audit.html"))
@@ -82,9 +86,11 @@ fn a_dry_runs_html_audit_renders_counts_rejects_chart_and_redacted_requests() {
         "Events by transition",
         "none → ordered",
         "none → completed",
+        "ordered → completed",
+        "<h3>r_2026-11-02.csv</h3>",
         "Rejected rows of r_2026-11-01.csv",
         "unknown state \"Lost &lt;in&gt; the post\"",
-        "Sink hook: the first requests of 3 pending events",
+        "Sink hook: the first requests of 4 pending events",
         "Authorization: Bearer &lt;redacted&gt;",
         "exit 2: 1 row rejected",
     ] {
