@@ -94,7 +94,7 @@ impl SftpSource {
         };
         let bar = crate::progress::download(&report.name, report.size);
         let (done, sha256) = if self.cfg.connections > 1 && report.size >= SEGMENTED_MIN {
-            self.download_ranges(&report.name, &path, expected, part.as_file())?
+            self.download_ranges(&report.name, &path, expected, part.as_file(), &bar)?
         } else {
             self.download_whole(&report.name, &path, expected, part.as_file(), &bar)?
         };
