@@ -32,10 +32,9 @@ impl Bar {
         let Some(multi) = multi() else {
             return Bar(None);
         };
-        let bar = match len {
-            Some(n) => ProgressBar::new(n),
-            None => ProgressBar::new_spinner(),
-        };
+        // Hidden until added to the bars' home: a bar drawn on its own first would leave
+        // a stray copy on the screen.
+        let bar = ProgressBar::with_draw_target(len, ProgressDrawTarget::hidden());
         let style = ProgressStyle::with_template(template)
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .with_key(
