@@ -411,6 +411,13 @@ pub(crate) fn render(s: &Status) -> String {
             r.file, r.row, r.column, r.reason
         );
     }
+    if s.rejects > s.recent_rejects.len() as i64 {
+        let _ = writeln!(
+            o,
+            "  … {} more: tangoe-ingest rejects (--run ID, --report NAME, --csv)",
+            s.rejects - s.recent_rejects.len() as i64
+        );
+    }
     o
 }
 

@@ -47,6 +47,9 @@ fn a_run_that_truncates_its_rejects_says_which_command_lists_them_all() {
     c.exec(&["rejects", "--run", "99"])
         .code(1)
         .says("no run 99");
+    c.exec(&["status"])
+        .code(0)
+        .prints("… 5 more: tangoe-ingest rejects (--run ID, --report NAME, --csv)");
 }
 
 #[test]
