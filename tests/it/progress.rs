@@ -94,3 +94,15 @@ fn log_lines_written_while_a_bar_is_drawn_never_share_its_line() {
         );
     }
 }
+
+#[test]
+fn progress_can_be_turned_off_on_a_terminal() {
+    let c = Case::new();
+    c.report("r_2026-11-01.csv", &rows(300));
+    let tty = in_terminal(&c, "run", &[("TANGOE_INGEST_PROGRESS", "0")]);
+    assert!(tty.contains("Total: 1 reports, 300 rows"), "{tty}");
+    assert!(
+        !tty.contains("rows read") && !tty.contains("events sent"),
+        "{tty}"
+    );
+}
