@@ -30,6 +30,13 @@ pub fn execute(cli: Cli) -> i32 {
         Command::Deliver(args) => deliver(&cli.config, args),
         Command::Retry(args) => retry(&cli.config, args.sink.as_deref()),
         Command::Hostkey(h) => hostkey(&cli.config, h),
+        Command::Rejects(r) => {
+            crate::cmd::rejects::execute(&cli.config, r, &mut std::io::stdout().lock()).map(|()| 0)
+        }
+        Command::Reports(r) => crate::cmd::reports::execute(&cli.config, r).map(|o| {
+            print!("{o}");
+            0
+        }),
     };
     match result {
         Ok(code) => code,
@@ -98,6 +105,9 @@ fn finish(mode: &str, args: &RunArgs, result: Result<Summary>) -> Result<i32> {
             Err(e) => failure_json(mode, args.dry_run, e),
         };
         write_file(path, &serde_json::to_string_pretty(&json)?)?;
+    }
+    if let (Ok(summary), Some(path)) = (&result, &args.html) {
+        crate::html::write(path, &crate::html::render(summary))?;
     }
     result.map(|summary| summary.exit_code)
 }
@@ -224,7 +234,7 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
 }
 
 fn status(config: &Path, json: bool) -> Result<i32> {
-    let cfg = load(config)?;
+    let cfg = crate::config::LedgerView::load(config)?;
     let s = crate::status::collect(&cfg)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);

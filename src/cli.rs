@@ -93,6 +93,18 @@ pub enum Command {
     ///
     /// Example: tangoe-ingest hostkey >> ~/.ssh/known_hosts
     Hostkey(HostkeyArgs),
+
+    /// Reports the ledger knows, each with its latest status and last error; `ignore` stops
+    /// retrying a failed one (it then never counts towards the exit code), `retry` undoes it.
+    ///
+    /// Example: tangoe-ingest reports ignore r_2026-11-01.csv --reason "renamed column; Tangoe resends"
+    Reports(ReportsArgs),
+
+    /// Every rejected row the ledger holds (report, row, column, reason), of one run, one
+    /// report or all; --csv to export them, --raw to add the rows' text (personal data).
+    ///
+    /// Example: tangoe-ingest rejects --run 7 --csv > rejects-run-7.csv
+    Rejects(RejectsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +116,10 @@ pub struct RunArgs {
     /// Write the run's summary as JSON to this file.
     #[arg(long, value_name = "PATH")]
     pub summary_json: Option<PathBuf>,
+
+    /// With --dry-run: also write the audit as one self-contained HTML page (mode 0600).
+    #[arg(long, value_name = "PATH", requires = "dry_run")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +172,61 @@ pub struct RetryArgs {
     /// Only this sink (by its `name`); all sinks when absent.
     #[arg(long, value_name = "NAME")]
     pub sink: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RejectsArgs {
+    /// Only the rows rejected in this run's reports (runs are numbered in `status`).
+    #[arg(long, value_name = "ID")]
+    pub run: Option<i64>,
+
+    /// Only the rows of reports of this file name.
+    #[arg(long, value_name = "NAME")]
+    pub report: Option<String>,
+
+    /// Write CSV (report,row,column,reason[,raw]) instead of text.
+    #[arg(long)]
+    pub csv: bool,
+
+    /// Add each row's raw text. It holds personal data: keep the output safe.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportsArgs {
+    #[command(subcommand)]
+    pub action: Option<ReportsAction>,
+
+    /// Only the reports whose latest attempt failed (ignored ones included).
+    #[arg(long)]
+    pub failed: bool,
+
+    /// Print the list as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportsAction {
+    /// Stop retrying the failed report NAME (the version of the file that failed): it is
+    /// not read again and never counts towards the exit code. Recorded with who, when, why.
+    ///
+    /// Example: tangoe-ingest reports ignore r_2026-11-01.csv --reason "ticket 4711"
+    Ignore {
+        /// The report's file name, as `reports` lists it.
+        name: String,
+        /// Why (kept in the ledger, shown by `status` and `reports`).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Undo `reports ignore NAME`: the next run reads the report again.
+    ///
+    /// Example: tangoe-ingest reports retry r_2026-11-01.csv
+    Retry {
+        /// The report's file name.
+        name: String,
+    },
 }
 
 /// A date as `--from` and `--to` take it.

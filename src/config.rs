@@ -238,3 +238,61 @@ impl Config {
         })
     }
 }
+
+/// What the read-only commands (`status`, `reports`, `rejects`) need of the configuration:
+/// the ledger's path and the sinks' names. Read leniently: a broken mapping path, a bad
+/// sink or source setting does not stop them; only an unreadable file or `[ledger]` does.
+pub(crate) struct LedgerView {
+    pub(crate) ledger: PathBuf,
+    pub(crate) sinks: Vec<String>,
+}
+
+impl LedgerView {
+    pub(crate) fn load(path: &Path) -> Result<LedgerView> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read the configuration {} (give one with --config or TANGOE_INGEST_CONFIG)",
+                path.display()
+            )
+        })?;
+        let table: toml::Table = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+            .with_context(|| format!("invalid configuration {}", path.display()))?;
+        let ledger = table
+            .get("ledger")
+            .and_then(|l| l.get("path"))
+            .and_then(toml::Value::as_str)
+            .with_context(|| format!("{}: no [ledger] path", path.display()))?;
+        let base = match path.parent() {
+            Some(b) if !b.as_os_str().is_empty() => b.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let tables = table.get("sink").and_then(toml::Value::as_array);
+        let sinks = tables
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, s)| sink_name(s, i))
+            .collect();
+        Ok(LedgerView {
+            ledger: resolve(&base, ledger),
+            sinks,
+        })
+    }
+}
+
+/// A `[[sink]]` table's name, as [`sink::config::sinks`] names it (`file`, `http-2`...).
+fn sink_name(table: &toml::Value, i: usize) -> String {
+    if let Some(n) = table.get("name").and_then(toml::Value::as_str) {
+        return n.to_string();
+    }
+    let kind = table
+        .get("type")
+        .and_then(toml::Value::as_str)
+        .unwrap_or("file");
+    if i == 0 {
+        kind.to_string()
+    } else {
+        format!("{kind}-{}", i + 1)
+    }
+}

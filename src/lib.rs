@@ -7,16 +7,19 @@
 pub mod app;
 pub(crate) mod attrs;
 pub mod cli;
+pub(crate) mod cmd;
 pub(crate) mod config;
 pub(crate) mod dedupe;
 #[doc(hidden)]
 pub mod fuzzing;
+pub(crate) mod html;
 pub mod interrupt;
 pub(crate) mod ledger;
 pub(crate) mod lock;
 pub mod logging;
 pub(crate) mod pipeline;
 pub(crate) mod printable;
+pub(crate) mod progress;
 pub(crate) mod report;
 pub(crate) mod secret;
 pub(crate) mod setting;

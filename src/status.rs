@@ -7,7 +7,7 @@ use anyhow::Result;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::LedgerView;
 use crate::ledger::Ledger;
 use crate::printable::printable;
 use crate::state::State;
@@ -19,6 +19,8 @@ pub(crate) struct Status {
     failed_reports: Vec<FailedReport>,
     /// Files the latest run that listed the source could not take, with why.
     skipped_reports: Vec<SkippedReport>,
+    /// Failed reports acknowledged with `reports ignore`: not read again, not a problem.
+    ignored_reports: Vec<crate::ledger::ignored::ReportLine>,
     activities: Vec<(String, i64)>,
     sinks: Vec<SinkRow>,
     rejects: i64,
@@ -38,6 +40,9 @@ struct RunRow {
     delivered: i64,
     pending: i64,
     exit_code: Option<i64>,
+    /// Why the exit code is not 0: the error that failed the run, or its problems.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -132,7 +137,7 @@ struct RejectRow {
     reason: String,
 }
 
-pub(crate) fn collect(cfg: &Config) -> Result<Status> {
+pub(crate) fn collect(cfg: &LedgerView) -> Result<Status> {
     if !cfg.ledger.exists() {
         anyhow::bail!("no ledger at {} yet: nothing has run", cfg.ledger.display());
     }
@@ -141,7 +146,7 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
     let sinks = cfg
         .sinks
         .iter()
-        .map(|s| sink_row(c, s.name()))
+        .map(|s| sink_row(c, s))
         .collect::<Result<Vec<_>>>()?;
     let (rejects, recent_rejects) = rejects(c)?;
     Ok(Status {
@@ -149,6 +154,11 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
         reports: report_totals(c)?,
         failed_reports: failed_reports(c)?,
         skipped_reports: skipped_reports(c)?,
+        ignored_reports: ledger
+            .report_lines(true)?
+            .into_iter()
+            .filter(|r| r.ignored.is_some())
+            .collect(),
         activities: activities(c)?,
         sinks,
         rejects,
@@ -159,7 +169,7 @@ pub(crate) fn collect(cfg: &Config) -> Result<Status> {
 /// The last ten runs, the latest first.
 fn runs(c: &rusqlite::Connection) -> Result<Vec<RunRow>> {
     let mut stmt = c.prepare(
-        "SELECT id, started_at, ended_at, mode, reports, rows, rejected, events, delivered, pending, exit_code
+        "SELECT id, started_at, ended_at, mode, reports, rows, rejected, events, delivered, pending, exit_code, reason
          FROM runs ORDER BY id DESC LIMIT 10",
     )?;
     let runs = stmt
@@ -176,6 +186,7 @@ fn runs(c: &rusqlite::Connection) -> Result<Vec<RunRow>> {
                 delivered: r.get(8)?,
                 pending: r.get(9)?,
                 exit_code: r.get(10)?,
+                reason: r.get(11)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -189,6 +200,8 @@ fn report_totals(c: &rusqlite::Connection) -> Result<ReportTotals> {
         // Last: the report processed most recently, not the greatest name.
         "SELECT (SELECT COUNT(*) FROM reports WHERE status = 'processed'),
                 (SELECT COUNT(*) FROM (SELECT 1 FROM reports f WHERE f.status = 'failed'
+                   AND NOT EXISTS (SELECT 1 FROM ignored_reports i WHERE i.name = f.name
+                                   AND i.size = f.size AND i.mtime = f.mtime)
                    AND NOT EXISTS (SELECT 1 FROM reports p
                                    WHERE p.name = f.name AND p.report_date = f.report_date
                                      AND p.status IN ('processed', 'duplicate') AND p.id > f.id)
@@ -214,6 +227,8 @@ fn failed_reports(c: &rusqlite::Connection) -> Result<Vec<FailedReport>> {
                    WHERE g.name = f.name AND g.report_date = f.report_date
                      AND g.status = 'failed' ORDER BY g.id DESC LIMIT 1)
          FROM reports f WHERE f.status = 'failed'
+           AND NOT EXISTS (SELECT 1 FROM ignored_reports i WHERE i.name = f.name
+                           AND i.size = f.size AND i.mtime = f.mtime)
            AND NOT EXISTS (SELECT 1 FROM reports p
                            WHERE p.name = f.name AND p.report_date = f.report_date
                              AND p.status IN ('processed', 'duplicate') AND p.id > f.id)
@@ -375,12 +390,16 @@ pub(crate) fn render(s: &Status) -> String {
                 Some(c) => c.to_string(),
             }
         );
+        if let Some(why) = &r.reason {
+            let _ = writeln!(o, "        why: {}", crate::printable::printable(why));
+        }
     }
     let _ = writeln!(
         o,
-        "Reports: {} processed, {} failed{}",
+        "Reports: {} processed, {} failed, {} ignored{}",
         s.reports.processed,
         s.reports.failed,
+        s.ignored_reports.len(),
         s.reports
             .last_processed
             .as_ref()
@@ -412,6 +431,16 @@ pub(crate) fn render(s: &Status) -> String {
             printable(&k.why)
         );
     }
+    for r in &s.ignored_reports {
+        let _ = writeln!(
+            o,
+            "  ignored {} (report date {}): {}; last error: {}",
+            printable(&r.name),
+            r.report_date,
+            printable(&r.ignored.as_ref().map_or(String::new(), |i| i.describe())),
+            printable(r.error.as_deref().unwrap_or(""))
+        );
+    }
     let _ = writeln!(o, "Activities by state:");
     for (state, n) in &s.activities {
         let _ = writeln!(o, "  {state:<14} {n}");
@@ -426,6 +455,13 @@ pub(crate) fn render(s: &Status) -> String {
             o,
             "  {} row {} column {:?}: {}",
             r.file, r.row, r.column, r.reason
+        );
+    }
+    if s.rejects > s.recent_rejects.len() as i64 {
+        let _ = writeln!(
+            o,
+            "  … {} more: tangoe-ingest rejects (--run ID, --report NAME, --csv)",
+            s.rejects - s.recent_rejects.len() as i64
         );
     }
     o

@@ -78,6 +78,8 @@ pub enum ReportStatus {
     /// It matches the patterns but cannot be taken (its name, or what the source's listing
     /// lacks; `error` says why): never read. Counted as a report that failed.
     Skipped,
+    /// A failed report an operator acknowledged (`reports ignore`): not read, not a problem.
+    Ignored,
 }
 
 impl ReportStatus {
@@ -88,6 +90,7 @@ impl ReportStatus {
             ReportStatus::Failed => "failed",
             ReportStatus::Deferred => "deferred",
             ReportStatus::Skipped => "skipped",
+            ReportStatus::Ignored => "ignored",
         }
     }
 }
@@ -188,6 +191,9 @@ pub struct Summary {
     /// Why the exit code is not 0: every problem found, the lowest code first.
     pub problems: Vec<Problem>,
     pub exit_code: i32,
+    /// The run's number in the ledger (`status`, `rejects --run`); none for a dry run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<i64>,
     /// Set when the source sent nothing new for too long (see [`Summary::source_silent`]).
     #[serde(skip)]
     silent: Option<String>,
@@ -221,6 +227,7 @@ impl Summary {
                 .collect(),
             problems: Vec::new(),
             exit_code: EXIT_OK,
+            run: None,
             silent: None,
         }
     }
@@ -241,6 +248,26 @@ impl Summary {
             _ => {}
         }
         self.reports.push(rs);
+    }
+
+    /// Why the exit code is not 0, in one line (`None` when it is 0).
+    pub(crate) fn why(&self) -> Option<String> {
+        if self.exit_code == EXIT_OK {
+            return None;
+        }
+        let mut why: Vec<&str> = self.problems.iter().map(|p| p.message.as_str()).collect();
+        match self.exit_code {
+            130 => why.insert(
+                0,
+                "stopped by SIGINT; the report being read is read again next run",
+            ),
+            143 => why.insert(
+                0,
+                "stopped by SIGTERM; the report being read is read again next run",
+            ),
+            _ => {}
+        }
+        Some(why.join("; "))
     }
 
     /// Lists the problems found and sets the exit code from them: the lowest problem's
@@ -328,6 +355,14 @@ pub(crate) fn render(s: &Summary) -> String {
             let _ = writeln!(o, "This run:");
         }
         render_report(&mut o, r, s.dry_run);
+        if r.rejected > r.rejects.len() as u64 {
+            let more = r.rejected - r.rejects.len() as u64;
+            let _ = writeln!(
+                o,
+                "  … {more} more rejected rows: {}",
+                where_rejects(s, r, i)
+            );
+        }
     }
     let mut by_transition: std::collections::BTreeMap<&str, u64> = Default::default();
     for r in &s.reports {
@@ -367,14 +402,8 @@ pub(crate) fn render(s: &Summary) -> String {
         }
         render_http_sink(&mut o, s, k);
     }
-    if let Some(first) = s.problems.first() {
-        let why: Vec<&str> = s.problems.iter().map(|p| p.message.as_str()).collect();
-        let _ = writeln!(
-            o,
-            "exit {}: {}",
-            s.exit_code.max(first.exit_code),
-            printable(&why.join("; "))
-        );
+    if let Some(why) = s.why() {
+        let _ = writeln!(o, "exit {}: {}", s.exit_code, printable(&why));
     }
     o
 }
@@ -428,6 +457,29 @@ fn render_http_sink(o: &mut String, s: &Summary, k: &SinkSummary) {
     }
 }
 
+/// Where all of a report's rejected rows are: the `rejects` command that lists them.
+fn where_rejects(s: &Summary, r: &ReportSummary, i: usize) -> String {
+    if s.dry_run {
+        return "a dry run stores none; the real run stores them all for `tangoe-ingest rejects`"
+            .into();
+    }
+    let name = shell_word(&printable(&r.name));
+    match s.run.filter(|_| i >= s.interrupted.len()) {
+        Some(run) => format!("tangoe-ingest rejects --run {run} --report {name}"),
+        None => format!("tangoe-ingest rejects --report {name}"),
+    }
+}
+
+/// `word` as one shell word: as it is when plain, else single-quoted.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._-+,:@%/".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
 /// One report's part of the summary: its counts, notes, first rejects and transitions.
 fn render_report(o: &mut String, r: &ReportSummary, dry_run: bool) {
     let _ = writeln!(
@@ -466,6 +518,12 @@ fn render_report(o: &mut String, r: &ReportSummary, dry_run: bool) {
             }
             return;
         }
+        ReportStatus::Ignored => {
+            for n in &r.notes {
+                let _ = writeln!(o, "  {}", printable(n));
+            }
+            return;
+        }
         ReportStatus::Processed => {}
     }
     let _ = writeln!(
@@ -499,13 +557,6 @@ fn render_report(o: &mut String, r: &ReportSummary, dry_run: bool) {
             rej.row,
             printable(&rej.column),
             printable(&rej.reason)
-        );
-    }
-    if r.rejected > r.rejects.len() as u64 {
-        let _ = writeln!(
-            o,
-            "  ... and {} more rejected rows",
-            r.rejected - r.rejects.len() as u64
         );
     }
     for (t, n) in &r.transitions {

@@ -192,6 +192,24 @@ const STEPS: &[&str] = &[
         PRIMARY KEY (name, size, mtime)
     );
     "#,
+    // 8: failed reports an operator acknowledged (`reports ignore`): the version of the file
+    // (name, size, mtime) that failed is not tried again until `reports retry` or the file
+    // changes. Who, when and why are kept.
+    r#"
+    CREATE TABLE ignored_reports (
+        name       TEXT NOT NULL,
+        size       INTEGER NOT NULL,
+        mtime      INTEGER NOT NULL,
+        ignored_by TEXT NOT NULL,
+        ignored_at TEXT NOT NULL,
+        reason     TEXT,
+        PRIMARY KEY (name, size, mtime)
+    );
+    "#,
+    // 9: why a run's exit code is not 0: the error that failed it, or its problems.
+    r#"
+    ALTER TABLE runs ADD COLUMN reason TEXT;
+    "#,
 ];
 
 /// The version this build writes.

@@ -13,9 +13,11 @@ pub(crate) mod attempts;
 mod checkpoint;
 pub(crate) mod deliveries;
 mod handle;
+pub(crate) mod ignored;
 pub(crate) mod migrate;
 mod open;
 pub(crate) mod outbox;
+pub(crate) mod rejects;
 pub(crate) mod reports;
 pub(crate) mod runs;
 

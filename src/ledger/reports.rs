@@ -179,6 +179,7 @@ impl Ledger {
             run_id,
             now: now(),
             done: false,
+            stored_rejects: None,
         };
         self.conn.execute(
             "INSERT INTO reports (name, size, mtime, sha256, report_date, status, mode, run_id, processed_at)
@@ -226,9 +227,30 @@ pub(crate) struct ReportTx<'c> {
     /// When the report started (events' `created_at`).
     pub(super) now: i64,
     done: bool,
+    /// For content processed before (a backfill's replay): the rejects already stored for
+    /// it (row, column, reason), which are not stored again.
+    stored_rejects: Option<std::collections::HashSet<(u64, String, String)>>,
 }
 
 impl ReportTx<'_> {
+    /// The report's content (`sha256`) was processed before: its rejects already stored
+    /// (row, column and reason alike) are not stored a second time.
+    pub(crate) fn replaying(&mut self, sha256: &str) -> Result<()> {
+        let mut stmt = self.conn.prepare(
+            "SELECT x.row, x.col, x.reason FROM rejects x
+             JOIN reports p ON p.id = x.report_id
+             WHERE p.sha256 = ?1 AND p.status = 'processed'",
+        )?;
+        let stored = stmt
+            .query_map([sha256], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        self.stored_rejects = Some(stored);
+        Ok(())
+    }
+
+    /// Stores a rejected row (unless a replay finds it stored already).
     pub(crate) fn reject(
         &self,
         file: &str,
@@ -237,6 +259,11 @@ impl ReportTx<'_> {
         reason: &str,
         raw: &str,
     ) -> Result<()> {
+        if let Some(stored) = &self.stored_rejects
+            && stored.contains(&(row, column.to_string(), reason.to_string()))
+        {
+            return Ok(());
+        }
         self.conn
             .prepare_cached("INSERT INTO rejects (report_id, file, row, col, reason, raw) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
             .execute(params![self.report_id, file, row as i64, column, reason, raw])?;

@@ -104,8 +104,13 @@ impl Ledger {
             )?;
             out.extend(reports);
         }
+        // A replayed report's rejects are stored with the report that first read its
+        // content (see `ReportTx::replaying`).
         let mut rejects_of = self.conn.prepare(
-            "SELECT row, col, reason FROM rejects WHERE report_id = ?1 ORDER BY id LIMIT 20",
+            "SELECT x.row, x.col, x.reason FROM rejects x
+             JOIN reports q ON q.id = x.report_id AND q.status = 'processed'
+             WHERE q.sha256 = (SELECT sha256 FROM reports WHERE id = ?1)
+             ORDER BY x.id LIMIT 20",
         )?;
         for r in &mut out {
             r.rejects = rejects_of
@@ -117,20 +122,28 @@ impl Ledger {
         Ok(out)
     }
 
-    /// Records that a run failed as a whole (exit code 1), keeping any counts it recorded.
-    pub(crate) fn fail_run(&self, run_id: i64, exit_code: i32) -> Result<()> {
+    /// Records that a run failed as a whole (exit code 1) and why, keeping any counts it
+    /// recorded.
+    pub(crate) fn fail_run(&self, run_id: i64, exit_code: i32, error: &str) -> Result<()> {
         self.conn.execute(
-            "UPDATE runs SET ended_at = COALESCE(ended_at, ?1), exit_code = ?2 WHERE id = ?3",
-            params![now_text(), exit_code, run_id],
+            "UPDATE runs SET ended_at = COALESCE(ended_at, ?1), exit_code = ?2, reason = ?4
+             WHERE id = ?3",
+            params![now_text(), exit_code, run_id, error],
         )?;
         Ok(())
     }
 
-    /// Records a run's end, its counts and exit code.
-    pub(crate) fn finish_run(&self, run_id: i64, c: &RunCounts, exit_code: i32) -> Result<()> {
+    /// Records a run's end, its counts, exit code and why it is not 0 (`reason`).
+    pub(crate) fn finish_run(
+        &self,
+        run_id: i64,
+        c: &RunCounts,
+        exit_code: i32,
+        reason: Option<&str>,
+    ) -> Result<()> {
         self.conn.execute(
             "UPDATE runs SET ended_at = ?1, reports = ?2, rows = ?3, rejected = ?4, events = ?5,
-                delivered = ?6, pending = ?7, exit_code = ?8 WHERE id = ?9",
+                delivered = ?6, pending = ?7, exit_code = ?8, reason = ?10 WHERE id = ?9",
             params![
                 now_text(),
                 c.reports,
@@ -140,7 +153,8 @@ impl Ledger {
                 c.delivered,
                 c.pending,
                 exit_code,
-                run_id
+                run_id,
+                reason
             ],
         )?;
         Ok(())

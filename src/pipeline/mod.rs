@@ -71,9 +71,12 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Summary> {
     };
     let run_id = ledger.start_run(mode_name)?;
     let result = run_started(cfg, opts, &ledger, run_id, mode_name);
-    if result.is_err() && !opts.dry_run {
-        // The run failed as a whole (exit 1): the ledger says so, rather than "unfinished".
-        let _ = ledger.fail_run(run_id, EXIT_FAILED);
+    if let Err(e) = &result
+        && !opts.dry_run
+    {
+        // The run failed as a whole (exit 1): the ledger says so and why, rather than
+        // "unfinished".
+        let _ = ledger.fail_run(run_id, EXIT_FAILED, &format!("{e:#}"));
     }
     result
 }
@@ -116,6 +119,7 @@ fn run_started(
     mode_name: &str,
 ) -> Result<Summary> {
     let mut summary = start(mode_name, opts.dry_run, cfg, ledger)?;
+    summary.run = (!opts.dry_run).then_some(run_id);
 
     // Events a crashed or failed run left behind go out first, oldest first.
     if !opts.dry_run {
@@ -129,11 +133,12 @@ fn run_started(
     // Files not processed before are listed again `settle` later (partial uploads).
     let is_backfill = matches!(opts.mode, Mode::Backfill { .. });
     source.settle(&mut listed, &|l: &Listed| {
-        is_backfill
-            || !matches!(
-                ledger.processed_listing(&l.name, l.size, l.mtime),
-                Ok(Some(_))
-            )
+        let taken = matches!(
+            ledger.processed_listing(&l.name, l.size, l.mtime),
+            Ok(Some(_))
+        );
+        let ignored = matches!(ledger.ignored(&l.name, l.size, l.mtime), Ok(Some(_)));
+        (is_backfill || !taken) && !ignored
     })?;
     let mut dated: Vec<(NaiveDate, Listed)> = listed
         .drain(..)
@@ -240,7 +245,7 @@ fn finish(ledger: &Ledger, run_id: i64, summary: &Summary) -> Result<()> {
         pending: summary.pending,
     };
     ledger
-        .finish_run(run_id, &counts, summary.exit_code)
+        .finish_run(run_id, &counts, summary.exit_code, summary.why().as_deref())
         .and_then(|()| ledger.checkpoint())
         .map_err(|e| ledger.name_in(e))
 }
@@ -299,13 +304,21 @@ pub fn deliver(cfg: &Config, dry_run: bool) -> Result<Summary> {
     } else {
         ledger.start_run("deliver")?
     };
-    let mut summary = start("deliver", dry_run, cfg, &ledger)?;
-    deliver_stage(&ledger, cfg, dry_run, &mut summary)?;
-    summary.set_exit_code();
-    if !dry_run {
-        finish(&ledger, run_id, &summary)?;
+    let result = (|| {
+        let mut summary = start("deliver", dry_run, cfg, &ledger)?;
+        deliver_stage(&ledger, cfg, dry_run, &mut summary)?;
+        summary.set_exit_code();
+        if !dry_run {
+            finish(&ledger, run_id, &summary)?;
+        }
+        Ok(summary)
+    })();
+    if let Err(e) = &result
+        && !dry_run
+    {
+        let _ = ledger.fail_run(run_id, EXIT_FAILED, &format!("{e:#}"));
     }
-    Ok(summary)
+    result
 }
 
 /// `retry --failed`: makes the events that failed for good pending again, for one sink or

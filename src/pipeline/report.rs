@@ -80,6 +80,23 @@ impl<'r> Run<'r> {
                 }
             }
         }
+        match self.ledger.ignored(&l.name, l.size, l.mtime) {
+            Ok(Some(ig)) => {
+                tracing::info!("not read: {}", ig.describe());
+                let mut rs = ReportSummary::new(&l.name, ReportStatus::Ignored, date);
+                rs.notes.push(format!(
+                    "{} (`tangoe-ingest reports retry {}` reads it again)",
+                    ig.describe(),
+                    l.name
+                ));
+                return Some(rs);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let rs = ReportSummary::new(&l.name, ReportStatus::Failed, date);
+                return Some(failed(rs, e));
+            }
+        }
         Some(process_report(self, source, date, l))
     }
 
@@ -312,6 +329,7 @@ impl std::error::Error for Stopped {}
 fn apply_batches(
     planner: &mut Planner<'_, '_>,
     batches: &std::sync::mpsc::Receiver<Batch>,
+    bar: &crate::progress::Bar,
 ) -> Result<()> {
     use std::sync::mpsc::TryRecvError;
     loop {
@@ -330,6 +348,7 @@ fn apply_batches(
         };
         crate::interrupt::check()?;
         planner.apply(&batch)?;
+        bar.inc(batch.rows());
     }
 }
 
@@ -348,7 +367,10 @@ fn ingest(
     if run.known.is_none() {
         run.known = Some((KnownActivities::load(ledger)?, Order::load(ledger)?));
     }
-    let tx = ledger.begin_report(meta, run.mode_name(), run.id)?;
+    let mut tx = ledger.begin_report(meta, run.mode_name(), run.id)?;
+    if let Some(first) = &replay {
+        tx.replaying(&first.sha256)?;
+    }
     let resend = matches!(run.opts.mode, Mode::Backfill { resend: true, .. });
     let run_first_event = run.first_event;
     let (known, order) = run.known.as_mut().expect("loaded above");
@@ -371,8 +393,8 @@ fn ingest(
     };
     let started = std::time::Instant::now();
     let mut planner = Planner::new(known, order, &tx, plan);
-    let read =
-        read_and_apply(cfg, path, ctx, &mut planner).map_err(|e| e.context(meta.name.clone()))?;
+    let read = read_and_apply(cfg, &meta.name, path, ctx, &mut planner)
+        .map_err(|e| e.context(meta.name.clone()))?;
     let outcome = planner.finish()?;
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
@@ -464,6 +486,7 @@ fn own_key(meta: &ReportMeta, id: i64, order: &Order, hash: &mut HashJob) -> Res
 /// Reads the report on a `parse` thread and hands its batches to `planner` on this one.
 fn read_and_apply(
     cfg: &Config,
+    name: &str,
     path: &Path,
     ctx: DateContext,
     planner: &mut Planner<'_, '_>,
@@ -479,7 +502,9 @@ fn read_and_apply(
                         .map_err(|_| anyhow::Error::new(Stopped))
                 })
             })?;
-        let failure = apply_batches(planner, &batches).err();
+        let bar = crate::progress::parsing(name);
+        let failure = apply_batches(planner, &batches, &bar).err();
+        drop(bar);
         // Dropping the receiver stops the reader at its next batch.
         drop(batches);
         let read = reader

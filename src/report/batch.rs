@@ -145,6 +145,14 @@ impl Batch {
         self.items.push(item);
     }
 
+    /// How many rows the batch holds (accepted or rejected; warnings are not rows).
+    pub(crate) fn rows(&self) -> u64 {
+        self.items
+            .iter()
+            .filter(|i| !matches!(i, Item::Warning(_)))
+            .count() as u64
+    }
+
     /// The outcomes, in row order.
     pub(crate) fn items(&self) -> impl Iterator<Item = Outcome<'_>> {
         self.items.iter().map(|item| match item {

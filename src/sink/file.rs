@@ -292,6 +292,8 @@ fn render(
     let started = std::time::Instant::now();
     let mut first = None;
     let mut last = mark;
+    let bar = crate::progress::delivery(&sink.name, ledger.count_events_after(mark)?);
+    let bar = &bar;
     let count = std::thread::scope(|scope| -> Result<u64> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<OwnedEvent>>(4);
         // Rendered batches go back to be refilled: no allocation per event or batch.
@@ -304,6 +306,7 @@ fn render(
                     out.event(e, sink, schema_fields)?;
                     count += 1;
                 }
+                bar.inc(batch.len() as u64);
                 let _ = used_tx.try_send(batch);
             }
             out.finish()?;

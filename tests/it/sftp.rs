@@ -1940,3 +1940,89 @@ fn a_file_removed_from_the_server_after_the_listing_is_deferred_not_failed() {
         "{s}"
     );
 }
+
+/// Issue 17, item 6: a report that fails at every run over SFTP with `after = "leave"`
+/// (it stays on the server) can be acknowledged: `reports ignore` stops the exit 2, `status`
+/// and `reports` show it as ignored with who and why, `reports retry` brings it back.
+#[test]
+fn an_ignored_failing_report_stops_exit_2_over_sftp_until_retried() {
+    let site = Site::new();
+    site.configure(&[("after", "\"leave\"")]);
+    let bad = "r_2026-11-01.csv";
+    site.put(bad, "Renamed Column,Status\nA1,Ordered\n");
+    site.put(
+        "r_2026-11-02.csv",
+        csv(&[export_row("A2", "Ordered", "2026-11-02")]),
+    );
+    site.run().code(2).says("missing required column");
+    site.run().code(2);
+    site.exec(&["reports"])
+        .code(0)
+        .prints(&format!("{bad} [2026-11-01] failed"))
+        .prints("2 failed attempt(s); last error:")
+        .prints("missing required column");
+
+    site.env("USER", "night-operator")
+        .exec(&["reports", "ignore", bad, "--reason", "ticket 4711"])
+        .code(0);
+    site.exec(&["run", "--summary-json", "s.json"])
+        .code(0)
+        .prints("ignored by night-operator")
+        .never_says("missing required column");
+    assert_eq!(
+        site.remote_files(),
+        [bad, "r_2026-11-02.csv"],
+        "left on the server"
+    );
+    site.exec(&["status"])
+        .code(0)
+        .prints(&format!(
+            "ignored {bad} (report date 2026-11-01): ignored by night-operator at "
+        ))
+        .prints(": ticket 4711; last error: ");
+    let status: serde_json::Value =
+        serde_json::from_str(&site.exec(&["status", "--json"]).code(0).stdout()).unwrap();
+    assert_eq!(status["reports"]["failed"], 0, "{status}");
+    assert_eq!(
+        status["ignored_reports"][0]["ignored"]["reason"],
+        "ticket 4711"
+    );
+    site.exec(&["reports", "--failed"])
+        .code(0)
+        .prints(&format!("{bad} [2026-11-01] ignored"));
+
+    site.exec(&["reports", "retry", bad]).code(0);
+    site.run().code(2).says("missing required column");
+}
+
+#[test]
+fn only_a_failing_report_can_be_ignored() {
+    let c = Case::new();
+    c.report(
+        "r_2026-11-01.csv",
+        &[row("A1", "Ordered").at("2026-11-01T10:00:00Z")],
+    );
+    c.run().code(0);
+    c.exec(&["reports", "ignore", "r_2026-11-01.csv"])
+        .code(1)
+        .says("is not failing");
+    c.exec(&["reports", "ignore", "nope.csv"])
+        .code(1)
+        .says("no report named");
+    c.exec(&["reports", "retry", "r_2026-11-01.csv"])
+        .code(1)
+        .says("is not ignored");
+}
+
+/// Issue 17, item 8: a download shows its bytes, rate and time left on a terminal.
+#[test]
+fn a_download_shows_its_progress_on_a_terminal() {
+    let site = Site::new();
+    site.put(
+        "r_2026-11-01.csv",
+        csv(&[export_row("A1", "Ordered", "2026-11-01")]),
+    );
+    let tty = crate::progress::in_terminal(&site, "run", &[]);
+    assert!(tty.contains("downloading r_2026-11-01.csv ["), "{tty}");
+    assert!(tty.contains(" ETA "), "{tty}");
+}

@@ -113,9 +113,11 @@ pub(crate) fn deliver(
         name: cfg.name.clone(),
         ..SinkSummary::default()
     };
-    if ledger.count_unsettled(&cfg.name)? == 0 {
+    let unsettled = ledger.count_unsettled(&cfg.name)?;
+    if unsettled == 0 {
         return Ok(summary);
     }
+    let bar = crate::progress::delivery(&cfg.name, unsettled);
     let mut transport = Transport::new(cfg)?;
     // At error level, so that the sink's name is on every message under `-q` too.
     let span = tracing::error_span!("sink", name = %cfg.name);
@@ -140,6 +142,7 @@ pub(crate) fn deliver(
         }
         let e = with_number(ledger, e)?;
         let done = deliver_one(ledger, cfg, &mut transport, &e, schema_fields)?;
+        bar.inc(1);
         if !matches!(done, Done::Unavailable(_) | Done::Refused(_)) {
             unavailable_in_a_row = 0;
         }

@@ -92,11 +92,13 @@ impl SftpSource {
             size: report.size,
             mtime: report.mtime,
         };
+        let bar = crate::progress::download(&report.name, report.size);
         let (done, sha256) = if self.cfg.connections > 1 && report.size >= SEGMENTED_MIN {
-            self.download_ranges(&report.name, &path, expected, part.as_file())?
+            self.download_ranges(&report.name, &path, expected, part.as_file(), &bar)?
         } else {
-            self.download_whole(&report.name, &path, expected, part.as_file())?
+            self.download_whole(&report.name, &path, expected, part.as_file(), &bar)?
         };
+        drop(bar);
         if done != expected.size {
             bail!(
                 "{} was listed with {} bytes but {done} bytes arrived: the file changed while it was read; \
@@ -132,6 +134,7 @@ impl SftpSource {
         path: &Path,
         expected: Stat,
         file: &std::fs::File,
+        bar: &crate::progress::Bar,
     ) -> Result<(u64, String)> {
         let mut spool = Spool::start(file.try_clone()?);
         let mut done: u64 = 0;
@@ -168,6 +171,7 @@ impl SftpSource {
                     }
                     spool.write(buf, n)?;
                     done += n as u64;
+                    bar.set(done);
                     if done > expected.size {
                         break;
                     }

@@ -33,6 +33,7 @@ impl SftpSource {
         path: &Path,
         expected: Stat,
         file: &std::fs::File,
+        bar: &crate::progress::Bar,
     ) -> Result<(u64, String)> {
         let n = self.cfg.connections;
         let ranges: Vec<(u64, u64)> = (0..n as u64)
@@ -57,7 +58,7 @@ impl SftpSource {
         };
         let first = self.conn.take();
         let (ends, hashed) = std::thread::scope(|s| {
-            let hasher = s.spawn(|| progress.hash(file, &ranges));
+            let hasher = s.spawn(|| progress.hash(file, &ranges, bar));
             let mut first = Some(first);
             let workers: Vec<_> = (0..n)
                 .map(|w| {
@@ -323,16 +324,27 @@ impl Progress {
             .unwrap_or(0)
     }
 
-    /// The SHA-256 of the ranges in order, read back from `file` as they are written.
-    fn hash(&self, file: &std::fs::File, ranges: &[(u64, u64)]) -> Result<String> {
-        let r = self.hash_inner(file, ranges);
+    /// The SHA-256 of the ranges in order, read back from `file` as they are written; the
+    /// bytes hashed are the download's progress on `bar`.
+    fn hash(
+        &self,
+        file: &std::fs::File,
+        ranges: &[(u64, u64)],
+        bar: &crate::progress::Bar,
+    ) -> Result<String> {
+        let r = self.hash_inner(file, ranges, bar);
         if r.is_err() {
             self.fail();
         }
         r
     }
 
-    fn hash_inner(&self, file: &std::fs::File, ranges: &[(u64, u64)]) -> Result<String> {
+    fn hash_inner(
+        &self,
+        file: &std::fs::File,
+        ranges: &[(u64, u64)],
+        bar: &crate::progress::Bar,
+    ) -> Result<String> {
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; READ_BUFFER];
         for (i, &(start, _)) in ranges.iter().enumerate() {
@@ -359,6 +371,7 @@ impl Progress {
                         })?;
                     hasher.update(&buf[..k]);
                     pos += k as u64;
+                    bar.inc(k as u64);
                 }
                 if complete {
                     break;
