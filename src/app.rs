@@ -30,6 +30,11 @@ pub fn execute(cli: Cli) -> i32 {
         Command::Deliver(args) => deliver(&cli.config, args),
         Command::Retry(args) => retry(&cli.config, args.sink.as_deref()),
         Command::Hostkey(h) => hostkey(&cli.config, h),
+        Command::Check => crate::cmd::check::run(&cli.config),
+        Command::Inspect(args) => crate::cmd::inspect::run(args),
+        Command::Init(args) => crate::cmd::init::run(&args.dir),
+        Command::Completions(args) => crate::cmd::completions::completions(args.shell),
+        Command::Man => crate::cmd::completions::man(),
     };
     match result {
         Ok(code) => code,

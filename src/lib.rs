@@ -7,6 +7,7 @@
 pub mod app;
 pub(crate) mod attrs;
 pub mod cli;
+pub(crate) mod cmd;
 pub(crate) mod config;
 pub(crate) mod dedupe;
 pub mod interrupt;

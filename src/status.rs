@@ -53,6 +53,8 @@ struct SinkRow {
     pending: i64,
     failed: i64,
     skipped: i64,
+    /// Why events were skipped (the reason, how many), most first.
+    skip_reasons: Vec<(String, i64)>,
     /// The oldest pending events (at most [`LIST_EVENTS`]).
     pending_events: Vec<EventRow>,
     /// The failed events (at most [`LIST_EVENTS`]), with the error of each.
@@ -268,6 +270,13 @@ fn sink_row(c: &rusqlite::Connection, name: &str) -> Result<SinkRow> {
         [&name],
         |r| r.get(0),
     )?;
+    let mut stmt = c.prepare(
+        "SELECT COALESCE(error, ''), COUNT(*) FROM deliveries WHERE sink = ?1 AND status = 'skipped'
+         GROUP BY 1 ORDER BY 2 DESC, 1",
+    )?;
+    let skip_reasons = stmt
+        .query_map([&name], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<(String, i64)>>>()?;
     let pending_events = event_rows(
         c,
         "SELECT e.id, e.event_key, e.activity_id, e.itsm_number, e.previous_state, e.state, NULL, NULL
@@ -290,6 +299,7 @@ fn sink_row(c: &rusqlite::Connection, name: &str) -> Result<SinkRow> {
         pending,
         failed,
         skipped,
+        skip_reasons,
         pending_events,
         failed_events,
     })
@@ -401,11 +411,11 @@ fn render_sink(o: &mut String, k: &SinkRow) {
         "  {:<16} pending {:>7}  failed {:>5}  (delivered through event {})",
         k.name, k.pending, k.failed, k.delivered_through
     );
-    if k.skipped > 0 {
+    for (reason, n) in &k.skip_reasons {
         let _ = writeln!(
             o,
-            "    skipped {} events (see the run summaries for the reasons)",
-            k.skipped
+            "    skipped {n}: {}",
+            crate::printable::printable(reason)
         );
     }
     for e in &k.pending_events {

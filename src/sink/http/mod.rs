@@ -18,6 +18,7 @@
 
 pub(crate) mod config;
 mod encode;
+mod probe;
 mod transport;
 
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ use anyhow::Result;
 use config::Api;
 pub(crate) use config::HttpSinkConfig;
 use encode::RowOutcome;
+pub(crate) use probe::{Probe, probe};
 use transport::{Failure, Request, Transport};
 
 use super::summary::{FailureNote, RequestPreview, SinkSummary};
@@ -53,7 +55,8 @@ fn sys_id_cache() -> &'static Mutex<HashMap<(String, String), String>> {
 /// What became of one event.
 enum Done {
     Delivered,
-    Skipped(&'static str),
+    /// Not sent: a field the ITSM needs is empty (the reason is recorded with the event).
+    Incomplete(String),
     Failed(String),
     /// The endpoint cannot take events now: this one stays pending and the sink stops.
     Unavailable(String),
@@ -145,7 +148,7 @@ pub(crate) fn deliver(
         }
         match done {
             Done::Delivered => summary.delivered += 1,
-            Done::Skipped(reason) => summary.count_skip(reason),
+            Done::Incomplete(reason) => summary.count_incomplete(&reason),
             Done::Failed(error) => {
                 tracing::error!(event = %e.key, activity = %e.activity_id, "delivery failed: {error}");
                 summary.failed += 1;
@@ -237,15 +240,28 @@ fn deliver_one(
     e: &StoredEvent,
     schema_fields: &[String],
 ) -> Result<Done> {
+    let creates = cfg.api == Api::Table && e.itsm_number.is_empty() && cfg.create_missing;
+    let incomplete = match cfg.api {
+        _ if creates => None,
+        Api::Table if e.itsm_number.is_empty() => Some(SKIP_NO_NUMBER.to_string()),
+        _ => missing_required(cfg, e),
+    };
+    if let Some(reason) = incomplete {
+        ledger.record_delivery(&cfg.name, e.id, Outcome::Skipped, 0, Some(&reason))?;
+        return Ok(Done::Incomplete(reason));
+    }
     match cfg.api {
         Api::ImportSet | Api::Webhook => send_row(ledger, cfg, t, e, schema_fields),
-        Api::Table if e.itsm_number.is_empty() && !cfg.create_missing => {
-            ledger.record_delivery(&cfg.name, e.id, Outcome::Skipped, 0, Some(SKIP_NO_NUMBER))?;
-            Ok(Done::Skipped(SKIP_NO_NUMBER))
-        }
-        Api::Table if e.itsm_number.is_empty() => create_ticket(ledger, cfg, t, e),
+        Api::Table if creates => create_ticket(ledger, cfg, t, e),
         Api::Table => update_ticket(ledger, cfg, t, e, schema_fields),
     }
+}
+
+/// Why the event may not be sent: a `required` field of the sink's mapping renders empty.
+/// A mapping that does not render is not this: sending fails with its error.
+fn missing_required(cfg: &HttpSinkConfig, e: &StoredEvent) -> Option<String> {
+    let m = cfg.mapping.as_ref().filter(|m| !m.required.is_empty())?;
+    m.render(e).ok().and_then(|rec| m.missing_required(&rec))
 }
 
 /// Import Set or webhook: one request with the mapped row; an Import Set's answer says
