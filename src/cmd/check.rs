@@ -52,7 +52,9 @@ impl Checks {
             }
             Mark::Untested => "–",
         };
-        println!("{sign} {}: {}", printable(what), printable(why));
+        // A reason of several lines (a host key to add...) goes on indented.
+        let why: Vec<String> = why.lines().map(|l| printable(l).into_owned()).collect();
+        println!("{sign} {}: {}", printable(what), why.join("\n    "));
     }
 
     fn pass(&mut self, what: &str, why: &str) {
@@ -210,30 +212,32 @@ fn writable(dir: &Path) -> bool {
     }
 }
 
+/// Every name in a folder, and whether it is a regular file.
+type Names = Vec<(String, bool)>;
+
 /// The source: connects (SFTP: step by step), lists, and says what a run would take.
 fn check_source(checks: &mut Checks, cfg: &Config, ledger: Option<&Ledger>) {
-    let (what, names, mut source): (String, Result<Vec<(String, bool)>>, Box<dyn Source>) =
-        match &cfg.source {
-            SourceConfig::Local { dir } => (
-                format!("source {}", dir.display()),
-                local_names(dir),
-                Box::new(LocalSource::new(dir.clone(), cfg.patterns.clone())),
-            ),
-            SourceConfig::Sftp(s) => {
-                let what = format!(
-                    "source sftp://{}/{}",
-                    s.endpoint.label(),
-                    s.remote_dir.trim_start_matches('/')
-                );
-                let Some(conn) = connect(checks, &what, &s.endpoint) else {
-                    return;
-                };
-                let names = remote_names(&conn, &s.remote_dir);
-                drop(conn);
-                let source = SftpSource::new((**s).clone(), cfg.patterns.clone(), false, true);
-                (what, names, Box::new(source))
-            }
-        };
+    let (what, names, mut source): (String, Result<Names>, Box<dyn Source>) = match &cfg.source {
+        SourceConfig::Local { dir } => (
+            format!("source {}", dir.display()),
+            local_names(dir),
+            Box::new(LocalSource::new(dir.clone(), cfg.patterns.clone())),
+        ),
+        SourceConfig::Sftp(s) => {
+            let what = format!(
+                "source sftp://{}/{}",
+                s.endpoint.label(),
+                s.remote_dir.trim_start_matches('/')
+            );
+            let Some(conn) = connect(checks, &what, &s.endpoint) else {
+                return;
+            };
+            let names = remote_names(&conn, &s.remote_dir);
+            drop(conn);
+            let source = SftpSource::new((**s).clone(), cfg.patterns.clone(), false, true);
+            (what, names, Box::new(source))
+        }
+    };
     let listed = names.and_then(|names| Ok((names, source.list()?)));
     match listed {
         Ok((names, listed)) => {
@@ -285,7 +289,7 @@ fn connect(checks: &mut Checks, what: &str, endpoint: &Endpoint) -> Option<Conne
 }
 
 /// Every name in a local folder, and whether it is a regular file.
-fn local_names(dir: &Path) -> Result<Vec<(String, bool)>> {
+fn local_names(dir: &Path) -> Result<Names> {
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("cannot list the drop folder {}", dir.display()))?;
     let mut out = Vec::new();
@@ -299,12 +303,12 @@ fn local_names(dir: &Path) -> Result<Vec<(String, bool)>> {
 }
 
 /// Every name in a remote folder, and whether it is a regular file.
-fn remote_names(conn: &Connection, dir: &str) -> Result<Vec<(String, bool)>> {
+fn remote_names(conn: &Connection, dir: &str) -> Result<Names> {
     let entries = conn
         .sftp()
         .readdir(Path::new(dir))
         .with_context(|| format!("cannot list the remote folder {dir}"))?;
-    let mut out: Vec<(String, bool)> = entries
+    let mut out: Names = entries
         .into_iter()
         .filter_map(|(p, st)| {
             let name = p.file_name()?.to_string_lossy().into_owned();

@@ -8,7 +8,6 @@
 //! state. Exit 0 when every file reads with no rejected row, 2 when a file fails or rejects
 //! a row (a data problem, as for `run`), 1 when the schema or the time zone is wrong.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -47,7 +46,7 @@ struct Audit {
     skipped: u64,
     warnings: u64,
     /// Accepted rows by state, in the states' order.
-    states: BTreeMap<String, u64>,
+    states: indexmap::IndexMap<String, u64>,
     rejects: Vec<Rejected>,
     notes: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]

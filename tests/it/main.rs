@@ -5,12 +5,14 @@ mod server;
 mod sshd;
 mod support;
 
+mod check;
 mod crash;
 mod dedupe;
 mod edge_cases;
 mod exit_codes;
 mod hostile;
 mod http_sink;
+mod operator;
 mod oracle;
 mod parsing;
 mod reliability;
