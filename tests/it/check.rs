@@ -192,6 +192,25 @@ fn check_says_a_webhook_is_untested_and_sends_it_nothing() {
 }
 
 #[test]
+fn check_tests_an_import_set_sink_by_reading_its_staging_table() {
+    let api = table_api();
+    let c = Case::with_config(&format!(
+        "[[sink]]\ntype = \"http\"\nname = \"iset\"\napi = \"servicenow_import_set\"\n\
+         url = \"{}\"\nmapping = \"builtin:servicenow-ritm\"\n",
+        api.url("/api/now/import/u_tangoe_activity")
+    ));
+    c.exec(&["check"])
+        .code(0)
+        .prints("✓ sink iset (servicenow_import_set): GET");
+    let reqs = api.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(
+        (reqs[0].method.as_str(), reqs[0].path()),
+        ("GET", "/api/now/table/u_tangoe_activity")
+    );
+}
+
+#[test]
 fn check_says_which_local_files_a_run_takes_and_why_not_the_others() {
     let c = Case::new();
     c.report("r_2026-11-01.csv", &[row("A1", "Ordered")]);

@@ -194,6 +194,18 @@ fn an_http_sink_does_not_send_an_event_whose_required_number_is_empty() {
         "r_2026-11-01.csv",
         &[row("A1", "Ordered").itsm("RITM1"), row("A2", "Ordered")],
     );
+    // A dry run previews only what would be sent.
+    let dry = c
+        .exec(&["run", "--dry-run", "--summary-json", "dry.json"])
+        .summary();
+    let previewed: Vec<&str> = dry["sinks"][1]["previews"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["body"]["number"].as_str().unwrap())
+        .collect();
+    assert_eq!(previewed, ["RITM1"]);
+    assert!(server.requests().is_empty());
     let s = c
         .exec(&["run", "--summary-json", "s.json"])
         .code(2)

@@ -241,12 +241,7 @@ fn deliver_one(
     schema_fields: &[String],
 ) -> Result<Done> {
     let creates = cfg.api == Api::Table && e.itsm_number.is_empty() && cfg.create_missing;
-    let incomplete = match cfg.api {
-        _ if creates => None,
-        Api::Table if e.itsm_number.is_empty() => Some(SKIP_NO_NUMBER.to_string()),
-        _ => missing_required(cfg, e),
-    };
-    if let Some(reason) = incomplete {
+    if let Some(reason) = incomplete(cfg, e) {
         ledger.record_delivery(&cfg.name, e.id, Outcome::Skipped, 0, Some(&reason))?;
         return Ok(Done::Incomplete(reason));
     }
@@ -257,9 +252,14 @@ fn deliver_one(
     }
 }
 
-/// Why the event may not be sent: a `required` field of the sink's mapping renders empty.
-/// A mapping that does not render is not this: sending fails with its error.
-fn missing_required(cfg: &HttpSinkConfig, e: &StoredEvent) -> Option<String> {
+/// Why the event may not be sent, if it may not: a field the ITSM needs is empty — the
+/// Table API's number (unless the sink creates missing tickets), or a `required` field of
+/// the sink's mapping. A mapping that does not render is not this: sending fails with its
+/// error.
+fn incomplete(cfg: &HttpSinkConfig, e: &StoredEvent) -> Option<String> {
+    if cfg.api == Api::Table && e.itsm_number.is_empty() {
+        return (!cfg.create_missing).then(|| SKIP_NO_NUMBER.to_string());
+    }
     let m = cfg.mapping.as_ref().filter(|m| !m.required.is_empty())?;
     m.render(e).ok().and_then(|rec| m.missing_required(&rec))
 }
@@ -471,15 +471,13 @@ pub(crate) fn preview(
     let mut out = Vec::new();
     each_pending(ledger, &cfg.name, &mut |e| {
         let e = with_number(ledger, e)?;
+        if incomplete(cfg, &e).is_some() {
+            return Ok(true); // not sent
+        }
         let reqs: Vec<Request> = match cfg.api {
             Api::ImportSet | Api::Webhook => vec![encode::send_request(cfg, &e, schema_fields)?],
-            Api::Table if e.itsm_number.is_empty() => {
-                if cfg.create_missing {
-                    vec![encode::create_request(cfg, &e)?]
-                } else {
-                    Vec::new()
-                }
-            }
+            // (Not incomplete: the sink creates the ticket.)
+            Api::Table if e.itsm_number.is_empty() => vec![encode::create_request(cfg, &e)?],
             Api::Table => match ledger.ticket_sys_id(&e.activity_id, &e.itsm_number)? {
                 Some(sys_id) => vec![encode::update_request(cfg, &sys_id, &e, schema_fields)?],
                 None => vec![
