@@ -329,6 +329,49 @@ mod tests {
     }
 
     #[test]
+    fn builtin_mappings_load_against_the_bundled_schema() {
+        let schema = crate::report::schema::Schema::bundled().unwrap();
+        let fields: Vec<String> = schema.fields.iter().map(|f| f.name.clone()).collect();
+        let base = Path::new("/nonexistent");
+        let ritm = Mapping::named("builtin:servicenow-ritm", base, &fields).unwrap();
+        assert_eq!(ritm.fields, ["number", "state", "work_notes"]);
+        assert_eq!(ritm.required, ["number"]);
+        let mirror = Mapping::named("builtin:servicenow-ritm-mirror", base, &fields).unwrap();
+        assert!(
+            mirror
+                .create_fields
+                .contains(&"short_description".to_string())
+        );
+        assert!(
+            mirror.required.is_empty(),
+            "mirroring creates the missing number"
+        );
+        let err = Mapping::named("builtin:nope", base, &fields).err().unwrap();
+        assert!(
+            format!("{err:#}").contains("builtin:servicenow-ritm, builtin:servicenow-ritm-mirror"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn a_required_field_is_missing_when_it_renders_blank() {
+        let fields = vec!["activity_id".to_string()];
+        let m = Mapping::parse(
+            "required = ['number']\n[fields]\nnumber = '{{ itsm_number }}'\nx = 'y'",
+            "m",
+            &fields,
+        )
+        .unwrap();
+        let mut e = StoredEvent::sample(&fields);
+        assert_eq!(m.missing_required(&m.render(&e).unwrap()), None);
+        e.itsm_number = "  ".into();
+        assert_eq!(
+            m.missing_required(&m.render(&e).unwrap()).as_deref(),
+            Some("the required field `number` is empty")
+        );
+    }
+
+    #[test]
     fn unknown_variables_fail_at_load() {
         let fields = vec!["activity_id".to_string(), "device".to_string()];
         assert!(Mapping::parse("[fields]\nx = \"{{ device }}\"", "m", &fields).is_ok());

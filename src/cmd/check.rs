@@ -103,6 +103,15 @@ pub(crate) fn run(config: &Path) -> Result<i32> {
         }
     }
     let ledger = check_ledger(&mut checks, &cfg.ledger);
+    if let SourceConfig::Sftp(s) = &cfg.source {
+        let what = format!("source download folder {}", s.download_dir.display());
+        let why = if s.download_dir.is_dir() {
+            "exists, writable"
+        } else {
+            "not there yet: the first download makes it"
+        };
+        checks.result(&what, creatable(&s.download_dir).map(|_| why.to_string()));
+    }
     check_source(&mut checks, &cfg, ledger.as_ref());
     for sink in &cfg.sinks {
         match sink {

@@ -83,7 +83,9 @@ fn check_passes_a_good_sftp_source_and_table_api_and_writes_nothing() {
         .prints("login: logged in as root")
         .prints("take  r_2026-11-01.csv")
         .prints("skip  notes.txt: matches none of the source's patterns")
+        .prints("✓ source download folder")
         .prints("✓ sink sn (servicenow_table): GET")
+        .never_says("skip  .")
         .prints("all checks passed")
         .stdout();
     assert!(!out.contains('✗'), "{out}");
