@@ -57,6 +57,9 @@ struct SinkRow {
     skip_reasons: Vec<(String, i64)>,
     /// The oldest pending events (at most [`LIST_EVENTS`]).
     pending_events: Vec<EventRow>,
+    /// The latest events not sent because a field the ITSM needs was empty (at most
+    /// [`LIST_EVENTS`]), with the reason: the Activities whose ticket someone should fill in.
+    incomplete_events: Vec<EventRow>,
     /// The failed events (at most [`LIST_EVENTS`]), with the error of each.
     failed_events: Vec<EventRow>,
 }
@@ -285,6 +288,15 @@ fn sink_row(c: &rusqlite::Connection, name: &str) -> Result<SinkRow> {
          ORDER BY e.id LIMIT ?3",
         params![mark, name, LIST_EVENTS],
     )?;
+    // Every skip but the superseded ones is a field the ITSM needs that was empty.
+    let incomplete_events = event_rows(
+        c,
+        "SELECT e.id, e.event_key, e.activity_id, e.itsm_number, e.previous_state, e.state, NULL, d.error
+         FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.sink = ?1 AND d.status = 'skipped' AND d.error IS NOT ?2
+         ORDER BY e.id DESC LIMIT ?3",
+        params![name, crate::sink::http::SKIP_SUPERSEDED, LIST_EVENTS],
+    )?;
     let failed_events = event_rows(
         c,
         "SELECT e.id, e.event_key, e.activity_id, e.itsm_number, e.previous_state, e.state, d.attempts, d.error
@@ -300,6 +312,7 @@ fn sink_row(c: &rusqlite::Connection, name: &str) -> Result<SinkRow> {
         failed,
         skipped,
         skip_reasons,
+        incomplete_events,
         pending_events,
         failed_events,
     })
@@ -430,6 +443,17 @@ fn render_sink(o: &mut String, k: &SinkRow) {
             o,
             "    ... and {} more pending",
             k.pending - k.pending_events.len() as i64
+        );
+    }
+    for e in &k.incomplete_events {
+        let _ = writeln!(
+            o,
+            "    not sent #{} {} activity {} {}: {}",
+            e.id,
+            e.event_id,
+            crate::printable::printable(&e.activity_id),
+            e.transition,
+            crate::printable::printable(e.error.as_deref().unwrap_or(""))
         );
     }
     for e in &k.failed_events {

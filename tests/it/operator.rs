@@ -177,7 +177,9 @@ fn an_event_whose_required_number_is_empty_is_not_written_and_is_counted() {
     assert_eq!(numbers, ["RITM1", "RITM3"], "{text}");
     c.exec(&["status"])
         .code(0)
-        .prints("skipped 1: the required field `number` is empty");
+        .prints("skipped 1: the required field `number` is empty")
+        .prints("not sent #2")
+        .prints("activity A2 none → ordered: the required field `number` is empty");
     // Settled: the next run neither writes it nor counts it again.
     c.run().code(0);
 }

@@ -43,7 +43,7 @@ const UNAVAILABLE_STOP: u32 = 3;
 const KEEP_FAILURES: usize = 20;
 
 const SKIP_NO_NUMBER: &str = "no itsm_number to update and create_missing is off";
-const SKIP_SUPERSEDED: &str =
+pub(crate) const SKIP_SUPERSEDED: &str =
     "superseded: a later event of the same Activity was already delivered";
 
 /// sys_ids found by number, for the life of the process (one run): (table URL, number).
