@@ -230,6 +230,11 @@ fn write_file(
     let upto = again.and_then(|f| f.last).unwrap_or(i64::MAX);
     let written = render(ledger, sink, schema_fields, mark, upto, tmp.as_file())
         .with_context(|| format!("cannot write the import file in {}", sink.dir.display()))?;
+    if written.count == 0 && again.is_none() {
+        // Every event left out: no import file (an empty one is only noise to the ITSM).
+        settle_incomplete(ledger, sink, &written, summary)?;
+        return ledger.set_sink_mark(&sink.name, written.last);
+    }
     // Owner-only, as the temporary file is made, unless the sink says otherwise (an
     // import folder another program reads).
     #[cfg(unix)]
@@ -269,17 +274,27 @@ fn write_file(
         let _ = std::fs::remove_file(&dest);
         return Err(e);
     }
-    // Events left out (a required field empty) are settled with their reason, as an HTTP
-    // sink settles them: `status` counts them, and the mark moves over them.
-    for (id, reason) in &written.incomplete {
-        ledger.record_delivery(&sink.name, *id, Outcome::Skipped, 0, Some(reason))?;
-        summary.count_incomplete(reason);
-    }
+    settle_incomplete(ledger, sink, &written, summary)?;
     ledger.set_sink_mark(&sink.name, written.last)?;
     ledger.set_file_in_flight(&sink.name, None)?;
     tracing::info!(sink = %sink.name, file = %name, events = written.count, "import file written");
     summary.delivered += written.count;
     summary.files.push(name);
+    Ok(())
+}
+
+/// Settles the events an import file left out (a required field empty) with their reason,
+/// as an HTTP sink settles them: `status` lists them, and the sink's mark moves over them.
+fn settle_incomplete(
+    ledger: &Ledger,
+    sink: &FileSinkConfig,
+    written: &Written,
+    summary: &mut SinkSummary,
+) -> Result<()> {
+    for (id, reason) in &written.incomplete {
+        ledger.record_delivery(&sink.name, *id, Outcome::Skipped, 0, Some(reason))?;
+        summary.count_incomplete(reason);
+    }
     Ok(())
 }
 

@@ -185,6 +185,17 @@ fn an_event_whose_required_number_is_empty_is_not_written_and_is_counted() {
 }
 
 #[test]
+fn no_import_file_is_written_when_every_event_lacks_a_required_field() {
+    let c = initialised();
+    c.report("r_2026-11-01.csv", &[row("A2", "Ordered")]);
+    c.run()
+        .code(2)
+        .prints("skipped 1: the required field `number` is empty");
+    assert!(c.files("out/servicenow").is_empty(), "no empty import file");
+    c.run().code(0);
+}
+
+#[test]
 fn an_http_sink_does_not_send_an_event_whose_required_number_is_empty() {
     let server = Server::ok();
     let c = Case::with_config(&format!(
