@@ -37,6 +37,11 @@ pub fn execute(cli: Cli) -> i32 {
             print!("{o}");
             0
         }),
+        Command::Check => crate::cmd::check::run(&cli.config),
+        Command::Inspect(args) => crate::cmd::inspect::run(args),
+        Command::Init(args) => crate::cmd::init::run(&args.dir),
+        Command::Completions(args) => crate::cmd::completions::completions(args.shell),
+        Command::Man => crate::cmd::completions::man(),
     };
     match result {
         Ok(code) => code,

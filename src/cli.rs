@@ -105,6 +105,87 @@ pub enum Command {
     ///
     /// Example: tangoe-ingest rejects --run 7 --csv > rejects-run-7.csv
     Rejects(RejectsArgs),
+    /// Check the set-up without changing anything: the configuration (paths, schema, each
+    /// mapping on a sample event), the source (host key, login, which files would be taken
+    /// and why the others would not), each sink (an HTTP sink's credentials, with a request
+    /// that writes nothing). One ✓ or ✗ line per check; exit 0 only when all pass, else 1.
+    #[command(
+        after_help = "Example: tangoe-ingest --config /etc/tangoe-ingest/tangoe-ingest.toml check"
+    )]
+    Check,
+
+    /// Audit report files against the schema, with no configuration and no ledger: format,
+    /// encoding, delimiter, header row, which column feeds which field, rows accepted and
+    /// rejected (each with its reason), Activities by state.
+    #[command(
+        after_help = "Examples:\n  tangoe-ingest inspect drop/tangoe_activity_report_2026-11-02.csv --rows 5\n  tangoe-ingest inspect --json --schema my-schema.toml drop/*.xlsx"
+    )]
+    Inspect(InspectArgs),
+
+    /// Write a commented starter configuration, and editable copies of the bundled report
+    /// schema and output mappings, into DIR (default: the current folder). Never
+    /// overwrites a file.
+    #[command(
+        after_help = "Example: tangoe-ingest init /etc/tangoe-ingest && tangoe-ingest --config /etc/tangoe-ingest/tangoe-ingest.toml check"
+    )]
+    Init(InitArgs),
+
+    /// Print a shell completion script to stdout.
+    #[command(
+        after_help = "Example: tangoe-ingest completions bash > /etc/bash_completion.d/tangoe-ingest"
+    )]
+    Completions(CompletionsArgs),
+
+    /// Print the manual page (roff) to stdout.
+    #[command(
+        after_help = "Example: tangoe-ingest man > /usr/local/share/man/man1/tangoe-ingest.1"
+    )]
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The report files (CSV or XLSX).
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+
+    /// The report schema (TOML); default: the bundled schema.
+    #[arg(long, value_name = "PATH")]
+    pub schema: Option<PathBuf>,
+
+    /// The time zone of date-times without an offset (IANA name).
+    #[arg(long, value_name = "ZONE", default_value = "UTC")]
+    pub timezone: String,
+
+    /// Also show the first N Activities of each file as a table.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub rows: usize,
+
+    /// Print the audit as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The folder to write into (made if missing).
+    #[arg(value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// The shells `completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Args)]

@@ -61,8 +61,13 @@ struct SinkRow {
     pending: i64,
     failed: i64,
     skipped: i64,
+    /// Why events were skipped (the reason, how many), most first.
+    skip_reasons: Vec<(String, i64)>,
     /// The oldest pending events (at most [`LIST_EVENTS`]).
     pending_events: Vec<EventRow>,
+    /// The latest events not sent because a field the ITSM needs was empty (at most
+    /// [`LIST_EVENTS`]), with the reason: the Activities whose ticket someone should fill in.
+    incomplete_events: Vec<EventRow>,
     /// The failed events (at most [`LIST_EVENTS`]), with the error of each.
     failed_events: Vec<EventRow>,
 }
@@ -316,6 +321,13 @@ fn sink_row(c: &rusqlite::Connection, name: &str) -> Result<SinkRow> {
         [&name],
         |r| r.get(0),
     )?;
+    let mut stmt = c.prepare(
+        "SELECT COALESCE(error, ''), COUNT(*) FROM deliveries WHERE sink = ?1 AND status = 'skipped'
+         GROUP BY 1 ORDER BY 2 DESC, 1",
+    )?;
+    let skip_reasons = stmt
+        .query_map([&name], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<(String, i64)>>>()?;
     let pending_events = event_rows(
         c,
         "SELECT e.id, e.event_key, e.activity_id, e.itsm_number, e.previous_state, e.state, NULL, NULL
@@ -323,6 +335,15 @@ fn sink_row(c: &rusqlite::Connection, name: &str) -> Result<SinkRow> {
          AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.sink = ?2 AND d.event_id = e.id)
          ORDER BY e.id LIMIT ?3",
         params![mark, name, LIST_EVENTS],
+    )?;
+    // Every skip but the superseded ones is a field the ITSM needs that was empty.
+    let incomplete_events = event_rows(
+        c,
+        "SELECT e.id, e.event_key, e.activity_id, e.itsm_number, e.previous_state, e.state, NULL, d.error
+         FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.sink = ?1 AND d.status = 'skipped' AND d.error IS NOT ?2
+         ORDER BY e.id DESC LIMIT ?3",
+        params![name, crate::sink::http::SKIP_SUPERSEDED, LIST_EVENTS],
     )?;
     let failed_events = event_rows(
         c,
@@ -338,6 +359,8 @@ fn sink_row(c: &rusqlite::Connection, name: &str) -> Result<SinkRow> {
         pending,
         failed,
         skipped,
+        skip_reasons,
+        incomplete_events,
         pending_events,
         failed_events,
     })
@@ -483,11 +506,11 @@ fn render_sink(o: &mut String, k: &SinkRow) {
         "  {:<16} pending {:>7}  failed {:>5}  (delivered through event {})",
         k.name, k.pending, k.failed, k.delivered_through
     );
-    if k.skipped > 0 {
+    for (reason, n) in &k.skip_reasons {
         let _ = writeln!(
             o,
-            "    skipped {} events (see the run summaries for the reasons)",
-            k.skipped
+            "    skipped {n}: {}",
+            crate::printable::printable(reason)
         );
     }
     for e in &k.pending_events {
@@ -502,6 +525,17 @@ fn render_sink(o: &mut String, k: &SinkRow) {
             o,
             "    ... and {} more pending",
             k.pending - k.pending_events.len() as i64
+        );
+    }
+    for e in &k.incomplete_events {
+        let _ = writeln!(
+            o,
+            "    not sent #{} {} activity {} {}: {}",
+            e.id,
+            e.event_id,
+            crate::printable::printable(&e.activity_id),
+            e.transition,
+            crate::printable::printable(e.error.as_deref().unwrap_or(""))
         );
     }
     for e in &k.failed_events {

@@ -304,6 +304,13 @@ impl Summary {
             if let Some(e) = &s.error {
                 problems.push(Problem::delivery(format!("sink {}: {e}", s.name)));
             }
+            if s.incomplete > 0 {
+                problems.push(Problem::data(format!(
+                    "sink {}: {} not sent, a field the ITSM needs is empty (see skipped)",
+                    s.name,
+                    count(s.incomplete, "event")
+                )));
+            }
             if s.failed > 0 {
                 problems.push(Problem::delivery(format!(
                     "sink {}: {} failed for good (`tangoe-ingest retry` sends them again)",

@@ -4,6 +4,10 @@
 //! (canonical state → the ITSM's code, exposed as `state_code`). Templates are compiled once
 //! and checked against a sample event when the mapping is loaded, so an unknown variable is
 //! a configuration error, not an empty field at delivery time.
+//!
+//! A mapping may name `required` output fields: an event whose required field renders
+//! empty is not sent (see [`Mapping::missing_required`]). The mappings shipped with the
+//! tool are compiled in and named `builtin:NAME` (see [`BUILTIN`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,7 +30,25 @@ struct RawMapping {
     /// Templates for creating a missing ticket (ITSM API sinks that mirror Activities).
     #[serde(default)]
     create: IndexMap<String, String>,
+    /// Output fields that must not render empty: such an event is not sent.
+    #[serde(default)]
+    required: Vec<String>,
 }
+
+/// The mappings shipped with the tool: `mapping = "builtin:NAME"`, written out by `init`.
+pub(crate) const BUILTIN: [(&str, &str); 2] = [
+    (
+        "servicenow-ritm",
+        include_str!("../schemas/servicenow-ritm.toml"),
+    ),
+    (
+        "servicenow-ritm-mirror",
+        include_str!("../schemas/servicenow-ritm-mirror.toml"),
+    ),
+];
+
+/// How a configuration names a mapping that is built in.
+pub(crate) const BUILTIN_PREFIX: &str = "builtin:";
 
 /// The names a template sees besides the schema's fields (see `Mapping::context`).
 const CONTEXT_NAMES: [&str; 11] = [
@@ -51,12 +73,25 @@ pub(crate) struct Mapping {
     env: Environment<'static>,
     pub(crate) fields: Vec<String>,
     pub(crate) create_fields: Vec<String>,
+    /// Output fields that must not render empty (`required`).
+    pub(crate) required: Vec<String>,
     states: BTreeMap<String, String>,
     /// Canonical field names of the report schema: always present in the context.
     schema_fields: Vec<String>,
 }
 
 impl Mapping {
+    /// The mapping a configuration names: `builtin:NAME`, or a file (relative to `base`).
+    pub(crate) fn named(spec: &str, base: &Path, schema_fields: &[String]) -> Result<Mapping> {
+        match spec.strip_prefix(BUILTIN_PREFIX) {
+            Some(name) => {
+                let text = builtin(name)?;
+                Mapping::parse(text, spec, schema_fields)
+            }
+            None => Mapping::load(&crate::setting::resolve(base, spec), schema_fields),
+        }
+    }
+
     pub(crate) fn load(path: &Path, schema_fields: &[String]) -> Result<Mapping> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the output mapping {}", path.display()))?;
@@ -112,6 +147,13 @@ impl Mapping {
                 }
             }
         }
+        if let Some(unknown) = raw.required.iter().find(|r| !raw.fields.contains_key(*r)) {
+            bail!(
+                "output mapping {origin}: `required` names {unknown:?}, which is not one of its \
+                 [fields] ({})",
+                raw.fields.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
         // `state_code` for a state [states] does not list is the state's own name, which an
         // ITSM such as ServiceNow does not take as a code: said when the mapping is loaded.
         let missing: Vec<&str> = State::ALL
@@ -130,6 +172,7 @@ impl Mapping {
             env,
             fields: raw.fields.keys().cloned().collect(),
             create_fields: raw.create.keys().cloned().collect(),
+            required: raw.required,
             states: raw.states,
             schema_fields: schema_fields.to_vec(),
         };
@@ -209,9 +252,38 @@ impl Mapping {
         self.render_section("fields", &self.fields, e)
     }
 
+    /// Why an event's rendered fields may not be sent: the first `required` field that is
+    /// empty (blank), as the reason counted in the summary and `status`.
+    pub(crate) fn missing_required(&self, rendered: &IndexMap<String, String>) -> Option<String> {
+        self.required
+            .iter()
+            .find(|r| rendered.get(*r).is_none_or(|v| v.trim().is_empty()))
+            .map(|r| required_reason(r))
+    }
+
     /// The fields of a ticket to create for an event (the mapping's `[create]`).
     pub(crate) fn render_create(&self, e: &StoredEvent) -> Result<IndexMap<String, String>> {
         self.render_section("create", &self.create_fields, e)
+    }
+}
+
+/// The reason an event is not sent when the required output field `field` is empty.
+pub(crate) fn required_reason(field: &str) -> String {
+    format!("the required field `{field}` is empty")
+}
+
+/// The text of the built-in mapping `name` (after `builtin:`).
+pub(crate) fn builtin(name: &str) -> Result<&'static str> {
+    match BUILTIN.iter().find(|(n, _)| *n == name) {
+        Some((_, text)) => Ok(text),
+        None => bail!(
+            "there is no built-in mapping {name:?}; the built-in mappings are {}",
+            BUILTIN
+                .iter()
+                .map(|(n, _)| format!("{BUILTIN_PREFIX}{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -254,6 +326,49 @@ mod tests {
         known.sort();
         known.dedup();
         assert_eq!(keys, known);
+    }
+
+    #[test]
+    fn builtin_mappings_load_against_the_bundled_schema() {
+        let schema = crate::report::schema::Schema::bundled().unwrap();
+        let fields: Vec<String> = schema.fields.iter().map(|f| f.name.clone()).collect();
+        let base = Path::new("/nonexistent");
+        let ritm = Mapping::named("builtin:servicenow-ritm", base, &fields).unwrap();
+        assert_eq!(ritm.fields, ["number", "state", "work_notes"]);
+        assert_eq!(ritm.required, ["number"]);
+        let mirror = Mapping::named("builtin:servicenow-ritm-mirror", base, &fields).unwrap();
+        assert!(
+            mirror
+                .create_fields
+                .contains(&"short_description".to_string())
+        );
+        assert!(
+            mirror.required.is_empty(),
+            "mirroring creates the missing number"
+        );
+        let err = Mapping::named("builtin:nope", base, &fields).err().unwrap();
+        assert!(
+            format!("{err:#}").contains("builtin:servicenow-ritm, builtin:servicenow-ritm-mirror"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn a_required_field_is_missing_when_it_renders_blank() {
+        let fields = vec!["activity_id".to_string()];
+        let m = Mapping::parse(
+            "required = ['number']\n[fields]\nnumber = '{{ itsm_number }}'\nx = 'y'",
+            "m",
+            &fields,
+        )
+        .unwrap();
+        let mut e = StoredEvent::sample(&fields);
+        assert_eq!(m.missing_required(&m.render(&e).unwrap()), None);
+        e.itsm_number = "  ".into();
+        assert_eq!(
+            m.missing_required(&m.render(&e).unwrap()).as_deref(),
+            Some("the required field `number` is empty")
+        );
     }
 
     #[test]

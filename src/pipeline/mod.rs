@@ -279,6 +279,7 @@ fn deliver_all(ledger: &Ledger, cfg: &Config, schema_fields: &[String], summary:
         s.failed += out.failed;
         s.files.extend(out.files);
         s.skipped += out.skipped;
+        s.incomplete += out.incomplete;
         for (reason, n) in out.skip_reasons {
             *s.skip_reasons.entry(reason).or_default() += n;
         }

@@ -188,6 +188,23 @@ pub(crate) struct Summary {
     /// How the file was read, where a person may want to know (its encoding, a sheet
     /// chosen in place of a missing one...).
     pub(crate) notes: Vec<String>,
+    /// How the file is laid out (for `inspect`).
+    pub(crate) layout: FileLayout,
+}
+
+/// How a report file is laid out, as reading it found.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FileLayout {
+    /// The header row, as a person sees it (spreadsheet row, CSV line).
+    pub(crate) header_row: u64,
+    /// Every column's header, and the schema field it feeds (none: an extra column).
+    pub(crate) columns: Vec<(String, Option<String>)>,
+    /// CSV: the delimiter (set by the schema, or sniffed).
+    pub(crate) delimiter: Option<u8>,
+    /// CSV: the encoding the text was read in.
+    pub(crate) encoding: Option<&'static str>,
+    /// XLSX: the sheet read.
+    pub(crate) sheet: Option<String>,
 }
 
 /// Where the batches go; an error stops the reading.

@@ -65,7 +65,7 @@ pub(crate) fn read(
     send: &mut OnBatch<'_>,
 ) -> Result<Summary> {
     let mut notes = Vec::new();
-    let stream = encoding::open(path, schema.reading.encoding, &mut notes)?;
+    let (stream, encoding_name) = encoding::open(path, schema.reading.encoding, &mut notes)?;
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(4);
         let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Records>();
@@ -81,7 +81,8 @@ pub(crate) fn read(
                 );
             })?;
         // Returning drops `rx`: the `csv` thread then stops at its next send.
-        let checker = RowChecker::new(schema, ctx, send).with_width_checked();
+        let mut checker = RowChecker::new(schema, ctx, send).with_width_checked();
+        checker.file.encoding = Some(encoding_name);
         check_records(checker, &rx, &empty_tx, schema.reading.limits.max_record)?.finish(notes)
     })
 }
@@ -103,6 +104,7 @@ fn check_records<'s, 'o>(
         let (batch, n, cut_tail) = match chunk {
             Chunk::Delimiter(d) => {
                 delimiter = d;
+                checker.file.delimiter = Some(d);
                 continue;
             }
             Chunk::Records(batch, n, unterminated) => (batch, n, unterminated),

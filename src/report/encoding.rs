@@ -112,20 +112,21 @@ fn utf16(head: &[u8]) -> Option<&'static encoding_rs::Encoding> {
 
 /// Opens the report as UTF-8 text, decoded from its encoding: `encoding`, or for
 /// [`Encoding::Auto`] the one it is found to be. Says in `notes` how a file was read when a
-/// person may want to know.
+/// person may want to know. Also gives the encoding's name (for `inspect`).
 pub(super) fn open(
     path: &Path,
     encoding: Encoding,
     notes: &mut Vec<String>,
-) -> Result<Box<dyn Read + Send>> {
+) -> Result<(Box<dyn Read + Send>, &'static str)> {
     let open = || File::open(path).with_context(|| format!("cannot open {}", path.display()));
     let mut head = Vec::with_capacity(4096);
     open()?.take(4096).read_to_end(&mut head)?;
-    let decoded = |enc: &'static encoding_rs::Encoding| -> Result<Box<dyn Read + Send>> {
-        Ok(Box::new(Decoding::new(open()?, enc)))
+    let decoded = |enc: &'static encoding_rs::Encoding| -> Result<(Box<dyn Read + Send>, _)> {
+        Ok((Box::new(Decoding::new(open()?, enc)), enc.name()))
     };
+    let utf8 = || -> Result<(Box<dyn Read + Send>, _)> { Ok((Box::new(open()?), "UTF-8")) };
     match encoding {
-        Encoding::Utf8 => return Ok(Box::new(open()?)),
+        Encoding::Utf8 => return utf8(),
         Encoding::Windows1252 => return decoded(encoding_rs::WINDOWS_1252),
         Encoding::Utf16 => return decoded(utf16(&head).unwrap_or(encoding_rs::UTF_16LE)),
         Encoding::Auto => {}
@@ -141,7 +142,7 @@ pub(super) fn open(
     }
     let census = utf8_census(file).with_context(|| format!("cannot read {}", path.display()))?;
     if census.invalid == 0 {
-        return Ok(Box::new(open()?));
+        return utf8();
     }
     if census.invalid > census.multibyte {
         notes.push(format!(
@@ -157,7 +158,7 @@ pub(super) fn open(
         "the file is UTF-8 but for {}: the rows holding them are rejected",
         bytes(census.invalid)
     ));
-    Ok(Box::new(open()?))
+    utf8()
 }
 
 /// "1 byte", "2 bytes".

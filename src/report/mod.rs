@@ -26,7 +26,7 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 
-pub(crate) use batch::{Batch, OnBatch, Outcome, Reject, Row, RowWarning, Summary};
+pub(crate) use batch::{Batch, FileLayout, OnBatch, Outcome, Reject, Row, RowWarning, Summary};
 use cell::DateContext;
 use schema::Schema;
 

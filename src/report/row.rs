@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use anyhow::Result;
 
-use super::batch::{Batch, Item, OnBatch, Reject, RowCounts, RowWarning, Summary};
+use super::batch::{Batch, FileLayout, Item, OnBatch, Reject, RowCounts, RowWarning, Summary};
 use super::cell::{Cell, CellValue, DateContext, UNCOMPUTED, normalize_cell};
 use super::header::{HeaderSearch, Layout, header_text};
 use super::schema::{FieldType, Schema, StateValue};
@@ -74,6 +74,8 @@ pub(crate) struct RowChecker<'s, 'o> {
     width_checked: bool,
     batch: Batch,
     send: &'o mut OnBatch<'o>,
+    /// What the reader knows of the file's layout; the header row and columns added here.
+    pub(crate) file: FileLayout,
 }
 
 impl<'s, 'o> RowChecker<'s, 'o> {
@@ -88,6 +90,7 @@ impl<'s, 'o> RowChecker<'s, 'o> {
             width_checked: false,
             batch: Batch::with_capacity(),
             send,
+            file: FileLayout::default(),
         }
     }
 
@@ -116,6 +119,7 @@ impl<'s, 'o> RowChecker<'s, 'o> {
     ) -> Result<()> {
         let Some(layout) = &self.layout else {
             self.layout = self.search.row(cells)?;
+            self.file.header_row = number;
             return Ok(());
         };
         self.counts.rows += 1;
@@ -220,10 +224,22 @@ impl<'s, 'o> RowChecker<'s, 'o> {
         if !self.batch.is_empty() {
             (self.send)(std::mem::take(&mut self.batch))?;
         }
+        let mut file = self.file;
+        file.columns = (0..layout.headers.len())
+            .map(|col| {
+                let field = layout
+                    .field_columns
+                    .iter()
+                    .position(|c| *c == Some(col))
+                    .map(|f| self.schema.fields[f].name.clone());
+                (layout.header(col), field)
+            })
+            .collect();
         Ok(Summary {
             counts: self.counts,
             extras: layout.extra_names(),
             notes,
+            layout: file,
         })
     }
 

@@ -115,7 +115,7 @@ pub(crate) fn read(
     });
     // Every row read before a sheet error was checked, in order: an error from the checks
     // concerns an earlier row, and is the one to report.
-    let checker = match (parsed, checked) {
+    let mut checker = match (parsed, checked) {
         (_, Err(e)) | (Err(e), Ok(_)) => return Err(e),
         (Ok(()), Ok(Some(checker))) => checker,
         (Ok(()), Ok(None)) => anyhow::bail!("the rows of the sheet {sheet:?} ended early"),
@@ -125,6 +125,7 @@ pub(crate) fn read(
             "{ignored_cells} cells beyond Excel's limits were ignored"
         ));
     }
+    checker.file.sheet = Some(sheet);
     checker.finish(notes)
 }
 

@@ -28,4 +28,4 @@ mod upload;
 pub(crate) use endpoint::{Endpoint, remote_path};
 pub(crate) use host_key::hostkey_report;
 pub(crate) use retry::{Final, is_final, is_missing, sftp_status, with_retries};
-pub(crate) use session::Connection;
+pub(crate) use session::{Connection, Step};

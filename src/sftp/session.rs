@@ -12,6 +12,15 @@ use ssh2::{MethodType, Session, Sftp};
 
 use super::endpoint::Endpoint;
 
+/// The steps of a connection, in order: reaching the server and verifying its host key,
+/// logging in, opening SFTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    HostKey,
+    Login,
+    Sftp,
+}
+
 /// An authenticated SFTP session.
 pub(crate) struct Connection {
     session: Session,
@@ -113,8 +122,13 @@ impl Endpoint {
 
     /// Connects, verifies the host key, logs in and opens the SFTP subsystem.
     pub(crate) fn connect(&self) -> Result<Connection> {
-        let session = self.verified_session()?;
-        self.authenticate(&session)?;
+        self.connect_by_step().map_err(|(_, e)| e)
+    }
+
+    /// [`Endpoint::connect`], saying at which step it failed (for `tangoe-ingest check`).
+    pub(crate) fn connect_by_step(&self) -> std::result::Result<Connection, (Step, anyhow::Error)> {
+        let session = self.verified_session().map_err(|e| (Step::HostKey, e))?;
+        self.authenticate(&session).map_err(|e| (Step::Login, e))?;
         tracing::debug!(
             server = %self.label(),
             cipher = session.methods(MethodType::CryptSc).unwrap_or("?"),
@@ -123,7 +137,8 @@ impl Endpoint {
         );
         let sftp = session
             .sftp()
-            .with_context(|| format!("cannot start SFTP on {}", self.addr()))?;
+            .with_context(|| format!("cannot start SFTP on {}", self.addr()))
+            .map_err(|e| (Step::Sftp, e))?;
         tracing::debug!(server = %self.label(), "SFTP session open");
         Ok(Connection { session, sftp })
     }

@@ -88,7 +88,7 @@ impl RawFileSink {
             ),
         };
         let mapping = match &self.mapping {
-            Some(m) => Some(Mapping::load(&resolve(base, m), schema_fields)?),
+            Some(m) => Some(Mapping::named(m, base, schema_fields)?),
             None => None,
         };
         let name = self.name.unwrap_or_else(|| {

@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 use super::canonical::{CANONICAL, Canonical, FieldMap, write_canonical_json};
 use super::config::{FileFormat, FileSinkConfig};
 use super::summary::SinkSummary;
+use crate::ledger::deliveries::Outcome;
 use crate::ledger::{InFlight, Ledger, OwnedEvent};
 use crate::sftp::config::UploadConfig;
 
@@ -80,13 +81,14 @@ impl<'f> Out<'f> {
         })
     }
 
-    /// Writes one event as a line (JSONL) or a record (CSV).
+    /// Writes one event as a line (JSONL) or a record (CSV); or, when a `required` field of
+    /// the mapping renders empty, writes nothing and says why.
     fn event(
         &mut self,
         e: &OwnedEvent,
         sink: &FileSinkConfig,
         schema_fields: &[String],
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         let v = &e.view()?;
         let header = &self.header;
         match (&sink.mapping, &mut self.format) {
@@ -95,6 +97,9 @@ impl<'f> Out<'f> {
                 let rec = m
                     .render(&stored)
                     .with_context(|| format!("event {} (activity {})", v.key, v.activity_id))?;
+                if let Some(reason) = m.missing_required(&rec) {
+                    return Ok(Some(reason));
+                }
                 match format {
                     Format::Csv(w) => w.write_record(
                         header.iter().map(|h| rec.get(h).map_or("", String::as_str)),
@@ -120,7 +125,7 @@ impl<'f> Out<'f> {
                 w.write_all(&self.line)?;
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Flushes what is buffered into the file.
@@ -225,6 +230,11 @@ fn write_file(
     let upto = again.and_then(|f| f.last).unwrap_or(i64::MAX);
     let written = render(ledger, sink, schema_fields, mark, upto, tmp.as_file())
         .with_context(|| format!("cannot write the import file in {}", sink.dir.display()))?;
+    if written.count == 0 && again.is_none() {
+        // Every event left out: no import file (an empty one is only noise to the ITSM).
+        settle_incomplete(ledger, sink, &written, summary)?;
+        return ledger.set_sink_mark(&sink.name, written.last);
+    }
     // Owner-only, as the temporary file is made, unless the sink says otherwise (an
     // import folder another program reads).
     #[cfg(unix)]
@@ -264,6 +274,7 @@ fn write_file(
         let _ = std::fs::remove_file(&dest);
         return Err(e);
     }
+    settle_incomplete(ledger, sink, &written, summary)?;
     ledger.set_sink_mark(&sink.name, written.last)?;
     ledger.set_file_in_flight(&sink.name, None)?;
     tracing::info!(sink = %sink.name, file = %name, events = written.count, "import file written");
@@ -272,11 +283,28 @@ fn write_file(
     Ok(())
 }
 
-/// The events an import file holds: its first and last, and how many.
+/// Settles the events an import file left out (a required field empty) with their reason,
+/// as an HTTP sink settles them: `status` lists them, and the sink's mark moves over them.
+fn settle_incomplete(
+    ledger: &Ledger,
+    sink: &FileSinkConfig,
+    written: &Written,
+    summary: &mut SinkSummary,
+) -> Result<()> {
+    for (id, reason) in &written.incomplete {
+        ledger.record_delivery(&sink.name, *id, Outcome::Skipped, 0, Some(reason))?;
+        summary.count_incomplete(reason);
+    }
+    Ok(())
+}
+
+/// The events an import file holds: its first and last, and how many; and the events in
+/// that range it leaves out, with why.
 struct Written {
     first: i64,
     last: i64,
     count: u64,
+    incomplete: Vec<(i64, String)>,
 }
 
 /// Renders the events after `mark` (up to `upto`) into `file`: this thread reads them from
@@ -294,23 +322,26 @@ fn render(
     let mut last = mark;
     let bar = crate::progress::delivery(&sink.name, ledger.count_events_after(mark)?);
     let bar = &bar;
-    let count = std::thread::scope(|scope| -> Result<u64> {
+    let (count, incomplete) = std::thread::scope(|scope| -> Result<(u64, Vec<(i64, String)>)> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<OwnedEvent>>(4);
         // Rendered batches go back to be refilled: no allocation per event or batch.
         let (used_tx, used_rx) = std::sync::mpsc::sync_channel::<Vec<OwnedEvent>>(6);
-        let writer = scope.spawn(move || -> Result<u64> {
+        let writer = scope.spawn(move || -> Result<(u64, Vec<(i64, String)>)> {
             let mut out = Out::new(sink, schema_fields, file)?;
             let mut count = 0u64;
+            let mut incomplete = Vec::new();
             for batch in rx {
                 for e in &batch {
-                    out.event(e, sink, schema_fields)?;
-                    count += 1;
+                    match out.event(e, sink, schema_fields)? {
+                        None => count += 1,
+                        Some(reason) => incomplete.push((e.id(), reason)),
+                    }
                 }
                 bar.inc(batch.len() as u64);
                 let _ = used_tx.try_send(batch);
             }
             out.finish()?;
-            Ok(count)
+            Ok((count, incomplete))
         });
         let mut shared = None;
         let read = (|| -> Result<()> {
@@ -345,6 +376,7 @@ fn render(
         first: first.unwrap_or(last),
         last,
         count,
+        incomplete,
     })
 }
 

@@ -39,6 +39,10 @@ pub(crate) struct SinkSummary {
     pub(crate) skipped: u64,
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub(crate) skip_reasons: std::collections::BTreeMap<String, u64>,
+    /// Of the skipped, the events not sent because a field the ITSM needs is empty (a
+    /// mapping's `required`, the Table API's number): a data problem someone should fix.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub(crate) incomplete: u64,
     /// The first events that failed for good in this run (HTTP sinks).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) failures: Vec<FailureNote>,
@@ -47,9 +51,19 @@ pub(crate) struct SinkSummary {
     pub(crate) previews: Vec<RequestPreview>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl SinkSummary {
     pub(crate) fn count_skip(&mut self, reason: &str) {
         self.skipped += 1;
         *self.skip_reasons.entry(reason.to_string()).or_default() += 1;
+    }
+
+    /// Counts an event not sent because a field it needs is empty (see `incomplete`).
+    pub(crate) fn count_incomplete(&mut self, reason: &str) {
+        self.count_skip(reason);
+        self.incomplete += 1;
     }
 }

@@ -710,7 +710,7 @@ fn mirroring_creates_the_ticket_once_then_updates_it() {
 }
 
 #[test]
-fn without_create_missing_events_lacking_a_number_are_skipped_and_counted() {
+fn without_create_missing_events_lacking_a_number_are_skipped_and_counted_as_a_data_problem() {
     let server = table_server();
     let c = case(&sink(&server, "servicenow_table", TABLE_PATH, BASIC));
     c.report(
@@ -722,10 +722,15 @@ fn without_create_missing_events_lacking_a_number_are_skipped_and_counted() {
     );
     let s = c
         .exec(&["run", "--summary-json", "s.json"])
-        .code(0)
+        .code(2)
         .prints("skipped 1: no itsm_number to update and create_missing is off")
         .summary();
     assert_eq!(s["sinks"][1]["skipped"], 1);
+    assert_eq!(
+        s["sinks"][1]["incomplete"], 1,
+        "someone should fill in the ticket"
+    );
+    assert_eq!(s["problems"][0]["kind"], "data");
     assert_eq!(
         s["sinks"][1]["skip_reasons"]["no itsm_number to update and create_missing is off"],
         1

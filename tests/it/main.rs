@@ -5,6 +5,7 @@ mod server;
 mod sshd;
 mod support;
 
+mod check;
 mod crash;
 mod dedupe;
 mod edge_cases;
@@ -13,6 +14,7 @@ mod hostile;
 mod html_audit;
 mod http_sink;
 mod names;
+mod operator;
 mod oracle;
 mod parsing;
 mod progress;

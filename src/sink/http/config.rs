@@ -181,7 +181,7 @@ impl RawHttpSink {
         let url = check_url(&self.url, &what)?;
         let auth = self.auth(base, &what, &name, &url)?;
         let mapping = match &self.mapping {
-            Some(m) => Some(Mapping::load(&resolve(base, m), schema_fields)?),
+            Some(m) => Some(Mapping::named(m, base, schema_fields)?),
             None if api == Api::Webhook => None,
             None => bail!(
                 "{what}: api {:?} needs a `mapping` (e.g. schemas/servicenow-ritm.toml)",

@@ -18,6 +18,7 @@
 
 pub(crate) mod config;
 mod encode;
+mod probe;
 mod transport;
 
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ use anyhow::Result;
 use config::Api;
 pub(crate) use config::HttpSinkConfig;
 use encode::RowOutcome;
+pub(crate) use probe::{Probe, probe};
 use transport::{Failure, Request, Transport};
 
 use super::summary::{FailureNote, RequestPreview, SinkSummary};
@@ -41,7 +43,7 @@ const UNAVAILABLE_STOP: u32 = 3;
 const KEEP_FAILURES: usize = 20;
 
 const SKIP_NO_NUMBER: &str = "no itsm_number to update and create_missing is off";
-const SKIP_SUPERSEDED: &str =
+pub(crate) const SKIP_SUPERSEDED: &str =
     "superseded: a later event of the same Activity was already delivered";
 
 /// sys_ids found by number, for the life of the process (one run): (table URL, number).
@@ -53,7 +55,8 @@ fn sys_id_cache() -> &'static Mutex<HashMap<(String, String), String>> {
 /// What became of one event.
 enum Done {
     Delivered,
-    Skipped(&'static str),
+    /// Not sent: a field the ITSM needs is empty (the reason is recorded with the event).
+    Incomplete(String),
     Failed(String),
     /// The endpoint cannot take events now: this one stays pending and the sink stops.
     Unavailable(String),
@@ -148,7 +151,7 @@ pub(crate) fn deliver(
         }
         match done {
             Done::Delivered => summary.delivered += 1,
-            Done::Skipped(reason) => summary.count_skip(reason),
+            Done::Incomplete(reason) => summary.count_incomplete(&reason),
             Done::Failed(error) => {
                 tracing::error!(event = %e.key, activity = %e.activity_id, "delivery failed: {error}");
                 summary.failed += 1;
@@ -240,15 +243,28 @@ fn deliver_one(
     e: &StoredEvent,
     schema_fields: &[String],
 ) -> Result<Done> {
+    let creates = cfg.api == Api::Table && e.itsm_number.is_empty() && cfg.create_missing;
+    if let Some(reason) = incomplete(cfg, e) {
+        ledger.record_delivery(&cfg.name, e.id, Outcome::Skipped, 0, Some(&reason))?;
+        return Ok(Done::Incomplete(reason));
+    }
     match cfg.api {
         Api::ImportSet | Api::Webhook => send_row(ledger, cfg, t, e, schema_fields),
-        Api::Table if e.itsm_number.is_empty() && !cfg.create_missing => {
-            ledger.record_delivery(&cfg.name, e.id, Outcome::Skipped, 0, Some(SKIP_NO_NUMBER))?;
-            Ok(Done::Skipped(SKIP_NO_NUMBER))
-        }
-        Api::Table if e.itsm_number.is_empty() => create_ticket(ledger, cfg, t, e),
+        Api::Table if creates => create_ticket(ledger, cfg, t, e),
         Api::Table => update_ticket(ledger, cfg, t, e, schema_fields),
     }
+}
+
+/// Why the event may not be sent, if it may not: a field the ITSM needs is empty — the
+/// Table API's number (unless the sink creates missing tickets), or a `required` field of
+/// the sink's mapping. A mapping that does not render is not this: sending fails with its
+/// error.
+fn incomplete(cfg: &HttpSinkConfig, e: &StoredEvent) -> Option<String> {
+    if cfg.api == Api::Table && e.itsm_number.is_empty() {
+        return (!cfg.create_missing).then(|| SKIP_NO_NUMBER.to_string());
+    }
+    let m = cfg.mapping.as_ref().filter(|m| !m.required.is_empty())?;
+    m.render(e).ok().and_then(|rec| m.missing_required(&rec))
 }
 
 /// Import Set or webhook: one request with the mapped row; an Import Set's answer says
@@ -458,15 +474,13 @@ pub(crate) fn preview(
     let mut out = Vec::new();
     each_pending(ledger, &cfg.name, &mut |e| {
         let e = with_number(ledger, e)?;
+        if incomplete(cfg, &e).is_some() {
+            return Ok(true); // not sent
+        }
         let reqs: Vec<Request> = match cfg.api {
             Api::ImportSet | Api::Webhook => vec![encode::send_request(cfg, &e, schema_fields)?],
-            Api::Table if e.itsm_number.is_empty() => {
-                if cfg.create_missing {
-                    vec![encode::create_request(cfg, &e)?]
-                } else {
-                    Vec::new()
-                }
-            }
+            // (Not incomplete: the sink creates the ticket.)
+            Api::Table if e.itsm_number.is_empty() => vec![encode::create_request(cfg, &e)?],
             Api::Table => match ledger.ticket_sys_id(&e.activity_id, &e.itsm_number)? {
                 Some(sys_id) => vec![encode::update_request(cfg, &sys_id, &e, schema_fields)?],
                 None => vec![

@@ -184,6 +184,12 @@ impl Transport {
         })
     }
 
+    /// One try per request, however many the sink's `max_attempts` allows (a probe).
+    pub(crate) fn single_try(mut self) -> Transport {
+        self.max_attempts = 1;
+        self
+    }
+
     /// Sends with retries until a 2xx, a permanent failure, or the attempts run out.
     pub(crate) fn send(&mut self, req: &Request) -> Result<Reply, Failure> {
         let mut delays = ExponentialBuilder::default()
