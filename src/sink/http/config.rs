@@ -106,7 +106,7 @@ impl HttpSinkConfig {
 }
 
 /// The environment variable that sets the first retry's wait (tests keep it short).
-const BACKOFF_ENV: &str = "TANGOE_INGEST_HTTP_BACKOFF";
+pub(crate) const BACKOFF_ENV: &str = "TANGOE_INGEST_HTTP_BACKOFF";
 
 /// Parses "5/s", "100/m", "1000/h" into the least time between two requests.
 pub(crate) fn parse_rate(s: &str) -> Result<Duration> {
@@ -130,7 +130,7 @@ pub(crate) fn parse_rate(s: &str) -> Result<Duration> {
     Ok(per / n)
 }
 
-fn check_url(url: &str, what: &str) -> Result<String> {
+pub(crate) fn check_url(url: &str, what: &str) -> Result<String> {
     let url = url.trim().trim_end_matches('/').to_string();
     let Some(rest) = url
         .strip_prefix("https://")
@@ -305,7 +305,7 @@ impl RawHttpSink {
 }
 
 /// The certificates in the PEM file at `path` (`ca_file`), at least one.
-fn ca_certs(path: &Path, what: &str) -> Result<Vec<ureq::tls::Certificate<'static>>> {
+pub(crate) fn ca_certs(path: &Path, what: &str) -> Result<Vec<ureq::tls::Certificate<'static>>> {
     let pem = std::fs::read(path)
         .with_context(|| format!("{what}: cannot read ca_file {}", path.display()))?;
     let mut certs = Vec::new();

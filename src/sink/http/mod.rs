@@ -18,7 +18,7 @@
 
 pub(crate) mod config;
 mod encode;
-mod transport;
+pub(crate) mod transport;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
