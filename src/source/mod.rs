@@ -3,6 +3,7 @@
 //! A source never decides what is new: the pipeline asks the ledger. Fetching yields a local
 //! path; a download also yields the content's SHA-256, computed while streaming.
 
+pub(crate) mod api;
 pub(crate) mod archive;
 pub(crate) mod local;
 pub(crate) mod sftp;
@@ -47,6 +48,11 @@ pub(crate) trait Source {
     /// warning: the ledger already holds the report, so it is never processed twice.
     fn after(&mut self, _report: &Listed) -> Result<()> {
         Ok(())
+    }
+    /// Whether the source itself lists only what a backfill's dates select (the API asks
+    /// for that window), so that the reports' own dates are not filtered again.
+    fn selects_by_date(&self) -> bool {
+        false
     }
 }
 
