@@ -5,6 +5,7 @@ mod server;
 mod sshd;
 mod support;
 
+mod api;
 mod crash;
 mod dedupe;
 mod edge_cases;
