@@ -220,8 +220,13 @@ fn ids(c: &Case) -> Vec<String> {
 fn api_pull_takes_every_page_as_one_report() {
     let api = Tangoe::start();
     api.records(many(7));
-    let c = api.case("per_page = 3");
+    let c =
+        api.case("per_page = 3\nfilters = { activity_type_id_eq = 3, order = \"updated_at asc\" }");
     c.run().code(0);
+    assert!(api.pages().iter().all(|r| {
+        r.query("activity_type_id_eq").as_deref() == Some("3")
+            && r.query("order").as_deref() == Some("updated_at asc")
+    }));
     let pages: Vec<(String, String)> = api
         .pages()
         .iter()
@@ -584,6 +589,40 @@ fn killed_mid_pull_the_next_run_loses_nothing_and_sends_nothing_twice() {
     assert_eq!(got, want);
     c.run().code(0);
     assert_eq!(c.events().len(), want.len());
+}
+
+#[test]
+fn sigterm_mid_pull_stops_without_taking_anything() {
+    let api = Tangoe::start();
+    api.records(many(4));
+    api.fault(|page, _| (page == 2).then_some(Reply::Hang(Duration::from_secs(2))));
+    let c = api.case("per_page = 2");
+    let started = c.start(&["run"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !api
+        .pages()
+        .iter()
+        .any(|r| r.query("page").as_deref() == Some("2"))
+    {
+        assert!(Instant::now() < deadline, "page 2 was never asked for");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        unsafe { libc::kill(started.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    started.wait().code(143).logs("the pull is abandoned");
+    let asked_2 = api
+        .pages()
+        .iter()
+        .filter(|r| r.query("page").as_deref() == Some("2"))
+        .count();
+    assert_eq!(asked_2, 1, "no request after the stop");
+    assert!(c.events().is_empty());
+    assert_eq!(c.ledger_value::<i64>("SELECT COUNT(*) FROM reports", []), 0);
+    api.no_fault();
+    c.run().code(0);
+    assert_eq!(c.events().len(), 4);
 }
 
 #[test]

@@ -7,7 +7,8 @@
 //!
 //! Guarantees:
 //! - All pages or nothing: a failed page fails the pull, and the run, before anything is
-//!   listed; nothing is committed.
+//!   listed; nothing is committed. A stop request (SIGTERM, SIGINT) abandons the pull: no
+//!   request more, nothing listed, and the run ends with its signal's exit code.
 //! - Incremental without a stored watermark: a pull's report records as its mtime the
 //!   newest `updated_at` among its records, and the next run asks for `updated_at_gte` =
 //!   that date (UTC) of the newest report from this source the ledger holds as processed,
@@ -88,8 +89,16 @@ impl Source for ApiSource {
             .prefix("tangoe-ingest-pull-")
             .tempdir()
             .context("cannot create a temporary folder for the pull")?;
-        let pulled = pull::pull(&self.cfg, self.window, &dir.path().join("pull.jsonl"))
-            .context("the pull from the Tangoe API failed; nothing was taken from it")?;
+        let pulled = match pull::pull(&self.cfg, self.window, &dir.path().join("pull.jsonl")) {
+            // Asked to stop: no request more, nothing listed; the next run asks again.
+            Err(e) if crate::interrupt::is_interrupted(&e) => {
+                tracing::warn!("{e}: the pull is abandoned; the next run asks again");
+                return Ok(Vec::new());
+            }
+            other => {
+                other.context("the pull from the Tangoe API failed; nothing was taken from it")?
+            }
+        };
         self.dir = Some(dir);
         let Some(pulled) = pulled else {
             tracing::info!("the API has no Activity in the window: nothing to read");
