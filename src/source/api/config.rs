@@ -14,7 +14,9 @@ use serde::Deserialize;
 
 use crate::secret::Secret;
 use crate::setting::{parse_duration, resolve};
-use crate::sink::http::config::{BACKOFF_ENV, ca_certs, check_url, parse_rate};
+use crate::sink::http::config::{
+    BACKOFF_ENV, ca_certs, check_url, parse_rate, plain_http_to_another_host, secret_keys,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,13 +82,10 @@ impl RawApi {
         let what = format!("{origin}: [source] (tangoe_api)");
         let base_url = check_url(&self.base_url, &what)?;
         let auth = self.auth(base, &what)?;
-        if let Some(rest) = base_url.strip_prefix("http://") {
-            let host = rest.split(['/', ':']).next().unwrap_or("");
-            if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
-                tracing::warn!(
-                    "[source] base_url: credentials would travel unencrypted over plain http: use https://"
-                );
-            }
+        if plain_http_to_another_host(&base_url) {
+            tracing::warn!(
+                "[source] base_url: credentials would travel unencrypted over plain http: use https://"
+            );
         }
         let per_page = self.per_page.unwrap_or(100);
         if !(1..1000).contains(&per_page) {
@@ -151,14 +150,8 @@ impl RawApi {
 
     /// The way to log in `auth` names, with the keys it needs and none of the other's.
     fn auth(&self, base: &Path, what: &str) -> Result<ApiAuth> {
-        let secret = |env: &Option<String>, file: &Option<String>, key: &str| match (env, file) {
-            (Some(_), Some(_)) => bail!("{what}: give {key}_env or {key}_file, not both"),
-            (Some(v), None) if v.is_empty() => {
-                bail!("{what}: {key}_env is empty: name the environment variable that holds it")
-            }
-            (Some(v), None) => Ok(Some(Secret::env(&format!("{key}_env"), v))),
-            (None, Some(f)) => Ok(Some(Secret::file(&format!("{key}_file"), resolve(base, f)))),
-            (None, None) => Ok(None),
+        let secret = |env: &Option<String>, file: &Option<String>, key: &str| {
+            secret_keys(base, what, env.as_deref(), file.as_deref(), key)
         };
         let token = secret(&self.api_token_env, &self.api_token_file, "api_token")?;
         let client_secret = secret(
