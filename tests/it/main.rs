@@ -4,6 +4,7 @@
 mod server;
 mod sshd;
 mod support;
+mod tangoe;
 
 mod api;
 mod crash;
