@@ -118,7 +118,8 @@ fn a_429_waits_as_retry_after_says() {
         .collect();
     assert_eq!(twice.len(), 2);
     let waited = twice[1].at - twice[0].at;
-    assert!(waited >= Duration::from_millis(950), "{waited:?}");
+    // Retry-After: 1, less the server's own lag in noting the times (a backoff is 20 ms).
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
     assert_eq!(c.events().len(), 4);
 }
 
