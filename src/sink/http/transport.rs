@@ -61,20 +61,24 @@ pub(crate) struct Request {
 impl Request {
     /// The URL with its query, percent-encoded as sent.
     pub(crate) fn full_url(&self) -> String {
-        if self.query.is_empty() {
-            return self.url.clone();
-        }
-        let q: Vec<String> = self
-            .query
-            .iter()
-            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-            .collect();
-        format!("{}?{}", self.url, q.join("&"))
+        with_query(&self.url, &self.query)
     }
 }
 
+/// `url` with `query` appended, percent-encoded as sent.
+pub(crate) fn with_query(url: &str, query: &[(String, String)]) -> String {
+    if query.is_empty() {
+        return url.to_string();
+    }
+    let q: Vec<String> = query
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect();
+    format!("{url}?{}", q.join("&"))
+}
+
 /// Percent-encodes a query component (RFC 3986 unreserved characters pass).
-pub(crate) fn encode(s: &str) -> String {
+fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
@@ -131,7 +135,8 @@ pub(crate) struct Transport {
 }
 
 /// A client-side cap on the request rate (`rate_limit`): consecutive requests start at
-/// least `min_interval` apart, so any window of `n` intervals holds at most `n` requests.
+/// least `min_interval` apart, so no span shorter than `n` intervals holds more than `n`
+/// request starts.
 /// Shared with the Tangoe API source.
 #[derive(Debug, Clone)]
 pub(crate) struct Pace {

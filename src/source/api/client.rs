@@ -15,7 +15,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::config::ApiSourceConfig;
-use crate::sink::http::transport::{Pace, agent, detail, encode, parse_retry_after};
+use crate::sink::http::transport::{Pace, agent, detail, parse_retry_after, with_query};
 
 /// A `Retry-After` longer than this is not waited for: the pull fails and the next run
 /// asks again.
@@ -39,15 +39,7 @@ pub(crate) struct Call<'a> {
 impl Call<'_> {
     /// The URL with its query, percent-encoded as sent.
     pub(crate) fn full_url(&self) -> String {
-        if self.query.is_empty() {
-            return self.url.to_string();
-        }
-        let q: Vec<String> = self
-            .query
-            .iter()
-            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-            .collect();
-        format!("{}?{}", self.url, q.join("&"))
+        with_query(self.url, self.query)
     }
 
     fn method(&self) -> &'static str {
