@@ -332,6 +332,23 @@ fn the_next_pull_asks_from_the_watermark_and_takes_only_changes() {
 }
 
 #[test]
+fn a_pull_that_brings_the_same_records_again_is_a_duplicate() {
+    let api = Tangoe::start();
+    api.records(vec![rec("A1", "ordered", "2026-12-01T10:00:00Z")]);
+    let c = api.case("");
+    c.run().code(0);
+    c.run().code(0);
+    assert_eq!(
+        c.ledger_column::<String>("SELECT status FROM reports ORDER BY id"),
+        ["processed", "duplicate"]
+    );
+    assert_eq!(c.events().len(), 1);
+    // The duplicate moved nothing: the next pull asks from the same day.
+    c.run().code(0);
+    assert_eq!(api.pulls_from(), ["", "2026-11-30", "2026-11-30"]);
+}
+
+#[test]
 fn killed_mid_pull_the_next_run_loses_nothing_and_sends_nothing_twice() {
     let api = Tangoe::start();
     api.records(vec![

@@ -1,6 +1,7 @@
 //! `[source] type = "tangoe_api"`: Activities pulled from Tangoe's REST API
 //! (`GET /1/activities`) instead of reports on a drop site. A pull is one report: listed as
-//! `api-<pull time>` (RFC 3339, UTC), its records one JSON object a line, read through the
+//! `api-<pull time>` (RFC 3339 in UTC, to the millisecond: no two pulls share a name, so a
+//! pull is never taken for an earlier one by its listing), its records one JSON object a line, read through the
 //! same report schema as CSV and XLSX reports (aliases match JSON keys; a dotted path such
 //! as `shipping_address.city` reaches a nested value), so that duplicate detection, dedupe,
 //! the outbox, `status`, summaries and sinks work unchanged.
@@ -78,7 +79,7 @@ impl Source for ApiSource {
         let started = chrono::Utc::now();
         let name = format!(
             "{NAME_PREFIX}{}",
-            started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         );
         tracing::info!(
             updated_at_gte = ?self.window.gte.map(|d| d.to_string()),
