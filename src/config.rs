@@ -18,6 +18,7 @@ use crate::setting::{parse_duration, resolve, typed};
 use crate::sftp::config::{RawSftp, SftpSourceConfig};
 use crate::sink;
 use crate::sink::config::SinkConfig;
+use crate::source::api::config::{ApiSourceConfig, RawApi};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +35,7 @@ struct RawConfig {
 enum RawSource {
     Local(RawLocal),
     Sftp(Box<RawSftp>),
+    Api(Box<RawApi>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,8 +121,12 @@ struct RawLedger {
 
 /// Where reports come from.
 pub(crate) enum SourceConfig {
-    Local { dir: PathBuf },
+    Local {
+        dir: PathBuf,
+    },
     Sftp(Box<SftpSourceConfig>),
+    /// Tangoe's REST API (`type = "tangoe_api"`).
+    Api(Box<ApiSourceConfig>),
 }
 
 pub(crate) struct Config {
@@ -185,10 +191,11 @@ impl Config {
         let raw_source = typed(
             source_table,
             &format!("{origin}: [source]"),
-            &["local", "sftp"],
+            &["local", "sftp", "tangoe_api"],
             |kind, v| {
                 Ok(match kind {
                     "local" => RawSource::Local(v.try_into()?),
+                    "tangoe_api" => RawSource::Api(Box::new(v.try_into()?)),
                     _ => RawSource::Sftp(Box::new(v.try_into()?)),
                 })
             },
@@ -208,9 +215,14 @@ impl Config {
                 )?)),
                 compile_patterns(&s.patterns, &format!("{origin} [source]"))?,
             ),
+            RawSource::Api(a) => (
+                SourceConfig::Api(Box::new(a.resolve(&base, &origin)?)),
+                compile_patterns(&default_patterns(), &origin)?,
+            ),
         };
         let mut schema = match &raw.report.schema {
             Some(p) => Schema::load(&resolve(&base, p))?,
+            None if matches!(source, SourceConfig::Api(_)) => Schema::bundled_api()?,
             None => Schema::bundled()?,
         };
         schema.reading = raw.report.reading(&origin)?;

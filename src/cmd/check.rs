@@ -246,6 +246,14 @@ fn check_source(checks: &mut Checks, cfg: &Config, ledger: Option<&Ledger>) {
             let source = SftpSource::new((**s).clone(), cfg.patterns.clone(), false, true);
             (what, names, Box::new(source))
         }
+        SourceConfig::Api(a) => {
+            let what = format!("source {}", a.base_url);
+            match crate::source::api::probe(a) {
+                Ok(said) => checks.pass(&what, &said),
+                Err(e) => checks.fail(&what, &format!("{e:#}")),
+            }
+            return;
+        }
     };
     let listed = names.and_then(|names| Ok((names, source.list()?)));
     match listed {

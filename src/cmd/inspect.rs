@@ -120,6 +120,7 @@ fn audit(path: &Path, schema: &Schema, tz: chrono_tz::Tz, show: usize) -> Audit 
         a.format = match Format::detect(path)? {
             Format::Csv => "CSV".into(),
             Format::Xlsx => "XLSX".into(),
+            Format::JsonLines => "JSON Lines".into(),
         };
         let ctx = DateContext::new(schema, tz)?;
         let mut on_batch = |b: Batch| {

@@ -137,6 +137,16 @@ impl Ledger {
         }))
     }
 
+    /// The greatest mtime of the processed reports whose names start with `prefix`: for
+    /// the API source, the newest `updated_at` a committed pull brought (its watermark).
+    pub(crate) fn newest_mtime(&self, prefix: &str) -> Result<Option<i64>> {
+        Ok(self.conn.query_row(
+            "SELECT MAX(mtime) FROM reports WHERE status = 'processed' AND substr(name, 1, length(?1)) = ?1",
+            [prefix],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Processed reports as the order of rows needs them: (id, date, mtime, name, sha256).
     pub(crate) fn processed_reports(&self) -> Result<Vec<ReportKey>> {
         let mut stmt = self.conn.prepare(

@@ -17,6 +17,7 @@ use crate::interrupt;
 use crate::ledger::Ledger;
 use crate::lock::lock;
 use crate::sink;
+use crate::source::api::{ApiSource, NAME_PREFIX};
 use crate::source::{Listed, Source, local::LocalSource, sftp::SftpSource};
 use crate::summary::{EXIT_FAILED, RejectSummary, ReportStatus, ReportSummary, Summary};
 pub use options::{Mode, Options};
@@ -43,8 +44,8 @@ fn report_date(cfg: &Config, l: &Listed) -> NaiveDate {
     utc.with_timezone(&cfg.timezone).date_naive()
 }
 
-fn open_source(cfg: &Config, opts: &Options) -> Box<dyn Source> {
-    match &cfg.source {
+fn open_source(cfg: &Config, opts: &Options, ledger: &Ledger) -> Result<Box<dyn Source>> {
+    Ok(match &cfg.source {
         SourceConfig::Local { dir } => {
             Box::new(LocalSource::new(dir.clone(), cfg.patterns.clone()))
         }
@@ -54,7 +55,16 @@ fn open_source(cfg: &Config, opts: &Options) -> Box<dyn Source> {
             matches!(opts.mode, Mode::Backfill { .. }),
             opts.dry_run,
         )),
-    }
+        SourceConfig::Api(a) => match opts.mode {
+            Mode::Backfill { from, to, .. } => {
+                Box::new(ApiSource::backfill((**a).clone(), from, to))
+            }
+            Mode::Run => Box::new(ApiSource::incremental(
+                (**a).clone(),
+                ledger.newest_mtime(NAME_PREFIX)?,
+            )),
+        },
+    })
 }
 
 /// Runs the pipeline once. Errors are failures of the run as a whole (exit 1 or 75).
@@ -128,7 +138,7 @@ fn run_started(
     }
 
     // list
-    let mut source = open_source(cfg, opts);
+    let mut source = open_source(cfg, opts, ledger)?;
     let mut listed = source.list()?;
     // Files not processed before are listed again `settle` later (partial uploads).
     let is_backfill = matches!(opts.mode, Mode::Backfill { .. });
@@ -144,7 +154,9 @@ fn run_started(
         .drain(..)
         .map(|l| (report_date(cfg, &l), l))
         .collect();
-    if let Mode::Backfill { from, to, .. } = opts.mode {
+    if let Mode::Backfill { from, to, .. } = opts.mode
+        && !source.selects_by_date()
+    {
         dated.retain(|(d, _)| *d >= from && *d <= to);
     }
     dated.sort_by(|(da, a), (db, b)| (da, a.mtime, &a.name).cmp(&(db, b.mtime, &b.name)));

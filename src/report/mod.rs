@@ -1,7 +1,7 @@
 //! Reading a report: bytes + schema → accepted rows, row rejections, warnings and skips.
 //!
 //! This module knows nothing of the ledger or of the dedupe rules. The format readers
-//! (`csv.rs`, `xlsx.rs`) only turn a file into rows of [`Cell`]s; `header.rs` finds the
+//! (`csv.rs`, `xlsx.rs`, `json.rs` for API pulls) only turn a file into rows of [`Cell`]s; `header.rs` finds the
 //! header row below any preamble and maps columns to the schema's fields; `row.rs` checks
 //! each data row the same way for both formats. A report missing a required column fails as
 //! a whole; a bad row is rejected alone with its row number, column and reason, and the
@@ -15,6 +15,7 @@ pub(crate) mod cell;
 mod csv;
 mod encoding;
 pub(crate) mod header;
+mod json;
 pub(crate) mod reading;
 mod records;
 mod row;
@@ -35,6 +36,8 @@ use schema::Schema;
 pub(crate) enum Format {
     Csv,
     Xlsx,
+    /// JSON Lines (`.jsonl`): a pull from the Tangoe API.
+    JsonLines,
 }
 
 impl Format {
@@ -85,6 +88,9 @@ impl Format {
         if lower.ends_with(".xls") {
             bail!("legacy .xls workbooks are not supported: save the report as .xlsx or .csv");
         }
+        if lower.ends_with(".jsonl") {
+            return Ok(Format::JsonLines);
+        }
         Ok(Format::Csv)
     }
 }
@@ -104,5 +110,6 @@ pub(crate) fn read(
     match Format::detect(path)? {
         Format::Csv => csv::read(path, schema, ctx, send),
         Format::Xlsx => xlsx::read(path, schema, ctx, send),
+        Format::JsonLines => json::read(path, schema, ctx, send),
     }
 }

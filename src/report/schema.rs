@@ -18,6 +18,9 @@ use crate::state::State;
 /// The schema shipped with the tool, used when `[report] schema` is not set.
 pub(crate) const BUNDLED: &str = include_str!("../../schemas/tangoe-activity-report.toml");
 
+/// The schema of the Tangoe API's records, used by a `tangoe_api` source that names none.
+pub(crate) const BUNDLED_API: &str = include_str!("../../schemas/tangoe-activity-api.toml");
+
 /// The type of a report field: decides how a cell is normalised and validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -135,6 +138,10 @@ pub(crate) const UPDATED_AT: &str = "updated_at";
 impl Schema {
     pub(crate) fn bundled() -> Result<Schema> {
         Schema::parse(BUNDLED, "the bundled schema")
+    }
+
+    pub(crate) fn bundled_api() -> Result<Schema> {
+        Schema::parse(BUNDLED_API, "the bundled API schema")
     }
 
     pub(crate) fn load(path: &Path) -> Result<Schema> {

@@ -9,6 +9,7 @@
 //! taken is listed all the same, with why ([`Listed::skipped`]), so it is counted, never
 //! passed over in silence.
 
+pub(crate) mod api;
 pub(crate) mod archive;
 pub(crate) mod local;
 pub(crate) mod sftp;
@@ -98,6 +99,11 @@ pub(crate) trait Source {
     /// warning: the ledger already holds the report, so it is never processed twice.
     fn after(&mut self, _report: &Listed) -> Result<()> {
         Ok(())
+    }
+    /// Whether the source itself lists only what a backfill's dates select (the API asks
+    /// for that window), so that the reports' own dates are not filtered again.
+    fn selects_by_date(&self) -> bool {
+        false
     }
 }
 

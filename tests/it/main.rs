@@ -4,7 +4,9 @@
 mod server;
 mod sshd;
 mod support;
+mod tangoe;
 
+mod api;
 mod check;
 mod crash;
 mod dedupe;

@@ -106,7 +106,7 @@ impl HttpSinkConfig {
 }
 
 /// The environment variable that sets the first retry's wait (tests keep it short).
-const BACKOFF_ENV: &str = "TANGOE_INGEST_HTTP_BACKOFF";
+pub(crate) const BACKOFF_ENV: &str = "TANGOE_INGEST_HTTP_BACKOFF";
 
 /// Parses "5/s", "100/m", "1000/h" into the least time between two requests.
 pub(crate) fn parse_rate(s: &str) -> Result<Duration> {
@@ -130,7 +130,7 @@ pub(crate) fn parse_rate(s: &str) -> Result<Duration> {
     Ok(per / n)
 }
 
-fn check_url(url: &str, what: &str) -> Result<String> {
+pub(crate) fn check_url(url: &str, what: &str) -> Result<String> {
     let url = url.trim().trim_end_matches('/').to_string();
     let Some(rest) = url
         .strip_prefix("https://")
@@ -254,23 +254,8 @@ impl RawHttpSink {
     /// Who the sink logs in as: basic (`username` and a password), a bearer token, or no
     /// one. Warns when credentials would go over plain http to another host.
     fn auth(&self, base: &Path, what: &str, name: &str, url: &str) -> Result<Auth> {
-        let secret = |env: &Option<String>,
-                      file: &Option<String>,
-                      key: &str|
-         -> Result<Option<Secret>> {
-            match (env, file) {
-                (Some(_), Some(_)) => bail!("{what}: give {key}_env or {key}_file, not both"),
-                (Some(v), None) => {
-                    if v.is_empty() {
-                        bail!(
-                            "{what}: {key}_env is empty: name the environment variable that holds it"
-                        );
-                    }
-                    Ok(Some(Secret::env(&format!("{key}_env"), v)))
-                }
-                (None, Some(f)) => Ok(Some(Secret::file(&format!("{key}_file"), resolve(base, f)))),
-                (None, None) => Ok(None),
-            }
+        let secret = |env: &Option<String>, file: &Option<String>, key: &str| {
+            secret_keys(base, what, env.as_deref(), file.as_deref(), key)
         };
         let password = secret(&self.password_env, &self.password_file, "password")?;
         let bearer = secret(
@@ -291,21 +276,46 @@ impl RawHttpSink {
             (None, None, Some(token)) => Auth::Bearer(token),
             (None, None, None) => Auth::None,
         };
-        if url.starts_with("http://") && !matches!(auth, Auth::None) {
-            let host = url["http://".len()..]
-                .split(['/', ':'])
-                .next()
-                .unwrap_or("");
-            if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
-                tracing::warn!(sink = %name, "credentials would travel unencrypted over plain http: use https://");
-            }
+        if !matches!(auth, Auth::None) && plain_http_to_another_host(url) {
+            tracing::warn!(sink = %name, "credentials would travel unencrypted over plain http: use https://");
         }
         Ok(auth)
     }
 }
 
+/// The secret named by the keys `{key}_env` (an environment variable) or `{key}_file` (a
+/// file, relative to `base`): one or neither, not both.
+pub(crate) fn secret_keys(
+    base: &Path,
+    what: &str,
+    env: Option<&str>,
+    file: Option<&str>,
+    key: &str,
+) -> Result<Option<Secret>> {
+    match (env, file) {
+        (Some(_), Some(_)) => bail!("{what}: give {key}_env or {key}_file, not both"),
+        (Some(v), None) => {
+            if v.is_empty() {
+                bail!("{what}: {key}_env is empty: name the environment variable that holds it");
+            }
+            Ok(Some(Secret::env(&format!("{key}_env"), v)))
+        }
+        (None, Some(f)) => Ok(Some(Secret::file(&format!("{key}_file"), resolve(base, f)))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Whether `url` is plain `http://` to a host other than this one (credentials sent there
+/// travel unencrypted).
+pub(crate) fn plain_http_to_another_host(url: &str) -> bool {
+    url.strip_prefix("http://").is_some_and(|rest| {
+        let host = rest.split(['/', ':']).next().unwrap_or("");
+        !matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+    })
+}
+
 /// The certificates in the PEM file at `path` (`ca_file`), at least one.
-fn ca_certs(path: &Path, what: &str) -> Result<Vec<ureq::tls::Certificate<'static>>> {
+pub(crate) fn ca_certs(path: &Path, what: &str) -> Result<Vec<ureq::tls::Certificate<'static>>> {
     let pem = std::fs::read(path)
         .with_context(|| format!("{what}: cannot read ca_file {}", path.display()))?;
     let mut certs = Vec::new();

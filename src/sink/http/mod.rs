@@ -19,7 +19,7 @@
 pub(crate) mod config;
 mod encode;
 mod probe;
-mod transport;
+pub(crate) mod transport;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};

@@ -61,16 +61,20 @@ pub(crate) struct Request {
 impl Request {
     /// The URL with its query, percent-encoded as sent.
     pub(crate) fn full_url(&self) -> String {
-        if self.query.is_empty() {
-            return self.url.clone();
-        }
-        let q: Vec<String> = self
-            .query
-            .iter()
-            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-            .collect();
-        format!("{}?{}", self.url, q.join("&"))
+        with_query(&self.url, &self.query)
     }
+}
+
+/// `url` with `query` appended, percent-encoded as sent.
+pub(crate) fn with_query(url: &str, query: &[(String, String)]) -> String {
+    if query.is_empty() {
+        return url.to_string();
+    }
+    let q: Vec<String> = query
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect();
+    format!("{url}?{}", q.join("&"))
 }
 
 /// Percent-encodes a query component (RFC 3986 unreserved characters pass).
@@ -127,8 +131,68 @@ pub(crate) struct Transport {
     auth_scheme: Option<&'static str>,
     max_attempts: u32,
     backoff: Duration,
+    pace: Pace,
+}
+
+/// A client-side cap on the request rate (`rate_limit`): consecutive requests start at
+/// least `min_interval` apart, so no span shorter than `n` intervals holds more than `n`
+/// request starts.
+/// Shared with the Tangoe API source.
+#[derive(Debug, Clone)]
+pub(crate) struct Pace {
     min_interval: Option<Duration>,
     next_slot: Option<Instant>,
+}
+
+impl Pace {
+    pub(crate) fn new(min_interval: Option<Duration>) -> Pace {
+        Pace {
+            min_interval,
+            next_slot: None,
+        }
+    }
+
+    /// Waits until the next request may start, and books the slot after it.
+    pub(crate) fn wait(&mut self) {
+        let Some(interval) = self.min_interval else {
+            return;
+        };
+        let now = Instant::now();
+        if let Some(slot) = self.next_slot
+            && slot > now
+        {
+            std::thread::sleep(slot - now);
+        }
+        self.next_slot = Some(Instant::now().max(self.next_slot.unwrap_or(now)) + interval);
+    }
+}
+
+/// A blocking agent as every HTTP client of the job uses it: a global `timeout` per
+/// request, no redirects followed, non-2xx answers as answers (not errors), the bundled
+/// Mozilla roots plus `ca_certs`.
+pub(crate) fn agent(
+    timeout: Duration,
+    ca_certs: &[ureq::tls::Certificate<'static>],
+) -> ureq::Agent {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if !ca_certs.is_empty() {
+        let mut roots: Vec<ureq::tls::Certificate<'static>> =
+            webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                .iter()
+                .map(|c| ureq::tls::Certificate::from_der(c.as_ref()))
+                .collect();
+        roots.extend(ca_certs.iter().cloned());
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&roots));
+    }
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .user_agent(concat!("tangoe-ingest/", env!("CARGO_PKG_VERSION")))
+        .tls_config(tls.build())
+        .build()
+        .into()
 }
 
 impl Transport {
@@ -154,33 +218,14 @@ impl Transport {
                 )))
             }
         };
-        let mut tls = ureq::tls::TlsConfig::builder();
-        if !cfg.ca_certs.is_empty() {
-            let mut roots: Vec<ureq::tls::Certificate<'static>> =
-                webpki_root_certs::TLS_SERVER_ROOT_CERTS
-                    .iter()
-                    .map(|c| ureq::tls::Certificate::from_der(c.as_ref()))
-                    .collect();
-            roots.extend(cfg.ca_certs.iter().cloned());
-            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&roots));
-        }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(cfg.timeout))
-            .max_redirects(0)
-            .max_redirects_will_error(false)
-            .user_agent(concat!("tangoe-ingest/", env!("CARGO_PKG_VERSION")))
-            .tls_config(tls.build())
-            .build()
-            .into();
+        let agent = agent(cfg.timeout, &cfg.ca_certs);
         Ok(Transport {
             agent,
             authorization,
             auth_scheme: cfg.auth.scheme(),
             max_attempts: cfg.max_attempts,
             backoff: cfg.backoff,
-            min_interval: cfg.min_interval,
-            next_slot: None,
+            pace: Pace::new(cfg.min_interval),
         })
     }
 
@@ -239,21 +284,8 @@ impl Transport {
         }
     }
 
-    fn pace(&mut self) {
-        let Some(interval) = self.min_interval else {
-            return;
-        };
-        let now = Instant::now();
-        if let Some(slot) = self.next_slot
-            && slot > now
-        {
-            std::thread::sleep(slot - now);
-        }
-        self.next_slot = Some(Instant::now().max(self.next_slot.unwrap_or(now)) + interval);
-    }
-
     fn attempt(&mut self, req: &Request) -> Result<(u16, String), Attempt> {
-        self.pace();
+        self.pace.wait();
         let url = req.full_url();
         tracing::debug!(
             method = req.method.as_str(),

@@ -1,0 +1,231 @@
+//! The wire to the Tangoe API: one blocking `ureq` agent built as the HTTP sinks build
+//! theirs, the `rate_limit` pace before every request, and retries with exponential backoff
+//! and jitter (`backon`).
+//!
+//! Guarantees: no request (a retry or a token request included) starts sooner after the one
+//! before it than `rate_limit` allows; a 2xx whose body is not whole JSON (a page cut off
+//! mid-body) is never taken as an answer: it is retried like a 5xx; a 429 waits as
+//! `Retry-After` says (seconds or an HTTP date), else backs off; after the last attempt the
+//! request fails. Credentials and request bodies never reach the log.
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::config::ApiSourceConfig;
+use crate::sink::http::transport::{Pace, agent, detail, parse_retry_after, with_query};
+
+/// A `Retry-After` longer than this is not waited for: the pull fails and the next run
+/// asks again.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+/// The longest wait between two attempts, whatever the backoff says.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A page is read up to this size (1,000 records of a few KiB each fit many times over).
+const MAX_BODY: u64 = 64 << 20;
+
+/// One request.
+pub(crate) struct Call<'a> {
+    pub(crate) post: bool,
+    pub(crate) url: &'a str,
+    pub(crate) query: &'a [(String, String)],
+    /// A header that logs in (`API-Token`, `Authorization`).
+    pub(crate) login: Option<(&'static str, &'a SecretString)>,
+    /// A JSON body (the token request's; it holds a secret).
+    pub(crate) body: Option<&'a SecretString>,
+}
+
+impl Call<'_> {
+    /// The URL with its query, percent-encoded as sent.
+    pub(crate) fn full_url(&self) -> String {
+        with_query(self.url, self.query)
+    }
+
+    fn method(&self) -> &'static str {
+        if self.post { "POST" } else { "GET" }
+    }
+}
+
+/// The API refused the credentials (HTTP 401): a token may have expired early.
+#[derive(Debug)]
+pub(crate) struct Unauthorized(pub(crate) String);
+
+impl std::fmt::Display for Unauthorized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unauthorized {}
+
+enum Attempt {
+    Retry {
+        message: String,
+        after: Option<Duration>,
+    },
+    Fail(anyhow::Error),
+}
+
+pub(crate) struct Http {
+    agent: ureq::Agent,
+    pace: Pace,
+    max_attempts: u32,
+    backoff: Duration,
+}
+
+impl Http {
+    pub(crate) fn new(cfg: &ApiSourceConfig) -> Http {
+        Http {
+            agent: agent(cfg.timeout, &cfg.ca_certs),
+            pace: Pace::new(Some(cfg.min_interval)),
+            max_attempts: cfg.max_attempts,
+            backoff: cfg.backoff,
+        }
+    }
+
+    /// Sends `call` until a 2xx with a whole JSON body, retrying what may pass on a second
+    /// try; fails with [`Unauthorized`] on a 401, at once on any other 4xx.
+    pub(crate) fn json(&mut self, call: &Call<'_>) -> Result<serde_json::Value> {
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(self.backoff)
+            .with_max_delay(MAX_BACKOFF.max(self.backoff))
+            .with_jitter()
+            .with_max_times(self.max_attempts.saturating_sub(1) as usize)
+            .build();
+        let mut attempts = 0u32;
+        loop {
+            crate::interrupt::check()?;
+            attempts += 1;
+            let (message, after) = match self.attempt(call) {
+                Ok(v) => return Ok(v),
+                Err(Attempt::Fail(e)) => return Err(e),
+                Err(Attempt::Retry { message, after }) => (message, after),
+            };
+            let Some(backoff) = delays.next() else {
+                bail!("{message} (gave up after {attempts} attempts)");
+            };
+            let wait = match after {
+                Some(a) if a > MAX_RETRY_AFTER => bail!(
+                    "{message}; the server asks to wait {}s, longer than a run waits",
+                    a.as_secs()
+                ),
+                Some(a) => a,
+                None => backoff,
+            };
+            tracing::warn!(
+                attempt = attempts,
+                wait_ms = wait.as_millis() as u64,
+                "{message}: retrying"
+            );
+            std::thread::sleep(wait);
+        }
+    }
+
+    fn attempt(&mut self, call: &Call<'_>) -> Result<serde_json::Value, Attempt> {
+        self.pace.wait();
+        let url = call.full_url();
+        let what = format!("{} {url}", call.method());
+        tracing::debug!(method = call.method(), url = %url, "request");
+        let mut builder = ureq::http::Request::builder()
+            .method(call.method())
+            .uri(&url)
+            .header("Accept", "application/json");
+        if let Some((name, value)) = call.login {
+            builder = builder.header(name, value.expose_secret());
+        }
+        let fail = |e: ureq::http::Error| {
+            Attempt::Fail(anyhow::anyhow!("cannot build the request {what}: {e}"))
+        };
+        let result = match call.body {
+            Some(body) => {
+                let r = builder
+                    .header("Content-Type", "application/json")
+                    .body(body.expose_secret().to_string())
+                    .map_err(fail)?;
+                self.agent.run(r)
+            }
+            None => self.agent.run(builder.body(()).map_err(fail)?),
+        };
+        let mut resp = result.map_err(|e| classify(e, &what))?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let body = resp.body_mut().with_config().limit(MAX_BODY).read_to_vec();
+        tracing::debug!(status, url = %url, "response");
+        match status {
+            200..=299 => {
+                let body = body.map_err(|e| Attempt::Retry {
+                    message: format!("{what}: the answer was cut off ({e})"),
+                    after: None,
+                })?;
+                serde_json::from_slice(&body).map_err(|e| Attempt::Retry {
+                    message: format!("{what}: the answer is not whole JSON ({e})"),
+                    after: None,
+                })
+            }
+            408 | 429 | 500 | 502 | 503 | 504 => Err(Attempt::Retry {
+                message: format!("{what}: HTTP {status}{}", body_detail(body)),
+                after: retry_after,
+            }),
+            401 => Err(Attempt::Fail(anyhow::Error::new(Unauthorized(format!(
+                "{what}: HTTP 401{}: check the source's credentials",
+                body_detail(body)
+            ))))),
+            _ => Err(Attempt::Fail(anyhow::anyhow!(
+                "{what}: HTTP {status}{}",
+                body_detail(body)
+            ))),
+        }
+    }
+}
+
+fn body_detail(body: Result<Vec<u8>, ureq::Error>) -> String {
+    body.map(|b| detail(&String::from_utf8_lossy(&b)))
+        .unwrap_or_default()
+}
+
+fn classify(e: ureq::Error, what: &str) -> Attempt {
+    match e {
+        ureq::Error::Timeout(t) => Attempt::Retry {
+            message: format!("{what}: timed out ({t})"),
+            after: None,
+        },
+        ureq::Error::Io(_)
+        | ureq::Error::ConnectionFailed
+        | ureq::Error::HostNotFound
+        | ureq::Error::Protocol(_)
+        | ureq::Error::BodyStalled => Attempt::Retry {
+            message: format!("{what}: {e}"),
+            after: None,
+        },
+        other => Attempt::Fail(anyhow::anyhow!("{what}: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_is_percent_encoded() {
+        let q = vec![
+            ("updated_at_gte".to_string(), "2026-12-05".to_string()),
+            ("order".to_string(), "updated_at asc".to_string()),
+        ];
+        let c = Call {
+            post: false,
+            url: "https://x/1/activities",
+            query: &q,
+            login: None,
+            body: None,
+        };
+        assert_eq!(
+            c.full_url(),
+            "https://x/1/activities?updated_at_gte=2026-12-05&order=updated_at%20asc"
+        );
+    }
+}
