@@ -88,6 +88,43 @@ fn a_report_that_kills_the_process_is_given_up_after_two_tries_and_later_reports
     assert_eq!(unfinished_tries(&c, "a_2026-11-01.csv"), None);
 }
 
+/// The same under a real memory limit (`ulimit -v`): a report the operator let past the
+/// record cap (`max_record = "1 GiB"`) holds a 300 MB line, more than the process may take;
+/// each run reading it aborts on the failed allocation, and the third gives it up.
+#[test]
+fn a_report_that_aborts_under_a_memory_limit_is_given_up_by_the_third_run() {
+    let c = Case::new();
+    c.config(&Case::default_config("").replace("[report]\n", "[report]\nmax_record = \"1 GiB\"\n"));
+    c.memory_limit(256 << 20);
+    let mut huge = csv(&[]).into_bytes();
+    huge.extend_from_slice(b"A1,Ordered,,,,");
+    huge.resize(huge.len() + (300 << 20), b'x');
+    huge.extend_from_slice(b",,\n");
+    c.file("drop/a_2026-11-01.csv", huge);
+    c.report(
+        "b_2026-11-02.csv",
+        &[row("B1", "Ordered").at("2026-11-02T10:00:00Z")],
+    );
+    for tries in 1..=2 {
+        let ran = c.run();
+        assert_ne!(ran.exit_code(), Some(0), "{}", ran.text());
+        assert_ne!(
+            ran.exit_code(),
+            Some(2),
+            "it failed cleanly:\n{}",
+            ran.text()
+        );
+        assert_eq!(unfinished_tries(&c, "a_2026-11-01.csv"), Some(tries));
+        assert!(c.events().is_empty(), "nothing was committed");
+    }
+    c.run()
+        .code(2)
+        .says("a_2026-11-01.csv [2026-11-01] failed")
+        .says("processing did not finish twice (killed or out of memory?)")
+        .says("b_2026-11-02.csv [2026-11-02] processed");
+    assert_eq!(c.transitions(), [t("B1", "", "ordered")]);
+}
+
 #[test]
 fn a_report_that_fails_cleanly_is_tried_again_at_every_run() {
     let c = Case::new();
