@@ -35,13 +35,14 @@ pub fn read_report(bytes: &[u8], xlsx: bool) {
     let _ = crate::report::read(file.path(), &schema, ctx, &mut |_batch| Ok(()));
 }
 
-/// Looks for the header among `rows` (each a list of cell texts) with the bundled schema,
-/// as a report's first rows are searched.
-pub fn find_header(rows: &[Vec<String>]) {
+/// Looks for the header, with the bundled schema, among the rows `data` holds: its lines
+/// are rows, its tabs separate cells (as a report's first rows are searched).
+pub fn find_header(data: &[u8]) {
     let schema = schema();
+    let text = String::from_utf8_lossy(data);
     let mut search = HeaderSearch::new(&schema);
-    for row in rows {
-        let cells: Vec<Cell<'_>> = row.iter().map(|t| Cell::Text(t)).collect();
+    for line in text.split('\n') {
+        let cells: Vec<Cell<'_>> = line.split('\t').map(Cell::Text).collect();
         match search.row(&cells) {
             Ok(Some(layout)) => {
                 let _ = layout.extra_names();

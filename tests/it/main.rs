@@ -12,6 +12,7 @@ mod crash;
 mod dedupe;
 mod edge_cases;
 mod exit_codes;
+mod fuzzed;
 mod hostile;
 mod html_audit;
 mod http_sink;
