@@ -386,11 +386,44 @@ fn rejects(c: &rusqlite::Connection) -> Result<(i64, Vec<RejectRow>)> {
 
 pub(crate) fn render(s: &Status) -> String {
     let mut o = String::new();
+    render_runs(&mut o, &s.runs);
+    render_reports(&mut o, s);
+    let _ = writeln!(o, "Activities by state:");
+    for (state, n) in &s.activities {
+        let _ = writeln!(o, "  {state:<14} {n}");
+    }
+    let _ = writeln!(o, "Sinks:");
+    for k in &s.sinks {
+        render_sink(&mut o, k);
+    }
+    let _ = writeln!(o, "Rejected rows: {} in all", s.rejects);
+    for r in &s.recent_rejects {
+        let _ = writeln!(
+            o,
+            "  {} row {} column {:?}: {}",
+            printable(&r.file),
+            r.row,
+            r.column,
+            printable(&r.reason)
+        );
+    }
+    if s.rejects > s.recent_rejects.len() as i64 {
+        let _ = writeln!(
+            o,
+            "  … {} more: tangoe-ingest rejects (--run ID, --report NAME, --csv)",
+            s.rejects - s.recent_rejects.len() as i64
+        );
+    }
+    o
+}
+
+/// The recent runs, each with why it did not exit 0.
+fn render_runs(o: &mut String, runs: &[RunRow]) {
     let _ = writeln!(o, "Recent runs:");
-    if s.runs.is_empty() {
+    if runs.is_empty() {
         let _ = writeln!(o, "  (none)");
     }
-    for r in &s.runs {
+    for r in runs {
         let _ = writeln!(
             o,
             "  #{:<4} {} {:<8} reports {:>4}  rows {:>8}  rejected {:>5}  events {:>7}  delivered {:>7}  pending {:>6}  exit {}",
@@ -417,6 +450,10 @@ pub(crate) fn render(s: &Status) -> String {
             let _ = writeln!(o, "        why: {}", crate::printable::printable(why));
         }
     }
+}
+
+/// The reports: totals, then the failed, skipped and ignored ones.
+fn render_reports(o: &mut String, s: &Status) {
     let _ = writeln!(
         o,
         "Reports: {} processed, {} failed, {} ignored{}",
@@ -464,30 +501,6 @@ pub(crate) fn render(s: &Status) -> String {
             printable(r.error.as_deref().unwrap_or(""))
         );
     }
-    let _ = writeln!(o, "Activities by state:");
-    for (state, n) in &s.activities {
-        let _ = writeln!(o, "  {state:<14} {n}");
-    }
-    let _ = writeln!(o, "Sinks:");
-    for k in &s.sinks {
-        render_sink(&mut o, k);
-    }
-    let _ = writeln!(o, "Rejected rows: {} in all", s.rejects);
-    for r in &s.recent_rejects {
-        let _ = writeln!(
-            o,
-            "  {} row {} column {:?}: {}",
-            r.file, r.row, r.column, r.reason
-        );
-    }
-    if s.rejects > s.recent_rejects.len() as i64 {
-        let _ = writeln!(
-            o,
-            "  … {} more: tangoe-ingest rejects (--run ID, --report NAME, --csv)",
-            s.rejects - s.recent_rejects.len() as i64
-        );
-    }
-    o
 }
 
 /// One sink's part of the status: its mark, and its pending and failed events.

@@ -184,6 +184,18 @@ fn process_report(
     if let Ok(sha) = hash.wait() {
         rs.sha256 = Some(sha.to_string());
     }
+    concluded(run, meta, rs, result)
+}
+
+/// What became of a report once read: committed, stopped (rolled back, left for the next
+/// run) or failed (rolled back and recorded).
+fn concluded(
+    run: &mut Run<'_>,
+    mut meta: ReportMeta,
+    rs: ReportSummary,
+    result: Result<()>,
+) -> ReportSummary {
+    let ledger = run.ledger;
     match result {
         Ok(()) => {
             tracing::info!(
@@ -439,9 +451,20 @@ fn ingest(
         });
     }
     ledger.checkpoint_in_background();
-    rs.set_counts(&totals);
+    summarize(rs, &totals, outcome, read.notes);
+    Ok(())
+}
+
+/// A committed report's part of the run's summary.
+fn summarize(
+    rs: &mut ReportSummary,
+    totals: &ReportCounts,
+    outcome: crate::dedupe::Outcome,
+    notes: Vec<String>,
+) {
+    rs.set_counts(totals);
     rs.merged = outcome.merged;
-    rs.notes = read.notes;
+    rs.notes = notes;
     rs.transitions = outcome
         .transitions
         .into_iter()
@@ -456,7 +479,6 @@ fn ingest(
             reason: r.reason,
         })
         .collect();
-    Ok(())
 }
 
 /// The date a report first processed had (a replay's rows without `updated_at` take it).
