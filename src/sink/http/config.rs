@@ -212,24 +212,20 @@ impl RawHttpSink {
         if self.method.is_some() && api != Api::Webhook {
             bail!("{what}: `method` applies to api \"webhook\" only");
         }
-        let timeout = match &self.timeout {
-            Some(t) => parse_duration(t).with_context(|| format!("{what}: timeout"))?,
-            None => Duration::from_secs(30),
-        };
-        if timeout.is_zero() {
-            bail!("{what}: timeout must be more than zero");
-        }
-        let max_attempts = self.max_attempts.unwrap_or(5);
-        if max_attempts == 0 {
-            bail!("{what}: max_attempts must be at least 1");
-        }
+        let RequestKeys {
+            timeout,
+            max_attempts,
+            ca_certs,
+        } = request_keys(
+            self.timeout.as_deref(),
+            self.max_attempts,
+            self.ca_file.as_deref(),
+            base,
+            &what,
+        )?;
         let min_interval = match &self.rate_limit {
             Some(r) => Some(parse_rate(r).with_context(|| what.clone())?),
             None => None,
-        };
-        let ca_certs = match &self.ca_file {
-            None => Vec::new(),
-            Some(f) => ca_certs(&resolve(base, f), &what)?,
         };
         let backoff = match std::env::var(BACKOFF_ENV) {
             Ok(v) => parse_duration(&v).context(BACKOFF_ENV)?,
@@ -311,6 +307,47 @@ pub(crate) fn plain_http_to_another_host(url: &str) -> bool {
     url.strip_prefix("http://").is_some_and(|rest| {
         let host = rest.split(['/', ':']).next().unwrap_or("");
         !matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+    })
+}
+
+/// The keys every HTTP client here reads alike (an HTTP sink, the API source).
+pub(crate) struct RequestKeys {
+    /// Per request (`timeout`, default 30 s; more than zero).
+    pub(crate) timeout: Duration,
+    /// Tries per request, the first included (`max_attempts`, default 5; at least 1).
+    pub(crate) max_attempts: u32,
+    /// Certificates trusted on top of the bundled roots (`ca_file`).
+    pub(crate) ca_certs: Vec<ureq::tls::Certificate<'static>>,
+}
+
+/// Reads `timeout`, `max_attempts` and `ca_file` (relative to `base`); `what` names the
+/// table in errors.
+pub(crate) fn request_keys(
+    timeout: Option<&str>,
+    max_attempts: Option<u32>,
+    ca_file: Option<&str>,
+    base: &Path,
+    what: &str,
+) -> Result<RequestKeys> {
+    let timeout = match timeout {
+        Some(t) => parse_duration(t).with_context(|| format!("{what}: timeout"))?,
+        None => Duration::from_secs(30),
+    };
+    if timeout.is_zero() {
+        bail!("{what}: timeout must be more than zero");
+    }
+    let max_attempts = max_attempts.unwrap_or(5);
+    if max_attempts == 0 {
+        bail!("{what}: max_attempts must be at least 1");
+    }
+    let ca_certs = match ca_file {
+        None => Vec::new(),
+        Some(f) => ca_certs(&resolve(base, f), what)?,
+    };
+    Ok(RequestKeys {
+        timeout,
+        max_attempts,
+        ca_certs,
     })
 }
 

@@ -13,9 +13,10 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 use crate::secret::Secret;
-use crate::setting::{parse_duration, resolve};
+use crate::setting::parse_duration;
 use crate::sink::http::config::{
-    BACKOFF_ENV, ca_certs, check_url, parse_rate, plain_http_to_another_host, secret_keys,
+    BACKOFF_ENV, RequestKeys, check_url, parse_rate, plain_http_to_another_host, request_keys,
+    secret_keys,
 };
 
 #[derive(Debug, Deserialize)]
@@ -115,21 +116,17 @@ impl RawApi {
         }
         let min_interval = parse_rate(self.rate_limit.as_deref().unwrap_or("100/m"))
             .with_context(|| what.clone())?;
-        let timeout = match &self.timeout {
-            Some(t) => parse_duration(t).with_context(|| format!("{what}: timeout"))?,
-            None => Duration::from_secs(30),
-        };
-        if timeout.is_zero() {
-            bail!("{what}: timeout must be more than zero");
-        }
-        let max_attempts = self.max_attempts.unwrap_or(5);
-        if max_attempts == 0 {
-            bail!("{what}: max_attempts must be at least 1");
-        }
-        let ca_certs = match &self.ca_file {
-            None => Vec::new(),
-            Some(f) => ca_certs(&resolve(base, f), &what)?,
-        };
+        let RequestKeys {
+            timeout,
+            max_attempts,
+            ca_certs,
+        } = request_keys(
+            self.timeout.as_deref(),
+            self.max_attempts,
+            self.ca_file.as_deref(),
+            base,
+            &what,
+        )?;
         let backoff = match std::env::var(BACKOFF_ENV) {
             Ok(v) => parse_duration(&v).context(BACKOFF_ENV)?,
             Err(_) => Duration::from_secs(1),
