@@ -121,11 +121,15 @@ impl Ledger {
         )?;
         Ok(())
     }
-    /// When the newest report arrived (was first recorded, whatever became of it); else,
-    /// for a ledger that never saw one, when its first run started.
+    /// When the newest report arrived: the time each file (name, size, mtime) was first
+    /// recorded, whatever became of it, the latest of those; a file failed or skipped again
+    /// every night is not new each night. Else, for a ledger that never saw one, when its
+    /// first run started.
     pub(crate) fn newest_report_at(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
         let at: Option<String> = self.conn.query_row(
-            "SELECT COALESCE((SELECT MAX(processed_at) FROM reports),
+            "SELECT COALESCE((SELECT MAX(first_seen) FROM
+                                (SELECT MIN(processed_at) AS first_seen FROM reports
+                                 GROUP BY name, size, mtime)),
                              (SELECT MIN(started_at) FROM runs))",
             [],
             |r| r.get(0),
@@ -137,11 +141,14 @@ impl Ledger {
         }))
     }
 
-    /// The greatest mtime of the processed reports whose names start with `prefix`: for
-    /// the API source, the newest `updated_at` a committed pull brought (its watermark).
+    /// The greatest mtime of the reports a `run` processed whose names start with
+    /// `prefix`: for the API source, the newest `updated_at` a committed nightly pull
+    /// brought (its watermark). A backfill's pull covers its own window only: it does not
+    /// move the watermark.
     pub(crate) fn newest_mtime(&self, prefix: &str) -> Result<Option<i64>> {
         Ok(self.conn.query_row(
-            "SELECT MAX(mtime) FROM reports WHERE status = 'processed' AND substr(name, 1, length(?1)) = ?1",
+            "SELECT MAX(mtime) FROM reports WHERE status = 'processed' AND mode = 'run'
+               AND substr(name, 1, length(?1)) = ?1",
             [prefix],
             |r| r.get(0),
         )?)

@@ -101,6 +101,28 @@ fn client_credentials_token_is_renewed_before_it_expires() {
     assert!(used.len() >= 2, "{used:?}");
 }
 
+/// A retry after a long `Retry-After` carries a token fresh at that moment, never the one
+/// that expired while it waited.
+#[test]
+fn a_retry_after_a_long_wait_carries_a_fresh_token() {
+    let api = Tangoe::start();
+    api.records(many(4)).token_life(Duration::from_secs(2));
+    api.fault(|page, before| {
+        (page == 2 && before == 0)
+            .then(|| Reply::Send(429, vec![("Retry-After", "3".into())], "{}".into()))
+    });
+    let c = api.case("");
+    c.config(&api.config("").replace(
+        "auth = \"api_token\"\napi_token_env = \"TANGOE_TOKEN\"",
+        "auth = \"client_credentials\"\nclient_id = \"cid\"\nclient_secret_file = \"secret.txt\"\n\
+         subject = \"svc@example.com\"\nper_page = 2",
+    ));
+    c.file("secret.txt", "s3cret\n");
+    c.run().code(0);
+    assert_eq!(c.events().len(), 4);
+    assert_eq!(api.refused(), 0, "a request carried an expired token");
+}
+
 #[test]
 fn a_429_waits_as_retry_after_says() {
     let api = Tangoe::start();
@@ -557,6 +579,12 @@ fn backfill_asks_for_its_window_and_dry_run_writes_nothing() {
     assert!(api.pages().len() > before);
     assert_eq!(ids(&c), ["A1"]);
     assert_eq!(c.ledger_value::<i64>("SELECT COUNT(*) FROM reports", []), 2);
+    // A backfill does not move the nightly watermark: the first nightly pull asks for
+    // everything, and so takes A2, which lies after the backfill's window.
+    let pulls = api.pulls_from().len();
+    c.run().code(0);
+    assert_eq!(api.pulls_from()[pulls..], [""]);
+    assert_eq!(ids(&c), ["A1", "A2"]);
 }
 
 /// `check` tests the API's credentials with one request that takes nothing (`per_page=1`),
@@ -580,4 +608,42 @@ fn check_asks_the_api_for_one_record_and_fails_a_refused_token() {
         .prints("HTTP 401")
         .never_says("wrong");
     assert!(!c.path().join("state/ledger.sqlite").exists());
+
+    // An API that does not answer: one ✗ line, after one try.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = std::fs::read_to_string(c.path().join("tangoe-ingest.toml")).unwrap();
+    let url = api.server.url("");
+    c.config(&text.replace(
+        url.trim_end_matches('/'),
+        &format!("http://127.0.0.1:{port}"),
+    ));
+    c.env("TANGOE_TOKEN", "tok-1");
+    c.timeout(Duration::from_secs(60));
+    c.exec(&["check"])
+        .code(1)
+        .prints(&format!("✗ source http://127.0.0.1:{port}"))
+        .never_says("retrying");
+}
+
+/// A record dated in the future does not move the next pull past today.
+#[test]
+fn a_record_dated_in_the_future_does_not_move_the_watermark_past_the_pull() {
+    let api = Tangoe::start();
+    api.records(vec![
+        rec("A1", "ordered", "2026-11-10T10:00:00Z"),
+        rec("A2", "ordered", "2099-01-01T00:00:00Z"),
+    ]);
+    let c = api.case("");
+    c.run().code(0);
+    c.run().code(0);
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1))
+        .date_naive()
+        .to_string();
+    let pulls = api.pulls_from();
+    assert_eq!(pulls[0], "");
+    assert!(pulls[1] <= yesterday, "{pulls:?}");
 }

@@ -158,3 +158,25 @@ fn a_bad_expect_new_within_is_a_configuration_error() {
     ));
     c.run().code(1).says("expect_new_within");
 }
+
+/// A file that fails again every night is not a new report each night: the source still
+/// counts as silent, and the run lists both problems (exit 2, the lowest).
+#[test]
+fn a_report_failing_every_night_does_not_hide_a_silent_source() {
+    let c = Case::with_config("");
+    c.file("drop/bad_2026-11-01.csv", "Status,Device\nOrdered,Pixel\n");
+    c.run().code(2);
+    let two_days_ago = "UPDATE reports SET processed_at = \
+                        replace(datetime('now', '-2 days'), ' ', 'T') || 'Z'";
+    c.ledger().execute(two_days_ago, []).unwrap();
+    let text = std::fs::read_to_string(c.path().join("tangoe-ingest.toml")).unwrap();
+    c.config(&text.replace(
+        "dir = \"drop\"",
+        "dir = \"drop\"\nexpect_new_within = \"36h\"",
+    ));
+    let ran = c.exec(&["run", "--summary-json", "s.json"]).code(2);
+    assert_eq!(
+        kinds(&ran.summary()),
+        [("data".to_string(), 2), ("source".to_string(), 4)]
+    );
+}

@@ -59,7 +59,7 @@ impl std::fmt::Display for Unauthorized {
 
 impl std::error::Error for Unauthorized {}
 
-enum Attempt {
+pub(crate) enum Attempt {
     Retry {
         message: String,
         after: Option<Duration>,
@@ -84,9 +84,24 @@ impl Http {
         }
     }
 
+    /// The same client trying each request once (`check`: a quick answer, one request).
+    pub(crate) fn single_try(mut self) -> Http {
+        self.max_attempts = 1;
+        self
+    }
+
     /// Sends `call` until a 2xx with a whole JSON body, retrying what may pass on a second
     /// try; fails with [`Unauthorized`] on a 401, at once on any other 4xx.
     pub(crate) fn json(&mut self, call: &Call<'_>) -> Result<serde_json::Value> {
+        self.json_each_try(|http| http.attempt(call))
+    }
+
+    /// As [`Http::json`], building the request anew for each try (`try_once` sends one),
+    /// so that a retry after a long wait logs in with a header fresh at that moment.
+    pub(crate) fn json_each_try(
+        &mut self,
+        mut try_once: impl FnMut(&mut Http) -> Result<serde_json::Value, Attempt>,
+    ) -> Result<serde_json::Value> {
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(self.backoff)
             .with_max_delay(MAX_BACKOFF.max(self.backoff))
@@ -97,7 +112,7 @@ impl Http {
         loop {
             crate::interrupt::check()?;
             attempts += 1;
-            let (message, after) = match self.attempt(call) {
+            let (message, after) = match try_once(self) {
                 Ok(v) => return Ok(v),
                 Err(Attempt::Fail(e)) => return Err(e),
                 Err(Attempt::Retry { message, after }) => (message, after),
@@ -122,7 +137,8 @@ impl Http {
         }
     }
 
-    fn attempt(&mut self, call: &Call<'_>) -> Result<serde_json::Value, Attempt> {
+    /// Sends `call` once (after the pace allows it).
+    pub(crate) fn attempt(&mut self, call: &Call<'_>) -> Result<serde_json::Value, Attempt> {
         self.pace.wait();
         let url = call.full_url();
         let what = format!("{} {url}", call.method());

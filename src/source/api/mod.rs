@@ -108,7 +108,11 @@ impl Source for ApiSource {
             return Ok(Vec::new());
         };
         // The newest record's time: the next pull starts from it once this commits.
-        let mtime = pulled.newest.unwrap_or(started.timestamp());
+        // A record dated in the future (a wrong clock or zone at Tangoe) must not move the
+        // next pull past what exists: the watermark never passes the pull's own time.
+        let mtime = pulled
+            .newest
+            .map_or(started.timestamp(), |n| n.min(started.timestamp()));
         let listed = Listed::new(name.into(), pulled.size, mtime);
         tracing::info!(report = %listed.name, records = pulled.records, "the pull is one report");
         self.pulled = Some(pulled);

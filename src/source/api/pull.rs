@@ -15,7 +15,7 @@ use chrono::NaiveDate;
 use sha2::{Digest, Sha256};
 
 use super::auth::Login;
-use super::client::{Call, Http, Unauthorized};
+use super::client::{Attempt, Call, Http, Unauthorized};
 use super::config::ApiSourceConfig;
 use super::page;
 
@@ -80,7 +80,7 @@ pub(crate) fn pull(cfg: &ApiSourceConfig, window: Window, path: &Path) -> Result
 /// One request that takes nothing (`page=1`, `per_page=1`, the filters), for `check`: what
 /// the API answered, or why it did not.
 pub(crate) fn probe(cfg: &ApiSourceConfig) -> Result<String> {
-    let mut http = Http::new(cfg);
+    let mut http = Http::new(cfg).single_try();
     let mut login = Login::new(&cfg.auth, &cfg.base_url)?;
     let url = format!("{}/1/activities", cfg.base_url);
     let mut q = cfg.filters.clone();
@@ -110,7 +110,9 @@ fn query(cfg: &ApiSourceConfig, window: Window, number: u32) -> Vec<(String, Str
     q
 }
 
-/// One page's answer; a refused bearer token is renewed once.
+/// One page's answer; a refused bearer token is renewed once. Each try (a retry after a
+/// 429's wait too) carries the header of that moment: a token about to expire is renewed
+/// before it is sent.
 fn get(
     http: &mut Http,
     login: &mut Login,
@@ -119,15 +121,17 @@ fn get(
 ) -> Result<serde_json::Value> {
     let mut renewed = false;
     loop {
-        let (name, value) = login.header(http)?;
-        let call = Call {
-            post: false,
-            url,
-            query,
-            login: Some((name, &value)),
-            body: None,
-        };
-        match http.json(&call) {
+        let answer = http.json_each_try(|http| {
+            let (name, value) = login.header(http).map_err(Attempt::Fail)?;
+            http.attempt(&Call {
+                post: false,
+                url,
+                query,
+                login: Some((name, &value)),
+                body: None,
+            })
+        });
+        match answer {
             Err(e) if e.is::<Unauthorized>() && !renewed && login.forget() => {
                 tracing::warn!("{e}: asking for a new token");
                 renewed = true;
