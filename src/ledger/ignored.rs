@@ -70,8 +70,9 @@ impl Ledger {
             .optional()?)
     }
 
-    /// Acknowledges the report `name` whose latest attempt failed: that version of the file
-    /// is not read again. Errors when its latest record is not a failure.
+    /// Acknowledges the report `name` whose latest attempt failed (or a file the source
+    /// could not take): that version of the file is not tried again. Errors when its latest
+    /// record is neither.
     pub(crate) fn ignore_report(&self, name: &str, by: &str, reason: Option<&str>) -> Result<()> {
         let latest: Option<(String, i64, i64)> = self
             .conn
@@ -84,7 +85,7 @@ impl Ledger {
         let Some((status, size, mtime)) = latest else {
             bail!("no report named {name:?} in the ledger (`tangoe-ingest reports` lists them)");
         };
-        if status != "failed" {
+        if status != "failed" && status != "skipped" {
             bail!(
                 "the report {name:?} is not failing (its last attempt: {status}): nothing to ignore"
             );
@@ -116,7 +117,7 @@ impl Ledger {
              FROM reports r
              LEFT JOIN ignored_reports i ON i.name = r.name AND i.size = r.size AND i.mtime = r.mtime
              WHERE r.id = (SELECT MAX(x.id) FROM reports x WHERE x.name = r.name)
-               AND (?1 = 0 OR r.status = 'failed')
+               AND (?1 = 0 OR r.status IN ('failed', 'skipped'))
              ORDER BY r.id DESC",
         )?;
         let lines = stmt
@@ -124,7 +125,7 @@ impl Ledger {
                 let status: String = r.get(2)?;
                 let by: Option<String> = r.get(8)?;
                 let ignored = match (&by, status.as_str()) {
-                    (Some(by), "failed") => Some(Ignored {
+                    (Some(by), "failed" | "skipped") => Some(Ignored {
                         by: by.clone(),
                         at: r.get(9)?,
                         reason: r.get(10)?,

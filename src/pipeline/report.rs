@@ -64,9 +64,6 @@ impl<'r> Run<'r> {
         // At error level, so that its file name is on every message under `-q` too.
         let span = tracing::error_span!("report", file = %l.name);
         let _enter = span.enter();
-        if let Some(why) = &l.skipped {
-            return Some(skipped(self, date, l, why));
-        }
         if !self.is_backfill() {
             match self.ledger.processed_listing(&l.name, l.size, l.mtime) {
                 Ok(Some(_)) => {
@@ -96,6 +93,9 @@ impl<'r> Run<'r> {
                 let rs = ReportSummary::new(&l.name, ReportStatus::Failed, date);
                 return Some(failed(rs, e));
             }
+        }
+        if let Some(why) = &l.skipped {
+            return Some(skipped(self, date, l, why));
         }
         Some(process_report(self, source, date, l))
     }

@@ -973,6 +973,22 @@ fn a_file_that_cannot_be_taken_is_counted_shown_by_status_and_exits_2() {
         serde_json::from_str(&site.exec(&["status", "--json"]).code(0).stdout()).unwrap();
     assert_eq!(json["skipped_reports"][0]["name"], "link_2026-11-02.csv");
 
+    // Acknowledged, it stops counting; `reports retry` brings it back.
+    site.exec(&[
+        "reports",
+        "ignore",
+        "link_2026-11-02.csv",
+        "--reason",
+        "a link, on purpose",
+    ])
+    .code(0);
+    site.run()
+        .code(0)
+        .prints("link_2026-11-02.csv [2026-11-02] ignored");
+    site.exec(&["reports", "retry", "link_2026-11-02.csv"])
+        .code(0);
+    site.run().code(2);
+
     // Gone from the server: the next run is clean, and `status` no longer shows it.
     std::fs::remove_file(site.remote.join("link_2026-11-02.csv")).unwrap();
     site.run().code(0);
