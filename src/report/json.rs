@@ -6,11 +6,12 @@
 //! record is checked by `row.rs` exactly like a CSV row.
 //!
 //! Guarantees: records keep their order and are numbered from 1 (record N is "row N" in
-//! rejects); a line that is not a JSON object fails the report, naming the line. The file
-//! is read twice (keys, then records), never held whole in memory.
+//! rejects); a line that is not a JSON object, or longer than `[report] max_record`, fails
+//! the report, naming the line. The file is read twice (keys, then records), never held
+//! whole in memory, and no more than `max_record` of a line at once.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -28,8 +29,9 @@ pub(crate) fn read(
     ctx: DateContext,
     send: &mut OnBatch<'_>,
 ) -> Result<Summary> {
+    let max_record = schema.reading.limits.max_record;
     let mut columns = Columns::default();
-    each_record(path, &mut |_, record| {
+    each_record(path, max_record, &mut |_, record| {
         flatten("", record, &mut |key, _| {
             columns.index(key);
         });
@@ -39,7 +41,7 @@ pub(crate) fn read(
     let header: Vec<Cell<'_>> = columns.names.iter().map(|n| Cell::Text(n)).collect();
     checker.row(0, &header, None)?;
     let mut values: Vec<Option<String>> = Vec::new();
-    each_record(path, &mut |number, record| {
+    each_record(path, max_record, &mut |number, record| {
         values.clear();
         values.resize(columns.names.len(), None);
         flatten("", record, &mut |key, value| {
@@ -78,20 +80,37 @@ impl Columns {
 /// What [`each_record`] calls with each record and its number.
 type OnRecord<'f> = dyn FnMut(u64, &Map<String, Value>) -> Result<()> + 'f;
 
-/// Calls `f` with each record of the file and its number (from 1).
-fn each_record(path: &Path, f: &mut OnRecord<'_>) -> Result<()> {
+/// Calls `f` with each record of the file and its number (from 1); a line longer than
+/// `max_record` bytes fails the file.
+fn each_record(path: &Path, max_record: u64, f: &mut OnRecord<'_>) -> Result<()> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut number = 0u64;
-    for (i, line) in BufReader::with_capacity(1 << 20, file).lines().enumerate() {
-        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
-        if line.trim().is_empty() {
+    let mut line = Vec::new();
+    for i in 1u64.. {
+        line.clear();
+        let read = (&mut reader)
+            .take(max_record.saturating_add(1))
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if read == 0 {
+            break;
+        }
+        if line.len() as u64 > max_record {
+            bail!(
+                "line {i} is longer than {}: {}",
+                super::reading::size(max_record),
+                super::reading::past("max_record", &super::reading::size(max_record))
+            );
+        }
+        if line.trim_ascii().is_empty() {
             continue;
         }
-        let record = match serde_json::from_str::<Value>(&line) {
+        let record = match serde_json::from_slice::<Value>(&line) {
             Ok(Value::Object(o)) => o,
-            Ok(_) => bail!("line {}: not a JSON object", i + 1),
-            Err(e) => bail!("line {}: not JSON ({e})", i + 1),
+            Ok(_) => bail!("line {i}: not a JSON object"),
+            Err(e) => bail!("line {i}: not JSON ({e})"),
         };
         number += 1;
         f(number, &record)?;
@@ -145,5 +164,30 @@ mod tests {
                 "empty=∅"
             ]
         );
+    }
+
+    #[test]
+    fn a_line_past_max_record_fails_the_file_naming_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pull.jsonl");
+        let long = format!("{{\"id\": \"{}\"}}\n", "x".repeat(2000));
+        std::fs::write(&path, format!("{{\"id\": \"a\"}}\n{long}")).unwrap();
+        let mut seen = 0;
+        let e = each_record(&path, 1024, &mut |_, _| {
+            seen += 1;
+            Ok(())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("line 2 is longer than 1.0 KiB"), "{e}");
+        assert!(e.contains("[report] max_record"), "{e}");
+        assert_eq!(seen, 1);
+        let mut all = 0;
+        each_record(&path, 4096, &mut |_, _| {
+            all += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(all, 2);
     }
 }
