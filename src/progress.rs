@@ -1,5 +1,5 @@
-//! Progress on a terminal (indicatif): downloads (bytes, rate, ETA), parsing (rows read)
-//! and delivery (events sent, rate, ETA).
+//! Progress on a terminal (indicatif): downloads (bytes, rate, ETA), pulls from the API
+//! (records), parsing (rows read) and delivery (events sent, rate, ETA).
 //!
 //! Guarantees: nothing is drawn when stderr is not a terminal (cron, systemd, a pipe), and
 //! `TANGOE_INGEST_PROGRESS=0` turns it off on one; log lines go through [`LogWriter`],
@@ -83,6 +83,16 @@ pub(crate) fn download(name: &str, size: u64) -> Bar {
         Some(size),
         "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}, ETA {eta}",
         format!("downloading {}", crate::printable::printable(name)),
+    )
+}
+
+/// A pull from the Tangoe API: records so far and the rate (the API does not say how many
+/// there are until the last page).
+pub(crate) fn pull() -> Bar {
+    Bar::new(
+        None,
+        "{spinner} {msg}: {human_pos} records pulled ({rate})",
+        "pulling from the Tangoe API".to_string(),
     )
 }
 

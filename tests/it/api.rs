@@ -647,3 +647,15 @@ fn a_record_dated_in_the_future_does_not_move_the_watermark_past_the_pull() {
     assert_eq!(pulls[0], "");
     assert!(pulls[1] <= yesterday, "{pulls:?}");
 }
+
+/// A pull shows the records pulled so far on a terminal.
+#[test]
+fn a_pull_shows_its_progress_on_a_terminal() {
+    let api = Tangoe::start();
+    api.records(many(59));
+    let c = api.case("per_page = 2");
+    let tty = crate::progress::in_terminal(&c, "run", &[("TANGOE_TOKEN", "tok-1")]);
+    assert!(tty.contains("pulling from the Tangoe API: "), "{tty}");
+    assert!(tty.contains(" records pulled ("), "{tty}");
+    assert_eq!(c.events().len(), 59);
+}

@@ -48,6 +48,7 @@ pub(crate) fn pull(cfg: &ApiSourceConfig, window: Window, path: &Path) -> Result
     let url = format!("{}/1/activities", cfg.base_url);
     let mut out = Output::create(path)?;
     let mut previous: Option<Vec<u8>> = None;
+    let bar = crate::progress::pull();
     for number in 1..=MAX_PAGES {
         let query = query(cfg, window, number);
         let answer = get(&mut http, &mut login, &url, &query)?;
@@ -66,6 +67,7 @@ pub(crate) fn pull(cfg: &ApiSourceConfig, window: Window, path: &Path) -> Result
         for r in &records {
             out.record(r)?;
         }
+        bar.inc(count as u64);
         tracing::debug!(page = number, records = count, "page read");
         if count < cfg.per_page as usize {
             let pages = number;
