@@ -10,38 +10,49 @@ use crate::support::{Case, row};
 
 const TOKEN: &str = "s3cret-bearer-token-4711";
 
-/// The page as Chromium renders it (`--dump-dom`: the DOM after layout); a screenshot goes
-/// to the case's temp folder, never into the repository.
-fn rendered(c: &Case, page: &str) -> String {
+/// Runs headless Chromium on the page `page` of the case with `extra` (what to produce).
+fn chromium(c: &Case, page: &str, extra: &str) -> std::process::Output {
     let url = format!("file://{}", c.path().join(page).display());
+    Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            &format!("--user-data-dir={}", c.path().join("chromium").display()),
+            extra,
+            &url,
+        ])
+        .output()
+        .expect("chromium is installed (.ci/run installs Debian's `chromium`)")
+}
+
+/// The page as Chromium renders it: printed to PDF and read back as text (`pdftotext`,
+/// which `.ci/run` installs with Chromium), so only what a person sees is there; and its
+/// DOM after layout. A screenshot goes to the case's temp folder, never into the
+/// repository.
+fn rendered(c: &Case, page: &str) -> (String, String) {
     let shot = c.path().join("audit.png");
-    let chromium = |extra: &str| {
-        Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                &format!("--user-data-dir={}", c.path().join("chromium").display()),
-                extra,
-                &url,
-            ])
-            .output()
-            .expect("chromium is installed (.ci/run installs Debian's `chromium`)")
-    };
-    let shot_out = chromium(&format!("--screenshot={}", shot.display()));
+    let out = chromium(c, page, &format!("--screenshot={}", shot.display()));
+    assert!(shot.exists(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pdf = c.path().join("audit.pdf");
+    let out = chromium(c, page, &format!("--print-to-pdf={}", pdf.display()));
+    assert!(pdf.exists(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = Command::new("pdftotext")
+        .args(["-layout".as_ref(), pdf.as_os_str(), "-".as_ref()])
+        .output()
+        .expect("pdftotext is installed (Debian's poppler-utils)");
+    assert!(text.status.success());
+    let dom = chromium(c, page, "--dump-dom");
     assert!(
-        shot.exists(),
+        dom.status.success(),
         "{}",
-        String::from_utf8_lossy(&shot_out.stderr)
+        String::from_utf8_lossy(&dom.stderr)
     );
-    let out = chromium("--dump-dom");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    (
+        String::from_utf8_lossy(&text.stdout).into_owned(),
+        String::from_utf8_lossy(&dom.stdout).into_owned(),
+    )
 }
 
 #[test]
@@ -80,22 +91,23 @@ fn a_dry_runs_html_audit_renders_counts_rejects_chart_and_redacted_requests() {
     );
     assert!(!page.contains(TOKEN), "the secret is redacted");
 
-    let dom = rendered(&c, "audit.html");
-    for text in [
+    let (text, dom) = rendered(&c, "audit.html");
+    for seen in [
         "r_2026-11-01.csv",
         "Events by transition",
         "none → ordered",
         "none → completed",
         "ordered → completed",
-        "<h3>r_2026-11-02.csv</h3>",
+        "r_2026-11-02.csv",
         "Rejected rows of r_2026-11-01.csv",
-        "unknown state \"Lost &lt;in&gt; the post\"",
+        "unknown state \"Lost <in> the post\"",
         "Sink hook: the first requests of 4 pending events",
-        "Authorization: Bearer &lt;redacted&gt;",
+        "Authorization: Bearer <redacted>",
         "exit 2: 1 row rejected",
     ] {
-        assert!(dom.contains(text), "{text:?} not rendered:\n{dom}");
+        assert!(text.contains(seen), "{seen:?} not rendered:\n{text}");
     }
+    assert!(!text.contains(TOKEN));
     assert!(dom.contains("<rect"), "the chart's bars: {dom}");
     assert!(server.requests().is_empty(), "a dry run sends nothing");
     assert!(
