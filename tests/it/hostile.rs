@@ -374,7 +374,8 @@ fn the_encoding_key_overrides_the_guess() {
 
 /// The bad-input corpus: files cut short, empty, misnamed, or built to make an XML parser
 /// fetch or expand what they do not hold. Each gets a message naming the file and what is
-/// wrong with it; the good report beside them is processed, and nothing panics.
+/// wrong with it (16,384 columns, and a header repeating one name 6,000 times, are read);
+/// the good report beside them is processed, and nothing panics.
 #[test]
 fn each_file_of_the_bad_input_corpus_gets_its_own_message_and_the_good_report_goes_through() {
     let c = case("");
@@ -408,6 +409,13 @@ fn each_file_of_the_bad_input_corpus_gets_its_own_message_and_the_good_report_go
     cols.push_str(&",".repeat(wide.len()));
     cols.push('\n');
     c.file("drop/wide_2026-11-01.csv", cols);
+    let mut repeated = csv(&[]).trim_end().to_string();
+    repeated.push_str(&",Dup".repeat(6_000));
+    repeated.push('\n');
+    repeated.push_str(&row("D1", "Ordered").line());
+    repeated.push_str(&",".repeat(6_000));
+    repeated.push('\n');
+    c.file("drop/repeated_2026-11-01.csv", repeated);
     let _ = run_guarded(&c).code(2)
         .says("empty_2026-11-01.csv: the report holds no rows at all (empty file?)")
         .says("cut_2026-11-01.csv [2026-11-01] processed")
@@ -417,10 +425,11 @@ fn each_file_of_the_bad_input_corpus_gets_its_own_message_and_the_good_report_go
         .says("renamed_2026-11-01.xlsx: the file is named like an XLSX workbook but holds text (a CSV saved under an .xlsx name?)")
         .says("zero_2026-11-01.xlsx: the file is named like an XLSX workbook but is empty (0 bytes)")
         .says("wide_2026-11-01.csv [2026-11-01] processed")
+        .says("repeated_2026-11-01.csv [2026-11-01] processed")
         .says("xxe_2026-11-01.xlsx: cannot read the sheet \"Report\": Xml error: at 0..0: unrecognized entity `&xxe;`")
         .never_says("root:")
         .never_says("panicked");
     let mut ids = ids(&c);
     ids.sort();
-    assert_eq!(ids, ["GOOD", "Q1", "W1"]);
+    assert_eq!(ids, ["D1", "GOOD", "Q1", "W1"]);
 }
