@@ -201,12 +201,14 @@ fn runs(c: &rusqlite::Connection) -> Result<Vec<RunRow>> {
 fn report_totals(c: &rusqlite::Connection) -> Result<ReportTotals> {
     Ok(c.query_row(
         // Failed: reports whose last attempt failed (an attempt of the same name and report
-        // date processed since clears it; a daily file under a fixed name does not).
+        // date processed since clears it; a daily file under a fixed name does not), unless
+        // a version of the file recorded since was acknowledged (`reports ignore`).
         // Last: the report processed most recently, not the greatest name.
         "SELECT (SELECT COUNT(*) FROM reports WHERE status = 'processed'),
                 (SELECT COUNT(*) FROM (SELECT 1 FROM reports f WHERE f.status = 'failed'
-                   AND NOT EXISTS (SELECT 1 FROM ignored_reports i WHERE i.name = f.name
-                                   AND i.size = f.size AND i.mtime = f.mtime)
+                   AND NOT EXISTS (SELECT 1 FROM ignored_reports i JOIN reports g
+                                     ON g.name = i.name AND g.size = i.size AND g.mtime = i.mtime
+                                   WHERE i.name = f.name AND g.id >= f.id)
                    AND NOT EXISTS (SELECT 1 FROM reports p
                                    WHERE p.name = f.name AND p.report_date = f.report_date
                                      AND p.status IN ('processed', 'duplicate') AND p.id > f.id)
@@ -232,8 +234,9 @@ fn failed_reports(c: &rusqlite::Connection) -> Result<Vec<FailedReport>> {
                    WHERE g.name = f.name AND g.report_date = f.report_date
                      AND g.status = 'failed' ORDER BY g.id DESC LIMIT 1)
          FROM reports f WHERE f.status = 'failed'
-           AND NOT EXISTS (SELECT 1 FROM ignored_reports i WHERE i.name = f.name
-                           AND i.size = f.size AND i.mtime = f.mtime)
+           AND NOT EXISTS (SELECT 1 FROM ignored_reports i JOIN reports g
+                             ON g.name = i.name AND g.size = i.size AND g.mtime = i.mtime
+                           WHERE i.name = f.name AND g.id >= f.id)
            AND NOT EXISTS (SELECT 1 FROM reports p
                            WHERE p.name = f.name AND p.report_date = f.report_date
                              AND p.status IN ('processed', 'duplicate') AND p.id > f.id)

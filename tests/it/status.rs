@@ -67,3 +67,23 @@ fn status_reads_the_ledger_when_the_rest_of_the_config_is_broken() {
         .code(0)
         .prints("r_2026-11-01.csv [2026-11-01] processed");
 }
+
+/// A report that failed in two versions (the file changed, still failing) and was then
+/// acknowledged is no longer counted as failed, in either version.
+#[test]
+fn an_acknowledged_report_is_not_counted_failed_for_its_earlier_versions() {
+    let c = Case::new();
+    c.file("drop/bad_2026-11-01.csv", "Status,Device\nOrdered,Pixel\n");
+    c.run().code(2);
+    c.file(
+        "drop/bad_2026-11-01.csv",
+        "Status,Device\nOrdered,Pixel\nCompleted,Pixel\n",
+    );
+    c.run().code(2);
+    c.exec(&["reports", "ignore", "bad_2026-11-01.csv"]).code(0);
+    c.run().code(0);
+    c.exec(&["status"])
+        .code(0)
+        .prints("Reports: 0 processed, 0 failed, 1 ignored")
+        .never_says("  failed bad_2026-11-01.csv");
+}
