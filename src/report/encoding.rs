@@ -140,10 +140,15 @@ pub(super) fn open(
     if head.starts_with(b"\xef\xbb\xbf") {
         file.read_exact(&mut [0u8; 3])?;
     }
-    let census = utf8_census(file).with_context(|| format!("cannot read {}", path.display()))?;
-    if census.invalid == 0 {
+    // The common case first: a file that is UTF-8 throughout needs no census.
+    if is_utf8(&mut file).with_context(|| format!("cannot read {}", path.display()))? {
         return utf8();
     }
+    let mut file = open()?;
+    if head.starts_with(b"\xef\xbb\xbf") {
+        file.read_exact(&mut [0u8; 3])?;
+    }
+    let census = utf8_census(file).with_context(|| format!("cannot read {}", path.display()))?;
     if census.invalid > census.multibyte {
         notes.push(format!(
             "the file is not UTF-8 ({} not UTF-8, {} UTF-8 characters of two bytes or more): \
@@ -181,6 +186,29 @@ struct Census {
 
 /// Reads the whole stream once, a block at a time, counting its UTF-8 characters of more
 /// than one byte and its bytes that are not UTF-8.
+/// Whether what `r` holds is UTF-8 from start to end (a SIMD check, block by block).
+fn is_utf8(r: &mut impl Read) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; 1 << 20];
+    // Bytes of a character cut by the end of the last block, moved to the front.
+    let mut kept = 0;
+    loop {
+        let n = r.read(&mut buf[kept..])?;
+        let len = kept + n;
+        if n == 0 {
+            return Ok(len == 0);
+        }
+        match simdutf8::compat::from_utf8(&buf[..len]) {
+            Ok(_) => kept = 0,
+            Err(e) if e.error_len().is_none() => {
+                let at = e.valid_up_to();
+                buf.copy_within(at..len, 0);
+                kept = len - at;
+            }
+            Err(_) => return Ok(false),
+        }
+    }
+}
+
 fn utf8_census(mut r: impl Read) -> std::io::Result<Census> {
     let mut census = Census::default();
     let mut buf = vec![0u8; 1 << 20];
@@ -234,6 +262,21 @@ fn lead_bytes(valid: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn is_utf8_reads_across_blocks_and_refuses_a_bad_or_cut_character() {
+        let mut text = vec![b'a'; (1 << 20) - 1];
+        text.extend_from_slice("é and more".as_bytes()); // "é" straddles the first block
+        assert!(is_utf8(&mut &text[..]).unwrap());
+        let mut bad = text.clone();
+        bad.push(0xe9);
+        bad.push(b'x');
+        assert!(!is_utf8(&mut &bad[..]).unwrap());
+        let mut cut = text.clone();
+        cut.push(0xc3);
+        assert!(!is_utf8(&mut &cut[..]).unwrap());
+        assert!(is_utf8(&mut &b""[..]).unwrap());
+    }
 
     fn census(bytes: &[u8]) -> (u64, u64) {
         let c = utf8_census(bytes).unwrap();
