@@ -381,20 +381,26 @@ impl Transport {
 
 fn classify(e: &ureq::Error, req: &Request) -> Attempt {
     let what = format!("{} {}", req.method.as_str(), req.url);
-    match e {
-        ureq::Error::Timeout(t) => Attempt::Retry {
-            message: format!("{what}: timed out ({t})"),
+    match transient(e, &what) {
+        Some(message) => Attempt::Retry {
+            message,
             after: None,
         },
+        None => Attempt::Unavailable(format!("{what}: {e}")),
+    }
+}
+
+/// For an error a second try may not meet (a timeout, a connection refused or cut, a
+/// stalled body): what to say of it. `None` for the others (TLS, a bad URL...).
+pub(crate) fn transient(e: &ureq::Error, what: &str) -> Option<String> {
+    match e {
+        ureq::Error::Timeout(t) => Some(format!("{what}: timed out ({t})")),
         ureq::Error::Io(_)
         | ureq::Error::ConnectionFailed
         | ureq::Error::HostNotFound
         | ureq::Error::Protocol(_)
-        | ureq::Error::BodyStalled => Attempt::Retry {
-            message: format!("{what}: {e}"),
-            after: None,
-        },
-        other => Attempt::Unavailable(format!("{what}: {other}")),
+        | ureq::Error::BodyStalled => Some(format!("{what}: {e}")),
+        _ => None,
     }
 }
 

@@ -15,7 +15,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::config::ApiSourceConfig;
-use crate::sink::http::transport::{Pace, agent, detail, parse_retry_after, with_query};
+use crate::sink::http::transport::{Pace, agent, detail, parse_retry_after, transient, with_query};
 
 /// A `Retry-After` longer than this is not waited for: the pull fails and the next run
 /// asks again.
@@ -205,20 +205,12 @@ fn body_detail(body: Result<Vec<u8>, ureq::Error>) -> String {
 }
 
 fn classify(e: ureq::Error, what: &str) -> Attempt {
-    match e {
-        ureq::Error::Timeout(t) => Attempt::Retry {
-            message: format!("{what}: timed out ({t})"),
+    match transient(&e, what) {
+        Some(message) => Attempt::Retry {
+            message,
             after: None,
         },
-        ureq::Error::Io(_)
-        | ureq::Error::ConnectionFailed
-        | ureq::Error::HostNotFound
-        | ureq::Error::Protocol(_)
-        | ureq::Error::BodyStalled => Attempt::Retry {
-            message: format!("{what}: {e}"),
-            after: None,
-        },
-        other => Attempt::Fail(anyhow::anyhow!("{what}: {other}")),
+        None => Attempt::Fail(anyhow::anyhow!("{what}: {e}")),
     }
 }
 
