@@ -352,7 +352,7 @@ fn import_file_name_is_deterministic_and_written_whole() {
     c.report("r_2026-11-02.csv", &[row("A1", "Ordered")]);
     c.run().code(0);
     assert_eq!(c.files("out").len(), 1);
-    // Output folder unwritable → events stay pending (exit 2) and go out on the next run.
+    // Output folder unwritable → events stay pending (exit 3) and go out on the next run.
     c.report("r_2026-11-03.csv", &[row("A1", "Completed")]);
     std::fs::remove_dir_all(c.path().join("out")).unwrap();
     c.file("out", "not a folder");
