@@ -74,13 +74,7 @@ fn api_token_refused_fails_the_run_and_names_the_credentials() {
 fn client_credentials_token_is_renewed_before_it_expires() {
     let api = Tangoe::start();
     api.records(many(12)).token_life(Duration::from_secs(2));
-    let c = api.case("");
-    c.config(&api.config("").replace(
-        "auth = \"api_token\"\napi_token_env = \"TANGOE_TOKEN\"\nrate_limit = \"100/s\"",
-        "auth = \"client_credentials\"\nclient_id = \"cid\"\nclient_secret_file = \"secret.txt\"\n\
-         subject = \"svc@example.com\"\nrate_limit = \"5/s\"\nper_page = 1",
-    ));
-    c.file("secret.txt", "s3cret\n");
+    let c = api.client_credentials_case("5/s", "per_page = 1");
     c.run().code(0).never_says("s3cret").never_says("jwt-");
     assert_eq!(c.events().len(), 12);
     // 13 pages at 5 a second outlive a 2-second token: it was renewed, and no request
@@ -111,13 +105,7 @@ fn a_retry_after_a_long_wait_carries_a_fresh_token() {
         (page == 2 && before == 0)
             .then(|| Reply::Send(429, vec![("Retry-After", "3".into())], "{}".into()))
     });
-    let c = api.case("");
-    c.config(&api.config("").replace(
-        "auth = \"api_token\"\napi_token_env = \"TANGOE_TOKEN\"",
-        "auth = \"client_credentials\"\nclient_id = \"cid\"\nclient_secret_file = \"secret.txt\"\n\
-         subject = \"svc@example.com\"\nper_page = 2",
-    ));
-    c.file("secret.txt", "s3cret\n");
+    let c = api.client_credentials_case("100/s", "per_page = 2");
     c.run().code(0);
     assert_eq!(c.events().len(), 4);
     assert_eq!(api.refused(), 0, "a request carried an expired token");
@@ -471,13 +459,7 @@ fn the_rate_limit_is_never_exceeded() {
     // against the limit too.
     api.records(many(12)).token_life(Duration::from_secs(1));
     api.fault(|page, before| (page == 4 && before < 2).then(|| Reply::json(429, json!({}))));
-    let c = api.case("");
-    c.config(&api.config("").replace(
-        "auth = \"api_token\"\napi_token_env = \"TANGOE_TOKEN\"\nrate_limit = \"100/s\"",
-        "auth = \"client_credentials\"\nclient_id = \"cid\"\nclient_secret_file = \"secret.txt\"\n\
-         subject = \"svc@example.com\"\nrate_limit = \"5/s\"\nper_page = 1",
-    ));
-    c.file("secret.txt", "s3cret\n");
+    let c = api.client_credentials_case("5/s", "per_page = 1");
     c.env("TANGOE_INGEST_HTTP_BACKOFF", "1ms");
     c.run().code(0);
     assert_eq!(c.events().len(), 12);

@@ -116,6 +116,22 @@ format = "jsonl"
         )
     }
 
+    /// A case pulling from this API logging in with `client_credentials` (client secret
+    /// `s3cret`, from a file), at `rate_limit`, with `extra` keys in `[source]`.
+    pub fn client_credentials_case(&self, rate_limit: &str, extra: &str) -> Case {
+        let c = self.case("");
+        c.config(&self.config(extra).replace(
+            "auth = \"api_token\"\napi_token_env = \"TANGOE_TOKEN\"\nrate_limit = \"100/s\"",
+            &format!(
+                "auth = \"client_credentials\"\nclient_id = \"cid\"\n\
+                 client_secret_file = \"secret.txt\"\nsubject = \"svc@example.com\"\n\
+                 rate_limit = \"{rate_limit}\""
+            ),
+        ));
+        c.file("secret.txt", "s3cret\n");
+        c
+    }
+
     /// A case pulling from this API (`extra` keys in `[source]`).
     pub fn case(&self, extra: &str) -> Case {
         let c = Case::new();
