@@ -86,16 +86,12 @@ pub(crate) struct HttpSinkConfig {
     pub(crate) url: String,
     pub(crate) auth: Auth,
     pub(crate) mapping: Option<Mapping>,
-    pub(crate) timeout: Duration,
-    pub(crate) max_attempts: u32,
+    /// Timeout, tries, backoff and extra trusted CA certificates.
+    pub(crate) request: RequestKeys,
     /// The least time between two requests (from `rate_limit`).
     pub(crate) min_interval: Option<Duration>,
-    /// Extra trusted CA certificates (PEM), on top of the bundled Mozilla roots.
-    pub(crate) ca_certs: Vec<ureq::tls::Certificate<'static>>,
     pub(crate) create_missing: bool,
     pub(crate) method: WebhookMethod,
-    /// The first retry's wait; later waits double (with jitter).
-    pub(crate) backoff: Duration,
 }
 
 impl HttpSinkConfig {
@@ -212,11 +208,7 @@ impl RawHttpSink {
         if self.method.is_some() && api != Api::Webhook {
             bail!("{what}: `method` applies to api \"webhook\" only");
         }
-        let RequestKeys {
-            timeout,
-            max_attempts,
-            ca_certs,
-        } = request_keys(
+        let request = request_keys(
             self.timeout.as_deref(),
             self.max_attempts,
             self.ca_file.as_deref(),
@@ -227,23 +219,16 @@ impl RawHttpSink {
             Some(r) => Some(parse_rate(r).with_context(|| what.clone())?),
             None => None,
         };
-        let backoff = match std::env::var(BACKOFF_ENV) {
-            Ok(v) => parse_duration(&v).context(BACKOFF_ENV)?,
-            Err(_) => Duration::from_secs(1),
-        };
         Ok(HttpSinkConfig {
             name,
             api,
             url,
             auth,
             mapping,
-            timeout,
-            max_attempts,
+            request,
             min_interval,
-            ca_certs,
             create_missing,
             method,
-            backoff,
         })
     }
 
@@ -310,7 +295,8 @@ pub(crate) fn plain_http_to_another_host(url: &str) -> bool {
     })
 }
 
-/// The keys every HTTP client here reads alike (an HTTP sink, the API source).
+/// How every HTTP client here sends a request (an HTTP sink, the API source).
+#[derive(Debug, Clone)]
 pub(crate) struct RequestKeys {
     /// Per request (`timeout`, default 30 s; more than zero).
     pub(crate) timeout: Duration,
@@ -318,10 +304,13 @@ pub(crate) struct RequestKeys {
     pub(crate) max_attempts: u32,
     /// Certificates trusted on top of the bundled roots (`ca_file`).
     pub(crate) ca_certs: Vec<ureq::tls::Certificate<'static>>,
+    /// The first retry's wait; later waits double (with jitter). 1 s, or
+    /// `TANGOE_INGEST_HTTP_BACKOFF` (for tests).
+    pub(crate) backoff: Duration,
 }
 
-/// Reads `timeout`, `max_attempts` and `ca_file` (relative to `base`); `what` names the
-/// table in errors.
+/// Reads `timeout`, `max_attempts` and `ca_file` (relative to `base`), and the backoff;
+/// `what` names the table in errors.
 pub(crate) fn request_keys(
     timeout: Option<&str>,
     max_attempts: Option<u32>,
@@ -344,10 +333,15 @@ pub(crate) fn request_keys(
         None => Vec::new(),
         Some(f) => ca_certs(&resolve(base, f), what)?,
     };
+    let backoff = match std::env::var(BACKOFF_ENV) {
+        Ok(v) => parse_duration(&v).context(BACKOFF_ENV)?,
+        Err(_) => Duration::from_secs(1),
+    };
     Ok(RequestKeys {
         timeout,
         max_attempts,
         ca_certs,
+        backoff,
     })
 }
 

@@ -218,13 +218,13 @@ impl Transport {
                 )))
             }
         };
-        let agent = agent(cfg.timeout, &cfg.ca_certs);
+        let agent = agent(cfg.request.timeout, &cfg.request.ca_certs);
         Ok(Transport {
             agent,
             authorization,
             auth_scheme: cfg.auth.scheme(),
-            max_attempts: cfg.max_attempts,
-            backoff: cfg.backoff,
+            max_attempts: cfg.request.max_attempts,
+            backoff: cfg.request.backoff,
             pace: Pace::new(cfg.min_interval),
         })
     }

@@ -77,10 +77,10 @@ pub(crate) struct Http {
 impl Http {
     pub(crate) fn new(cfg: &ApiSourceConfig) -> Http {
         Http {
-            agent: agent(cfg.timeout, &cfg.ca_certs),
+            agent: agent(cfg.request.timeout, &cfg.request.ca_certs),
             pace: Pace::new(Some(cfg.min_interval)),
-            max_attempts: cfg.max_attempts,
-            backoff: cfg.backoff,
+            max_attempts: cfg.request.max_attempts,
+            backoff: cfg.request.backoff,
         }
     }
 

@@ -13,10 +13,8 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 use crate::secret::Secret;
-use crate::setting::parse_duration;
 use crate::sink::http::config::{
-    BACKOFF_ENV, RequestKeys, check_url, parse_rate, plain_http_to_another_host, request_keys,
-    secret_keys,
+    RequestKeys, check_url, parse_rate, plain_http_to_another_host, request_keys, secret_keys,
 };
 
 #[derive(Debug, Deserialize)]
@@ -67,12 +65,8 @@ pub(crate) struct ApiSourceConfig {
     pub(crate) filters: Vec<(String, String)>,
     /// The least time between two requests (from `rate_limit`, default `100/m`).
     pub(crate) min_interval: Duration,
-    pub(crate) timeout: Duration,
-    pub(crate) ca_certs: Vec<ureq::tls::Certificate<'static>>,
-    /// Attempts per request, the first included.
-    pub(crate) max_attempts: u32,
-    /// The first retry's wait; later waits double (with jitter).
-    pub(crate) backoff: Duration,
+    /// Timeout, tries, backoff and extra trusted CA certificates.
+    pub(crate) request: RequestKeys,
 }
 
 /// Query parameters the source sets itself.
@@ -116,21 +110,13 @@ impl RawApi {
         }
         let min_interval = parse_rate(self.rate_limit.as_deref().unwrap_or("100/m"))
             .with_context(|| what.clone())?;
-        let RequestKeys {
-            timeout,
-            max_attempts,
-            ca_certs,
-        } = request_keys(
+        let request = request_keys(
             self.timeout.as_deref(),
             self.max_attempts,
             self.ca_file.as_deref(),
             base,
             &what,
         )?;
-        let backoff = match std::env::var(BACKOFF_ENV) {
-            Ok(v) => parse_duration(&v).context(BACKOFF_ENV)?,
-            Err(_) => Duration::from_secs(1),
-        };
         Ok(ApiSourceConfig {
             base_url,
             auth,
@@ -138,10 +124,7 @@ impl RawApi {
             records_key,
             filters,
             min_interval,
-            timeout,
-            ca_certs,
-            max_attempts,
-            backoff,
+            request,
         })
     }
 
@@ -213,7 +196,7 @@ mod tests {
         assert_eq!(c.base_url, "https://acme.thefutureis.mobi");
         assert_eq!(c.per_page, 100);
         assert_eq!(c.min_interval, Duration::from_millis(600));
-        assert_eq!(c.timeout, Duration::from_secs(30));
+        assert_eq!(c.request.timeout, Duration::from_secs(30));
         assert!(c.filters.is_empty());
     }
 
