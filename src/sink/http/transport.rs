@@ -15,11 +15,53 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::config::{Auth, HttpSinkConfig};
 
-/// A `Retry-After` longer than this is not waited for: the events stay pending for the
-/// next run.
+/// A `Retry-After` longer than this is not waited for: the request fails for this run (an
+/// HTTP sink's events stay pending; a pull is asked again by the next run).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 /// The longest wait between two attempts, whatever the backoff says.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The waits between the tries of one request: from `backoff`, doubling with jitter up to
+/// a minute, `max_attempts - 1` of them; or what the server's `Retry-After` asks.
+pub(crate) struct Retries {
+    delays: backon::ExponentialBackoff,
+    tries: u32,
+}
+
+impl Retries {
+    pub(crate) fn new(backoff: Duration, max_attempts: u32) -> Retries {
+        Retries {
+            delays: ExponentialBuilder::default()
+                .with_min_delay(backoff)
+                .with_max_delay(MAX_BACKOFF.max(backoff))
+                .with_jitter()
+                .with_max_times(max_attempts.saturating_sub(1) as usize)
+                .build(),
+            tries: 0,
+        }
+    }
+
+    /// After a try that failed with `message` (and the server's `Retry-After`, if any):
+    /// how long to wait before the next one, or why there is none.
+    pub(crate) fn wait(
+        &mut self,
+        message: &str,
+        after: Option<Duration>,
+    ) -> Result<Duration, String> {
+        self.tries += 1;
+        let Some(backoff) = self.delays.next() else {
+            return Err(format!("{message} (gave up after {} attempts)", self.tries));
+        };
+        match after {
+            Some(a) if a > MAX_RETRY_AFTER => Err(format!(
+                "{message}; the server asks to wait {}s, longer than a run waits",
+                a.as_secs()
+            )),
+            Some(a) => Ok(a),
+            None => Ok(backoff),
+        }
+    }
+}
 /// Response bodies are read up to this size (ServiceNow answers are small).
 const MAX_BODY: u64 = 4 << 20;
 
@@ -237,12 +279,7 @@ impl Transport {
 
     /// Sends with retries until a 2xx, a permanent failure, or the attempts run out.
     pub(crate) fn send(&mut self, req: &Request) -> Result<Reply, Failure> {
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(self.backoff)
-            .with_max_delay(MAX_BACKOFF.max(self.backoff))
-            .with_jitter()
-            .with_max_times(self.max_attempts.saturating_sub(1) as usize)
-            .build();
+        let mut retries = Retries::new(self.backoff, self.max_attempts);
         let mut attempts = 0u32;
         loop {
             attempts += 1;
@@ -260,23 +297,9 @@ impl Transport {
                 Err(Attempt::Unavailable(message)) => return Err(Failure::Unavailable { message }),
                 Err(Attempt::Refused(message)) => return Err(Failure::Refused { message }),
                 Err(Attempt::Retry { message, after }) => {
-                    let Some(backoff) = delays.next() else {
-                        return Err(Failure::Unavailable {
-                            message: format!("{message} (gave up after {attempts} attempts)"),
-                        });
-                    };
-                    let wait = match after {
-                        Some(a) if a > MAX_RETRY_AFTER => {
-                            return Err(Failure::Unavailable {
-                                message: format!(
-                                    "{message}; the server asks to wait {}s, longer than a run waits",
-                                    a.as_secs()
-                                ),
-                            });
-                        }
-                        Some(a) => a,
-                        None => backoff,
-                    };
+                    let wait = retries
+                        .wait(&message, after)
+                        .map_err(|message| Failure::Unavailable { message })?;
                     tracing::warn!(url = %req.url, attempt = attempts, wait_ms = wait.as_millis() as u64, "{message}: retrying");
                     std::thread::sleep(wait);
                 }

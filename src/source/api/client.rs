@@ -10,18 +10,14 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, bail};
-use backon::{BackoffBuilder, ExponentialBuilder};
+use anyhow::Result;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::config::ApiSourceConfig;
-use crate::sink::http::transport::{Pace, agent, detail, parse_retry_after, transient, with_query};
+use crate::sink::http::transport::{
+    Pace, Retries, agent, detail, parse_retry_after, transient, with_query,
+};
 
-/// A `Retry-After` longer than this is not waited for: the pull fails and the next run
-/// asks again.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
-/// The longest wait between two attempts, whatever the backoff says.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A page is read up to this size (1,000 records of a few KiB each fit many times over).
 const MAX_BODY: u64 = 64 << 20;
 
@@ -102,12 +98,7 @@ impl Http {
         &mut self,
         mut try_once: impl FnMut(&mut Http) -> Result<serde_json::Value, Attempt>,
     ) -> Result<serde_json::Value> {
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(self.backoff)
-            .with_max_delay(MAX_BACKOFF.max(self.backoff))
-            .with_jitter()
-            .with_max_times(self.max_attempts.saturating_sub(1) as usize)
-            .build();
+        let mut retries = Retries::new(self.backoff, self.max_attempts);
         let mut attempts = 0u32;
         loop {
             crate::interrupt::check()?;
@@ -117,17 +108,7 @@ impl Http {
                 Err(Attempt::Fail(e)) => return Err(e),
                 Err(Attempt::Retry { message, after }) => (message, after),
             };
-            let Some(backoff) = delays.next() else {
-                bail!("{message} (gave up after {attempts} attempts)");
-            };
-            let wait = match after {
-                Some(a) if a > MAX_RETRY_AFTER => bail!(
-                    "{message}; the server asks to wait {}s, longer than a run waits",
-                    a.as_secs()
-                ),
-                Some(a) => a,
-                None => backoff,
-            };
+            let wait = retries.wait(&message, after).map_err(anyhow::Error::msg)?;
             tracing::warn!(
                 attempt = attempts,
                 wait_ms = wait.as_millis() as u64,
