@@ -99,6 +99,17 @@ fn data_and_delivery_problems_together_exit_2_and_list_both() {
     assert!(kinds.iter().any(|(k, _)| k == "delivery"), "{s}");
 }
 
+/// Every report the ledger holds arrived two days ago, as far as it records.
+fn arrived_two_days_ago(c: &Case) {
+    c.ledger()
+        .execute(
+            "UPDATE reports SET processed_at = \
+             replace(datetime('now', '-2 days'), ' ', 'T') || 'Z'",
+            [],
+        )
+        .unwrap();
+}
+
 #[test]
 fn a_source_silent_past_expect_new_within_exits_4_and_is_off_by_default() {
     let c = Case::new();
@@ -107,19 +118,7 @@ fn a_source_silent_past_expect_new_within_exits_4_and_is_off_by_default() {
         &[row("A1", "Ordered").at("2026-11-01T10:00:00Z")],
     );
     c.run().code(0);
-    // The report arrived two days ago.
-    c.ledger()
-        .execute(
-            "UPDATE reports SET processed_at = datetime('now', '-2 days') || 'Z'",
-            [],
-        )
-        .unwrap();
-    c.ledger()
-        .execute(
-            "UPDATE reports SET processed_at = replace(processed_at, ' ', 'T')",
-            [],
-        )
-        .unwrap();
+    arrived_two_days_ago(&c);
     // Off by default: an empty drop folder is not a problem.
     c.run().code(0);
 
@@ -166,9 +165,7 @@ fn a_report_failing_every_night_does_not_hide_a_silent_source() {
     let c = Case::with_config("");
     c.file("drop/bad_2026-11-01.csv", "Status,Device\nOrdered,Pixel\n");
     c.run().code(2);
-    let two_days_ago = "UPDATE reports SET processed_at = \
-                        replace(datetime('now', '-2 days'), ' ', 'T') || 'Z'";
-    c.ledger().execute(two_days_ago, []).unwrap();
+    arrived_two_days_ago(&c);
     let text = std::fs::read_to_string(c.path().join("tangoe-ingest.toml")).unwrap();
     c.config(&text.replace(
         "dir = \"drop\"",
