@@ -234,15 +234,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sniffs_semicolons_with_decimal_commas() {
-        use super::super::records::sniff_delimiter;
-        let sample = b"Report title\nActivity ID;State;Cost\nA1;Ordered;12,50\nA2;Completed;1,00\n";
-        assert_eq!(sniff_delimiter(sample), b';');
-        assert_eq!(sniff_delimiter(b"a,b,c\n1,2,3\n"), b',');
-        assert_eq!(sniff_delimiter(b"a\tb\tc\n1\t2\t3\n"), b'\t');
-    }
-
-    #[test]
     fn line_breaks_in_cells() {
         assert_eq!(count_line_breaks(b"a\nb\r\nc\rd"), 3);
         assert_eq!(count_line_breaks(b"plain"), 0);

@@ -13,6 +13,7 @@
 mod batch;
 pub(crate) mod cell;
 mod csv;
+mod delimiter;
 mod encoding;
 pub(crate) mod header;
 mod json;

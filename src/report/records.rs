@@ -93,54 +93,6 @@ impl Record {
     }
 }
 
-/// Excel's `sep=;` first line names the delimiter (the line is then skipped as preamble).
-fn excel_separator_hint(sample: &[u8]) -> Option<u8> {
-    let sample = sample.strip_prefix(b"\xef\xbb\xbf").unwrap_or(sample);
-    let rest = sample
-        .strip_prefix(b"sep=")
-        .or_else(|| sample.strip_prefix(b"SEP="))?;
-    match rest {
-        [d, b'\r' | b'\n', ..] if d.is_ascii() && !d.is_ascii_alphanumeric() => Some(*d),
-        _ => None,
-    }
-}
-
-/// Picks the delimiter whose count per line is the most consistent in the first lines.
-pub(super) fn sniff_delimiter(sample: &[u8]) -> u8 {
-    let candidates = [b',', b';', b'\t', b'|'];
-    let mut best = (b',', 0usize, 0usize);
-    for &d in &candidates {
-        let mut counts: Vec<usize> = Vec::new();
-        let mut in_quotes = false;
-        let mut n = 0;
-        for &b in sample {
-            match b {
-                b'"' => in_quotes = !in_quotes,
-                b'\n' if !in_quotes => {
-                    counts.push(n);
-                    n = 0;
-                }
-                _ if b == d && !in_quotes => n += 1,
-                _ => {}
-            }
-        }
-        if n > 0 {
-            counts.push(n);
-        }
-        // The most common non-zero count, and how many lines have it.
-        let mut freq: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
-        for c in counts.into_iter().filter(|&c| c > 0) {
-            *freq.entry(c).or_default() += 1;
-        }
-        if let Some((&mode, &lines)) = freq.iter().max_by_key(|(c, l)| (**l, **c))
-            && (lines, mode) > (best.1, best.2)
-        {
-            best = (d, lines, mode);
-        }
-    }
-    best.0
-}
-
 /// Notes where the line breaks are in what is read through it, so records can be given the
 /// line a person sees in an editor (a lone CR, from old Mac files or inside a cell, is a
 /// line break too).
@@ -410,7 +362,7 @@ pub(super) fn split_records(
     let delimiter = match delimiter {
         Some(d) => d,
         None => match input.fill_buf() {
-            Ok(sample) => excel_separator_hint(sample).unwrap_or_else(|| sniff_delimiter(sample)),
+            Ok(sample) => super::delimiter::sniff(sample),
             Err(e) => {
                 let _ = tx.send(Chunk::Failed(
                     anyhow::Error::new(e).context("cannot read the CSV"),
@@ -637,14 +589,5 @@ mod tests {
             assert_eq!(b.before(7), 3, "chunk {chunk}");
             assert_eq!(b.before(data.len() as u64), 5, "chunk {chunk}");
         }
-    }
-
-    #[test]
-    fn excel_sep_hint() {
-        assert_eq!(excel_separator_hint(b"sep=;\r\na,b;c"), Some(b';'));
-        assert_eq!(excel_separator_hint(b"\xef\xbb\xbfsep=|\nx"), Some(b'|'));
-        assert_eq!(excel_separator_hint(b"sep=\t\nx"), Some(b'\t'));
-        assert_eq!(excel_separator_hint(b"Activity ID,Status\n"), None);
-        assert_eq!(excel_separator_hint(b"sep=ab\n"), None);
     }
 }
