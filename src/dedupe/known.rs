@@ -357,6 +357,11 @@ impl KnownActivities {
         Ok(())
     }
 
+    /// How many Activities the table holds, new ones included.
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+
     /// How many Activities were added since [`KnownActivities::drain_fresh`] last ran.
     pub(crate) fn fresh_len(&self) -> usize {
         self.fresh.len()

@@ -62,6 +62,10 @@ const KEEP_WARNINGS: usize = 20;
 
 /// New Activities written at a time, in ID order (a walk over the table each time).
 const FRESH_CHUNK: usize = 262_144;
+/// While the rows wait, new Activities are written once this many are held and they are
+/// at least a quarter of all Activities: the walks over the ID index stay few (the chunks
+/// grow with it) and little is left for the end.
+const IDLE_FRESH: usize = 16_384;
 /// Changed Activities written at a time: while the report is read and the rows wait, or
 /// in steps at the end.
 const WALK_STEP: usize = 8_192;
@@ -152,8 +156,14 @@ impl<'p, 'c> Planner<'p, 'c> {
         Ok(self.outcome)
     }
 
-    /// Work to do while no rows are ready: writes some of the changed records.
+    /// Work to do while no rows are ready: writes the new Activities held if they are many,
+    /// else some of the changed records.
     pub(crate) fn idle(&mut self) -> Result<bool> {
+        let fresh = self.known.fresh_len();
+        if fresh >= IDLE_FRESH && fresh * 4 >= self.known.len() {
+            self.write_fresh()?;
+            return Ok(true);
+        }
         if !self.known.has_dirty() {
             return Ok(false);
         }
