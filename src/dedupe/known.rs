@@ -43,6 +43,8 @@ const FRESH: u32 = 1 << 29;
 
 /// Below this many Activities, one thread reads them all.
 const PARALLEL_LOAD: u64 = 100_000;
+/// Threads reading the Activities of a larger ledger.
+const READERS: usize = 2;
 
 /// Activities read on another thread, laid out as [`KnownActivities`] holds them, with
 /// each one's hash and offset in the chunk.
@@ -51,7 +53,7 @@ struct Chunk {
     entries: Vec<(u64, u32)>,
 }
 
-/// Activities a chunk holds.
+/// Rowids a chunk covers (it holds an Activity for each rowid in use).
 const CHUNK: usize = 4096;
 
 impl Chunk {
@@ -62,31 +64,35 @@ impl Chunk {
         }
     }
 
-    /// Reads the Activities of `rowids`, each hashed by `hasher` (the table's own), and
-    /// sends them on in chunks.
-    fn read_all(
+    /// Reads the Activities of each block of rowids in `blocks`, each hashed by `hasher`
+    /// (the table's own), and sends them on: one chunk per block, empty or not, so that the
+    /// taker knows which block each chunk is.
+    fn read_blocks(
         ledger: &Ledger,
-        rowids: std::ops::Range<i64>,
+        blocks: impl Iterator<Item = std::ops::Range<i64>>,
         hasher: &DefaultHashBuilder,
         tx: &std::sync::mpsc::SyncSender<Chunk>,
     ) -> Result<()> {
-        let mut chunk = Chunk::new();
-        ledger.each_activity(rowids, |rowid, id, record| {
-            let offset = write_entry(&mut chunk.data, id, row_id(rowid)?, &record, 0)?;
-            chunk.entries.push((hasher.hash_one(id.as_bytes()), offset));
-            if chunk.entries.len() == CHUNK {
-                let full = std::mem::replace(&mut chunk, Chunk::new());
-                tx.send(full)
-                    .map_err(|_| anyhow::anyhow!("the table stopped taking Activities"))?;
-            }
-            Ok(())
-        })?;
-        if !chunk.entries.is_empty() {
+        for block in blocks {
+            let mut chunk = Chunk::new();
+            ledger.each_activity(block, |rowid, id, record| {
+                let offset = write_entry(&mut chunk.data, id, row_id(rowid)?, &record, 0)?;
+                chunk.entries.push((hasher.hash_one(id.as_bytes()), offset));
+                Ok(())
+            })?;
             tx.send(chunk)
                 .map_err(|_| anyhow::anyhow!("the table stopped taking Activities"))?;
         }
         Ok(())
     }
+}
+
+/// `rowids` cut into blocks of [`CHUNK`] rowids, in order.
+fn blocks(rowids: std::ops::Range<i64>) -> impl Iterator<Item = std::ops::Range<i64>> + Clone {
+    rowids
+        .clone()
+        .step_by(CHUNK)
+        .map(move |start| start..(start + CHUNK as i64).min(rowids.end))
 }
 
 /// A rowid as the table holds it.
@@ -233,27 +239,19 @@ impl KnownActivities {
         }
     }
 
-    /// Every Activity `activities` holds. When there are many, another thread steps
-    /// through SQLite and lays them out in chunks while this one takes the chunks in.
+    /// Every Activity `activities` holds. When there are many, [`READERS`] threads step
+    /// through SQLite, each taking every `READERS`-th block of rowids, and lay them out in
+    /// chunks; this one takes the chunks in, from each reader in turn: in rowid order.
     pub(crate) fn load(ledger: &Ledger) -> Result<Self> {
         let started = std::time::Instant::now();
-        let (count, rowids) = ledger.activity_rowids()?;
+        let rowids = ledger.activity_rowids()?;
+        let count = rowids.end.saturating_sub(rowids.start) as u64;
         let mut known = KnownActivities::with_capacity(count as usize);
-        match ledger.reader()? {
-            Some(reader) if count >= PARALLEL_LOAD => {
-                let hasher = known.hasher.clone();
-                std::thread::scope(|scope| -> Result<()> {
-                    let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(4);
-                    let reading =
-                        scope.spawn(move || Chunk::read_all(&reader, rowids, &hasher, &tx));
-                    for chunk in rx {
-                        known.append(chunk)?;
-                    }
-                    reading
-                        .join()
-                        .map_err(|_| anyhow::anyhow!("the thread reading Activities panicked"))?
-                })?;
-            }
+        let readers = (0..READERS)
+            .map(|_| ledger.reader())
+            .collect::<Result<Option<Vec<Ledger>>>>()?;
+        match readers {
+            Some(readers) if count >= PARALLEL_LOAD => known.load_in_parallel(readers, rowids)?,
             _ => ledger.each_activity(rowids, |rowid, id, record| {
                 known.push(id, row_id(rowid)?, &record, 0).map(drop)
             })?,
@@ -264,6 +262,37 @@ impl KnownActivities {
             "Activities loaded"
         );
         Ok(known)
+    }
+
+    fn load_in_parallel(
+        &mut self,
+        readers: Vec<Ledger>,
+        rowids: std::ops::Range<i64>,
+    ) -> Result<()> {
+        let n = readers.len();
+        std::thread::scope(|scope| -> Result<()> {
+            let mut taken = Vec::with_capacity(n);
+            let mut reading = Vec::with_capacity(n);
+            for (k, reader) in readers.into_iter().enumerate() {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(4);
+                let (hasher, blocks) = (self.hasher.clone(), blocks(rowids.clone()));
+                reading.push(scope.spawn(move || {
+                    Chunk::read_blocks(&reader, blocks.skip(k).step_by(n), &hasher, &tx)
+                }));
+                taken.push(rx);
+            }
+            // Block i comes from reader i mod n; the first reader out of blocks ends it.
+            for rx in taken.iter().cycle() {
+                let Ok(chunk) = rx.recv() else { break };
+                self.append(chunk)?;
+            }
+            drop(taken);
+            for r in reading {
+                r.join()
+                    .map_err(|_| anyhow::anyhow!("a thread reading Activities panicked"))??;
+            }
+            Ok(())
+        })
     }
 
     /// Adds Activities laid out on another thread, after those the table holds.
