@@ -418,6 +418,11 @@ impl KnownActivities {
         self.dirty > 0
     }
 
+    /// How many known Activities have changes waiting to be written.
+    pub(crate) fn dirty_len(&self) -> usize {
+        self.dirty
+    }
+
     /// Up to `budget` known Activities whose changes wait to be written, in the buffer's
     /// order from where the last call stopped (wrapping around: a walk over the table);
     /// they count as written.

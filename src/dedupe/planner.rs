@@ -62,9 +62,12 @@ const KEEP_WARNINGS: usize = 20;
 
 /// New Activities written at a time, in ID order (a walk over the table each time).
 const FRESH_CHUNK: usize = 262_144;
-/// While the rows wait, new Activities are written once this many are held and they are
-/// at least a quarter of all Activities: the walks over the ID index stay few (the chunks
-/// grow with it) and little is left for the end.
+/// While the rows wait, the records held are written once they are at least 1/`IDLE_SHARE`
+/// of all Activities: each write walks a whole index or table (more than the page cache
+/// holds), so the walks are kept few, each writing many records a page, and what is left
+/// for the end stays bounded.
+const IDLE_SHARE: usize = 4;
+/// ... and new Activities once at least this many are held.
 const IDLE_FRESH: usize = 16_384;
 /// Changed Activities written at a time: while the report is read and the rows wait, or
 /// in steps at the end.
@@ -157,14 +160,15 @@ impl<'p, 'c> Planner<'p, 'c> {
     }
 
     /// Work to do while no rows are ready: writes the new Activities held if they are many,
-    /// else some of the changed records.
+    /// else some of the changed records if they are many (the rest wait for
+    /// [`Planner::finish`]).
     pub(crate) fn idle(&mut self) -> Result<bool> {
         let fresh = self.known.fresh_len();
-        if fresh >= IDLE_FRESH && fresh * 4 >= self.known.len() {
+        if fresh >= IDLE_FRESH && fresh * IDLE_SHARE >= self.known.len() {
             self.write_fresh()?;
             return Ok(true);
         }
-        if !self.known.has_dirty() {
+        if !self.known.has_dirty() || self.known.dirty_len() * IDLE_SHARE < self.known.len() {
             return Ok(false);
         }
         self.write_dirty(WALK_STEP)?;
