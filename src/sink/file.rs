@@ -50,57 +50,7 @@ struct Out<'f> {
     map: FieldMap,
 }
 
-type Buffered<'f> = std::io::BufWriter<WriteBack<'f>>;
-
-/// Bytes of the import file after which the kernel is asked to start writing them out.
-const WRITE_BACK: u64 = 8 << 20;
-
-/// The import file as it is written: every [`WRITE_BACK`] bytes, the kernel is asked to
-/// start writing them to disk (Linux's `sync_file_range`, which does not wait), so that the
-/// `fsync` ending the file has little left to wait for. Elsewhere, a plain write.
-struct WriteBack<'f> {
-    file: &'f std::fs::File,
-    written: u64,
-    /// Where the bytes not yet asked out start.
-    pending: u64,
-}
-
-impl std::io::Write for WriteBack<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.written += n as u64;
-        if self.written - self.pending >= WRITE_BACK {
-            start_write_back(self.file, self.pending, self.written - self.pending);
-            self.pending = self.written;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
-    }
-}
-
-/// Asks the kernel to start writing `len` bytes of `file` from `offset` to disk; a hint
-/// only (its failure changes nothing: the `fsync` after writes them all the same).
-fn start_write_back(file: &std::fs::File, offset: u64, len: u64) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: the descriptor is open for the call (borrowed from `file`); no memory is
-        // passed.
-        unsafe {
-            libc::sync_file_range(
-                file.as_raw_fd(),
-                offset as libc::off64_t,
-                len as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (file, offset, len);
-}
+type Buffered<'f> = std::io::BufWriter<&'f std::fs::File>;
 
 enum Format<'f> {
     Csv(Box<csv::Writer<Buffered<'f>>>),
@@ -113,12 +63,7 @@ impl<'f> Out<'f> {
         schema_fields: &[String],
         file: &'f std::fs::File,
     ) -> Result<Self> {
-        let out = WriteBack {
-            file,
-            written: 0,
-            pending: 0,
-        };
-        let buffered = std::io::BufWriter::with_capacity(1 << 20, out);
+        let buffered = std::io::BufWriter::with_capacity(1 << 20, file);
         let header = csv_header(sink, schema_fields);
         let format = match sink.format {
             FileFormat::Csv => {
