@@ -24,6 +24,11 @@ fn multi() -> Option<&'static MultiProgress> {
         .as_ref()
 }
 
+/// Whether bars are drawn (to spare counting what no bar shows).
+pub(crate) fn shown() -> bool {
+    multi().is_some()
+}
+
 /// One bar, or nothing when there is no terminal. Removed from the screen when dropped.
 pub(crate) struct Bar(Option<ProgressBar>);
 

@@ -320,7 +320,12 @@ fn render(
     let started = std::time::Instant::now();
     let mut first = None;
     let mut last = mark;
-    let bar = crate::progress::delivery(&sink.name, ledger.count_events_after(mark)?);
+    // Counting reads every event: only for a bar that shows it.
+    let total = match crate::progress::shown() {
+        true => ledger.count_events_after(mark)?,
+        false => 0,
+    };
+    let bar = crate::progress::delivery(&sink.name, total);
     let bar = &bar;
     let (count, incomplete) = std::thread::scope(|scope| -> Result<(u64, Vec<(i64, String)>)> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<OwnedEvent>>(4);
