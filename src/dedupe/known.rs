@@ -247,11 +247,14 @@ impl KnownActivities {
         let rowids = ledger.activity_rowids()?;
         let count = rowids.end.saturating_sub(rowids.start) as u64;
         let mut known = KnownActivities::with_capacity(count as usize);
-        let readers = (0..READERS)
-            .map(|_| ledger.reader())
-            .collect::<Result<Option<Vec<Ledger>>>>()?;
+        let readers = match count >= PARALLEL_LOAD {
+            true => (0..READERS)
+                .map(|_| ledger.reader())
+                .collect::<Result<Option<Vec<Ledger>>>>()?,
+            false => None,
+        };
         match readers {
-            Some(readers) if count >= PARALLEL_LOAD => known.load_in_parallel(readers, rowids)?,
+            Some(readers) => known.load_in_parallel(readers, rowids)?,
             _ => ledger.each_activity(rowids, |rowid, id, record| {
                 known.push(id, row_id(rowid)?, &record, 0).map(drop)
             })?,
@@ -264,6 +267,8 @@ impl KnownActivities {
         Ok(known)
     }
 
+    /// Reads the Activities of `rowids` on one thread per reader, reader `k` taking blocks
+    /// `k`, `k + n`...; appends each block's chunk in order, on this thread.
     fn load_in_parallel(
         &mut self,
         readers: Vec<Ledger>,
