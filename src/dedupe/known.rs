@@ -45,6 +45,10 @@ const FRESH: u32 = 1 << 29;
 const PARALLEL_LOAD: u64 = 100_000;
 /// Threads reading the Activities of a larger ledger.
 const READERS: usize = 2;
+/// The most Activities the table is sized for before it is filled. It is sized from the
+/// range of rowids (Activities are never deleted, so that is how many there are, but for a
+/// ledger edited by hand); past this it grows as it fills.
+const PRESIZE_MAX: u64 = 1 << 22;
 
 /// Activities read on another thread, laid out as [`KnownActivities`] holds them, with
 /// each one's hash and offset in the chunk.
@@ -80,12 +84,24 @@ impl Chunk {
                 chunk.entries.push((hasher.hash_one(id.as_bytes()), offset));
                 Ok(())
             })?;
-            tx.send(chunk)
-                .map_err(|_| anyhow::anyhow!("the table stopped taking Activities"))?;
+            tx.send(chunk).map_err(|_| TableStopped)?;
         }
         Ok(())
     }
 }
+
+/// A reader stopped because the table stopped taking its chunks: whatever stopped the
+/// table is the error to report.
+#[derive(Debug)]
+struct TableStopped;
+
+impl std::fmt::Display for TableStopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the table stopped taking Activities")
+    }
+}
+
+impl std::error::Error for TableStopped {}
 
 /// `rowids` cut into blocks of [`CHUNK`] rowids, in order.
 fn blocks(rowids: std::ops::Range<i64>) -> impl Iterator<Item = std::ops::Range<i64>> + Clone {
@@ -245,8 +261,11 @@ impl KnownActivities {
     pub(crate) fn load(ledger: &Ledger) -> Result<Self> {
         let started = std::time::Instant::now();
         let rowids = ledger.activity_rowids()?;
+        if !rowids.is_empty() {
+            row_id(rowids.end - 1)?;
+        }
         let count = rowids.end.saturating_sub(rowids.start) as u64;
-        let mut known = KnownActivities::with_capacity(count as usize);
+        let mut known = KnownActivities::with_capacity(count.min(PRESIZE_MAX) as usize);
         let readers = match count >= PARALLEL_LOAD {
             true => (0..READERS)
                 .map(|_| ledger.reader())
@@ -268,7 +287,9 @@ impl KnownActivities {
     }
 
     /// Reads the Activities of `rowids` on one thread per reader, reader `k` taking blocks
-    /// `k`, `k + n`...; appends each block's chunk in order, on this thread.
+    /// `k`, `k + n`...; appends each block's chunk in order, on this thread. (Each block is
+    /// read in a transaction of its own: they agree because the run's lock keeps every
+    /// other writer out of the ledger, and this run writes nothing meanwhile.)
     fn load_in_parallel(
         &mut self,
         readers: Vec<Ledger>,
@@ -286,17 +307,31 @@ impl KnownActivities {
                 }));
                 taken.push(rx);
             }
-            // Block i comes from reader i mod n; the first reader out of blocks ends it.
+            // Block i comes from reader i mod n; the first reader out of blocks (or failed)
+            // ends it.
+            let mut taking = Ok(());
             for rx in taken.iter().cycle() {
                 let Ok(chunk) = rx.recv() else { break };
-                self.append(chunk)?;
+                if let Err(e) = self.append(chunk) {
+                    taking = Err(e);
+                    break;
+                }
             }
             drop(taken);
+            // Every reader is joined. A reader's own failure is the one to report: the
+            // others then only stopped, as the table did.
+            let mut failed = None;
             for r in reading {
-                r.join()
-                    .map_err(|_| anyhow::anyhow!("a thread reading Activities panicked"))??;
+                let read = r.join().unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!("a thread reading Activities panicked"))
+                });
+                if let Err(e) = read
+                    && !e.is::<TableStopped>()
+                {
+                    failed.get_or_insert(e);
+                }
             }
-            Ok(())
+            failed.map_or(taking, Err)
         })
     }
 

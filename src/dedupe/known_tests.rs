@@ -107,8 +107,8 @@ fn a_large_ledger_is_read_whole_and_in_order_on_two_threads() {
              FROM i;"
         ))
         .unwrap();
-    // Three blocks of rowids without Activities (each reader gets one at least), and
-    // one cut short.
+    // Two blocks of rowids without Activities (one for each reader) between two blocks
+    // cut short.
     let gone = |x: i64| (10_000..10_000 + 3 * CHUNK as i64 + 100).contains(&x);
     ledger
         .conn()
@@ -157,4 +157,65 @@ fn a_large_ledger_is_read_whole_and_in_order_on_two_threads() {
         at = record_at + RECORD;
     }
     assert_eq!(rowids, kept);
+}
+
+/// A ledger of `n` Activities `ACT-1`.. at rowids 1..=n.
+fn ledger_of(dir: &std::path::Path, n: i64) -> Ledger {
+    let ledger = Ledger::open(&dir.join("ledger.sqlite")).unwrap();
+    ledger
+        .conn()
+        .execute_batch(&format!(
+            "WITH RECURSIVE i(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM i WHERE x < {n})
+             INSERT INTO activities (id, activity_id, state, updated_at, report_id, row, events)
+             SELECT x, 'ACT-' || x, 1, 0, 1, x, 1 FROM i;"
+        ))
+        .unwrap();
+    ledger
+}
+
+/// Whichever reader meets a record the table cannot hold, its own error is the one
+/// reported, not that another reader stopped.
+#[test]
+fn a_reader_that_fails_is_reported_by_its_own_error() {
+    for rowid in [CHUNK as i64 + 10, 2 * CHUNK as i64 + 10] {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = ledger_of(dir.path(), PARALLEL_LOAD as i64 + 1);
+        ledger
+            .conn()
+            .execute(
+                "UPDATE activities SET activity_id = ?1 WHERE id = ?2",
+                rusqlite::params!["x".repeat(70_000), rowid],
+            )
+            .unwrap();
+        let Err(e) = KnownActivities::load(&ledger) else {
+            panic!("an ID of 70,000 bytes was taken")
+        };
+        assert!(
+            format!("{e:#}").contains("an Activity ID of 70000 bytes"),
+            "rowid {rowid}: {e:#}"
+        );
+    }
+}
+
+/// A rowid past what the table holds is an error, before anything is sized from the range
+/// of rowids.
+#[test]
+fn a_rowid_past_four_billion_is_an_error_not_an_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger_of(dir.path(), 3);
+    ledger
+        .conn()
+        .execute(
+            "INSERT INTO activities (id, activity_id, state, updated_at, report_id, row, events)
+             VALUES (5000000000, 'ACT-far', 1, 0, 1, 1, 1)",
+            [],
+        )
+        .unwrap();
+    let Err(e) = KnownActivities::load(&ledger) else {
+        panic!("a rowid past 4 billion was taken")
+    };
+    assert!(
+        format!("{e:#}").contains("more than 4 billion Activities"),
+        "{e:#}"
+    );
 }
